@@ -1,0 +1,1 @@
+"""reev-api: the read-only HTTP API over the reev-ingest database."""

@@ -1,0 +1,36 @@
+"""`reev-ingestd`: the only writer of the database."""
+
+import logging
+import sys
+
+import apsw
+
+from daemon.config import daemon_arguments, setup_logging
+from daemon.ingest import Limits
+from daemon.service import Config, Service
+from daemon.store import Store
+
+log = logging.getLogger("reev.daemon")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = daemon_arguments(argv)
+    setup_logging(args.log_level)
+    config = Config(
+        sessions_dir=args.sessions_dir.absolute(), benchmarks_dir=args.benchmarks_dir.absolute(),
+        db=args.db, once=args.once, rescan_interval=args.rescan_interval,
+        limits=Limits(max_line_bytes=args.max_line_bytes, settle_seconds=args.settle_seconds))
+    try:
+        store = Store(config.db)
+    except (apsw.Error, OSError, RuntimeError) as e:
+        log.error("cannot open the database %s: %s", config.db, e)
+        return 2
+    try:
+        service = Service(config, store)
+        return service.run_once() if config.once else service.run_live()
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

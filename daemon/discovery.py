@@ -1,0 +1,137 @@
+"""Discovery: which files exist (scans) and which changed (watchdog events).
+
+inotify drops events when its queue overflows and watchdog's observer thread can die
+silently, so events are only a hint for speed: the periodic reconcile scan is the truth.
+"""
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from watchdog.events import (
+    FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
+    FileSystemEvent, FileSystemEventHandler)
+from watchdog.observers import Observer
+
+log = logging.getLogger("reev.discovery")
+
+# Events that can mean new bytes or a new file. Our own reads raise FileOpenedEvent and
+# FileClosedNoWriteEvent: reacting to those would re-read our reads forever.
+_RELEVANT = (FileModifiedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent, FileClosedEvent)
+
+
+class DirtyPaths:
+    """Paths that may have changed, shared by the observer thread and the service loop."""
+
+    def __init__(self):
+        self._paths: dict[str, None] = {}   # insertion-ordered set
+        # Re-entrant: the signal handlers call wake() on the thread that may hold it.
+        self._cond = threading.Condition(threading.RLock())
+        self.woken = False
+
+    def add(self, path: str):
+        with self._cond:
+            self._paths[path] = None
+            self._cond.notify()
+
+    def add_many(self, paths):
+        with self._cond:
+            for p in paths:
+                self._paths[p] = None
+            self._cond.notify()
+
+    def wake(self):
+        with self._cond:
+            self.woken = True
+            self._cond.notify()
+
+    def wait(self, timeout: float) -> None:
+        with self._cond:
+            if not self._paths and not self.woken:
+                self._cond.wait(timeout)
+            self.woken = False
+
+    def take(self, limit: int) -> list[str]:
+        with self._cond:
+            taken = []
+            for p in self._paths:
+                taken.append(p)
+                if len(taken) >= limit:
+                    break
+            for p in taken:
+                del self._paths[p]
+            return taken
+
+    def __len__(self):
+        return len(self._paths)
+
+
+def scan_dir(folder: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry directly in `folder` with its lstat (symlinks are not followed)."""
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                try:
+                    yield entry.path, entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+    except FileNotFoundError:
+        return
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, on_path: Callable[[str], None]):
+        self.on_path = on_path
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        if not isinstance(event, _RELEVANT):
+            return
+        self.on_path(os.fsdecode(event.src_path))
+        if isinstance(event, FileMovedEvent):
+            self.on_path(os.fsdecode(event.dest_path))
+
+
+class Watcher:
+    """A watchdog observer over a few folders (not recursive), restarted if it dies."""
+
+    def __init__(self, folders: list[Path], on_path: Callable[[str], None]):
+        self.folders = folders
+        self.on_path = on_path
+        self.observer = None
+        self.watching: list[Path] = []
+
+    def start(self):
+        observer = Observer()
+        handler = _Handler(self.on_path)
+        self.watching = []
+        for folder in self.folders:
+            if folder.is_dir():
+                observer.schedule(handler, str(folder), recursive=False)
+                self.watching.append(folder)
+            else:
+                log.warning("%s does not exist (yet): found by the periodic scan when it does", folder)
+        observer.daemon = True
+        observer.start()
+        self.observer = observer
+
+    def healthy(self) -> bool:
+        """False when the observer thread died or a folder appeared that it isn't watching."""
+        if self.observer is None or not self.observer.is_alive():
+            return False
+        return all(f in self.watching for f in self.folders if f.is_dir())
+
+    def restart(self):
+        log.warning("file watcher is not running or misses a folder; restarting it")
+        self.stop()
+        self.start()
+
+    def stop(self):
+        if self.observer is not None:
+            try:
+                self.observer.stop()
+                self.observer.join(timeout=2)
+            except Exception:  # a dead observer may fail to stop; it is replaced anyway
+                log.debug("stopping the old observer failed", exc_info=True)
+            self.observer = None

@@ -1,0 +1,271 @@
+"""Ingesting one file into an open batch: event logs line by line, session files and
+benchmarks as whole documents. Called by the service loop; all SQL goes through Store."""
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from daemon import parse, reader
+from daemon.ids import Classified, classify_benchmark_file, classify_session_file
+from daemon.parse import BadInput, ParsedLine
+from daemon.reader import Checkpoint, Line, NotAFile
+from daemon.status import TERMINAL, status_from_session
+from daemon.store import Store
+
+log = logging.getLogger("reev.ingest")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_line_bytes: int = 8 << 20          # a longer event line is bad input
+    max_document_bytes: int = 64 << 20     # a larger session or benchmark file is bad input
+    read_budget_bytes: int = 8 << 20       # per file per batch, so one huge file can't stall others
+    settle_seconds: float = 2.0            # an invalid document that stays unchanged this long is an error
+
+
+class Outcome(NamedTuple):
+    lines: int = 0                         # event lines stored
+    more: bool = False                     # the read budget stopped short: process again
+    retry_at: float | None = None          # wall-clock time to look again (unsettled document)
+
+
+class Ingestor:
+    def __init__(self, store: Store, sessions_dir: Path, benchmarks_dir: Path, limits: Limits):
+        self.store = store
+        self.sessions_dir = sessions_dir
+        self.benchmarks_dir = benchmarks_dir
+        self.limits = limits
+
+    def classify(self, path: str) -> Classified | None:
+        """What a path is, if it is directly inside one of the watched folders."""
+        p = Path(path)
+        if p.parent == self.sessions_dir:
+            return classify_session_file(p.name)
+        if p.parent == self.benchmarks_dir:
+            return classify_benchmark_file(p.name)
+        return None
+
+    def process(self, path: str) -> Outcome:
+        """Bring the database up to date with one file. Runs inside Store.batch()."""
+        what = self.classify(path)
+        if what is None:
+            return Outcome()
+        cp = self.store.checkpoint(path)
+        try:
+            fd, st = reader.open_regular(path)
+        except NotAFile as e:
+            self._not_readable(path, what, cp, str(e))
+            return Outcome()
+        try:
+            if what.kind == "events":
+                return self._event_log(path, what.subject_id, fd, st, cp)
+            return self._document(path, what, fd, st, cp)
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ not a readable file
+
+    def _not_readable(self, path: str, what: Classified, cp: Checkpoint | None, reason: str):
+        if reason == "vanished":
+            # Nothing is deleted because a file went away; a benchmark is marked removed.
+            if cp is not None and self.store.set_file_state(path, "missing"):
+                self.store.mark_changed()
+                log.info("%s: file is gone; its rows are kept", path)
+            if what.kind == "benchmark":
+                self.store.remove_benchmarks_of(path)
+            return
+        if self.store.record_error(path, 0, 0, f"cannot read: {reason}"):
+            log.warning("%s: cannot read: %s", path, reason)
+
+    # ------------------------------------------------------------------ event logs
+
+    def _event_log(self, path: str, execution_id: str, fd: int, st: os.stat_result,
+                   cp: Checkpoint | None) -> Outcome:
+        exec_id, _ = self.store.execution(execution_id)
+        if cp is None:
+            cp = Checkpoint()
+        else:
+            reason = reader.change_reason(fd, st, cp)
+            if reason:
+                log.info("%s: %s; reading it again from the start", path, reason)
+                self.store.reset_event_log(exec_id)
+                cp = Checkpoint()
+            elif reader.unchanged(st, cp) and cp.state == "ok":
+                return Outcome()
+        lines, new_cp, more = reader.read_lines(
+            fd, st, cp, self.limits.max_line_bytes, self.limits.read_budget_bytes)
+        stored = 0
+        if lines:
+            rows = EventRows.build(exec_id, lines, self.store.open_tool_inputs(exec_id),
+                                   self.store.last_legacy_calls(exec_id), self.limits.max_line_bytes)
+            rows.write(self.store, exec_id)
+            for bad in rows.errors:
+                if self.store.record_error(path, bad.line, bad.offset, bad.reason):
+                    log.warning("%s:%d: %s (byte offset %d)", path, bad.line, bad.reason, bad.offset)
+            stored = len(rows.events)
+            log.debug("%s: %d lines to line %d", path, stored, new_cp.line_no)
+        if cp.state != "ok" or lines or new_cp.offset != cp.offset or cp.inode is None:
+            self.store.mark_changed()
+        self.store.save_checkpoint(path, "events", execution_id, new_cp, ingested=bool(lines))
+        return Outcome(lines=stored, more=more)
+
+    # ------------------------------------------------------------------ whole documents
+
+    def _document(self, path: str, what: Classified, fd: int, st: os.stat_result,
+                  cp: Checkpoint | None) -> Outcome:
+        if cp is not None and reader.unchanged(st, cp) and cp.state in ("ok", "error"):
+            return Outcome()
+        try:
+            data = reader.read_document(fd, st, self.limits.max_document_bytes)
+        except ValueError as e:
+            return self._bad_document(path, what, st, str(e), settle=False)
+        digest = reader.content_hash(data)
+        new_cp = Checkpoint(dev=st.st_dev, inode=st.st_ino, size=st.st_size,
+                            mtime_ns=st.st_mtime_ns, content_hash=digest, state="ok")
+        if cp is not None and cp.content_hash == digest and cp.state == "ok":
+            self.store.save_checkpoint(path, what.kind, what.subject_id, new_cp, ingested=False)
+            return Outcome()
+        try:
+            if what.kind == "session":
+                self._session(what.subject_id, parse.parse_session_file(data))
+            else:
+                duplicate = self._benchmark(path, parse.parse_benchmark(data, what.subject_id))
+                if duplicate:
+                    return self._bad_document(path, what, st, duplicate, settle=False)
+        except BadInput as e:
+            return self._bad_document(path, what, st, str(e), settle=True)
+        self.store.clear_file_error(path)
+        self.store.save_checkpoint(path, what.kind, what.subject_id, new_cp, ingested=True)
+        log.debug("%s: ingested", path)
+        return Outcome()
+
+    def _bad_document(self, path: str, what: Classified, st: os.stat_result, reason: str,
+                      settle: bool) -> Outcome:
+        """reev writes session files non-atomically: an invalid document that is still changing
+        is 'pending' and looked at again; only one that stays invalid is an error."""
+        settled_at = st.st_mtime_ns / 1e9 + self.limits.settle_seconds
+        pending = settle and time.time() < settled_at
+        cp = Checkpoint(dev=st.st_dev, inode=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                        state="pending" if pending else "error")
+        self.store.save_checkpoint(path, what.kind, what.subject_id, cp, ingested=False)
+        if pending:
+            log.debug("%s: not valid yet (%s); looking again when it settles", path, reason)
+            return Outcome(retry_at=settled_at)
+        if self.store.record_error(path, 0, 0, reason):
+            log.warning("%s: %s", path, reason)
+        return Outcome()
+
+    def _session(self, execution_id: str, s: parse.ParsedSession):
+        exec_id, previous = self.store.execution(execution_id)
+        has_final = s.final is not None
+        status = status_from_session(previous, s.final.success if has_final else None,
+                                     s.final.status if has_final else None, has_final)
+        self.store.update_session(exec_id, status, s, finished_now=status in TERMINAL)
+
+    def _benchmark(self, path: str, b: parse.ParsedBenchmark) -> str | None:
+        other = self.store.upsert_benchmark(b, path)
+        if other:
+            return f"benchmark id {b.id!r} is already defined by {other}"
+        return None
+
+
+class BadLine(NamedTuple):
+    line: int
+    offset: int
+    reason: str
+
+
+@dataclass
+class EventRows:
+    """The rows that a run of complete lines of one event log turns into (pure; no I/O).
+
+    ToolOutput completes the most recent ToolInput still open (FORMATS §3a); an older-logger
+    update line completes the most recent call of its tool (§3b).
+    """
+
+    events: list[tuple]
+    new_calls: list[tuple]
+    completions: list[tuple]
+    errors: list[BadLine]
+    steps: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+    first_prompt: str | None = None
+    recorded_session_id: str | None = None
+
+    @classmethod
+    def build(cls, exec_id: int, lines: list[Line], open_inputs: list[int],
+              legacy_calls: dict[str, int], max_line_bytes: int) -> "EventRows":
+        rows = cls([], [], [], [])
+        open_inputs = list(open_inputs)
+        legacy_calls = dict(legacy_calls)
+        for line in lines:
+            if line.data is None:
+                rows.errors.append(BadLine(line.number, line.offset, f"line longer than {max_line_bytes} bytes"))
+                continue
+            try:
+                parsed = parse.parse_event_line(line.data)
+            except BadInput as e:
+                rows.errors.append(BadLine(line.number, line.offset, str(e)))
+                continue
+            if parsed is None:
+                continue
+            rows._add(exec_id, line, parsed, open_inputs, legacy_calls)
+        return rows
+
+    def _add(self, exec_id: int, line: Line, p: ParsedLine, open_inputs: list[int],
+             legacy_calls: dict[str, int]):
+        n, ts, f = line.number, p.ts, p.fields
+        self.events.append((exec_id, n, line.offset, p.kind, p.event_type, ts, p.doc))
+        if ts is not None:
+            self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
+            self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        if self.recorded_session_id is None and p.session_id:
+            self.recorded_session_id = p.session_id
+        if p.kind == "event":
+            if p.event_type == "Prompt" and self.first_prompt is None and f.prompt and f.prompt.user_prompt is not None:
+                self.first_prompt = f.prompt.user_prompt
+            elif p.event_type == "StepComplete":
+                self.steps += 1
+            elif p.event_type == "ToolInput" and f.tool_input is not None:
+                self.new_calls.append((exec_id, n, "input", None, f.tool_input.tool_name, ts, None, None,
+                                       parse.raw_json_text(f.tool_input.tool_args), None, None, None, None))
+                open_inputs.append(n)
+            elif p.event_type == "ToolOutput" and f.tool_output is not None:
+                out = f.tool_output
+                output, success = parse.raw_json_text(out.results), _flag(out.success)
+                if open_inputs:
+                    self.completions.append((n, ts, output, success, None, out.error_message, exec_id,
+                                             open_inputs.pop()))
+                else:
+                    self.new_calls.append((exec_id, n, "output", n, None, None, ts, None, None, output,
+                                           success, None, out.error_message))
+        elif p.kind == "tool_call":
+            success = None if f.status is None else int(f.status == "success")
+            output = parse.raw_json_text(f.output_result)
+            earlier = legacy_calls.get(f.tool_name)
+            if parse.is_empty_json(f.input_params) and earlier is not None:
+                self.completions.append((earlier, None, output, success, f.status, f.error_message,
+                                         exec_id, earlier))
+            else:
+                ended = ts + f.execution_time_ms / 1000 if ts is not None and f.execution_time_ms is not None else None
+                self.new_calls.append((exec_id, n, "legacy", n if output is not None else None, f.tool_name,
+                                       ts, ended, f.execution_time_ms, parse.raw_json_text(f.input_params),
+                                       output, success, f.status, f.error_message))
+                legacy_calls[f.tool_name] = n
+
+    def write(self, store: Store, exec_id: int):
+        store.insert_events(self.events)
+        store.insert_tool_calls(self.new_calls)     # before completions: they may complete these
+        store.complete_tool_calls(self.completions)
+        store.add_event_aggregates(
+            exec_id, lines=len(self.events), tool_calls=len(self.new_calls), steps=self.steps,
+            first_ts=self.first_ts, last_ts=self.last_ts, first_prompt=self.first_prompt,
+            recorded_session_id=self.recorded_session_id)
+
+
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)

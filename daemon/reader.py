@@ -1,0 +1,154 @@
+"""Reading files: identity (is this still the file we read?) and incremental line reading.
+
+Modelled on Vector's file source: a file is identified by device, inode and a fingerprint of
+its first bytes; a checkpoint is the offset just after the last complete line. Only the
+bytes of complete lines are consumed: a trailing partial line waits for its newline.
+"""
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from typing import NamedTuple
+
+FINGERPRINT_BYTES = 256
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class Checkpoint:
+    dev: int | None = None
+    inode: int | None = None
+    fingerprint: bytes | None = None
+    fingerprint_len: int = 0
+    offset: int = 0
+    line_no: int = 0
+    skipping: bool = False
+    size: int = 0
+    mtime_ns: int = 0
+    content_hash: bytes | None = None
+    state: str = "ok"
+
+
+class Line(NamedTuple):
+    number: int        # from 1
+    offset: int        # byte offset of the line's first byte
+    data: bytes | None # None: the line is over the limit (its bytes were not kept)
+
+
+class NotAFile(Exception):
+    """The path is missing, a directory, a FIFO, a symlink or otherwise not a regular file."""
+
+
+def open_regular(path: str) -> tuple[int, os.stat_result]:
+    """Open for reading without following symlinks or blocking on FIFOs; regular files only."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotAFile("vanished") from None
+    except OSError as e:
+        raise NotAFile(e.strerror or str(e)) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotAFile("not a regular file")
+    return fd, st
+
+
+def fingerprint(fd: int, length: int) -> bytes:
+    return hashlib.blake2b(os.pread(fd, length, 0), digest_size=16).digest()
+
+
+def change_reason(fd: int, st: os.stat_result, cp: Checkpoint) -> str | None:
+    """Why the file is no longer the one the checkpoint describes, or None if it still is."""
+    if cp.inode is None:
+        return None
+    if (st.st_dev, st.st_ino) != (cp.dev, cp.inode):
+        return "replaced"
+    if st.st_size < cp.offset:
+        return "truncated"
+    if cp.fingerprint_len and fingerprint(fd, cp.fingerprint_len) != cp.fingerprint:
+        return "rewritten"
+    return None
+
+
+def unchanged(st: os.stat_result, cp: Checkpoint) -> bool:
+    """Cheap test used by scans: same file, same size, same mtime as when last read."""
+    return (cp.inode == st.st_ino and cp.dev == st.st_dev and cp.size == st.st_size
+            and cp.mtime_ns == st.st_mtime_ns)
+
+
+def read_lines(fd: int, st: os.stat_result, cp: Checkpoint, max_line: int,
+               budget: int) -> tuple[list[Line], Checkpoint, bool]:
+    """Complete lines after cp.offset (at most about `budget` bytes), the advanced checkpoint,
+    and whether the budget stopped the read before the end of the file.
+
+    An over-long line comes back once as Line(data=None); its remaining bytes are skipped,
+    even across calls (cp.skipping), without ever holding more than max_line bytes.
+    """
+    lines: list[Line] = []
+    offset, line_no, skipping = cp.offset, cp.line_no, cp.skipping
+    pending = b""                  # bytes of the line being assembled, from line_start
+    line_start = offset
+    pos = offset                   # next byte to read
+    end = st.st_size
+    # Stop after about `budget` bytes, but only once something was consumed: a line longer
+    # than the budget must still complete, or the file would never advance.
+    while pos < end and (pos - cp.offset < budget or offset == cp.offset):
+        chunk = os.pread(fd, min(CHUNK_BYTES, end - pos), pos)
+        if not chunk:
+            break
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start)
+            if nl < 0:
+                break
+            if skipping:
+                skipping = False
+            else:
+                data = pending + chunk[start:nl]
+                line_no += 1
+                lines.append(Line(line_no, line_start, data if len(data) <= max_line else None))
+            pending = b""
+            start = nl + 1
+            line_start = offset = pos + start
+        rest = chunk[start:]
+        if not skipping:
+            if len(pending) + len(rest) > max_line:
+                # Over the limit with no newline yet: report it now, then discard to the newline.
+                line_no += 1
+                lines.append(Line(line_no, line_start, None))
+                skipping, pending = True, b""
+            else:
+                pending += rest
+        if skipping:
+            offset = pos + len(chunk)      # discarded bytes are consumed
+        pos += len(chunk)
+    fp_len = min(FINGERPRINT_BYTES, end)
+    new = Checkpoint(
+        dev=st.st_dev, inode=st.st_ino,
+        fingerprint=fingerprint(fd, fp_len) if fp_len != cp.fingerprint_len else cp.fingerprint,
+        fingerprint_len=fp_len, offset=offset, line_no=line_no, skipping=skipping,
+        # size: how far the file was examined, so a read cut short by the budget is never
+        # mistaken for an unchanged file by a later scan.
+        size=min(pos, end), mtime_ns=st.st_mtime_ns, state="ok")
+    return lines, new, pos < end
+
+
+def read_document(fd: int, st: os.stat_result, max_bytes: int) -> bytes:
+    """A whole file (session or benchmark), refusing absurd sizes."""
+    if st.st_size > max_bytes:
+        raise ValueError(f"file is {st.st_size} bytes, over the {max_bytes}-byte limit")
+    chunks, pos = [], 0
+    while True:
+        chunk = os.pread(fd, CHUNK_BYTES, pos)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        pos += len(chunk)
+        if pos > max_bytes:
+            raise ValueError(f"file grew over the {max_bytes}-byte limit")
+
+
+def content_hash(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()

@@ -1,0 +1,209 @@
+"""The service loop: discover files, ingest them in bounded batches, keep the heartbeat.
+
+One thread writes (this one); the watchdog thread only marks paths dirty.
+"""
+
+import logging
+import signal
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import apsw
+
+from daemon.discovery import DirtyPaths, Watcher, scan_dir
+from daemon.ingest import Ingestor, Limits, Outcome
+from daemon.reader import Checkpoint, unchanged
+from daemon.store import Store
+
+log = logging.getLogger("reev.daemon")
+
+HEARTBEAT_SECONDS = 5.0
+MAX_FILES_PER_BATCH = 512
+MAX_BACKOFF_SECONDS = 30.0
+
+
+@dataclass
+class Config:
+    sessions_dir: Path
+    benchmarks_dir: Path
+    db: Path
+    once: bool = False
+    rescan_interval: float = 30.0
+    limits: Limits = Limits()
+
+
+class Service:
+    def __init__(self, config: Config, store: Store):
+        self.config = config
+        self.store = store
+        self.dirty = DirtyPaths()
+        self.ingestor = Ingestor(store, config.sessions_dir, config.benchmarks_dir, config.limits)
+        self.retry_at: dict[str, float] = {}    # unsettled documents: path → wall time
+        self.stopping = False
+        self.rescan_requested = False
+        self.totals = {"batches": 0, "files": 0, "lines": 0}
+
+    # ------------------------------------------------------------------ scans
+
+    def scan(self):
+        """Queue every file that differs from its checkpoint; mark vanished ones."""
+        tracked = self.store.tracked_files()
+        found = set()
+        for folder in (self.config.benchmarks_dir, self.config.sessions_dir):
+            for path, st in scan_dir(folder):
+                what = self.ingestor.classify(path)
+                if what is None:
+                    continue
+                found.add(path)
+                row = tracked.get(path)
+                if row is not None and stat.S_ISREG(st.st_mode):
+                    _kind, dev, inode, size, mtime_ns, state = row
+                    cp = Checkpoint(dev=dev, inode=inode, size=size, mtime_ns=mtime_ns)
+                    if unchanged(st, cp) and state in ("ok", "error"):
+                        continue
+                self.dirty.add(path)
+        for path, row in tracked.items():
+            if path not in found and row[-1] != "missing":
+                self.dirty.add(path)   # processing notices it is gone
+
+    # ------------------------------------------------------------------ batches
+
+    def run_batch(self) -> bool:
+        """Ingest one bounded batch of dirty paths in one transaction. False if none."""
+        paths = self.dirty.take(MAX_FILES_PER_BATCH)
+        if not paths:
+            return False
+        started = time.monotonic()
+        lines, again = 0, []
+        try:
+            with self.store.batch():
+                for path in paths:
+                    outcome = self._process_one(path)
+                    lines += outcome.lines
+                    if outcome.more:
+                        again.append(path)
+                    if outcome.retry_at is not None:
+                        self.retry_at[path] = outcome.retry_at
+                    else:
+                        self.retry_at.pop(path, None)
+        except apsw.Error:
+            self.dirty.add_many(paths)   # nothing was committed: the checkpoints did not move
+            raise
+        self.dirty.add_many(again)
+        ms = (time.monotonic() - started) * 1000
+        self.totals["batches"] += 1
+        self.totals["files"] += len(paths)
+        self.totals["lines"] += lines
+        if lines or self.store.changed:
+            log.info("batch: %d files, %d lines, %.1f ms (generation %d)",
+                     len(paths), lines, ms, self.store.generation)
+        return True
+
+    def _process_one(self, path: str):
+        try:
+            with self.store.savepoint():
+                return self.ingestor.process(path)
+        except apsw.Error:
+            raise          # the database itself failed: abort the batch, back off, retry
+        except Exception as e:   # a bug on one file must not stop the others
+            log.exception("%s: unexpected failure", path)
+            self.store.record_error(path, 0, 0, f"internal error: {type(e).__name__}: {e}")
+            return Outcome()
+
+    def drain(self):
+        """Run batches until nothing is dirty (used at start and by --once)."""
+        while self.run_batch():
+            if self.stopping:
+                return
+
+    def due_retries(self) -> float | None:
+        """Queue the unsettled documents whose time has come; the next wake-up time, if any."""
+        now = time.time()
+        for path, at in list(self.retry_at.items()):
+            if at <= now:
+                del self.retry_at[path]
+                self.dirty.add(path)
+        return min(self.retry_at.values(), default=None)
+
+    # ------------------------------------------------------------------ modes
+
+    def run_once(self) -> int:
+        self.scan()
+        self.drain()
+        # Documents caught mid-write get their settle period, then count as what they are.
+        while self.retry_at and not self.stopping:
+            next_at = self.due_retries()
+            if not len(self.dirty) and next_at is not None:
+                time.sleep(max(0.0, min(next_at - time.time(), 0.5)))
+            self.drain()
+        self.store.heartbeat(time.time())
+        log.info("--once: %d files looked at, %d lines ingested", self.totals["files"], self.totals["lines"])
+        return 0
+
+    def run_live(self) -> int:
+        self._install_signals()
+        for folder in (self.config.sessions_dir, self.config.benchmarks_dir):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                log.warning("cannot create %s: %s", folder, e)
+        watcher = Watcher([self.config.sessions_dir, self.config.benchmarks_dir], self.dirty.add)
+        watcher.start()          # before the first scan, so nothing written meanwhile is missed
+        self.store.set_started(time.time())
+        self.scan()
+        next_heartbeat = 0.0
+        next_rescan = time.monotonic() + self.config.rescan_interval
+        backoff = 0.0
+        log.info("watching %s and %s; database %s", self.config.sessions_dir,
+                 self.config.benchmarks_dir, self.config.db)
+        while not self.stopping:
+            try:
+                if backoff:
+                    self._sleep(backoff)
+                self.run_batch()
+                backoff = 0.0
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    self.store.heartbeat(time.time())
+                    next_heartbeat = now + HEARTBEAT_SECONDS
+                if now >= next_rescan or self.rescan_requested:
+                    if not watcher.healthy():
+                        watcher.restart()
+                    self.rescan_requested = False
+                    self.scan()
+                    next_rescan = now + self.config.rescan_interval
+            except apsw.Error as e:
+                backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF_SECONDS)
+                log.warning("database error (%s: %s); retrying in %.1f s", type(e).__name__, e, backoff)
+                continue
+            if not len(self.dirty):
+                next_retry = self.due_retries()
+                timeout = min(next_heartbeat, next_rescan) - time.monotonic()
+                if next_retry is not None:
+                    timeout = min(timeout, next_retry - time.time())
+                self.dirty.wait(max(0.0, timeout))
+        watcher.stop()
+        log.info("stopped: %d batches, %d lines ingested", self.totals["batches"], self.totals["lines"])
+        return 0
+
+    def _sleep(self, seconds: float):
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            self.dirty.wait(deadline - time.monotonic())
+
+    def _install_signals(self):
+        def stop(signum, _frame):
+            log.info("%s: finishing the batch in hand, then exiting", signal.Signals(signum).name)
+            self.stopping = True
+            self.dirty.wake()
+
+        def rescan(_signum, _frame):
+            log.info("SIGHUP: full rescan")
+            self.rescan_requested = True
+            self.dirty.wake()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, rescan)

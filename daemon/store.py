@@ -1,0 +1,332 @@
+"""All SQL of the writer. One APSW connection, WAL, one transaction per batch.
+
+Everything the daemon knows about a file (checkpoint) and everything it read from it (rows)
+is written inside the same transaction: commit both or neither. That is the exactly-once
+guarantee, so nothing here commits on its own except `Store.batch()`.
+"""
+
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+import apsw
+import msgspec
+
+from daemon.reader import Checkpoint
+
+log = logging.getLogger("reev.store")
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+
+
+def schema_sql() -> str:
+    """The repository's schema.sql: beside the package in a source tree or editable install,
+    else where pyproject's data-files put it (<prefix>/share/reev-ingest/schema.sql)."""
+    for candidate in (Path(__file__).resolve().parent.parent / "schema.sql",
+                      Path(sys.prefix) / "share" / "reev-ingest" / "schema.sql"):
+        if candidate.exists():
+            return candidate.read_text()
+    raise RuntimeError("schema.sql not found: reinstall reev-ingest")
+
+
+class Store:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+        self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        self._pragma("journal_mode = WAL")
+        self._pragma("synchronous = NORMAL")
+        self._pragma("foreign_keys = OFF")
+        self._migrate()
+        self.generation = self.meta("data_generation") or 0
+        self.changed = False
+
+    def _pragma(self, text: str):
+        # A PRAGMA that returns a row only runs to completion when the row is fetched.
+        return self.conn.execute(f"PRAGMA {text}").fetchall()
+
+    def _migrate(self):
+        version = self._pragma("user_version")[0][0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"database schema {version} is newer than this daemon ({SCHEMA_VERSION})")
+        with self.conn:
+            self.conn.execute(schema_sql()).fetchall()
+            # Numbered migrations for changes schema.sql cannot absorb go here, keyed by version.
+            self._pragma(f"user_version = {SCHEMA_VERSION}")
+
+    def close(self):
+        self.conn.close()
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextlib.contextmanager
+    def batch(self):
+        """One write transaction. Commits the data generation +1 if anything changed."""
+        self.changed = False
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+            if self.changed:
+                now = time.time()
+                self.conn.execute("UPDATE meta SET value = ? WHERE key = 'data_generation'", (self.generation + 1,))
+                self.conn.execute("UPDATE meta SET value = ? WHERE key = 'last_ingest_at'", (now,))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        else:
+            if self.changed:
+                self.generation += 1
+
+    @contextlib.contextmanager
+    def savepoint(self):
+        """Isolate one file's work inside a batch: an unexpected failure undoes only that file."""
+        with self.conn:
+            yield
+
+    @property
+    def next_generation(self) -> int:
+        return self.generation + 1
+
+    def mark_changed(self):
+        self.changed = True
+
+    # ------------------------------------------------------------------ meta
+
+    def meta(self, key: str):
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value):
+        self.conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+
+    def set_started(self, now: float):
+        with self.conn:
+            self.set_meta("daemon_started_at", now)
+            self.set_meta("heartbeat_at", now)
+
+    def heartbeat(self, now: float):
+        with self.conn:
+            self.set_meta("heartbeat_at", now)
+
+    # ------------------------------------------------------------------ files / checkpoints
+
+    def checkpoint(self, path: str) -> Checkpoint | None:
+        row = self.conn.execute(
+            "SELECT dev, inode, fingerprint, fingerprint_len, offset, line_no, skipping, size,"
+            " mtime_ns, content_hash, state FROM files WHERE path = ?", (path,)).fetchone()
+        if row is None:
+            return None
+        return Checkpoint(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7],
+                          row[8], row[9], row[10])
+
+    def save_checkpoint(self, path: str, kind: str, subject_id: str, cp: Checkpoint, ingested: bool):
+        now = time.time()
+        self.conn.execute(
+            "INSERT INTO files (path, kind, subject_id, dev, inode, fingerprint, fingerprint_len,"
+            " offset, line_no, skipping, size, mtime_ns, content_hash, state, first_seen_at, ingested_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (path) DO UPDATE SET kind = excluded.kind, subject_id = excluded.subject_id,"
+            " dev = excluded.dev, inode = excluded.inode, fingerprint = excluded.fingerprint,"
+            " fingerprint_len = excluded.fingerprint_len, offset = excluded.offset,"
+            " line_no = excluded.line_no, skipping = excluded.skipping, size = excluded.size,"
+            " mtime_ns = excluded.mtime_ns, content_hash = excluded.content_hash, state = excluded.state,"
+            " ingested_at = coalesce(excluded.ingested_at, files.ingested_at)",
+            (path, kind, subject_id, cp.dev, cp.inode, cp.fingerprint, cp.fingerprint_len, cp.offset,
+             cp.line_no, int(cp.skipping), cp.size, cp.mtime_ns, cp.content_hash, cp.state, now,
+             now if ingested else None))
+
+    def set_file_state(self, path: str, state: str) -> bool:
+        """Returns True when the state changed."""
+        self.conn.execute("UPDATE files SET state = ? WHERE path = ? AND state != ?", (state, path, state))
+        return self.conn.changes() > 0
+
+    def tracked_files(self) -> dict[str, tuple]:
+        """path → (kind, dev, inode, size, mtime_ns, state), for the reconcile scan."""
+        return {row[0]: row[1:] for row in self.conn.execute(
+            "SELECT path, kind, dev, inode, size, mtime_ns, state FROM files")}
+
+    # ------------------------------------------------------------------ errors
+
+    def record_error(self, path: str, line: int, byte_offset: int, reason: str) -> bool:
+        """Record bad input; True if it is new or its reason changed (worth a warning)."""
+        now = time.time()
+        before = self.conn.execute(
+            "SELECT reason FROM ingest_errors WHERE path = ? AND line = ?", (path, line)).fetchone()
+        self.conn.execute(
+            "INSERT INTO ingest_errors (path, line, byte_offset, reason, first_seen_at, last_seen_at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (path, line) DO UPDATE SET"
+            " byte_offset = excluded.byte_offset, reason = excluded.reason,"
+            " last_seen_at = excluded.last_seen_at, count = count + 1",
+            (path, line, byte_offset, reason, now, now))
+        self.mark_changed()
+        return before is None or before[0] != reason
+
+    def clear_file_error(self, path: str):
+        """The whole-file error of a file that has become valid."""
+        self.conn.execute("DELETE FROM ingest_errors WHERE path = ? AND line = 0", (path,))
+        if self.conn.changes():
+            self.mark_changed()
+
+    # ------------------------------------------------------------------ executions
+
+    def execution(self, execution_id: str) -> tuple[int, str]:
+        """(id, status) of an execution, created as Running if it is new."""
+        row = self.conn.execute(
+            "SELECT id, status FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
+        if row:
+            return row[0], row[1]
+        row = self.conn.execute(
+            "INSERT INTO executions (execution_id, status, changed_generation) VALUES (?, 'Running', ?)"
+            " RETURNING id, status", (execution_id, self.next_generation)).fetchone()
+        self.mark_changed()
+        return row[0], row[1]
+
+    def update_session(self, exec_id: int, status: str, s, finished_now: bool):
+        """Columns fed by the session file. `s` is a parse.ParsedSession."""
+        final = s.final
+        keep_result = final is None  # a session file without final_result keeps the last result
+        self.conn.execute(
+            "UPDATE executions SET recorded_session_id = coalesce(:sid, recorded_session_id),"
+            " session_benchmark_id = :bench, agent_type = coalesce(:agent, agent_type), status = :status,"
+            " success = CASE WHEN :keep THEN success ELSE :success END,"
+            " score = CASE WHEN :keep THEN score ELSE :score END,"
+            " final_status = CASE WHEN :keep THEN final_status ELSE :final_status END,"
+            " execution_time_ms = CASE WHEN :keep THEN execution_time_ms ELSE :ms END,"
+            " result_doc = CASE WHEN :keep THEN result_doc ELSE :result END,"
+            " start_time = :start, end_time = :end, session_doc = :doc,"
+            " finished_at = CASE WHEN :finished THEN coalesce(finished_at, :now) ELSE finished_at END,"
+            " changed_generation = :gen WHERE id = :id",
+            {"sid": s.recorded_session_id, "bench": s.benchmark_id, "agent": s.agent_type,
+             "status": status, "keep": keep_result,
+             "success": None if final is None or final.success is None else int(final.success),
+             "score": None if final is None else final.score,
+             "final_status": None if final is None else final.status,
+             "ms": None if final is None or final.execution_time_ms is None else int(final.execution_time_ms),
+             "result": s.final_doc, "start": s.start_time, "end": s.end_time, "doc": s.doc,
+             "finished": finished_now, "now": time.time(), "gen": self.next_generation, "id": exec_id})
+        self._refresh_derived("id = ?", (exec_id,))
+        self.mark_changed()
+
+    def add_event_aggregates(self, exec_id: int, *, lines: int, tool_calls: int, steps: int,
+                             first_ts: float | None, last_ts: float | None,
+                             first_prompt: str | None, recorded_session_id: str | None):
+        self.conn.execute(
+            "UPDATE executions SET event_count = event_count + ?, tool_call_count = tool_call_count + ?,"
+            " step_count = step_count + ?,"
+            " first_event_at = CASE WHEN first_event_at IS NULL OR ? < first_event_at THEN ? ELSE first_event_at END,"
+            " last_event_at = CASE WHEN last_event_at IS NULL OR ? > last_event_at THEN ? ELSE last_event_at END,"
+            " first_prompt = coalesce(first_prompt, ?),"
+            " recorded_session_id = coalesce(recorded_session_id, ?), changed_generation = ? WHERE id = ?",
+            (lines, tool_calls, steps, first_ts, first_ts, last_ts, last_ts, first_prompt,
+             recorded_session_id, self.next_generation, exec_id))
+        self._refresh_derived("id = ?", (exec_id,))
+        self.mark_changed()
+
+    def reset_event_log(self, exec_id: int):
+        """Forget what an event log contributed, before re-reading it from its first byte."""
+        self.conn.execute("DELETE FROM events WHERE exec_id = ?", (exec_id,))
+        self.conn.execute("DELETE FROM tool_calls WHERE exec_id = ?", (exec_id,))
+        self.conn.execute(
+            "UPDATE executions SET event_count = 0, tool_call_count = 0, step_count = 0,"
+            " first_event_at = NULL, last_event_at = NULL, first_prompt = NULL, changed_generation = ?"
+            " WHERE id = ?", (self.next_generation, exec_id))
+        self._refresh_derived("id = ?", (exec_id,))
+        self.mark_changed()
+
+    def relink_unlinked(self):
+        """After benchmarks changed: re-derive the benchmark of runs known only by their prompt."""
+        self._refresh_derived("session_benchmark_id IS NULL"
+                              " AND (first_prompt IS NOT NULL OR benchmark_id IS NOT NULL)", ())
+
+    def _refresh_derived(self, where: str, params: tuple):
+        """created_at, updated_at and the effective benchmark_id (FORMATS §5), from stored facts.
+        The benchmark of a run without a session file is the one whose prompt equals its first
+        user prompt, when exactly one benchmark has that prompt."""
+        self.conn.execute(
+            "UPDATE executions SET"
+            " created_at = coalesce(start_time, first_event_at),"
+            " updated_at = max(coalesce(last_event_at, 0), coalesce(end_time, 0), coalesce(start_time, 0)),"
+            " benchmark_id = coalesce(session_benchmark_id, (SELECT CASE WHEN count(*) = 1 THEN max(b.id) END"
+            "   FROM benchmarks b WHERE b.removed = 0 AND b.prompt != '' AND b.prompt = executions.first_prompt)),"
+            f" changed_generation = ? WHERE ({where}) AND (created_at IS NOT coalesce(start_time, first_event_at)"
+            " OR benchmark_id IS NOT coalesce(session_benchmark_id, (SELECT CASE WHEN count(*) = 1 THEN max(b.id) END"
+            "   FROM benchmarks b WHERE b.removed = 0 AND b.prompt != '' AND b.prompt = executions.first_prompt))"
+            " OR updated_at IS NOT max(coalesce(last_event_at, 0), coalesce(end_time, 0), coalesce(start_time, 0)))",
+            (self.next_generation, *params))
+        if self.conn.changes():
+            self.mark_changed()
+
+    # ------------------------------------------------------------------ events and tool calls
+
+    def insert_events(self, rows: list[tuple]):
+        """rows: (exec_id, line, byte_offset, kind, event_type, ts, doc)."""
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO events (exec_id, line, byte_offset, kind, event_type, ts, doc)"
+            " VALUES (?,?,?,?,?,?,?)", rows)
+
+    def insert_tool_calls(self, rows: list[tuple]):
+        """rows: (exec_id, line, source, output_line, tool_name, started_at, ended_at, duration_ms,
+        input, output, success, status, error_message)."""
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at,"
+            " ended_at, duration_ms, input, output, success, status, error_message)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def complete_tool_calls(self, rows: list[tuple]):
+        """rows: (output_line, ended_at, output, success, status, error_message, exec_id, line).
+        The duration follows from the opening line's timestamp."""
+        self.conn.executemany(
+            "UPDATE tool_calls SET output_line = ?, ended_at = ?,"
+            " duration_ms = CASE WHEN started_at IS NOT NULL AND ?2 IS NOT NULL"
+            "   THEN round((?2 - started_at) * 1000, 3) ELSE duration_ms END,"
+            " output = ?, success = ?, status = ?, error_message = ? WHERE exec_id = ? AND line = ?",
+            rows)
+
+    def open_tool_inputs(self, exec_id: int) -> list[int]:
+        """Lines of ToolInputs still waiting for their output, oldest first."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT line FROM tool_calls WHERE exec_id = ? AND source = 'input' AND output_line IS NULL"
+            " ORDER BY line", (exec_id,))]
+
+    def last_legacy_calls(self, exec_id: int) -> dict[str, int]:
+        """tool_name → line of its most recent older-logger call."""
+        return {r[0]: r[1] for r in self.conn.execute(
+            "SELECT tool_name, max(line) FROM tool_calls WHERE exec_id = ? AND source = 'legacy'"
+            " GROUP BY tool_name", (exec_id,))}
+
+    # ------------------------------------------------------------------ benchmarks
+
+    def upsert_benchmark(self, b, path: str) -> str | None:
+        """Insert or update; returns the path of another file that already defines this id."""
+        row = self.conn.execute("SELECT path, removed FROM benchmarks WHERE id = ?", (b.id,)).fetchone()
+        if row and row[0] != path and not row[1]:
+            return row[0]
+        self.conn.execute(
+            "INSERT INTO benchmarks (id, path, description, tags, prompt, flow_steps, yaml_text, removed, updated_at)"
+            " VALUES (?,?,?,?,?,?,?,0,?) ON CONFLICT (id) DO UPDATE SET path = excluded.path,"
+            " description = excluded.description, tags = excluded.tags, prompt = excluded.prompt,"
+            " flow_steps = excluded.flow_steps, yaml_text = excluded.yaml_text, removed = 0,"
+            " updated_at = excluded.updated_at",
+            (b.id, path, b.description, _json_list(b.tags), b.prompt, b.flow_steps, b.yaml_text, time.time()))
+        # A file whose id changed no longer defines the old one.
+        self.conn.execute("UPDATE benchmarks SET removed = 1 WHERE path = ? AND id != ? AND removed = 0", (path, b.id))
+        self.mark_changed()
+        self.relink_unlinked()
+        return None
+
+    def remove_benchmarks_of(self, path: str):
+        self.conn.execute("UPDATE benchmarks SET removed = 1, updated_at = ? WHERE path = ? AND removed = 0",
+                          (time.time(), path))
+        if self.conn.changes():
+            self.mark_changed()
+            self.relink_unlinked()
+
+
+def _json_list(values: list[str]) -> str:
+    return msgspec.json.encode(values).decode()

@@ -1,0 +1,142 @@
+-- reev-ingest: the one schema. The daemon (the only writer) applies this file at start;
+-- every statement is idempotent. The schema version lives in PRAGMA user_version and is
+-- set by daemon/store.py after this file runs: a change here that existing databases
+-- cannot absorb by re-running it gets a numbered migration there.
+--
+-- Times are Unix seconds as REAL (microseconds survive); the API formats them as RFC 3339.
+
+-- Single-row facts the API reads for health and ETags.
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value
+) WITHOUT ROWID;
+-- data_generation: +1 for every committed batch that changed data (the API's ETag).
+-- heartbeat_at:    the daemon's wall clock, refreshed every few seconds while it is healthy.
+-- last_ingest_at:  when the last batch that changed data committed.
+INSERT OR IGNORE INTO meta (key, value) VALUES ('data_generation', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('heartbeat_at', NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('last_ingest_at', NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('daemon_started_at', NULL);
+
+-- One row per file the daemon tracks: what it is, who it is (identity) and how far it has
+-- been read (checkpoint). The checkpoint is written in the same transaction as the rows it
+-- covers: that is the whole exactly-once design.
+CREATE TABLE IF NOT EXISTS files (
+    path          TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL CHECK (kind IN ('session', 'events', 'benchmark')),
+    subject_id    TEXT NOT NULL,          -- execution id (sessions, events) or benchmark file stem
+    dev           INTEGER,
+    inode         INTEGER,
+    fingerprint   BLOB,                   -- hash of the first fingerprint_len bytes
+    fingerprint_len INTEGER NOT NULL DEFAULT 0,
+    offset        INTEGER NOT NULL DEFAULT 0,  -- byte just after the last complete line read
+    line_no       INTEGER NOT NULL DEFAULT 0,  -- number of lines up to offset
+    skipping      INTEGER NOT NULL DEFAULT 0,  -- 1 while discarding the rest of an over-long line
+    size          INTEGER NOT NULL DEFAULT 0,  -- size at the last read
+    mtime_ns      INTEGER NOT NULL DEFAULT 0,
+    content_hash  BLOB,                   -- whole-document files: hash of what was ingested
+    state         TEXT NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'pending', 'error', 'missing')),
+    first_seen_at REAL NOT NULL,
+    ingested_at   REAL                    -- last time rows from this file were committed
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_subject ON files (kind, subject_id);
+
+-- Benchmark definitions from <benchmarks-dir>/*.yml. A deleted file marks its benchmark
+-- removed; it is never forgotten, since executions still point at it.
+CREATE TABLE IF NOT EXISTS benchmarks (
+    id          TEXT PRIMARY KEY,
+    path        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    tags        TEXT NOT NULL DEFAULT '[]',   -- JSON array of strings
+    prompt      TEXT NOT NULL DEFAULT '',
+    flow_steps  INTEGER NOT NULL DEFAULT 0,   -- length of `flow` for multi-step benchmarks
+    yaml_text   TEXT NOT NULL,
+    removed     INTEGER NOT NULL DEFAULT 0,
+    updated_at  REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS benchmarks_by_prompt ON benchmarks (prompt) WHERE removed = 0;
+
+-- One row per execution (the <id> of the file names). Columns fed by the session file and
+-- columns fed by the event log are kept apart so either file can be re-read alone.
+CREATE TABLE IF NOT EXISTS executions (
+    id                   INTEGER PRIMARY KEY,   -- compact key for events and tool calls
+    execution_id         TEXT NOT NULL UNIQUE,
+    recorded_session_id  TEXT,              -- session_id as written inside the files
+    benchmark_id         TEXT,              -- effective: session file's, else prompt match
+    session_benchmark_id TEXT,              -- normalised benchmark_id of the session file
+    first_prompt         TEXT,              -- user_prompt of the first Prompt line
+    agent_type           TEXT,
+    status               TEXT NOT NULL DEFAULT 'Running'
+        CHECK (status IN ('Queued', 'Running', 'Completed', 'Failed', 'Stopped', 'Timeout')),
+    success              INTEGER,           -- final_result.success
+    score                REAL,
+    final_status         TEXT,              -- final_result.status: Succeeded / Failed
+    execution_time_ms    INTEGER,
+    start_time           REAL,              -- session file
+    end_time             REAL,
+    first_event_at       REAL,              -- event log
+    last_event_at        REAL,
+    created_at           REAL,              -- start_time, else first_event_at
+    updated_at           REAL,              -- last activity seen in either file
+    finished_at          REAL,              -- when the daemon first saw it finished
+    event_count          INTEGER NOT NULL DEFAULT 0,
+    tool_call_count      INTEGER NOT NULL DEFAULT 0,
+    step_count           INTEGER NOT NULL DEFAULT 0,   -- StepComplete lines
+    session_doc          TEXT,              -- the whole session file (unknown fields kept)
+    result_doc           TEXT,              -- final_result of the last finished session file
+    changed_generation   INTEGER NOT NULL DEFAULT 0    -- data_generation of the last change
+);
+CREATE INDEX IF NOT EXISTS executions_newest ON executions (created_at DESC, execution_id DESC);
+CREATE INDEX IF NOT EXISTS executions_by_benchmark ON executions (benchmark_id, created_at DESC, execution_id DESC);
+CREATE INDEX IF NOT EXISTS executions_by_agent ON executions (agent_type, created_at DESC, execution_id DESC);
+CREATE INDEX IF NOT EXISTS executions_unlinked ON executions (first_prompt) WHERE session_benchmark_id IS NULL;
+CREATE INDEX IF NOT EXISTS executions_changed ON executions (changed_generation);
+
+-- Every stored line of an event log, in file order. (exec_id, line) is the natural
+-- key: re-reading a line is an idempotent upsert.
+CREATE TABLE IF NOT EXISTS events (
+    exec_id      INTEGER NOT NULL,         -- executions.id
+    line         INTEGER NOT NULL,         -- from 1, as editors count
+    byte_offset  INTEGER NOT NULL,
+    kind         TEXT NOT NULL CHECK (kind IN ('event', 'tool_call', 'summary')),
+    event_type   TEXT,                     -- Prompt, ToolInput, ToolOutput, StepComplete, ...
+    ts           REAL,
+    doc          TEXT NOT NULL,            -- the line's JSON as written
+    PRIMARY KEY (exec_id, line)
+) WITHOUT ROWID;
+
+-- Tool calls: a ToolInput line paired with the ToolOutput that completes it, or one
+-- tool-call line of the older logger (completed by its later update line). `line` is the
+-- line that opened the call.
+CREATE TABLE IF NOT EXISTS tool_calls (
+    exec_id       INTEGER NOT NULL,        -- executions.id
+    line          INTEGER NOT NULL,
+    source        TEXT NOT NULL CHECK (source IN ('input', 'output', 'legacy')),
+                                           -- opened by a ToolInput, an unpaired ToolOutput,
+                                           -- or an older-logger tool-call line
+    output_line   INTEGER,
+    tool_name     TEXT,
+    started_at    REAL,
+    ended_at      REAL,
+    duration_ms   REAL,
+    input         TEXT,                    -- JSON
+    output        TEXT,                    -- JSON
+    success       INTEGER,
+    status        TEXT,
+    error_message TEXT,
+    PRIMARY KEY (exec_id, line)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tool_calls_open ON tool_calls (exec_id, line) WHERE source = 'input' AND output_line IS NULL;
+
+-- Bad input, one row per place: a line of a file, or a whole file (line 0).
+CREATE TABLE IF NOT EXISTS ingest_errors (
+    id            INTEGER PRIMARY KEY,
+    path          TEXT NOT NULL,
+    line          INTEGER NOT NULL,        -- 0: the file as a whole
+    byte_offset   INTEGER NOT NULL,
+    reason        TEXT NOT NULL,
+    first_seen_at REAL NOT NULL,
+    last_seen_at  REAL NOT NULL,
+    count         INTEGER NOT NULL DEFAULT 1,
+    UNIQUE (path, line)
+);
