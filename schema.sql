@@ -84,11 +84,53 @@ CREATE TABLE IF NOT EXISTS executions (
     step_count           INTEGER NOT NULL DEFAULT 0,   -- StepComplete lines
     session_doc          TEXT,              -- the whole session file (unknown fields kept)
     result_doc           TEXT,              -- final_result of the last finished session file
-    changed_generation   INTEGER NOT NULL DEFAULT 0    -- data_generation of the last change
+    changed_generation   INTEGER NOT NULL DEFAULT 0,   -- data_generation of the last change
+    -- "newest first" order with a total key: runs that carry no time at all sort last
+    sort_at              REAL GENERATED ALWAYS AS (coalesce(created_at, 0)) VIRTUAL
 );
-CREATE INDEX IF NOT EXISTS executions_newest ON executions (created_at DESC, execution_id DESC);
-CREATE INDEX IF NOT EXISTS executions_by_benchmark ON executions (benchmark_id, created_at DESC, execution_id DESC);
-CREATE INDEX IF NOT EXISTS executions_by_agent ON executions (agent_type, created_at DESC, execution_id DESC);
+CREATE INDEX IF NOT EXISTS executions_newest ON executions (sort_at DESC, execution_id DESC);
+CREATE INDEX IF NOT EXISTS executions_by_benchmark ON executions (benchmark_id, sort_at DESC, execution_id DESC);
+CREATE INDEX IF NOT EXISTS executions_by_agent ON executions (agent_type, sort_at DESC, execution_id DESC);
+CREATE INDEX IF NOT EXISTS executions_finished_by_agent ON executions (agent_type, sort_at DESC, execution_id DESC)
+    WHERE success IS NOT NULL;
+
+-- Per agent and benchmark, the finished executions summed up, kept by the triggers below so
+-- that agent-performance reads a few rows instead of scanning every execution.
+CREATE TABLE IF NOT EXISTS agent_benchmark_stats (
+    agent_type   TEXT NOT NULL,            -- '' when unknown
+    benchmark_id TEXT NOT NULL,            -- '' when unknown
+    finished     INTEGER NOT NULL DEFAULT 0,
+    succeeded    INTEGER NOT NULL DEFAULT 0,
+    scored       INTEGER NOT NULL DEFAULT 0,
+    score_sum    REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (agent_type, benchmark_id)
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS executions_stats_insert AFTER INSERT ON executions
+WHEN NEW.success IS NOT NULL BEGIN
+    INSERT INTO agent_benchmark_stats (agent_type, benchmark_id, finished, succeeded, scored, score_sum)
+    VALUES (coalesce(NEW.agent_type, ''), coalesce(NEW.benchmark_id, ''), 1, NEW.success,
+            NEW.score IS NOT NULL, coalesce(NEW.score, 0))
+    ON CONFLICT (agent_type, benchmark_id) DO UPDATE SET finished = finished + 1,
+        succeeded = succeeded + excluded.succeeded, scored = scored + excluded.scored,
+        score_sum = score_sum + excluded.score_sum;
+END;
+
+CREATE TRIGGER IF NOT EXISTS executions_stats_update
+AFTER UPDATE OF success, score, agent_type, benchmark_id ON executions BEGIN
+    UPDATE agent_benchmark_stats SET finished = finished - 1, succeeded = succeeded - OLD.success,
+        scored = scored - (OLD.score IS NOT NULL), score_sum = score_sum - coalesce(OLD.score, 0)
+    WHERE OLD.success IS NOT NULL AND agent_type = coalesce(OLD.agent_type, '')
+        AND benchmark_id = coalesce(OLD.benchmark_id, '');
+    INSERT INTO agent_benchmark_stats (agent_type, benchmark_id, finished, succeeded, scored, score_sum)
+    SELECT coalesce(NEW.agent_type, ''), coalesce(NEW.benchmark_id, ''), 1, NEW.success,
+           NEW.score IS NOT NULL, coalesce(NEW.score, 0)
+    WHERE NEW.success IS NOT NULL
+    ON CONFLICT (agent_type, benchmark_id) DO UPDATE SET finished = finished + 1,
+        succeeded = succeeded + excluded.succeeded, scored = scored + excluded.scored,
+        score_sum = score_sum + excluded.score_sum;
+    DELETE FROM agent_benchmark_stats WHERE finished <= 0;
+END;
 CREATE INDEX IF NOT EXISTS executions_unlinked ON executions (first_prompt) WHERE session_benchmark_id IS NULL;
 CREATE INDEX IF NOT EXISTS executions_changed ON executions (changed_generation);
 

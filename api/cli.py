@@ -1,6 +1,57 @@
+"""`reev-api`: serve the database read-only over HTTP."""
+
+import argparse
+import json
+import logging
+import os
 import sys
+from pathlib import Path
+
+import uvicorn
+
+from api.app import create_app
+from daemon.config import default_db_path, setup_logging
+
+_CONFIG_ENV = "REEV_API_CONFIG"   # carries the parsed options to each worker process
 
 
-def main(argv=None) -> int:
-    print("reev-api: not built yet", file=sys.stderr)
-    return 2
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="reev-api", description="Read-only HTTP API over the reev-ingest database.")
+    p.add_argument("--db", type=Path, default=None,
+                   help="database written by reev-ingestd (env REEV_DB; default: the daemon's default)")
+    p.add_argument("--host", default=env("REEV_API_HOST") or "127.0.0.1", help="default 127.0.0.1")
+    p.add_argument("--port", type=int, default=int(env("REEV_API_PORT") or 3001), help="default 3001")
+    p.add_argument("--workers", type=int, default=int(env("REEV_API_WORKERS") or 1),
+                   help="worker processes (default 1)")
+    p.add_argument("--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
+                   default=[o for o in (env("REEV_API_CORS_ORIGINS") or "").split(",") if o],
+                   help="allowed browser origin, repeatable (default: any)")
+    p.add_argument("--query-timeout", type=float, default=float(env("REEV_API_QUERY_TIMEOUT") or 2.0),
+                   help="seconds a query may run before it answers 503 (default 2)")
+    p.add_argument("--log-level", default=env("REEV_LOG_LEVEL") or "info",
+                   choices=["debug", "info", "warning", "error"])
+    args = p.parse_args(argv)
+    args.db = (args.db or default_db_path()).absolute()
+    return args
+
+
+def app_from_env():
+    """The app factory each uvicorn worker calls."""
+    cfg = json.loads(os.environ[_CONFIG_ENV])
+    return create_app(Path(cfg["db"]), cfg["cors_origins"], cfg["query_timeout"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
+    setup_logging(args.log_level)
+    os.environ[_CONFIG_ENV] = json.dumps({"db": str(args.db), "cors_origins": args.cors_origins,
+                                          "query_timeout": args.query_timeout})
+    logging.getLogger("reev.api").info("serving %s on http://%s:%d", args.db, args.host, args.port)
+    uvicorn.run("api.cli:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
+                log_level=args.log_level, access_log=False, server_header=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,584 @@
+"""The Litestar application: one handler per resource, typed msgspec responses.
+
+Only reads: the database is opened read-only (api/db.py) and no route writes.
+"""
+
+import base64
+import hashlib
+import logging
+import time
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get
+from litestar.config.cors import CORSConfig
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+
+from api import models as m
+from api import render
+from api.db import Database, DatabaseUnavailable, Queries, QueryTimeout
+from daemon.ids import normalise_benchmark_id
+from daemon.status import progress
+
+log = logging.getLogger("reev.api")
+
+try:
+    VERSION = version("reev-ingest")
+except PackageNotFoundError:  # running from a source tree without installing
+    VERSION = "0.0.0"
+
+HEARTBEAT_STALE_SECONDS = 30.0
+DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+READ_ONLY_MESSAGE = ("this API is read-only: runs are started with the reev runner, and "
+                     "reev-ingestd picks up what it writes")
+SYNC_MESSAGE = ("reev-ingestd follows the files continuously; for a full rescan, "
+                "run `systemctl reload reev-ingestd` (SIGHUP)")
+ALLOW = "GET, HEAD, OPTIONS"
+DATA = {"etag": "generation"}     # handler opt: the ETag is the data generation
+
+
+# ---------------------------------------------------------------------- small helpers
+
+class BadParameter(Exception):
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"query parameter `{name}` {problem}")
+        self.name = name
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds → RFC 3339 UTC; None for unknown (0 or absurd)."""
+    if not ts:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def int_param(value: str | None, name: str, default: int, low: int = 1, high: int = MAX_LIMIT) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadParameter(name, f"must be an integer, got {value[:40]!r}") from None
+    if not low <= number <= high:
+        raise BadParameter(name, f"must be between {low} and {high}, got {number}")
+    return number
+
+
+def encode_cursor(*key) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None, shape: tuple[type, ...]) -> tuple | None:
+    """An opaque cursor back into its key; a 400 naming `cursor` if it was tampered with."""
+    if value is None or value == "":
+        return None
+    try:
+        key = msgspec.json.decode(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        if not isinstance(key, list) or len(key) != len(shape):
+            raise ValueError
+        return tuple(t(k) if t is float and isinstance(k, int) and not isinstance(k, bool) else _checked(k, t)
+                     for k, t in zip(key, shape))
+    except (ValueError, TypeError, msgspec.DecodeError):
+        raise BadParameter("cursor", "is not a cursor this API returned") from None
+
+
+def _checked(value, kind):
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError
+    return value
+
+
+def etag_of(generation: int) -> str:
+    return f'W/"g{generation}-{VERSION}"'
+
+
+def matches(request: Request, tag: str) -> bool:
+    given = request.headers.get("if-none-match")
+    return bool(given) and (given.strip() == "*" or tag in [t.strip() for t in given.split(",")])
+
+
+def data_response(body: Any, generation: int) -> Response:
+    return Response(content=body, headers={"ETag": etag_of(generation)})
+
+
+def content_response(request: Request, body: Any) -> Response:
+    """ETag from the body itself, for responses that change with the clock (health, status)."""
+    tag = 'W/"' + hashlib.blake2b(msgspec.json.encode(body), digest_size=12).hexdigest() + '"'
+    if matches(request, tag):
+        return Response(content=None, status_code=304, headers={"ETag": tag})
+    return Response(content=body, headers={"ETag": tag})
+
+
+def db_of(request: Request) -> Database:
+    return request.app.state.db
+
+
+def tags_of(text: str) -> list[str]:
+    value = msgspec.json.decode(text)
+    return [str(t) for t in value] if isinstance(value, list) else []
+
+
+def not_found(message: str) -> NotFoundException:
+    return NotFoundException(detail=message)
+
+
+# ---------------------------------------------------------------------- converters
+
+def summary_of(row: dict) -> m.SessionSummary:
+    return m.SessionSummary(
+        execution_id=row["execution_id"], recorded_session_id=row["recorded_session_id"],
+        benchmark_id=row["benchmark_id"], agent_type=row["agent_type"], status=row["status"],
+        created_at=iso(row["created_at"]), updated_at=iso(row["updated_at"]),
+        last_event_at=iso(row["last_event_at"]), score=row["score"])
+
+
+def progress_of(row: dict) -> float:
+    return progress(row["status"], row["step_count"], row["flow_steps"])
+
+
+def error_message_of(row: dict, result: dict | None) -> str | None:
+    if row["status"] != "Failed":
+        return None
+    for key in ("error", "error_message"):
+        if isinstance(result, dict) and isinstance(result.get(key), str):
+            return result[key]
+    return f"run failed (score {row['score']})" if row["score"] is not None else "run failed"
+
+
+def state_of(row: dict, result: dict | None) -> m.ExecutionState:
+    return m.ExecutionState(
+        execution_id=row["execution_id"], benchmark_id=row["benchmark_id"], agent=row["agent_type"],
+        status=row["status"], created_at=iso(row["created_at"]), updated_at=iso(row["updated_at"]),
+        progress=progress_of(row), error_message=error_message_of(row, result),
+        result_data=result if row["success"] is not None else None,
+        metadata=m.ExecutionMetadata(
+            recorded_session_id=row["recorded_session_id"], event_count=row["event_count"],
+            tool_call_count=row["tool_call_count"], step_count=row["step_count"],
+            first_event_at=iso(row["first_event_at"]), last_event_at=iso(row["last_event_at"])))
+
+
+def run_facts(row: dict) -> render.RunFacts:
+    return render.RunFacts(
+        execution_id=row["execution_id"], benchmark_id=row["benchmark_id"], agent_type=row["agent_type"],
+        status=row["status"], score=row["score"], execution_time_ms=row["execution_time_ms"],
+        created_at=row["created_at"], updated_at=row["updated_at"])
+
+
+def tool_call_of(row: dict) -> m.ToolCall:
+    return m.ToolCall(
+        tool_name=row["tool_name"], started_at=iso(row["started_at"]), ended_at=iso(row["ended_at"]),
+        duration_ms=row["duration_ms"], input=m.raw_or_none(row["input"]), output=m.raw_or_none(row["output"]),
+        success=None if row["success"] is None else bool(row["success"]), error_message=row["error_message"])
+
+
+def session_tools(result: dict | None) -> list[m.ToolCall]:
+    """Tool records of a session file (final_result.tools or .data.tools), for runs without events."""
+    if not isinstance(result, dict):
+        return []
+    data = result.get("data") if isinstance(result.get("data"), dict) else {}
+    tools = result.get("tools") if isinstance(result.get("tools"), list) else data.get("tools")
+    calls = []
+    for t in tools if isinstance(tools, list) else []:
+        if not isinstance(t, dict):
+            continue
+        start, end = _number(t.get("start_time")), _number(t.get("end_time"))
+        status = t.get("status")
+        calls.append(m.ToolCall(
+            tool_name=t.get("tool_name") if isinstance(t.get("tool_name"), str) else None,
+            started_at=iso(start), ended_at=iso(end),
+            duration_ms=(end - start) * 1000 if start is not None and end is not None else None,
+            input=t.get("params"), output=t.get("result"),
+            success=None if not isinstance(status, str) else status == "success",
+            error_message=t.get("error") if isinstance(t.get("error"), str) else None))
+    return calls
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def facts_of_calls(calls: list[m.ToolCall], rows: list[dict] | None) -> list[render.ToolCallFacts]:
+    if rows is not None:
+        return [render.ToolCallFacts(tool_name=r["tool_name"], started_at=r["started_at"], ended_at=r["ended_at"],
+                                     duration_ms=r["duration_ms"],
+                                     success=None if r["success"] is None else bool(r["success"]),
+                                     error_message=r["error_message"]) for r in rows]
+    return [render.ToolCallFacts(tool_name=c.tool_name, started_at=None, ended_at=None,
+                                 duration_ms=c.duration_ms, success=c.success, error_message=c.error_message)
+            for c in calls]
+
+
+def load_run(q: Queries, execution_id: str) -> tuple[dict, dict | None]:
+    row = q.execution(execution_id)
+    if row is None:
+        raise not_found(f"no execution with id {execution_id!r}")
+    docs = q.execution_docs(execution_id)
+    return row, m.decode_object(docs["result_doc"]) if docs else None
+
+
+# ---------------------------------------------------------------------- Part 1: reev's UI
+
+@get("/api/v1/health", sync_to_thread=True)
+def health(request: Request) -> Response[m.Health]:
+    db = db_of(request)
+    reasons, meta, reachable = [], {}, False
+    try:
+        with db.snapshot() as q:
+            meta = q.meta()
+        reachable = True
+    except (DatabaseUnavailable, QueryTimeout) as e:
+        reasons.append(str(e))
+    now = time.time()
+    beat = meta.get("heartbeat_at")
+    age = round(now - beat, 3) if isinstance(beat, (int, float)) else None
+    if reachable and (age is None or age > HEARTBEAT_STALE_SECONDS):
+        reasons.append("the daemon's heartbeat is stale: is reev-ingestd running?" if age is not None
+                       else "the daemon has not written a heartbeat yet")
+    body = m.Health(
+        status="degraded" if reasons else "healthy", timestamp=iso(now), version=VERSION, reasons=reasons,
+        database=m.DatabaseHealth(
+            path=str(db.path), reachable=reachable, data_generation=meta.get("data_generation"),
+            last_ingest_at=iso(meta.get("last_ingest_at")), heartbeat_at=iso(beat), heartbeat_age_seconds=age))
+    return content_response(request, body)
+
+
+@get("/api/v1/benchmarks", sync_to_thread=True, opt=DATA)
+def list_benchmarks(request: Request, limit: str | None = None) -> Response[list[m.Benchmark]]:
+    n = int_param(limit, "limit", 1000, high=10000)
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        rows = q.benchmarks(n)
+    return data_response([m.Benchmark(id=r["id"], description=r["description"], tags=tags_of(r["tags"]),
+                                      prompt=r["prompt"]) for r in rows], gen)
+
+
+@get("/api/v1/benchmarks/{benchmark_id:str}", sync_to_thread=True, opt=DATA)
+def benchmark_detail(request: Request, benchmark_id: str) -> Response[m.BenchmarkDetail]:
+    bench_id = normalise_benchmark_id(benchmark_id)
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        bench = q.benchmark(bench_id)
+        runs = q.recent_executions(bench_id, 10)
+    if bench is None and not runs:
+        raise not_found(f"no benchmark or execution with benchmark id {bench_id!r}")
+    recent = [m.RecentExecution(execution_id=r["execution_id"], agent_type=r["agent_type"],
+                                status=r["status"].lower(), created_at=iso(r["created_at"]), score=r["score"])
+              for r in runs]
+    return data_response(m.BenchmarkDetail(
+        id=bench_id, description=bench["description"] if bench else "", tags=tags_of(bench["tags"]) if bench else [],
+        prompt=bench["prompt"] if bench else "", removed=bool(bench["removed"]) if bench else False,
+        recent_executions=recent, latest_execution_id=recent[0].execution_id if recent else None), gen)
+
+
+@get("/api/v1/benchmarks/{benchmark_id:str}/status/{execution_id:str}", sync_to_thread=True, opt=DATA)
+def execution_status(request: Request, benchmark_id: str, execution_id: str) -> Response[m.ExecutionState]:
+    # The execution id alone identifies the run: the UI may pass a stale benchmark segment.
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        row, result = load_run(q, execution_id)
+    return data_response(state_of(row, result), gen)
+
+
+@get("/api/v1/benchmarks/{benchmark_id:str}/status", sync_to_thread=True, opt=DATA)
+def newest_status(request: Request, benchmark_id: str, agent: str | None = None) -> Response[m.ExecutionState]:
+    bench_id = normalise_benchmark_id(benchmark_id)
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        row = q.newest_execution(bench_id, agent or None)
+        if row is None:
+            raise not_found(f"no execution of benchmark {bench_id!r}" + (f" by agent {agent!r}" if agent else ""))
+        _, result = load_run(q, row["execution_id"])
+    return data_response(state_of(row, result), gen)
+
+
+def agent_result(r: dict) -> m.AgentResult:
+    succeeded = r["final_status"] == "Succeeded" if r["final_status"] in ("Succeeded", "Failed") else bool(r["success"])
+    return m.AgentResult(id=r["id"], session_id=r["execution_id"], benchmark_id=r["benchmark_id"], score=r["score"],
+                         final_status="Succeeded" if succeeded else "Failed", timestamp=iso(r["created_at"]))
+
+
+@get("/api/v1/agent-performance", sync_to_thread=True, opt=DATA)
+def agent_performance(request: Request, limit: str | None = None) -> Response[list[m.AgentPerformanceSummary]]:
+    n = int_param(limit, "limit", DEFAULT_LIMIT)
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        per_agent: dict[str, list[dict]] = {}
+        for row in q.agent_stats():
+            per_agent.setdefault(row["agent_type"], []).append(row)
+        summaries = []
+        for agent, stats in per_agent.items():
+            finished = sum(s["finished"] for s in stats)
+            scored = sum(s["scored"] for s in stats)
+            by_mean = sorted(((s["score_sum"] / s["scored"], s["benchmark_id"]) for s in stats
+                              if s["scored"] and s["benchmark_id"]), key=lambda x: (x[0], x[1]))
+            best = [b for _, b in sorted(by_mean, key=lambda x: (-x[0], x[1]))[:3]]
+            worst = [b for _, b in by_mean[:3]]
+            summaries.append(m.AgentPerformanceSummary(
+                agent_type=agent, total_benchmarks=finished,
+                average_score=round(sum(s["score_sum"] for s in stats) / scored, 6) if scored else 0.0,
+                success_rate=round(sum(s["succeeded"] for s in stats) / finished, 6) if finished else 0.0,
+                best_benchmarks=best, worst_benchmarks=worst,
+                results=[agent_result(r) for r in q.finished_results(agent, None, n)]))
+    return data_response(summaries, gen)
+
+
+@get("/api/v1/agent-performance/{agent_type:str}/results", sync_to_thread=True, opt=DATA)
+def agent_results(request: Request, agent_type: str, limit: str | None = None,
+                  cursor: str | None = None) -> Response[m.AgentResultPage]:
+    n = int_param(limit, "limit", DEFAULT_LIMIT)
+    after = decode_cursor(cursor, (float, str))
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        rows = q.finished_results(agent_type, after, n + 1)
+    more = len(rows) > n
+    rows = rows[:n]
+    return data_response(m.AgentResultPage(
+        items=[agent_result(r) for r in rows],
+        next_cursor=encode_cursor(rows[-1]["sort_at"], rows[-1]["execution_id"]) if more else None), gen)
+
+
+@get("/api/v1/agents", sync_to_thread=True, opt=DATA)
+def agents(request: Request) -> Response[list[str]]:
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        names = q.agents(1000)
+    return data_response(names, gen)
+
+
+@get("/api/v1/agents/config/{agent_type:str}", sync_to_thread=True)
+def agent_config(agent_type: str) -> None:
+    raise not_found(f"no configuration for agent {agent_type!r}: this service holds no agent configuration"
+                    " (agents are configured in the reev runner)")
+
+
+def logs_context(q: Queries, bench_id: str, execution_id: str | None):
+    if execution_id:
+        return load_run(q, execution_id)
+    row = q.newest_execution(bench_id, None)
+    if row is None:
+        return None, None
+    return load_run(q, row["execution_id"])
+
+
+@get("/api/v1/execution-logs/{benchmark_id:str}", sync_to_thread=True, opt=DATA)
+def execution_logs(request: Request, benchmark_id: str, execution_id: str | None = None) -> Response[m.ExecutionLogs]:
+    if not execution_id:
+        raise BadParameter("execution_id", "is required")
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        row, result = load_run(q, execution_id)
+        calls = q.tool_calls(row["id"], 0, 1000)
+    text = render.trace_text(run_facts(row), result, facts_of_calls([], calls))
+    return data_response(m.ExecutionLogs(
+        benchmark_id=normalise_benchmark_id(benchmark_id), execution_id=row["execution_id"],
+        agent_type=row["agent_type"], interface="web", status=row["status"].lower(), final_status=row["status"],
+        trace=text, is_running=row["status"] == "Running", progress=progress_of(row), result=result or {}), gen)
+
+
+@get("/api/v1/transaction-logs/{benchmark_id:str}", sync_to_thread=True, opt=DATA)
+def transaction_logs(request: Request, benchmark_id: str,
+                     execution_id: str | None = None) -> Response[m.TransactionLogs]:
+    bench_id = normalise_benchmark_id(benchmark_id)
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        row, result = logs_context(q, bench_id, execution_id or None)
+    if row is None:
+        return data_response(m.TransactionLogs(
+            benchmark_id=bench_id, execution_id=None, agent_type=None, interface="web", status="unknown",
+            final_status=None, transaction_logs="", is_running=False, progress=0.0, result={},
+            message=f"no executions of benchmark {bench_id!r} yet"), gen)
+    return data_response(m.TransactionLogs(
+        benchmark_id=bench_id, execution_id=row["execution_id"], agent_type=row["agent_type"], interface="web",
+        status=row["status"].lower(), final_status=row["status"],
+        transaction_logs=render.transaction_logs_text(run_facts(row), result),
+        is_running=row["status"] == "Running", progress=progress_of(row), result=result or {}), gen)
+
+
+@get("/api/v1/flows/{session_id:str}", sync_to_thread=True, opt=DATA)
+def flow(request: Request, session_id: str) -> Response[m.Flow]:
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        row, result = load_run(q, session_id)
+        rows = q.tool_calls(row["id"], 0, 1000)
+    calls = [tool_call_of(r) for r in rows] if rows else session_tools(result)
+    facts = facts_of_calls(calls, rows or None)
+    return data_response(m.Flow(
+        session_id=row["execution_id"], diagram=render.flow_diagram(run_facts(row), facts),
+        metadata=m.FlowMetadata(state_count=len(calls) + 2, tool_count=len(calls),
+                                execution_time_ms=row["execution_time_ms"], benchmark_id=row["benchmark_id"],
+                                session_id=row["execution_id"]),
+        tool_calls=calls), gen)
+
+
+# ---------------------------------------------------------------------- Part 2: our own routes
+
+@get("/api/v1/sessions", sync_to_thread=True, opt=DATA)
+def sessions(request: Request, benchmark_id: str | None = None, agent: str | None = None,
+             status: str | None = None, limit: str | None = None, cursor: str | None = None) -> Response[m.SessionPage]:
+    n = int_param(limit, "limit", DEFAULT_LIMIT)
+    after = decode_cursor(cursor, (float, str))
+    if status is not None and status not in m.Status.__args__:
+        wanted = {s.lower(): s for s in m.Status.__args__}.get(status.lower())
+        if wanted is None:
+            raise BadParameter("status", f"must be one of {', '.join(m.Status.__args__)}")
+        status = wanted
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        rows = q.sessions(benchmark_id=normalise_benchmark_id(benchmark_id) if benchmark_id else None,
+                          agent=agent, status=status, after=after, limit=n + 1)
+    more = len(rows) > n
+    rows = rows[:n]
+    return data_response(m.SessionPage(
+        items=[summary_of(r) for r in rows],
+        next_cursor=encode_cursor(rows[-1]["sort_at"], rows[-1]["execution_id"]) if more else None), gen)
+
+
+@get("/api/v1/sessions/{execution_id:str}", sync_to_thread=True, opt=DATA)
+def session_detail(request: Request, execution_id: str) -> Response[m.SessionDetail]:
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        row, result = load_run(q, execution_id)
+        files = q.source_files(execution_id)
+    return data_response(m.SessionDetail(
+        summary=summary_of(row), final_result=result, event_count=row["event_count"],
+        tool_call_count=row["tool_call_count"], step_count=row["step_count"], progress=progress_of(row),
+        files=[m.SourceFile(path=f["path"], kind=f["kind"], state=f["state"], lines_read=f["line_no"],
+                            bytes_read=f["offset"], size=f["size"], ingested_at=iso(f["ingested_at"]))
+               for f in files]), gen)
+
+
+@get("/api/v1/sessions/{execution_id:str}/events", sync_to_thread=True, opt=DATA)
+def session_events(request: Request, execution_id: str, limit: str | None = None,
+                   cursor: str | None = None) -> Response[m.EventPage]:
+    n = int_param(limit, "limit", 100)
+    after = decode_cursor(cursor, (int,))
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        row, _ = load_run(q, execution_id)
+        rows = q.events(row["id"], after[0] if after else 0, n + 1)
+    more = len(rows) > n
+    rows = rows[:n]
+    return data_response(m.EventPage(
+        items=[m.Event(line=r["line"], byte_offset=r["byte_offset"], kind=r["kind"], timestamp=iso(r["ts"]),
+                       event_type=r["event_type"], data=m.raw_or_none(r["doc"])) for r in rows],
+        next_cursor=encode_cursor(rows[-1]["line"]) if more else None), gen)
+
+
+@get("/api/v1/sessions/{execution_id:str}/tool-calls", sync_to_thread=True, opt=DATA)
+def session_tool_calls(request: Request, execution_id: str, limit: str | None = None,
+                       cursor: str | None = None) -> Response[m.ToolCallPage]:
+    n = int_param(limit, "limit", 100)
+    after = decode_cursor(cursor, (int,))
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        row, _ = load_run(q, execution_id)
+        rows = q.tool_calls(row["id"], after[0] if after else 0, n + 1)
+    more = len(rows) > n
+    rows = rows[:n]
+    return data_response(m.ToolCallPage(
+        items=[tool_call_of(r) for r in rows],
+        next_cursor=encode_cursor(rows[-1]["line"]) if more else None), gen)
+
+
+@get("/api/v1/ingest/status", sync_to_thread=True)
+def ingest_status(request: Request) -> Response[m.IngestStatus]:
+    with db_of(request).snapshot() as q:
+        meta = q.meta()
+        counts = q.file_counts()
+        errors = q.error_count()
+    beat = meta.get("heartbeat_at")
+    return content_response(request, m.IngestStatus(
+        files=[m.FileCount(kind=c["kind"], state=c["state"], files=c["files"], pending_bytes=c["pending_bytes"] or 0)
+               for c in counts],
+        pending_bytes=sum(c["pending_bytes"] or 0 for c in counts), error_count=errors,
+        data_generation=int(meta.get("data_generation") or 0), last_ingest_at=iso(meta.get("last_ingest_at")),
+        heartbeat_at=iso(beat),
+        heartbeat_age_seconds=round(time.time() - beat, 3) if isinstance(beat, (int, float)) else None,
+        daemon_started_at=iso(meta.get("daemon_started_at"))))
+
+
+@get("/api/v1/ingest/errors", sync_to_thread=True, opt=DATA)
+def ingest_errors(request: Request, limit: str | None = None, cursor: str | None = None) -> Response[m.IngestErrorPage]:
+    n = int_param(limit, "limit", DEFAULT_LIMIT)
+    after = decode_cursor(cursor, (int,))
+    with db_of(request).snapshot() as q:
+        gen = q.generation()
+        rows = q.errors(after[0] if after else None, n + 1)
+    more = len(rows) > n
+    rows = rows[:n]
+    return data_response(m.IngestErrorPage(
+        items=[m.IngestError(id=r["id"], path=r["path"], line=r["line"], byte_offset=r["byte_offset"],
+                             reason=r["reason"], first_seen_at=iso(r["first_seen_at"]),
+                             last_seen_at=iso(r["last_seen_at"]), count=r["count"]) for r in rows],
+        next_cursor=encode_cursor(rows[-1]["id"]) if more else None), gen)
+
+
+# ---------------------------------------------------------------------- hooks and errors
+
+def not_modified(request: Request) -> Response | None:
+    """Answer a matching If-None-Match with 304 before the handler runs any of its queries."""
+    if request.route_handler.opt.get("etag") != "generation" or "if-none-match" not in request.headers:
+        return None
+    with db_of(request).snapshot() as q:
+        tag = etag_of(q.generation())
+    if matches(request, tag):
+        return Response(content=None, status_code=304, headers={"ETag": tag})
+    return None
+
+
+def error(status: int, kind: str, message: str, headers: dict | None = None) -> Response[m.ErrorBody]:
+    return Response(content=m.ErrorBody(error=kind, message=message), status_code=status, headers=headers)
+
+
+def on_http_error(request: Request, exc: HTTPException) -> Response:
+    writes = request.method not in ("GET", "HEAD", "OPTIONS")
+    if writes and (isinstance(exc, (NotFoundException, MethodNotAllowedException))):
+        sync = request.url.path.rstrip("/") == "/api/v1/sync"
+        return error(405, "method_not_allowed", SYNC_MESSAGE if sync else READ_ONLY_MESSAGE, {"Allow": ALLOW})
+    if isinstance(exc, MethodNotAllowedException):
+        return error(405, "method_not_allowed", f"{request.method} is not allowed here", {"Allow": ALLOW})
+    if isinstance(exc, NotFoundException):
+        detail = exc.detail if exc.detail and exc.detail != "Not Found" else f"no route {request.url.path}"
+        return error(404, "not_found", detail)
+    kind = {400: "bad_request", 503: "unavailable"}.get(exc.status_code, "error")
+    return error(exc.status_code, kind, str(exc.detail))
+
+
+def on_bad_parameter(_request: Request, exc: BadParameter) -> Response:
+    return error(400, "bad_request", str(exc))
+
+
+def on_unavailable(_request: Request, exc: Exception) -> Response:
+    return error(503, "unavailable", str(exc), {"Retry-After": "1"})
+
+
+def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return error(500, "internal_error", "the server failed to answer this request; see its log")
+
+
+def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeout: float = 2.0) -> Litestar:
+    app = Litestar(
+        route_handlers=[health, list_benchmarks, benchmark_detail, execution_status, newest_status,
+                        agent_performance, agent_results, agents, agent_config, execution_logs,
+                        transaction_logs, flow, sessions, session_detail, session_events, session_tool_calls,
+                        ingest_status, ingest_errors],
+        before_request=not_modified,
+        exception_handlers={
+            HTTPException: on_http_error, BadParameter: on_bad_parameter,
+            DatabaseUnavailable: on_unavailable, QueryTimeout: on_unavailable, Exception: on_unexpected},
+        cors_config=CORSConfig(allow_origins=cors_origins or ["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
+                               allow_headers=["*"], expose_headers=["ETag"], max_age=600),
+        openapi_config=OpenAPIConfig(title="reev-ingest API", version=VERSION, path="/schema",
+                                     render_plugins=[JsonRenderPlugin()]),
+    )
+    app.state.db = Database(db_path, query_timeout=query_timeout)
+    return app
