@@ -1,4 +1,5 @@
 # make run: the daemon and the API on defaults.  make test: the whole suite.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -16,8 +17,13 @@ install: $(BIN)/reev-ingestd
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Both programs on their defaults; Ctrl-C (or either one exiting) stops both.
 run: install
-	$(BIN)/reev-ingestd
+	@trap 'kill $$daemon $$api 2>/dev/null; wait' INT TERM; \
+	$(BIN)/reev-ingestd & daemon=$$!; \
+	$(BIN)/reev-api & api=$$!; \
+	echo "reev-ingest: API on http://$${REEV_API_HOST:-127.0.0.1}:$${REEV_API_PORT:-3001}/api/v1/health (Ctrl-C stops both)"; \
+	wait -n; kill $$daemon $$api 2>/dev/null; wait
 
 clean:
 	rm -rf $(VENV) state .pytest_cache
