@@ -412,7 +412,7 @@ def flow(request: Request, session_id: str) -> Response[m.Flow]:
     facts = facts_of_calls(calls, rows or None)
     return data_response(m.Flow(
         session_id=row["execution_id"], diagram=render.flow_diagram(run_facts(row), facts),
-        metadata=m.FlowMetadata(state_count=len(calls) + 2, tool_count=len(calls),
+        metadata=m.FlowMetadata(state_count=render.flow_state_count(facts), tool_count=len(calls),
                                 execution_time_ms=row["execution_time_ms"], benchmark_id=row["benchmark_id"],
                                 session_id=row["execution_id"]),
         tool_calls=calls), gen)

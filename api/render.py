@@ -341,6 +341,7 @@ def _tool_records(fr: dict[str, Any] | None) -> tuple[list[Any], list[str]]:
         return [], []
     records: list[Any] = []
     warnings: list[str] = []
+    seen: set[str] = set()
     for where, raw in (("tools", _get(fr, "tools")), ("data.tools", _get(_get(fr, "data"), "tools"))):
         if raw is None:
             continue
@@ -352,16 +353,11 @@ def _tool_records(fr: dict[str, Any] | None) -> tuple[list[Any], list[str]]:
                 warnings.append(f"⚠️ {where} has an unexpected type ({_type_name(raw)}); not shown")
                 continue
         for rec in lst:
-            if not any(rec is r or _safe_eq(rec, r) for r in records):
+            key = _short(rec, 2000)  # bounded, so deduplication stays linear
+            if key not in seen:
+                seen.add(key)
                 records.append(rec)
     return records, warnings
-
-
-def _safe_eq(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 - e.g. RecursionError on absurdly deep values
-        return False
 
 
 def _instructions(action: Any) -> list[Any]:
