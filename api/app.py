@@ -16,7 +16,7 @@ import msgspec
 from litestar import Litestar, Request, Response, get
 from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from api import models as m
@@ -39,7 +39,19 @@ READ_ONLY_MESSAGE = ("this API is read-only: runs are started with the reev runn
 SYNC_MESSAGE = ("reev-ingestd follows the files continuously; for a full rescan, "
                 "run `systemctl reload reev-ingestd` (SIGHUP)")
 ALLOW = "GET, HEAD, OPTIONS"
-DATA = {"etag": "generation"}     # handler opt: the ETag is the data generation
+RESPONSES = {
+    304: ResponseSpec(None, description="Not modified: If-None-Match matched the current ETag"),
+    400: ResponseSpec(m.ErrorBody, description="A query parameter is invalid; the message names it"),
+    404: ResponseSpec(m.ErrorBody, description="No such benchmark, execution or route"),
+    503: ResponseSpec(m.ErrorBody, description="The database does not exist yet, or a query ran past its time limit"),
+}
+
+
+def read_route(path: str, *, etag: str = "generation"):
+    """A GET handler run in a worker thread (APSW is synchronous), with the error responses
+    documented. etag="generation": the ETag is the data generation, checked before the handler
+    runs; etag="content": the handler hashes its body (responses that change with the clock)."""
+    return get(path, sync_to_thread=True, opt={"etag": etag}, responses=RESPONSES)
 
 
 # ---------------------------------------------------------------------- small helpers
@@ -226,7 +238,7 @@ def load_run(q: Queries, execution_id: str) -> tuple[dict, dict | None]:
 
 # ---------------------------------------------------------------------- Part 1: reev's UI
 
-@get("/api/v1/health", sync_to_thread=True)
+@read_route("/api/v1/health", etag="content")
 def health(request: Request) -> Response[m.Health]:
     db = db_of(request)
     reasons, meta, reachable = [], {}, False
@@ -250,7 +262,7 @@ def health(request: Request) -> Response[m.Health]:
     return content_response(request, body)
 
 
-@get("/api/v1/benchmarks", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/benchmarks")
 def list_benchmarks(request: Request, limit: str | None = None) -> Response[list[m.Benchmark]]:
     n = int_param(limit, "limit", 1000, high=10000)
     with db_of(request).snapshot() as q:
@@ -260,7 +272,7 @@ def list_benchmarks(request: Request, limit: str | None = None) -> Response[list
                                       prompt=r["prompt"]) for r in rows], gen)
 
 
-@get("/api/v1/benchmarks/{benchmark_id:str}", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/benchmarks/{benchmark_id:str}")
 def benchmark_detail(request: Request, benchmark_id: str) -> Response[m.BenchmarkDetail]:
     bench_id = normalise_benchmark_id(benchmark_id)
     with db_of(request).snapshot() as q:
@@ -278,7 +290,7 @@ def benchmark_detail(request: Request, benchmark_id: str) -> Response[m.Benchmar
         recent_executions=recent, latest_execution_id=recent[0].execution_id if recent else None), gen)
 
 
-@get("/api/v1/benchmarks/{benchmark_id:str}/status/{execution_id:str}", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/benchmarks/{benchmark_id:str}/status/{execution_id:str}")
 def execution_status(request: Request, benchmark_id: str, execution_id: str) -> Response[m.ExecutionState]:
     # The execution id alone identifies the run: the UI may pass a stale benchmark segment.
     with db_of(request).snapshot() as q:
@@ -287,7 +299,7 @@ def execution_status(request: Request, benchmark_id: str, execution_id: str) -> 
     return data_response(state_of(row, result), gen)
 
 
-@get("/api/v1/benchmarks/{benchmark_id:str}/status", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/benchmarks/{benchmark_id:str}/status")
 def newest_status(request: Request, benchmark_id: str, agent: str | None = None) -> Response[m.ExecutionState]:
     bench_id = normalise_benchmark_id(benchmark_id)
     with db_of(request).snapshot() as q:
@@ -305,7 +317,7 @@ def agent_result(r: dict) -> m.AgentResult:
                          final_status="Succeeded" if succeeded else "Failed", timestamp=iso(r["created_at"]))
 
 
-@get("/api/v1/agent-performance", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/agent-performance")
 def agent_performance(request: Request, limit: str | None = None) -> Response[list[m.AgentPerformanceSummary]]:
     n = int_param(limit, "limit", DEFAULT_LIMIT)
     with db_of(request).snapshot() as q:
@@ -330,7 +342,7 @@ def agent_performance(request: Request, limit: str | None = None) -> Response[li
     return data_response(summaries, gen)
 
 
-@get("/api/v1/agent-performance/{agent_type:str}/results", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/agent-performance/{agent_type:str}/results")
 def agent_results(request: Request, agent_type: str, limit: str | None = None,
                   cursor: str | None = None) -> Response[m.AgentResultPage]:
     n = int_param(limit, "limit", DEFAULT_LIMIT)
@@ -345,7 +357,7 @@ def agent_results(request: Request, agent_type: str, limit: str | None = None,
         next_cursor=encode_cursor(rows[-1]["sort_at"], rows[-1]["execution_id"]) if more else None), gen)
 
 
-@get("/api/v1/agents", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/agents")
 def agents(request: Request) -> Response[list[str]]:
     with db_of(request).snapshot() as q:
         gen = q.generation()
@@ -353,7 +365,7 @@ def agents(request: Request) -> Response[list[str]]:
     return data_response(names, gen)
 
 
-@get("/api/v1/agents/config/{agent_type:str}", sync_to_thread=True)
+@read_route("/api/v1/agents/config/{agent_type:str}", etag="content")
 def agent_config(agent_type: str) -> None:
     raise not_found(f"no configuration for agent {agent_type!r}: this service holds no agent configuration"
                     " (agents are configured in the reev runner)")
@@ -368,7 +380,7 @@ def logs_context(q: Queries, bench_id: str, execution_id: str | None):
     return load_run(q, row["execution_id"])
 
 
-@get("/api/v1/execution-logs/{benchmark_id:str}", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/execution-logs/{benchmark_id:str}")
 def execution_logs(request: Request, benchmark_id: str, execution_id: str | None = None) -> Response[m.ExecutionLogs]:
     if not execution_id:
         raise BadParameter("execution_id", "is required")
@@ -383,7 +395,7 @@ def execution_logs(request: Request, benchmark_id: str, execution_id: str | None
         trace=text, is_running=row["status"] == "Running", progress=progress_of(row), result=result or {}), gen)
 
 
-@get("/api/v1/transaction-logs/{benchmark_id:str}", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/transaction-logs/{benchmark_id:str}")
 def transaction_logs(request: Request, benchmark_id: str,
                      execution_id: str | None = None) -> Response[m.TransactionLogs]:
     bench_id = normalise_benchmark_id(benchmark_id)
@@ -402,7 +414,7 @@ def transaction_logs(request: Request, benchmark_id: str,
         is_running=row["status"] == "Running", progress=progress_of(row), result=result or {}), gen)
 
 
-@get("/api/v1/flows/{session_id:str}", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/flows/{session_id:str}")
 def flow(request: Request, session_id: str) -> Response[m.Flow]:
     with db_of(request).snapshot() as q:
         gen = q.generation()
@@ -420,7 +432,7 @@ def flow(request: Request, session_id: str) -> Response[m.Flow]:
 
 # ---------------------------------------------------------------------- Part 2: our own routes
 
-@get("/api/v1/sessions", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/sessions")
 def sessions(request: Request, benchmark_id: str | None = None, agent: str | None = None,
              status: str | None = None, limit: str | None = None, cursor: str | None = None) -> Response[m.SessionPage]:
     n = int_param(limit, "limit", DEFAULT_LIMIT)
@@ -441,7 +453,7 @@ def sessions(request: Request, benchmark_id: str | None = None, agent: str | Non
         next_cursor=encode_cursor(rows[-1]["sort_at"], rows[-1]["execution_id"]) if more else None), gen)
 
 
-@get("/api/v1/sessions/{execution_id:str}", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/sessions/{execution_id:str}")
 def session_detail(request: Request, execution_id: str) -> Response[m.SessionDetail]:
     with db_of(request).snapshot() as q:
         gen = q.generation()
@@ -455,7 +467,7 @@ def session_detail(request: Request, execution_id: str) -> Response[m.SessionDet
                for f in files]), gen)
 
 
-@get("/api/v1/sessions/{execution_id:str}/events", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/sessions/{execution_id:str}/events")
 def session_events(request: Request, execution_id: str, limit: str | None = None,
                    cursor: str | None = None) -> Response[m.EventPage]:
     n = int_param(limit, "limit", 100)
@@ -472,7 +484,7 @@ def session_events(request: Request, execution_id: str, limit: str | None = None
         next_cursor=encode_cursor(rows[-1]["line"]) if more else None), gen)
 
 
-@get("/api/v1/sessions/{execution_id:str}/tool-calls", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/sessions/{execution_id:str}/tool-calls")
 def session_tool_calls(request: Request, execution_id: str, limit: str | None = None,
                        cursor: str | None = None) -> Response[m.ToolCallPage]:
     n = int_param(limit, "limit", 100)
@@ -488,7 +500,7 @@ def session_tool_calls(request: Request, execution_id: str, limit: str | None = 
         next_cursor=encode_cursor(rows[-1]["line"]) if more else None), gen)
 
 
-@get("/api/v1/ingest/status", sync_to_thread=True)
+@read_route("/api/v1/ingest/status", etag="content")
 def ingest_status(request: Request) -> Response[m.IngestStatus]:
     with db_of(request).snapshot() as q:
         meta = q.meta()
@@ -505,7 +517,7 @@ def ingest_status(request: Request) -> Response[m.IngestStatus]:
         daemon_started_at=iso(meta.get("daemon_started_at"))))
 
 
-@get("/api/v1/ingest/errors", sync_to_thread=True, opt=DATA)
+@read_route("/api/v1/ingest/errors")
 def ingest_errors(request: Request, limit: str | None = None, cursor: str | None = None) -> Response[m.IngestErrorPage]:
     n = int_param(limit, "limit", DEFAULT_LIMIT)
     after = decode_cursor(cursor, (int,))
