@@ -50,7 +50,7 @@ RESPONSES = {
 def read_route(path: str, *, etag: str = "generation"):
     """A GET handler run in a worker thread (APSW is synchronous), with the error responses
     documented. etag="generation": the ETag is the data generation, checked before the handler
-    runs; etag="content": the handler hashes its body (responses that change with the clock)."""
+    runs; etag="keyed": the handler computes it (responses that show the clock)."""
     return get(path, sync_to_thread=True, opt={"etag": etag}, responses=RESPONSES)
 
 
@@ -121,9 +121,10 @@ def data_response(body: Any, generation: int) -> Response:
     return Response(content=body, headers={"ETag": etag_of(generation)})
 
 
-def content_response(request: Request, body: Any) -> Response:
-    """ETag from the body itself, for responses that change with the clock (health, status)."""
-    tag = 'W/"' + hashlib.blake2b(msgspec.json.encode(body), digest_size=12).hexdigest() + '"'
+def keyed_response(request: Request, body: Any, key: tuple) -> Response:
+    """For responses that show the clock (health, ingest status): the ETag covers what a poller
+    acts on (`key`: generation, heartbeat, state), not the timestamp that differs every call."""
+    tag = 'W/"' + hashlib.blake2b(msgspec.json.encode(key), digest_size=12).hexdigest() + '"'
     if matches(request, tag):
         return Response(content=None, status_code=304, headers={"ETag": tag})
     return Response(content=body, headers={"ETag": tag})
@@ -238,7 +239,7 @@ def load_run(q: Queries, execution_id: str) -> tuple[dict, dict | None]:
 
 # ---------------------------------------------------------------------- Part 1: reev's UI
 
-@read_route("/api/v1/health", etag="content")
+@read_route("/api/v1/health", etag="keyed")
 def health(request: Request) -> Response[m.Health]:
     db = db_of(request)
     reasons, meta, reachable = [], {}, False
@@ -259,7 +260,7 @@ def health(request: Request) -> Response[m.Health]:
         database=m.DatabaseHealth(
             path=str(db.path), reachable=reachable, data_generation=meta.get("data_generation"),
             last_ingest_at=iso(meta.get("last_ingest_at")), heartbeat_at=iso(beat), heartbeat_age_seconds=age))
-    return content_response(request, body)
+    return keyed_response(request, body, (body.status, reasons, meta.get("data_generation"), beat))
 
 
 @read_route("/api/v1/benchmarks")
@@ -365,7 +366,7 @@ def agents(request: Request) -> Response[list[str]]:
     return data_response(names, gen)
 
 
-@read_route("/api/v1/agents/config/{agent_type:str}", etag="content")
+@read_route("/api/v1/agents/config/{agent_type:str}", etag="keyed")
 def agent_config(agent_type: str) -> None:
     raise not_found(f"no configuration for agent {agent_type!r}: this service holds no agent configuration"
                     " (agents are configured in the reev runner)")
@@ -500,21 +501,21 @@ def session_tool_calls(request: Request, execution_id: str, limit: str | None = 
         next_cursor=encode_cursor(rows[-1]["line"]) if more else None), gen)
 
 
-@read_route("/api/v1/ingest/status", etag="content")
+@read_route("/api/v1/ingest/status", etag="keyed")
 def ingest_status(request: Request) -> Response[m.IngestStatus]:
     with db_of(request).snapshot() as q:
         meta = q.meta()
         counts = q.file_counts()
         errors = q.error_count()
     beat = meta.get("heartbeat_at")
-    return content_response(request, m.IngestStatus(
+    return keyed_response(request, m.IngestStatus(
         files=[m.FileCount(kind=c["kind"], state=c["state"], files=c["files"], pending_bytes=c["pending_bytes"] or 0)
                for c in counts],
         pending_bytes=sum(c["pending_bytes"] or 0 for c in counts), error_count=errors,
         data_generation=int(meta.get("data_generation") or 0), last_ingest_at=iso(meta.get("last_ingest_at")),
         heartbeat_at=iso(beat),
         heartbeat_age_seconds=round(time.time() - beat, 3) if isinstance(beat, (int, float)) else None,
-        daemon_started_at=iso(meta.get("daemon_started_at"))))
+        daemon_started_at=iso(meta.get("daemon_started_at"))), (meta.get("data_generation"), beat, errors))
 
 
 @read_route("/api/v1/ingest/errors")

@@ -1,0 +1,455 @@
+"""The HTTP contract (reference/API.md) over real HTTP to a real `reev-api` process, on a
+database written by the real daemon from fixture files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import fixtures as fx
+from tests.api_client import Api
+from tests.conftest import clean_env, daemon_command, wait_for
+
+DONE = "run-done"            # session + event log, deterministic, succeeded on 301
+FAILED = "run-failed"        # session only, glm-4.6, failed on 301 with a step error
+RUNNING = "run-running"      # event log only; its first prompt is 301's prompt; one bad line
+FLOW = "run-flow"            # event log only, 302 (two-step flow), one StepComplete
+PATHID = "run-pathid"        # session whose benchmark_id is a path to 302
+B301, B302, B303 = "301-test-transfer", "302-two-steps", "303-never-run"
+FLOW_PROMPT = "Swap, then lend."
+
+
+def write_corpus(sessions: Path, benchmarks: Path):
+    (benchmarks / f"{B301}.yml").write_text(fx.benchmark_yaml(B301))
+    (benchmarks / f"{B302}.yml").write_text(fx.benchmark_yaml(
+        B302, prompt=FLOW_PROMPT, tags=["flow"], flow=[{"step": 1}, {"step": 2, "depends_on": ["step_1_result"]}]))
+    (benchmarks / f"{B303}.yml").write_text(fx.benchmark_yaml(B303, prompt="Never asked."))
+    (sessions / f"enhanced_otel_{DONE}.jsonl").write_bytes(fx.jsonl([
+        fx.prompt_line("Send 0.3 SOL to the second wallet.", at=0),
+        fx.tool_input_line("sol_transfer", {"amount": 300000000}, at=1),
+        fx.tool_output_line(True, '[{"program_id":"11111111111111111111111111111111"}]', at=1.25),
+    ]))
+    (sessions / f"session_{DONE}.json").write_bytes(fx.session_bytes(fx.session_doc(
+        "inner-done", benchmark_id=B301, start_time=1_761_795_821, score=1.0)))
+    (sessions / f"session_{FAILED}.json").write_bytes(fx.session_bytes(fx.session_doc(
+        "inner-failed", benchmark_id=B301, agent_type="glm-4.6", start_time=1_761_795_900, success=False,
+        score=0.25, steps=[fx.step(obs=fx.observation("Failure", error="custom program error: 0x1"))])))
+    (sessions / f"enhanced_otel_{RUNNING}.jsonl").write_bytes(
+        fx.jsonl([fx.prompt_line("Send 0.3 SOL to the second wallet.", at=200)])
+        + b'{"timestamp": "oops\n'
+        + fx.jsonl([fx.tool_input_line("get_account_balance", at=201)]))
+    (sessions / f"enhanced_otel_{FLOW}.jsonl").write_bytes(fx.jsonl([
+        fx.prompt_line(FLOW_PROMPT, at=100), fx.tool_input_line("jupiter_swap", at=101),
+        fx.tool_output_line(True, {"out": 5}, at=102), fx.step_complete_line("swap", at=103)]))
+    (sessions / f"session_{PATHID}.json").write_bytes(fx.session_bytes(fx.session_doc(
+        "inner-path", benchmark_id=f"benchmarks/{B302}.yml", agent_type="local", start_time=1_761_795_000,
+        score=0.5)))
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    sessions, benchmarks, db = root / "sessions", root / "benchmarks", root / "state" / "reev.db"
+    sessions.mkdir()
+    benchmarks.mkdir()
+    write_corpus(sessions, benchmarks)
+    proc = subprocess.run(daemon_command() + ["--sessions-dir", str(sessions), "--benchmarks-dir", str(benchmarks),
+                                              "--db", str(db), "--once"],
+                          capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return root, db
+
+
+@pytest.fixture(scope="module")
+def api(populated):
+    root, db = populated
+    server = Api(db, root / "api.log")
+    yield server
+    assert server.close() == 0
+
+
+# ---------------------------------------------------------------------- Part 1
+
+def test_health_reports_the_database(api):
+    health = api.get("/api/v1/health")
+    assert health["status"] in ("healthy", "degraded")
+    assert health["database"]["reachable"] is True
+    assert health["database"]["data_generation"] >= 1
+    assert health["version"] and health["timestamp"].endswith("Z")
+
+
+def test_benchmarks_sorted_with_shape(api):
+    got = api.get("/api/v1/benchmarks")
+    assert [b["id"] for b in got] == [B301, B302, B303]
+    assert got[1] == {"id": B302, "description": "Move some SOL between two wallets.", "tags": ["flow"],
+                      "prompt": FLOW_PROMPT}
+
+
+def test_benchmark_detail_lists_runs_newest_first_including_running(api):
+    got = api.get(f"/api/v1/benchmarks/{B301}")
+    runs = got["recent_executions"]
+    assert [r["execution_id"] for r in runs] == [RUNNING, FAILED, DONE]
+    assert [r["status"] for r in runs] == ["running", "failed", "completed"]
+    assert runs[0]["score"] is None and runs[1]["score"] == 0.25
+    assert got["latest_execution_id"] == RUNNING
+    assert api.get(f"/api/v1/benchmarks/{B301}.yml")["id"] == B301
+    assert api.get(f"/api/v1/benchmarks/{B303}")["recent_executions"] == []
+    assert api.get(f"/api/v1/benchmarks/{B303}")["latest_execution_id"] is None
+
+
+def test_benchmark_path_id_is_normalised(api):
+    runs = api.get(f"/api/v1/benchmarks/{B302}")["recent_executions"]
+    assert {r["execution_id"] for r in runs} == {FLOW, PATHID}
+
+
+def test_unknown_benchmark_is_json_404(api):
+    body = api.get("/api/v1/benchmarks/999-nothing", expect=404)
+    assert body["error"] == "not_found" and "999-nothing" in body["message"]
+
+
+def test_execution_state_of_each_kind(api):
+    done = api.get(f"/api/v1/benchmarks/stale-benchmark/status/{DONE}")
+    assert done["status"] == "Completed" and done["progress"] == 1.0 and done["error_message"] is None
+    assert done["result_data"]["success"] is True and done["result_data"]["execution_time_ms"] == 37000
+    assert done["agent"] == "deterministic" and done["benchmark_id"] == B301
+    assert done["metadata"]["recorded_session_id"] == "inner-done"
+    assert done["metadata"]["event_count"] == 3 and done["metadata"]["tool_call_count"] == 1
+    failed = api.get(f"/api/v1/benchmarks/{B301}/status/{FAILED}")
+    assert failed["status"] == "Failed" and failed["error_message"] and failed["result_data"]["score"] == 0.25
+    running = api.get(f"/api/v1/benchmarks/x/status/{RUNNING}")
+    assert running["status"] == "Running" and running["result_data"] is None and running["progress"] == 0.0
+    assert running["benchmark_id"] == B301, "linked by its first prompt"
+    flow = api.get(f"/api/v1/benchmarks/x/status/{FLOW}")
+    assert flow["benchmark_id"] == B302 and flow["progress"] == 0.5, "one of two flow steps done"
+    assert api.get("/api/v1/benchmarks/x/status/nope", expect=404)["message"]
+
+
+def test_newest_status_of_a_benchmark_and_agent(api):
+    assert api.get(f"/api/v1/benchmarks/{B301}/status")["execution_id"] == RUNNING
+    assert api.get(f"/api/v1/benchmarks/{B301}/status?agent=deterministic")["execution_id"] == DONE
+    assert api.get(f"/api/v1/benchmarks/{B301}/status?agent=nobody", expect=404)["message"]
+    assert api.get(f"/api/v1/benchmarks/{B303}/status", expect=404)["message"]
+
+
+def test_agent_performance_one_result_per_finished_run(api):
+    perf = api.get("/api/v1/agent-performance")
+    assert [a["agent_type"] for a in perf] == ["deterministic", "glm-4.6", "local"]
+    det, glm, local = perf
+    assert det["total_benchmarks"] == 1 and det["success_rate"] == 1.0 and det["average_score"] == 1.0
+    assert [r["session_id"] for r in det["results"]] == [DONE]
+    r = det["results"][0]
+    assert r["final_status"] == "Succeeded" and r["benchmark_id"] == B301 and isinstance(r["id"], int)
+    assert glm["success_rate"] == 0.0 and glm["average_score"] == 0.25
+    assert glm["results"][0]["final_status"] == "Failed"
+    assert local["best_benchmarks"] == [B302] and local["worst_benchmarks"] == [B302]
+    assert api.get("/api/v1/agent-performance?limit=0", expect=400)["message"].find("limit") >= 0
+
+
+def test_agent_results_pages(api):
+    page = api.get("/api/v1/agent-performance/deterministic/results?limit=1")
+    assert [r["session_id"] for r in page["items"]] == [DONE] and page["next_cursor"] is None
+
+
+def test_agents_sorted(api):
+    assert api.get("/api/v1/agents") == ["deterministic", "glm-4.6", "local"]
+
+
+def test_agent_config_is_404_with_message(api):
+    assert "configuration" in api.get("/api/v1/agents/config/deterministic", expect=404)["message"]
+
+
+def test_execution_logs_trace(api):
+    got = api.get(f"/api/v1/execution-logs/{B301}?execution_id={DONE}")
+    assert got["status"] == "completed" and got["final_status"] == "Completed" and got["interface"] == "web"
+    assert got["is_running"] is False and got["progress"] == 1.0 and got["result"]["success"] is True
+    assert "✅" in got["trace"] and "Step 1" in got["trace"] and "Program" in got["trace"]
+    failed = api.get(f"/api/v1/execution-logs/{B301}?execution_id={FAILED}")
+    assert "❌" in failed["trace"] and "Error: custom program error: 0x1" in failed["trace"]
+    assert "execution_id" in api.get(f"/api/v1/execution-logs/{B301}", expect=400)["message"]
+    assert api.get(f"/api/v1/execution-logs/{B301}?execution_id=nope", expect=404)["message"]
+
+
+def test_transaction_logs(api):
+    got = api.get(f"/api/v1/transaction-logs/{B301}?execution_id={DONE}")
+    assert "11111111111111111111111111111111" in got["transaction_logs"]
+    assert api.get(f"/api/v1/transaction-logs/{B301}")["execution_id"] == RUNNING, "newest by default"
+    none = api.get(f"/api/v1/transaction-logs/{B303}")
+    assert none["execution_id"] is None and none["message"]
+    assert api.get(f"/api/v1/transaction-logs/{B301}?execution_id=nope", expect=404)["message"]
+
+
+def test_flow_diagram(api):
+    got = api.get(f"/api/v1/flows/{DONE}")
+    assert got["diagram"].startswith("stateDiagram") and "sol_transfer" in got["diagram"]
+    assert got["metadata"]["tool_count"] == 1 and got["metadata"]["session_id"] == DONE
+    assert got["tool_calls"][0]["tool_name"] == "sol_transfer"
+    assert api.get("/api/v1/flows/nope", expect=404)["message"]
+
+
+# ---------------------------------------------------------------------- Part 2
+
+def test_sessions_pages_cover_everything_once(api):
+    seen, cursor = [], None
+    while True:
+        page = api.get("/api/v1/sessions?limit=2" + (f"&cursor={cursor}" if cursor else ""))
+        assert len(page["items"]) <= 2
+        seen += [s["execution_id"] for s in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [RUNNING, FLOW, FAILED, DONE, PATHID]
+
+
+def test_sessions_filters(api):
+    ids = lambda q: [s["execution_id"] for s in api.get("/api/v1/sessions?" + q)["items"]]  # noqa: E731
+    assert ids(f"benchmark_id={B302}.yml") == [FLOW, PATHID]
+    assert ids("agent=glm-4.6") == [FAILED]
+    assert ids("status=running") == [RUNNING, FLOW]
+    item = api.get("/api/v1/sessions?status=Completed&limit=1")["items"][0]
+    assert set(item) >= {"execution_id", "recorded_session_id", "benchmark_id", "agent_type", "status",
+                         "created_at", "updated_at", "last_event_at", "score"}
+
+
+@pytest.mark.parametrize("query, parameter", [
+    ("limit=banana", "limit"), ("limit=0", "limit"), ("limit=100000", "limit"),
+    ("cursor=not-a-cursor", "cursor"), ("cursor=WzFd", "cursor"), ("status=Exploded", "status")])
+def test_bad_parameters_are_400_naming_them(api, query, parameter):
+    body = api.get(f"/api/v1/sessions?{query}", expect=400)
+    assert body["error"] == "bad_request" and f"`{parameter}`" in body["message"]
+
+
+def test_session_detail(api):
+    got = api.get(f"/api/v1/sessions/{DONE}")
+    assert got["summary"]["status"] == "Completed" and got["final_result"]["score"] == 1.0
+    assert got["event_count"] == 3 and got["tool_call_count"] == 1
+    kinds = {f["kind"]: f for f in got["files"]}
+    assert set(kinds) == {"session", "events"} and kinds["events"]["lines_read"] == 3
+    assert api.get("/api/v1/sessions/nope", expect=404)["message"]
+
+
+def test_events_in_file_order_with_pages(api):
+    first = api.get(f"/api/v1/sessions/{DONE}/events?limit=2")
+    rest = api.get(f"/api/v1/sessions/{DONE}/events?limit=2&cursor={first['next_cursor']}")
+    items = first["items"] + rest["items"]
+    assert rest["next_cursor"] is None
+    assert [e["line"] for e in items] == [1, 2, 3]
+    assert [e["event_type"] for e in items] == ["Prompt", "ToolInput", "ToolOutput"]
+    assert items[1]["data"]["tool_input"]["tool_name"] == "sol_transfer"
+    assert items[0]["timestamp"] == fx.rfc3339(0).replace("796472Z", "796472Z")
+
+
+def test_tool_calls_paired_with_duration(api):
+    calls = api.get(f"/api/v1/sessions/{DONE}/tool-calls")["items"]
+    assert len(calls) == 1
+    call = calls[0]
+    assert call["tool_name"] == "sol_transfer" and call["success"] is True
+    assert call["input"] == {"amount": 300000000} and call["output"]
+    assert call["duration_ms"] == pytest.approx(250, abs=0.01)
+    open_call = api.get(f"/api/v1/sessions/{RUNNING}/tool-calls")["items"]
+    assert open_call[0]["output"] is None and open_call[0]["ended_at"] is None
+
+
+def test_ingest_status_and_errors(api):
+    status = api.get("/api/v1/ingest/status")
+    assert status["error_count"] == 1 and status["data_generation"] >= 1
+    assert sum(f["files"] for f in status["files"]) == 9     # 3 benchmarks, 3 session files, 3 event logs
+    errors = api.get("/api/v1/ingest/errors")["items"]
+    assert len(errors) == 1
+    e = errors[0]
+    assert e["path"].endswith(f"enhanced_otel_{RUNNING}.jsonl") and e["line"] == 2
+    assert e["byte_offset"] == len(fx.jsonl([fx.prompt_line("Send 0.3 SOL to the second wallet.", at=200)]))
+    assert "JSON" in e["reason"]
+
+
+# ---------------------------------------------------------------------- Part 3
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize("path", [f"/api/v1/benchmarks/{B301}/run", f"/api/v1/benchmarks/{B301}/stop/{DONE}",
+                                  "/api/v1/agents/config", "/api/v1/agents/test", "/api/v1/benchmarks"])
+def test_writes_are_405_read_only(api, method, path):
+    reply = api.request(path, method=method, headers={"Content-Type": "application/json"}, body=b"{}")
+    assert reply.status == 405 and "GET" in reply.headers["allow"]
+    assert "read-only" in reply.json()["message"]
+
+
+def test_sync_is_405_pointing_at_sighup(api):
+    reply = api.request("/api/v1/sync", method="POST")
+    assert reply.status == 405 and "SIGHUP" in reply.json()["message"]
+
+
+def test_unknown_route_is_json_404(api):
+    reply = api.request("/api/v1/nothing-here")
+    assert reply.status == 404 and reply.json()["error"] == "not_found"
+
+
+def test_cors_preflight_and_simple_request(api):
+    reply = api.request("/api/v1/benchmarks", method="OPTIONS", headers={
+        "Origin": "http://localhost:5173", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "content-type"})
+    assert reply.status in (200, 204)
+    assert reply.headers["access-control-allow-origin"] in ("*", "http://localhost:5173")
+    assert "content-type" in reply.headers["access-control-allow-headers"].lower()
+    reply = api.request("/api/v1/benchmarks", headers={"Origin": "http://localhost:5173"})
+    assert reply.status == 200 and reply.headers["access-control-allow-origin"] in ("*", "http://localhost:5173")
+
+
+def test_cors_origins_can_be_restricted(populated, tmp_path):
+    _, db = populated
+    server = Api(db, tmp_path / "api.log", "--cors-origin", "http://ui.example")
+    try:
+        ok = server.request("/api/v1/benchmarks", method="OPTIONS", headers={
+            "Origin": "http://ui.example", "Access-Control-Request-Method": "GET"})
+        assert ok.status in (200, 204) and ok.headers["access-control-allow-origin"] == "http://ui.example"
+        other = server.request("/api/v1/benchmarks", method="OPTIONS", headers={
+            "Origin": "http://evil.example", "Access-Control-Request-Method": "GET"})
+        assert other.headers.get("access-control-allow-origin") != "http://evil.example"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/benchmarks", f"/api/v1/benchmarks/{B301}", "/api/v1/agent-performance",
+                                  f"/api/v1/benchmarks/x/status/{DONE}", f"/api/v1/sessions/{DONE}/events",
+                                  "/api/v1/health", "/api/v1/ingest/status"])
+def test_etag_then_304_without_body(api, path):
+    first = api.request(path)
+    assert first.status == 200 and first.etag
+    again = api.request(path, headers={"If-None-Match": first.etag})
+    assert again.status == 304 and again.body == b"" and again.etag == first.etag
+    assert api.request(path, headers={"If-None-Match": 'W/"other"'}).status == 200
+
+
+def test_openapi_describes_every_route(api):
+    doc = api.get("/schema/openapi.json")
+    for path in ("/api/v1/health", "/api/v1/benchmarks", "/api/v1/benchmarks/{benchmark_id}",
+                 "/api/v1/benchmarks/{benchmark_id}/status/{execution_id}", "/api/v1/agent-performance",
+                 "/api/v1/agents", "/api/v1/execution-logs/{benchmark_id}", "/api/v1/transaction-logs/{benchmark_id}",
+                 "/api/v1/flows/{session_id}", "/api/v1/sessions", "/api/v1/sessions/{execution_id}/events",
+                 "/api/v1/sessions/{execution_id}/tool-calls", "/api/v1/ingest/status", "/api/v1/ingest/errors"):
+        assert path in doc["paths"], path
+    state = doc["components"]["schemas"]["ExecutionState"]
+    assert set(state["required"]) >= {"execution_id", "status", "progress", "result_data"}
+
+
+def test_schemathesis_finds_no_server_error_or_schema_violation(api):
+    """Property-based: every operation, generated inputs, responses checked against the schema."""
+    exe = Path(sys.executable).parent / "schemathesis"
+    proc = subprocess.run(
+        [str(exe), "run", f"{api.base}/schema/openapi.json", "--checks",
+         "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+         "--max-examples", "25", "--phases", "coverage,fuzzing", "--seed", "1", "--workers", "2"],
+        capture_output=True, text=True, timeout=300, env=clean_env())
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+
+
+def test_query_past_its_time_limit_is_503(workspace, run_once, tmp_path):
+    workspace.append_events("long", [fx.tool_input_line(f"tool_{i}", at=i) for i in range(3000)])
+    run_once()
+    server = Api(workspace.db_path, tmp_path / "api.log", "--query-timeout", "0.000001")
+    try:
+        reply = server.request("/api/v1/sessions/long/events?limit=500")
+        assert reply.status == 503 and "longer than" in reply.json()["message"]
+        assert server.request("/api/v1/health").status == 200, "the worker is still there"
+    finally:
+        server.close()
+
+
+# ---------------------------------------------------------------------- with the live daemon
+
+def test_missing_database_then_recovery_without_restart(workspace, live_daemon, tmp_path):
+    server = Api(workspace.db_path, tmp_path / "api.log")
+    try:
+        health = server.get("/api/v1/health")
+        assert health["status"] == "degraded" and health["database"]["reachable"] is False
+        body = server.get("/api/v1/benchmarks", expect=503)
+        assert body["error"] == "unavailable" and "reev-ingestd" in body["message"]
+        workspace.write_benchmark(B301, fx.benchmark_yaml(B301))
+        live_daemon()
+        wait_for(lambda: server.request("/api/v1/benchmarks").status == 200 and server.get("/api/v1/benchmarks"),
+                 timeout=15, what="benchmarks after the daemon created the database")
+        assert server.get("/api/v1/health")["status"] == "healthy"
+    finally:
+        server.close()
+
+
+def test_new_etag_when_data_arrives(workspace, live_daemon, tmp_path):
+    workspace.append_events(DONE, [fx.prompt_line("hello", at=0)])
+    daemon = live_daemon()
+    server = Api(workspace.db_path, tmp_path / "api.log")
+    try:
+        path = f"/api/v1/sessions/{DONE}/events"
+        daemon.wait_for(lambda: server.request(path).status == 200, what="the execution")
+        tag = server.request(path).etag
+        workspace.append_events(DONE, [fx.tool_input_line("sol_transfer", at=1)])
+        daemon.wait_for(lambda: server.request(path, headers={"If-None-Match": tag}).status == 200,
+                        what="a new ETag")
+        assert len(server.get(path)["items"]) == 2
+    finally:
+        server.close()
+
+
+def test_pagination_stays_stable_while_new_sessions_arrive(workspace, live_daemon, tmp_path):
+    def write(i: int):
+        workspace.write_session(f"page-{i:03d}", fx.session_doc(f"s{i}", start_time=1_761_000_000 + i * 10))
+
+    for i in range(30):
+        write(i)
+    daemon = live_daemon()
+    server = Api(workspace.db_path, tmp_path / "api.log")
+    try:
+        daemon.wait_for(lambda: server.request("/api/v1/sessions?limit=100").status == 200
+                        and len(server.get("/api/v1/sessions?limit=100")["items"]) == 30, what="30 sessions")
+        page = server.get("/api/v1/sessions?limit=10")
+        seen = [s["execution_id"] for s in page["items"]]
+        for i in range(30, 50):          # newer runs arrive between page requests
+            write(i)
+        daemon.wait_for(lambda: len(server.get("/api/v1/sessions?limit=100")["items"]) == 50, what="50 sessions")
+        cursor = page["next_cursor"]
+        while cursor:
+            page = server.get(f"/api/v1/sessions?limit=10&cursor={cursor}")
+            seen += [s["execution_id"] for s in page["items"]]
+            cursor = page["next_cursor"]
+        assert seen == [f"page-{i:03d}" for i in range(29, -1, -1)]
+    finally:
+        server.close()
+
+
+def test_reading_while_the_daemon_writes(workspace, live_daemon, tmp_path):
+    """The UI's polling from several clients while the daemon back-fills and tails: no 5xx."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from perf.corpus import write_corpus as generate
+
+    daemon = live_daemon(log_level="info")
+    server = Api(workspace.db_path, tmp_path / "api.log")
+    statuses: dict[int, int] = {}
+    stop = threading.Event()
+
+    def poll():
+        paths = ["/api/v1/agent-performance", "/api/v1/sessions?limit=20", "/api/v1/ingest/status",
+                 "/api/v1/benchmarks", "/api/v1/health"]
+        while not stop.is_set():
+            for p in paths:
+                s = server.request(p).status
+                statuses[s] = statuses.get(s, 0) + 1
+
+    pollers = [threading.Thread(target=poll) for _ in range(6)]
+    try:
+        for t in pollers:
+            t.start()
+        generate(workspace.sessions, workspace.benchmarks, 300, seed=7)
+        daemon.wait_for(lambda: server.get("/api/v1/sessions?limit=500") and
+                        len(server.get("/api/v1/sessions?limit=500")["items"]) == 300,
+                        timeout=60, what="300 sessions ingested")
+    finally:
+        stop.set()
+        for t in pollers:
+            t.join(10)
+        server.close()
+    assert sum(statuses.values()) > 100
+    assert set(statuses) <= {200}, statuses
+    assert "BusyError" not in daemon.stderr() and "database error" not in daemon.stderr()
