@@ -578,6 +578,25 @@ def on_unexpected(request: Request, exc: Exception) -> Response:
     return error(500, "internal_error", "the server failed to answer this request; see its log")
 
 
+class HeadAsGet:
+    """ASGI wrapper: answer HEAD like GET without the body (Litestar's @get routes only GET,
+    and its router rejects HEAD before any middleware could help)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def send_without_body(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        return await self.app({**scope, "method": "GET"}, receive, send_without_body)
+
+
 def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeout: float = 2.0) -> Litestar:
     app = Litestar(
         route_handlers=[health, list_benchmarks, benchmark_detail, execution_status, newest_status,

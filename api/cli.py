@@ -9,7 +9,7 @@ from pathlib import Path
 
 from granian import Granian
 
-from api.app import create_app
+from api.app import HeadAsGet, create_app
 from daemon.config import default_db_path, setup_logging
 
 _CONFIG_ENV = "REEV_API_CONFIG"   # carries the parsed options to each worker process
@@ -39,7 +39,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
 def app_from_env():
     """The app factory each server worker calls."""
     cfg = json.loads(os.environ[_CONFIG_ENV])
-    return create_app(Path(cfg["db"]), cfg["cors_origins"], cfg["query_timeout"])
+    return HeadAsGet(create_app(Path(cfg["db"]), cfg["cors_origins"], cfg["query_timeout"]))
 
 
 def main(argv: list[str] | None = None) -> int:

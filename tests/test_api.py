@@ -283,6 +283,12 @@ def test_sync_is_405_pointing_at_sighup(api):
     assert reply.status == 405 and "SIGHUP" in reply.json()["message"]
 
 
+def test_head_answers_like_get_without_body(api):
+    get, head = api.request("/api/v1/benchmarks"), api.request("/api/v1/benchmarks", method="HEAD")
+    assert head.status == 200 and head.body == b"" and head.etag == get.etag
+    assert int(head.headers["content-length"]) == len(get.body)
+
+
 def test_unknown_route_is_json_404(api):
     reply = api.request("/api/v1/nothing-here")
     assert reply.status == 404 and reply.json()["error"] == "not_found"
@@ -336,14 +342,14 @@ def test_openapi_describes_every_route(api):
     assert set(state["required"]) >= {"execution_id", "status", "progress", "result_data"}
 
 
-def test_schemathesis_finds_no_server_error_or_schema_violation(api):
+def test_schemathesis_finds_no_server_error_or_schema_violation(api, tmp_path):
     """Property-based: every operation, generated inputs, responses checked against the schema."""
     exe = Path(sys.executable).parent / "schemathesis"
     proc = subprocess.run(
         [str(exe), "run", f"{api.base}/schema/openapi.json", "--checks",
          "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
          "--max-examples", "25", "--phases", "coverage,fuzzing", "--seed", "1", "--workers", "2"],
-        capture_output=True, text=True, timeout=300, env=clean_env())
+        capture_output=True, text=True, timeout=300, env=clean_env(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
 
 
