@@ -17,8 +17,10 @@ def default_db_path() -> Path:
 
 
 def setup_logging(level: str):
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # watchdog logs every inotify event at debug level: far too much even for our debug.
+    logging.getLogger("watchdog").setLevel(max(numeric, logging.INFO))
 
 
 def daemon_arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -6,6 +6,7 @@ silently, so events are only a hint for speed: the periodic reconcile scan is th
 
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,6 +94,15 @@ class _Handler(FileSystemEventHandler):
             self.on_path(os.fsdecode(event.dest_path))
 
 
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of a folder, None if there is no folder there."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
 class Watcher:
     """A watchdog observer over a few folders (not recursive), restarted if it dies."""
 
@@ -100,16 +110,17 @@ class Watcher:
         self.folders = folders
         self.on_path = on_path
         self.observer = None
-        self.watching: list[Path] = []
+        self.watching: dict[Path, tuple[int, int]] = {}   # folder → identity when scheduled
 
     def start(self):
         observer = Observer()
         handler = _Handler(self.on_path)
-        self.watching = []
+        self.watching = {}
         for folder in self.folders:
-            if folder.is_dir():
+            identity = _identity(folder)
+            if identity is not None:
                 observer.schedule(handler, str(folder), recursive=False)
-                self.watching.append(folder)
+                self.watching[folder] = identity
             else:
                 log.warning("%s does not exist (yet): found by the periodic scan when it does", folder)
         observer.daemon = True
@@ -117,10 +128,14 @@ class Watcher:
         self.observer = observer
 
     def healthy(self) -> bool:
-        """False when the observer thread died or a folder appeared that it isn't watching."""
+        """False when the observer thread or one of its per-folder emitters died (inotify
+        stops watching a folder that is deleted), or when a watched folder was replaced by
+        another (deleted or renamed, then made again) or appeared since the start."""
         if self.observer is None or not self.observer.is_alive():
             return False
-        return all(f in self.watching for f in self.folders if f.is_dir())
+        if not all(emitter.is_alive() for emitter in self.observer.emitters):
+            return False
+        return all(self.watching.get(f) == _identity(f) for f in self.folders if _identity(f) is not None)
 
     def restart(self):
         log.warning("file watcher is not running or misses a folder; restarting it")

@@ -38,6 +38,11 @@ class Ingestor:
         self.sessions_dir = sessions_dir
         self.benchmarks_dir = benchmarks_dir
         self.limits = limits
+        self.requeue: set[str] = set()    # paths to look at again after this batch commits
+
+    def take_requeue(self) -> set[str]:
+        paths, self.requeue = self.requeue, set()
+        return paths
 
     def classify(self, path: str) -> Classified | None:
         """What a path is, if it is directly inside one of the watched folders."""
@@ -69,14 +74,34 @@ class Ingestor:
     # ------------------------------------------------------------------ not a readable file
 
     def _not_readable(self, path: str, what: Classified, cp: Checkpoint | None, reason: str):
-        if reason == "vanished":
-            # Nothing is deleted because a file went away; a benchmark is marked removed.
+        st = None
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            reason = NotAFile.VANISHED
+        except OSError:
+            pass
+        if reason in (NotAFile.VANISHED, NotAFile.DIRECTORY):
+            # Gone, or a folder (folders are not ours, whatever their name): nothing is deleted
+            # because a file went away; a benchmark is marked removed.
             if cp is not None and self.store.set_file_state(path, "missing"):
                 self.store.mark_changed()
                 log.info("%s: file is gone; its rows are kept", path)
             if what.kind == "benchmark":
+                released = self.store.benchmark_ids_of(path)
                 self.store.remove_benchmarks_of(path)
+                self._released_benchmark_ids(released)
             return
+        # A symlink, FIFO, socket, or no permission: an error, recorded once. The checkpoint
+        # (of the lstat the scans compare with) keeps the scans from queueing it again.
+        if st is not None:
+            if cp is not None and cp.state == "error" and reader.unchanged(st, cp):
+                return
+            # offset = size: nothing of it counts as bytes still to read
+            self.store.save_checkpoint(path, what.kind, what.subject_id, Checkpoint(
+                dev=st.st_dev, inode=st.st_ino, size=st.st_size, offset=st.st_size,
+                mtime_ns=st.st_mtime_ns, state="error"), ingested=False)
+            self.store.mark_changed()
         if self.store.record_error(path, 0, 0, f"cannot read: {reason}"):
             log.warning("%s: cannot read: %s", path, reason)
 
@@ -85,6 +110,13 @@ class Ingestor:
     def _event_log(self, path: str, execution_id: str, fd: int, st: os.stat_result,
                    cp: Checkpoint | None) -> Outcome:
         exec_id, _ = self.store.execution(execution_id)
+        if cp is not None and cp.state == "error":
+            # It was unreadable (a symlink, say) and is a file now: whatever it held before,
+            # we lost track of it, so read it from its first byte.
+            self.store.clear_file_error(path)
+            self.store.reset_event_log(exec_id)
+            self.store.clear_line_errors(path)
+            cp = Checkpoint(state="error")
         if cp is None:
             cp = Checkpoint()
         else:
@@ -92,6 +124,7 @@ class Ingestor:
             if reason:
                 log.info("%s: %s; reading it again from the start", path, reason)
                 self.store.reset_event_log(exec_id)
+                self.store.clear_line_errors(path)
                 cp = Checkpoint()
             elif reader.unchanged(st, cp) and cp.state == "ok":
                 return Outcome()
@@ -166,10 +199,21 @@ class Ingestor:
         self.store.update_session(exec_id, status, s, finished_now=status in TERMINAL)
 
     def _benchmark(self, path: str, b: parse.ParsedBenchmark) -> str | None:
+        before = self.store.benchmark_ids_of(path)
         other = self.store.upsert_benchmark(b, path)
         if other:
             return f"benchmark id {b.id!r} is already defined by {other}"
+        self._released_benchmark_ids([i for i in before if i != b.id])
         return None
+
+    def _released_benchmark_ids(self, ids: list[str]):
+        """A file no longer defines these ids: a file refused as their duplicate may now define
+        one. Such files are unchanged (so not read again by themselves): queue them."""
+        if not ids:
+            return
+        for other in self.store.benchmark_files_in_error():
+            self.store.set_file_state(other, "pending")
+            self.requeue.add(other)
 
 
 class BadLine(NamedTuple):
@@ -237,8 +281,8 @@ class EventRows:
             elif p.event_type == "ToolOutput" and f.tool_output is not None:
                 out = f.tool_output
                 output, success = parse.raw_json_text(out.results), _flag(out.success)
-                if open_inputs:
-                    self.completions.append((n, ts, output, success, None, out.error_message, exec_id,
+                if open_inputs:   # the duration follows from the two timestamps
+                    self.completions.append((n, ts, None, output, success, None, out.error_message, exec_id,
                                              open_inputs.pop()))
                 else:
                     self.new_calls.append((exec_id, n, "output", n, None, None, ts, None, None, output,
@@ -248,8 +292,9 @@ class EventRows:
             output = parse.raw_json_text(f.output_result)
             earlier = legacy_calls.get(f.tool_name)
             if parse.is_empty_json(f.input_params) and earlier is not None:
-                self.completions.append((earlier, None, output, success, f.status, f.error_message,
-                                         exec_id, earlier))
+                # The update line is written when the call ends and carries its real duration.
+                self.completions.append((n, ts, f.execution_time_ms, output, success, f.status,
+                                         f.error_message, exec_id, earlier))
             else:
                 ended = ts + f.execution_time_ms / 1000 if ts is not None and f.execution_time_ms is not None else None
                 self.new_calls.append((exec_id, n, "legacy", n if output is not None else None, f.tool_name,

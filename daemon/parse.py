@@ -4,7 +4,8 @@ Every function here either returns a record or raises `BadInput` with a reason a
 act on; the caller records it with the file, line and byte offset.
 """
 
-from datetime import datetime
+import math
+from datetime import datetime, timezone
 from typing import Literal
 
 import msgspec
@@ -42,8 +43,8 @@ class LineFields(Struct):
     """The fields of any event-log line that the daemon acts on; the rest is kept as raw text."""
 
     event_type: str | None = None
-    timestamp: str | None = None
-    logged_at: str | None = None
+    timestamp: str | float | None = None     # RFC 3339; a number is taken as Unix seconds
+    logged_at: str | float | None = None
     session_id: str | None = None
     prompt: PromptFields | None = None
     tool_input: ToolInputFields | None = None
@@ -109,12 +110,21 @@ def decode_json(body: bytes, decoder: msgspec.json.Decoder):
         raise BadInput("JSON nested too deeply") from None
 
 
-def parse_timestamp(value: str | None) -> float | None:
-    """RFC 3339 → Unix seconds; None when absent or absurd (the line is still kept)."""
-    if not value:
+def parse_timestamp(value: str | float | None) -> float | None:
+    """RFC 3339 (UTC when it names no offset) or Unix seconds → Unix seconds; None when absent
+    or absurd (the line is still kept)."""
+    if value is None or value == "":
         return None
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            return None
+        # Past 1e11 seconds (year 5138) it can only be milliseconds (JavaScript's Date.now()).
+        return float(value) / 1000 if abs(value) >= 1e11 else float(value)
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
     except (ValueError, OverflowError, OSError):
         return None
 

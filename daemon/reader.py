@@ -3,6 +3,10 @@
 Modelled on Vector's file source: a file is identified by device, inode and a fingerprint of
 its first bytes; a checkpoint is the offset just after the last complete line. Only the
 bytes of complete lines are consumed: a trailing partial line waits for its newline.
+
+The fingerprint also covers the bytes just before the checkpoint: a file truncated and
+rewritten in place while nobody looked, longer than before and with the same first bytes
+(the same first line), is then still noticed instead of being read on from the middle.
 """
 
 import hashlib
@@ -11,7 +15,9 @@ import stat
 from dataclasses import dataclass
 from typing import NamedTuple
 
-FINGERPRINT_BYTES = 256
+FINGERPRINT_BYTES = 256      # of the head of the file
+TAIL_BYTES = 256             # before the checkpoint offset
+DIGEST_BYTES = 16
 CHUNK_BYTES = 1 << 20
 
 
@@ -39,24 +45,38 @@ class Line(NamedTuple):
 class NotAFile(Exception):
     """The path is missing, a directory, a FIFO, a symlink or otherwise not a regular file."""
 
+    VANISHED = "vanished"
+    DIRECTORY = "a directory"
+
 
 def open_regular(path: str) -> tuple[int, os.stat_result]:
     """Open for reading without following symlinks or blocking on FIFOs; regular files only."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise NotAFile("vanished") from None
+        raise NotAFile(NotAFile.VANISHED) from None
     except OSError as e:
         raise NotAFile(e.strerror or str(e)) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise NotAFile("not a regular file")
+        raise NotAFile(NotAFile.DIRECTORY if stat.S_ISDIR(st.st_mode) else "not a regular file")
     return fd, st
 
 
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest()
+
+
 def fingerprint(fd: int, length: int) -> bytes:
-    return hashlib.blake2b(os.pread(fd, length, 0), digest_size=16).digest()
+    """Digest of the first `length` bytes."""
+    return _digest(os.pread(fd, length, 0))
+
+
+def tail_fingerprint(fd: int, offset: int) -> bytes:
+    """Digest of the TAIL_BYTES (or fewer) bytes just before `offset`."""
+    start = max(0, offset - TAIL_BYTES)
+    return _digest(os.pread(fd, offset - start, start))
 
 
 def change_reason(fd: int, st: os.stat_result, cp: Checkpoint) -> str | None:
@@ -67,9 +87,19 @@ def change_reason(fd: int, st: os.stat_result, cp: Checkpoint) -> str | None:
         return "replaced"
     if st.st_size < cp.offset:
         return "truncated"
-    if cp.fingerprint_len and fingerprint(fd, cp.fingerprint_len) != cp.fingerprint:
+    head, tail = _split_fingerprint(cp.fingerprint)
+    if cp.fingerprint_len and fingerprint(fd, cp.fingerprint_len) != head:
+        return "rewritten"
+    if tail is not None and cp.offset and tail_fingerprint(fd, cp.offset) != tail:
         return "rewritten"
     return None
+
+
+def _split_fingerprint(value: bytes | None) -> tuple[bytes | None, bytes | None]:
+    """(head digest, tail digest); checkpoints written before the tail existed have only a head."""
+    if value is None or len(value) <= DIGEST_BYTES:
+        return value, None
+    return value[:DIGEST_BYTES], value[DIGEST_BYTES:]
 
 
 def unchanged(st: os.stat_result, cp: Checkpoint) -> bool:
@@ -125,9 +155,11 @@ def read_lines(fd: int, st: os.stat_result, cp: Checkpoint, max_line: int,
             offset = pos + len(chunk)      # discarded bytes are consumed
         pos += len(chunk)
     fp_len = min(FINGERPRINT_BYTES, end)
+    head = _split_fingerprint(cp.fingerprint)[0]
+    if fp_len != cp.fingerprint_len or head is None:
+        head = fingerprint(fd, fp_len)
     new = Checkpoint(
-        dev=st.st_dev, inode=st.st_ino,
-        fingerprint=fingerprint(fd, fp_len) if fp_len != cp.fingerprint_len else cp.fingerprint,
+        dev=st.st_dev, inode=st.st_ino, fingerprint=head + tail_fingerprint(fd, offset),
         fingerprint_len=fp_len, offset=offset, line_no=line_no, skipping=skipping,
         # size: how far the file was examined, so a read cut short by the budget is never
         # mistaken for an unchanged file by a later scan.

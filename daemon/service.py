@@ -51,14 +51,15 @@ class Service:
         """Queue every file that differs from its checkpoint; mark vanished ones."""
         tracked = self.store.tracked_files()
         found = set()
+        queued = len(self.dirty)
         for folder in (self.config.benchmarks_dir, self.config.sessions_dir):
             for path, st in scan_dir(folder):
                 what = self.ingestor.classify(path)
-                if what is None:
+                if what is None or stat.S_ISDIR(st.st_mode):   # folders are never ours
                     continue
                 found.add(path)
                 row = tracked.get(path)
-                if row is not None and stat.S_ISREG(st.st_mode):
+                if row is not None:    # the checkpoint holds the lstat of what was there
                     _kind, dev, inode, size, mtime_ns, state = row
                     cp = Checkpoint(dev=dev, inode=inode, size=size, mtime_ns=mtime_ns)
                     if unchanged(st, cp) and state in ("ok", "error"):
@@ -67,6 +68,7 @@ class Service:
         for path, row in tracked.items():
             if path not in found and row[-1] != "missing":
                 self.dirty.add(path)   # processing notices it is gone
+        log.debug("scan: %d files found, %d to look at", len(found), len(self.dirty) - queued)
 
     # ------------------------------------------------------------------ batches
 
@@ -77,6 +79,7 @@ class Service:
             return False
         started = time.monotonic()
         lines, again = 0, []
+        self.ingestor.take_requeue()
         try:
             with self.store.batch():
                 for path in paths:
@@ -92,6 +95,7 @@ class Service:
             self.dirty.add_many(paths)   # nothing was committed: the checkpoints did not move
             raise
         self.dirty.add_many(again)
+        self.dirty.add_many(self.ingestor.take_requeue())
         ms = (time.monotonic() - started) * 1000
         self.totals["batches"] += 1
         self.totals["files"] += len(paths)

@@ -167,6 +167,12 @@ class Store:
         self.mark_changed()
         return before is None or before[0] != reason
 
+    def clear_line_errors(self, path: str):
+        """The line errors of an event log that is read again from its first byte."""
+        self.conn.execute("DELETE FROM ingest_errors WHERE path = ? AND line > 0", (path,))
+        if self.conn.changes():
+            self.mark_changed()
+
     def clear_file_error(self, path: str):
         """The whole-file error of a file that has become valid."""
         self.conn.execute("DELETE FROM ingest_errors WHERE path = ? AND line = 0", (path,))
@@ -279,13 +285,14 @@ class Store:
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def complete_tool_calls(self, rows: list[tuple]):
-        """rows: (output_line, ended_at, output, success, status, error_message, exec_id, line).
-        The duration follows from the opening line's timestamp."""
+        """rows: (output_line, ended_at, duration_ms, output, success, status, error_message,
+        exec_id, line). Without a duration of its own, the duration follows from the opening
+        line's timestamp and ended_at."""
         self.conn.executemany(
-            "UPDATE tool_calls SET output_line = ?, ended_at = ?,"
-            " duration_ms = CASE WHEN started_at IS NOT NULL AND ?2 IS NOT NULL"
-            "   THEN round((?2 - started_at) * 1000, 3) ELSE duration_ms END,"
-            " output = ?, success = ?, status = ?, error_message = ? WHERE exec_id = ? AND line = ?",
+            "UPDATE tool_calls SET output_line = ?1, ended_at = coalesce(?2, ended_at),"
+            " duration_ms = coalesce(?3, CASE WHEN started_at IS NOT NULL AND ?2 IS NOT NULL"
+            "   THEN round((?2 - started_at) * 1000, 3) END, duration_ms),"
+            " output = ?4, success = ?5, status = ?6, error_message = ?7 WHERE exec_id = ?8 AND line = ?9",
             rows)
 
     def open_tool_inputs(self, exec_id: int) -> list[int]:
@@ -319,6 +326,15 @@ class Store:
         self.mark_changed()
         self.relink_unlinked()
         return None
+
+    def benchmark_ids_of(self, path: str) -> list[str]:
+        """The ids a benchmark file defines now (not removed)."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM benchmarks WHERE path = ? AND removed = 0", (path,))]
+
+    def benchmark_files_in_error(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT path FROM files WHERE kind = 'benchmark' AND state = 'error'")]
 
     def remove_benchmarks_of(self, path: str):
         self.conn.execute("UPDATE benchmarks SET removed = 1, updated_at = ? WHERE path = ? AND removed = 0",

@@ -1,0 +1,383 @@
+"""Shared test machinery: a workspace of real folders, the real `reev-ingestd` process
+(`--once` or live), polling with a deadline, and read-only access to the real database.
+
+The database is read with APSW only (never the stdlib sqlite3 in the same process), through
+short-lived read-only connections whose cursors are read to the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import apsw
+import pytest
+
+from tests import fixtures as fx
+
+# ------------------------------------------------------------------------------ the program
+
+
+def daemon_command() -> list[str]:
+    """The installed console script beside this interpreter, else `python -m daemon`."""
+    script = Path(sys.executable).parent / "reev-ingestd"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "daemon"]
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without REEV_* settings (the tests pass everything explicitly)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REEV_") and k != "STATE_DIRECTORY"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# ------------------------------------------------------------------------------ waiting
+
+
+class WaitTimeout(AssertionError):
+    pass
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+             what: str | None = None, alive: Callable[[], None] | None = None):
+    """Poll `cond` every `interval` s until it returns something truthy; return that.
+
+    A database error inside `cond` (not created yet, schema not there yet) counts as "not yet".
+    `alive`, if given, is called every round and should raise when waiting is pointless (the
+    daemon died). On timeout the last value or exception is part of the failure message.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        if alive is not None:
+            alive()
+        try:
+            last = cond()
+            if last:
+                return last
+        except apsw.Error as e:
+            last = e
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout} s waiting for {what or getattr(cond, '__name__', 'condition')};"
+                              f" last value: {last!r}")
+        time.sleep(interval)
+
+
+# ------------------------------------------------------------------------------ reading the database
+
+
+def query(db_path: Path | str, sql: str, params: tuple | dict = (), dicts: bool = False) -> list:
+    """Run one read-only query on a fresh connection, read every row, close."""
+    conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.set_busy_timeout(2000)
+        cur = conn.cursor()
+        if dicts:
+            cur.row_trace = lambda c, row: dict(zip((d[0] for d in c.get_description()), row))
+        try:
+            return cur.execute(sql, params).fetchall()
+        finally:
+            cur.close()
+    finally:
+        conn.close()
+
+
+@dataclass
+class Db:
+    """Read-only views of the daemon's database used across the tests."""
+
+    path: Path
+
+    def rows(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
+        return query(self.path, sql, params)
+
+    def dicts(self, sql: str, params: tuple | dict = ()) -> list[dict]:
+        return query(self.path, sql, params, dicts=True)
+
+    def one(self, sql: str, params: tuple | dict = ()) -> dict | None:
+        rows = self.dicts(sql, params)
+        assert len(rows) <= 1, rows
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: tuple | dict = ()):
+        rows = self.rows(sql, params)
+        return rows[0][0] if rows else None
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    # the daemon's tables, by the keys the tests know
+
+    def meta(self, key: str):
+        return self.scalar("SELECT value FROM meta WHERE key = ?", (key,))
+
+    def generation(self) -> int:
+        return self.meta("data_generation")
+
+    def execution(self, execution_id: str) -> dict | None:
+        return self.one("SELECT * FROM executions WHERE execution_id = ?", (execution_id,))
+
+    def executions(self) -> list[dict]:
+        return self.dicts("SELECT * FROM executions ORDER BY execution_id")
+
+    def events(self, execution_id: str) -> list[dict]:
+        return self.dicts("SELECT e.* FROM events e JOIN executions x ON x.id = e.exec_id"
+                          " WHERE x.execution_id = ? ORDER BY e.line", (execution_id,))
+
+    def event_count(self, execution_id: str) -> int:
+        return self.scalar("SELECT count(*) FROM events e JOIN executions x ON x.id = e.exec_id"
+                           " WHERE x.execution_id = ?", (execution_id,)) or 0
+
+    def tool_calls(self, execution_id: str) -> list[dict]:
+        return self.dicts("SELECT t.* FROM tool_calls t JOIN executions x ON x.id = t.exec_id"
+                          " WHERE x.execution_id = ? ORDER BY t.line", (execution_id,))
+
+    def errors(self, path: Path | str | None = None) -> list[dict]:
+        if path is None:
+            return self.dicts("SELECT * FROM ingest_errors ORDER BY path, line")
+        return self.dicts("SELECT * FROM ingest_errors WHERE path = ? ORDER BY line", (str(path),))
+
+    def file(self, path: Path | str) -> dict | None:
+        return self.one("SELECT * FROM files WHERE path = ?", (str(path),))
+
+    def benchmark(self, bench_id: str) -> dict | None:
+        return self.one("SELECT * FROM benchmarks WHERE id = ?", (bench_id,))
+
+
+# ------------------------------------------------------------------------------ the workspace
+
+
+@dataclass
+class Workspace:
+    """A sessions folder, a benchmarks folder and a database path, all under tmp_path."""
+
+    root: Path
+    sessions: Path
+    benchmarks: Path
+    db_path: Path
+    db: Db = field(init=False)
+
+    def __post_init__(self):
+        self.db = Db(self.db_path)
+
+    def args(self) -> list[str]:
+        return ["--sessions-dir", str(self.sessions), "--benchmarks-dir", str(self.benchmarks),
+                "--db", str(self.db_path)]
+
+    # paths
+
+    def events_path(self, execution_id: str) -> Path:
+        return self.sessions / f"enhanced_otel_{execution_id}.jsonl"
+
+    def session_path(self, execution_id: str) -> Path:
+        return self.sessions / f"session_{execution_id}.json"
+
+    def benchmark_path(self, name: str) -> Path:
+        return self.benchmarks / (name if name.endswith((".yml", ".yaml")) else f"{name}.yml")
+
+    # writing, as reev does
+
+    def append_events(self, execution_id: str, items) -> Path:
+        """Append complete lines (see fixtures.jsonl) in one write, flushed."""
+        path = self.events_path(execution_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as f:
+            f.write(fx.jsonl(items))
+        return path
+
+    def append_raw(self, path: Path, data: bytes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as f:
+            f.write(data)
+        return path
+
+    def write_session(self, execution_id: str, doc: dict | bytes | str) -> Path:
+        """Truncate and rewrite in place (open(truncate) + write + flush), like reev."""
+        path = self.session_path(execution_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = doc if isinstance(doc, bytes) else doc.encode() if isinstance(doc, str) else fx.session_bytes(doc)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def write_benchmark(self, name: str, text: str | bytes) -> Path:
+        path = self.benchmark_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return path
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Workspace:
+    ws = Workspace(root=tmp_path, sessions=tmp_path / "logs" / "sessions",
+                   benchmarks=tmp_path / "benchmarks", db_path=tmp_path / "state" / "reev.db")
+    ws.sessions.mkdir(parents=True)
+    ws.benchmarks.mkdir(parents=True)
+    return ws
+
+
+# ------------------------------------------------------------------------------ reports on failure
+
+_OUTPUTS = pytest.StashKey[list]()
+
+
+def _remember_output(request, title: str, path_or_text: Path | str):
+    request.node.stash.setdefault(_OUTPUTS, []).append((title, path_or_text))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for title, source in item.stash.get(_OUTPUTS, []):
+            text = source.read_text(errors="replace") if isinstance(source, Path) and source.exists() else str(source)
+            report.sections.append((title, text[-20000:]))
+
+
+# ------------------------------------------------------------------------------ --once
+
+
+@pytest.fixture
+def run_once(workspace, request):
+    """Run `reev-ingestd --once` on the workspace; returns the CompletedProcess (text).
+
+    Fails the test when the exit status is not `expect_rc` (None: don't check)."""
+
+    def run(*extra: str, expect_rc: int | None = 0, timeout: float = 60,
+            base_args: list[str] | None = None) -> subprocess.CompletedProcess:
+        args = daemon_command() + (workspace.args() if base_args is None else base_args) + ["--once", *extra]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=clean_env(),
+                              stdin=subprocess.DEVNULL)
+        _remember_output(request, f"reev-ingestd --once {' '.join(extra)} (rc {proc.returncode}) stderr",
+                         proc.stderr)
+        if expect_rc is not None:
+            assert proc.returncode == expect_rc, f"exit status {proc.returncode}; stderr:\n{proc.stderr}"
+        return proc
+
+    return run
+
+
+# ------------------------------------------------------------------------------ the live daemon
+
+
+class Daemon:
+    """One live `reev-ingestd` process on a workspace; stderr goes to a file in tmp_path."""
+
+    def __init__(self, workspace: Workspace, args: list[str], stderr_path: Path):
+        self.workspace = workspace
+        self.args = args
+        self.stderr_path = stderr_path
+        self.launched_at = time.time()
+        self._stderr = open(stderr_path, "wb")
+        self.proc = subprocess.Popen(daemon_command() + workspace.args() + args, stdin=subprocess.DEVNULL,
+                                     stdout=self._stderr, stderr=self._stderr, env=clean_env())
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def check_alive(self):
+        rc = self.proc.poll()
+        if rc is not None:
+            raise AssertionError(f"reev-ingestd exited early with status {rc}; stderr:\n{self.stderr()[-5000:]}")
+
+    def wait_for(self, cond, timeout: float = 10.0, what: str | None = None):
+        """wait_for that gives up as soon as the daemon has died."""
+        return wait_for(cond, timeout=timeout, what=what, alive=self.check_alive)
+
+    def wait_ready(self, timeout: float = 15.0):
+        """Until this process is watching: it sets daemon_started_at (and the heartbeat) once its
+        file watcher runs, just before its first scan."""
+        db = self.workspace.db
+        self.wait_for(lambda: (db.meta("daemon_started_at") or 0) >= self.launched_at
+                      and db.meta("heartbeat_at") is not None,
+                      timeout=timeout, what="the daemon to start")
+        return self
+
+    def wait_log(self, text: str, count: int = 1, timeout: float = 10.0) -> str:
+        """Until `text` occurs at least `count` times in its stderr."""
+        return self.wait_for(lambda: self.stderr().count(text) >= count and self.stderr(),
+                             timeout=timeout, what=f"{count}× {text!r} in the daemon's log")
+
+    def send(self, sig: int):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Send `sig` and wait for the exit; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._stderr.close()
+
+    def kill(self) -> int:
+        return self.stop(signal.SIGKILL)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if not self._stderr.closed:
+            self._stderr.close()
+
+    def __enter__(self) -> "Daemon":
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def start_daemon(workspace: Workspace, stderr_path: Path, *extra: str, rescan: float = 0.5,
+                 settle: float = 0.5, log_level: str = "debug", ready: bool = True) -> Daemon:
+    """Start a live `reev-ingestd` on the workspace (a context manager: killed on exit)."""
+    args = ["--rescan-interval", str(rescan), "--settle-seconds", str(settle), "--log-level", log_level, *extra]
+    d = Daemon(workspace, args, stderr_path)
+    if ready:
+        try:
+            d.wait_ready()
+        except BaseException:
+            d.close()
+            raise
+    return d
+
+
+@pytest.fixture
+def live_daemon(workspace, request, tmp_path):
+    """Factory: live_daemon(*extra, rescan=0.5, settle=0.5, log_level="debug", ready=True) starts
+    `reev-ingestd` on the workspace (waiting until it is watching, unless ready=False). Every
+    process started is killed at teardown; its stderr is shown when the test fails."""
+    started: list[Daemon] = []
+
+    def start(*extra: str, rescan: float = 0.5, settle: float = 0.5, log_level: str = "debug",
+              ready: bool = True) -> Daemon:
+        n = len(started) + 1
+        stderr_path = tmp_path / f"reev-ingestd-{n}.stderr"
+        _remember_output(request, f"reev-ingestd #{n} stderr", stderr_path)
+        d = start_daemon(workspace, stderr_path, *extra, rescan=rescan, settle=settle,
+                         log_level=log_level, ready=False)
+        started.append(d)
+        if ready:
+            d.wait_ready()
+        return d
+
+    yield start
+    for d in started:
+        d.close()
+
+
+@pytest.fixture
+def db(workspace) -> Db:
+    return workspace.db

@@ -1,0 +1,614 @@
+"""reev-ingestd on the file formats of FORMATS.md: every line kind and file variant, tool-call
+pairing, bad input, statuses, benchmarks. These run the real program with `--once` on files
+written into tmp_path and read the real database it leaves behind."""
+
+import json
+import os
+import time
+
+import pytest
+
+from tests import fixtures as fx
+
+X = "0f3c6d2e-5b1a-4c8e-9d7f-a1b2c3d4e5f6"      # an execution id (UUID-like)
+Y = "run-with.dots_and-dashes"                   # an execution id that is not a UUID
+
+
+def docs(events):
+    return [e["doc"] for e in events]
+
+
+def age(path, seconds: float = 60):
+    """Make a file look `seconds` old, so an invalid document is settled at once."""
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+# ------------------------------------------------------------------------------ event lines
+
+
+def test_every_line_kind_is_stored_with_editor_line_numbers(workspace, run_once, db):
+    items = [
+        fx.prompt_line("Send 0.3 SOL to the second wallet.", at=0),                      # 1
+        fx.tool_input_line("sol_transfer", {"amount": 300_000_000, "mint": None}, at=1),  # 2
+        fx.tool_output_line(True, '[{"program_id":"1111"}]', at=2),                       # 3
+        "",                                                                               # 4 blank
+        fx.step_complete_line("step-1", at=3, flow_ms=3000),                              # 5
+        fx.unknown_event_line("LlmReasoning", at=4),                                      # 6
+        fx.legacy_call_line("get_account_balance", {"pubkey": "USER_1"}, at=5,
+                            output_result={"balance": 1}),                                # 7
+        fx.legacy_update_line("get_account_balance", at=6, output_result={"balance": 2},
+                              execution_time_ms=40),                                      # 8
+        fx.summary_line(at=7),                                                            # 9
+        fx.summary_line(at=7.5),                                                          # 10 (twice in a row)
+        *fx.legacy_summary_lines(at=8),                                                   # 11 blank, 12
+        "   ",                                                                            # 13 whitespace only
+    ]
+    path = workspace.append_events(X, items)
+    run_once()
+
+    events = db.events(X)
+    stored = [i for i in range(len(items)) if fx.line_text(items[i]).strip()]
+    assert [e["line"] for e in events] == [i + 1 for i in stored] == [1, 2, 3, 5, 6, 7, 8, 9, 10, 12]
+    assert [e["kind"] for e in events] == ["event"] * 5 + ["tool_call"] * 2 + ["summary"] * 3
+    assert [e["event_type"] for e in events] == [
+        "Prompt", "ToolInput", "ToolOutput", "StepComplete", "LlmReasoning", None, None, None, None, None]
+    assert docs(events) == [fx.stored_doc(items[i]) for i in stored]
+    offsets = fx.line_offsets(items)
+    assert [e["byte_offset"] for e in events] == [offsets[i] for i in stored]
+    # every line's own time: timestamp, or logged_at for the bare summary
+    expected_ts = [0, 1, 2, 3, 4, 5, 6, 7, 7.5, 8]
+    assert [e["ts"] for e in events] == pytest.approx([fx.unix(s) for s in expected_ts], abs=1e-6)
+    # unknown fields are kept: the stored JSON is the line as written
+    assert json.loads(events[4]["doc"])["reasoning"] == {"text": "thinking about it", "tokens": 12}
+
+    ex = db.execution(X)
+    assert ex["status"] == "Running"
+    assert ex["event_count"] == 10
+    assert ex["step_count"] == 1
+    assert ex["tool_call_count"] == 2          # the ToolInput and the older logger's call
+    assert ex["first_prompt"] == "Send 0.3 SOL to the second wallet."
+    assert ex["recorded_session_id"] == "inner-session"   # inner id kept; the file name is the identity
+    assert ex["first_event_at"] == pytest.approx(fx.unix(0))
+    assert ex["last_event_at"] == pytest.approx(fx.unix(8))
+    assert ex["created_at"] == pytest.approx(fx.unix(0))
+    assert ex["benchmark_id"] is None
+    assert db.errors() == []
+    f = db.file(path)
+    assert (f["kind"], f["subject_id"], f["state"]) == ("events", X, "ok")
+    assert f["offset"] == f["size"] == path.stat().st_size
+    assert f["line_no"] == len(items)
+
+
+def test_execution_id_comes_from_the_file_name_for_any_plain_id(workspace, run_once, db):
+    workspace.append_events(Y, [fx.prompt_line("hello", session_id="11111111-2222-3333-4444-555555555555")])
+    workspace.append_events("300-swap-test", [fx.prompt_line("hello again")])
+    run_once()
+    assert [e["execution_id"] for e in db.executions()] == ["300-swap-test", Y]
+    assert db.execution(Y)["recorded_session_id"] == "11111111-2222-3333-4444-555555555555"
+
+
+def test_tool_outputs_pair_with_the_most_recent_open_input(workspace, run_once, db):
+    """The pattern of a real multi-step run: input, output, input that never returns, two
+    prompts, input, output, input that never returns, step end, two summaries."""
+    items = [
+        fx.prompt_line("Orchestrator executing 2 steps", at=0),                                 # 1
+        fx.tool_input_line("get_account_balance", {"pubkey": "WalletAAAA1111"}, at=1.0),         # 2
+        fx.tool_output_line(False, {"error": "AccountNotFound"}, at=1.25,
+                            error_message="Tool failed: AccountNotFound"),                       # 3
+        fx.tool_input_line("get_account_balance", {"error": "Account balance error"}, at=1.5),   # 4
+        fx.prompt_line("Orchestrator executing step: swap", at=2),                               # 5
+        fx.prompt_line("Swap 0 SOL to USDC", at=2.5),                                            # 6
+        fx.tool_input_line("jupiter_swap_flow", {"amount": 0}, at=10.0),                         # 7
+        fx.tool_output_line(False, {"error": "amount must be greater than 0"}, at=10.5,
+                            error_message="Tool failed: amount"),                                # 8
+        fx.tool_input_line("jupiter_swap", {"error": "Jupiter swap flow error"}, at=11.0),       # 9
+        fx.step_complete_line("dynamic-1", at=12),                                               # 10
+        fx.summary_line(at=12.1), fx.summary_line(at=12.2),                                      # 11, 12
+    ]
+    workspace.append_events(X, items)
+    run_once()
+
+    calls = db.tool_calls(X)
+    assert [(c["line"], c["source"], c["output_line"], c["tool_name"]) for c in calls] == [
+        (2, "input", 3, "get_account_balance"),
+        (4, "input", None, "get_account_balance"),
+        (7, "input", 8, "jupiter_swap_flow"),
+        (9, "input", None, "jupiter_swap"),
+    ]
+    paired, open_ = calls[0], calls[1]
+    assert json.loads(paired["input"]) == {"pubkey": "WalletAAAA1111"}
+    assert json.loads(paired["output"]) == {"error": "AccountNotFound"}
+    assert paired["success"] == 0
+    assert paired["error_message"] == "Tool failed: AccountNotFound"
+    assert paired["started_at"] == pytest.approx(fx.unix(1.0))
+    assert paired["ended_at"] == pytest.approx(fx.unix(1.25))
+    assert paired["duration_ms"] == pytest.approx(250.0, abs=0.01)     # from the two timestamps
+    assert calls[2]["duration_ms"] == pytest.approx(500.0, abs=0.01)
+    assert (open_["output"], open_["ended_at"], open_["duration_ms"], open_["success"]) == (None, None, None, None)
+    assert json.loads(open_["input"]) == {"error": "Account balance error"}
+    assert db.execution(X)["tool_call_count"] == 4
+    assert db.execution(X)["step_count"] == 1
+
+
+def test_tool_output_results_as_json_string_are_kept_as_written(workspace, run_once, db):
+    results = '[{"program_id":"11111111111111111111111111111111","data":"3Bxs"}]'
+    workspace.append_events(X, [fx.tool_input_line("sol_transfer", {"amount": 1}, at=0),
+                                fx.tool_output_line(True, results, at=0.001)])
+    run_once()
+    [call] = db.tool_calls(X)
+    assert json.loads(call["output"]) == results          # a JSON string, stored as JSON text
+    assert call["success"] == 1
+    assert call["duration_ms"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_unpaired_outputs_and_inputs_are_kept_and_pairing_continues_across_reads(workspace, run_once, db):
+    first = [
+        fx.tool_output_line(True, {"orphan": True}, at=0),            # 1: no open input
+        fx.tool_input_line("spl_transfer", {"amount": 5}, at=1),      # 2
+        fx.tool_input_line("sol_transfer", {"amount": 6}, at=2),      # 3
+        fx.tool_output_line(True, {"ok": 3}, at=3),                   # 4 completes 3
+    ]
+    workspace.append_events(X, first)
+    run_once()
+    calls = db.tool_calls(X)
+    assert [(c["line"], c["source"], c["output_line"], c["tool_name"]) for c in calls] == [
+        (1, "output", 1, None), (2, "input", None, "spl_transfer"), (3, "input", 4, "sol_transfer")]
+    orphan = calls[0]
+    assert json.loads(orphan["output"]) == {"orphan": True}
+    assert orphan["started_at"] is None and orphan["ended_at"] == pytest.approx(fx.unix(0))
+
+    # a later read: the output completes the input still open from the earlier read
+    workspace.append_events(X, [fx.tool_output_line(False, {"late": True}, at=9, error_message="boom")])
+    run_once()
+    calls = db.tool_calls(X)
+    assert [(c["line"], c["output_line"]) for c in calls] == [(1, 1), (2, 5), (3, 4)]
+    assert calls[1]["duration_ms"] == pytest.approx(8000.0, abs=0.01)
+    assert calls[1]["error_message"] == "boom"
+    assert db.execution(X)["tool_call_count"] == 3
+
+
+def test_older_logger_tool_calls_and_their_update_lines(workspace, run_once, db):
+    first = [
+        fx.legacy_call_line("sol_transfer", {"amount": 1}, at=0),                               # 1
+        fx.legacy_call_line("jupiter_swap", {"amount": 2}, at=1, output_result={"tx": "abc"},
+                            execution_time_ms=120),                                             # 2
+        fx.legacy_update_line("sol_transfer", at=2.5, output_result={"signature": "xyz"},
+                              execution_time_ms=2500),                                          # 3 completes 1
+        fx.legacy_update_line("get_account_balance", at=3, output_result={"error": "x"},
+                              status="error"),                                                  # 4 nothing to complete
+        fx.legacy_call_line("sol_transfer", {"amount": 3}, at=4, status="timeout",
+                            error_message="timed out"),                                         # 5
+    ]
+    workspace.append_events(X, first)
+    run_once()
+    # the update of line 5 arrives in a later read
+    workspace.append_events(X, [fx.legacy_update_line("sol_transfer", at=5, output_result={"error": "late"},
+                                                      status="error", execution_time_ms=1000)])   # 6
+    run_once()
+
+    calls = {c["line"]: c for c in db.tool_calls(X)}
+    assert sorted(calls) == [1, 2, 4, 5]
+    assert all(c["source"] == "legacy" for c in calls.values())
+
+    c1 = calls[1]
+    assert c1["tool_name"] == "sol_transfer"
+    assert json.loads(c1["input"]) == {"amount": 1}
+    assert json.loads(c1["output"]) == {"signature": "xyz"}
+    assert (c1["status"], c1["success"], c1["output_line"]) == ("success", 1, 3)
+    assert c1["started_at"] == pytest.approx(fx.unix(0))
+    assert c1["ended_at"] == pytest.approx(fx.unix(2.5))
+    assert c1["duration_ms"] == pytest.approx(2500)
+
+    c2 = calls[2]
+    assert json.loads(c2["output"]) == {"tx": "abc"}
+    assert (c2["status"], c2["success"], c2["output_line"]) == ("success", 1, 2)
+    assert c2["duration_ms"] == pytest.approx(120)
+    assert c2["ended_at"] == pytest.approx(fx.unix(1.12))
+
+    c4 = calls[4]          # an update with no earlier call of its tool is a call of its own
+    assert (c4["tool_name"], c4["status"], c4["success"]) == ("get_account_balance", "error", 0)
+
+    c5 = calls[5]
+    assert (c5["status"], c5["success"], c5["output_line"]) == ("error", 0, 6)
+    assert json.loads(c5["output"]) == {"error": "late"}
+    assert c5["ended_at"] == pytest.approx(fx.unix(5))
+    assert c5["duration_ms"] == pytest.approx(1000)
+    assert db.execution(X)["tool_call_count"] == 4
+    assert db.event_count(X) == 6
+
+
+def test_event_line_with_wrong_field_types_is_recorded_and_skipped(workspace, run_once, db):
+    """A known field of the wrong type is bad input (its path named in the reason); the lines
+    around it are ingested. A numeric timestamp is accepted as Unix seconds."""
+    odd = [
+        {"timestamp": fx.rfc3339(0), "session_id": "s", "event_type": "Prompt", "prompt": "just text"},
+        {"timestamp": fx.rfc3339(1), "event_type": "ToolInput", "tool_input": ["not", "an", "object"]},
+        {"timestamp": fx.rfc3339(2), "event_type": "ToolOutput", "tool_output": {"success": "yes", "results": 1}},
+    ]
+    numeric = fx.step_complete_line(at=0) | {"timestamp": fx.unix(2.5)}
+    workspace.append_events(X, [*odd, numeric, fx.prompt_line("the real prompt", at=3)])
+    run_once()
+    events = db.events(X)
+    assert [e["line"] for e in events] == [4, 5]
+    assert events[0]["ts"] == pytest.approx(fx.unix(2.5))
+    errors = db.errors()
+    assert [e["line"] for e in errors] == [1, 2, 3]
+    assert "$.prompt" in errors[0]["reason"] and "$.tool_input" in errors[1]["reason"]
+    assert "$.tool_output.success" in errors[2]["reason"]
+    assert db.execution(X)["first_prompt"] == "the real prompt"
+
+
+def test_bad_lines_are_recorded_and_the_good_lines_all_ingested(workspace, run_once, db):
+    long_line = fx.dumps(fx.unknown_event_line("Padding", at=9, padding="x" * 3000))
+    items = [
+        fx.prompt_line("first", at=0),                                      # 1 good
+        '{"timestamp":"2025-10-30T03:44:17Z","event_type":"Prom',          # 2 invalid JSON
+        fx.tool_input_line("sol_transfer", {"amount": 1}, at=1),            # 3 good
+        b'{"event_type":"Prompt","x":"\xff\xfe"}',                          # 4 invalid UTF-8
+        '[{"event_type":"Prompt"}]',                                        # 5 a JSON array
+        long_line,                                                          # 6 over the limit
+        '"a bare string"',                                                  # 7 not an object
+        '{"event_type":"StepComplete"} trailing',                           # 8 trailing garbage
+        fx.tool_output_line(True, "[]", at=2),                              # 9 good, completes 3
+    ]
+    path = workspace.append_events(X, items)
+    proc = run_once("--max-line-bytes", "2000")
+
+    assert [e["line"] for e in db.events(X)] == [1, 3, 9]
+    assert [(c["line"], c["output_line"]) for c in db.tool_calls(X)] == [(3, 9)]
+    offsets = fx.line_offsets(items)
+    errors = db.errors(path)
+    assert [(e["line"], e["byte_offset"]) for e in errors] == [(n, offsets[n - 1]) for n in (2, 4, 5, 6, 7, 8)]
+    assert all(e["path"] == str(path) for e in errors)
+    reasons = {e["line"]: e["reason"] for e in errors}
+    assert "invalid JSON" in reasons[2]
+    assert "UTF-8" in reasons[4]
+    assert "array" in reasons[5]
+    assert "2000 bytes" in reasons[6]
+    assert "object" in reasons[7]
+    assert "invalid JSON" in reasons[8]
+    for n in (2, 4, 5, 6, 7, 8):
+        assert f"WARNING reev.ingest: {path}:{n}: " in proc.stderr
+    assert db.execution(X)["event_count"] == 3
+
+
+def test_non_session_files_are_ignored_without_errors(workspace, run_once, db):
+    line = fx.jsonl([fx.prompt_line("ignored")])
+    s = workspace.sessions
+    (s / "otel_abc.jsonl").write_bytes(line)
+    (s / "otel_abc.json").write_bytes(b"{}")
+    (s / "session_abc.json.tmp").write_bytes(b"{")
+    (s / ".session_abc.json.swp").write_bytes(b"\x00\x01binary")
+    (s / "enhanced_otel_abc.jsonl~").write_bytes(line)
+    (s / "enhanced_otel_.jsonl").write_bytes(line)
+    (s / "session_.json").write_bytes(b"{}")
+    (s / "notes.txt").write_text("hello")
+    (s / "sub").mkdir()
+    (s / "sub" / "session_abc.json").write_bytes(fx.session_bytes(fx.session_doc()))
+    (s / "sub" / "enhanced_otel_abc.jsonl").write_bytes(line)
+    (s / "session_folder.json").mkdir()                  # a subfolder named like a session file
+    (s / "enhanced_otel_folder.jsonl").mkdir()
+    b = workspace.benchmarks
+    (b / ".hidden.yml").write_text("id: hidden\n")
+    (b / "301-test.yml.swp").write_bytes(b"\x00")
+    (b / "README.md").write_text("# benchmarks\n")
+    (b / "old").mkdir()
+    (b / "old" / "302-old.yml").write_text(fx.benchmark_yaml("302-old"))
+
+    proc = run_once()
+    assert db.executions() == []
+    assert db.rows("SELECT path FROM files") == []
+    assert db.rows("SELECT id FROM benchmarks") == []
+    assert db.errors() == []
+    assert "WARNING" not in proc.stderr and "ERROR" not in proc.stderr
+
+
+def test_symlink_named_like_an_event_log_is_one_error_until_a_file_replaces_it(workspace, run_once, db):
+    target = workspace.root / "elsewhere.jsonl"
+    target.write_bytes(fx.jsonl([fx.prompt_line("not followed")]))
+    link = workspace.events_path(X)
+    os.symlink(target, link)
+    proc = run_once()
+    [err] = db.errors(link)
+    assert (err["line"], err["count"]) == (0, 1)
+    assert "cannot read" in err["reason"]
+    assert f"WARNING reev.ingest: {link}: cannot read" in proc.stderr
+    assert db.event_count(X) == 0
+    g = db.generation()
+    run_once()                                        # looked at once, not again on every scan
+    assert db.generation() == g
+    assert db.errors(link)[0]["count"] == 1
+
+    link.unlink()
+    items = [fx.prompt_line("a real file now", at=0), fx.step_complete_line(at=1)]
+    workspace.append_events(X, items)
+    run_once()
+    assert docs(db.events(X)) == [fx.stored_doc(i) for i in items]
+    assert db.errors() == []
+    f = db.file(link)
+    assert (f["state"], f["offset"]) == ("ok", link.stat().st_size)
+
+
+# ------------------------------------------------------------------------------ session files
+
+
+@pytest.mark.parametrize("variant", ["success_with_data_tools", "failure_with_result_tools", "unfinished",
+                                     "no_end_time_key"])
+def test_session_file_variants_are_stored(workspace, run_once, db, variant):
+    if variant == "success_with_data_tools":
+        doc = fx.session_doc(agent_type="glm-4.6", data_tools=[fx.tool_record(), fx.tool_record("jupiter_swap")],
+                             steps=[fx.step("I will transfer."), fx.step(None, [], fx.observation("Failure", "boom"))],
+                             metadata={"runner": "web"}, custom_field={"kept": True})
+        expect = ("Completed", 1, 1.0, "Succeeded")
+    elif variant == "failure_with_result_tools":
+        doc = fx.session_doc(agent_type="local", success=False, score=0.25, result_tools=[fx.tool_record(status="error")])
+        expect = ("Failed", 0, 0.25, "Failed")
+    elif variant == "unfinished":
+        doc = fx.session_doc(finished=False)
+        expect = ("Running", None, None, None)
+    else:
+        doc = fx.session_doc(finished=False)
+        del doc["end_time"]
+        expect = ("Running", None, None, None)
+    workspace.write_session(X, doc)
+    run_once()
+
+    ex = db.execution(X)
+    assert (ex["status"], ex["success"], ex["score"], ex["final_status"]) == expect
+    assert json.loads(ex["session_doc"]) == doc                  # every field kept, unknown ones too
+    assert ex["agent_type"] == doc["agent_type"]
+    assert ex["benchmark_id"] == ex["session_benchmark_id"] == "301-test-transfer"
+    assert ex["recorded_session_id"] == "inner-session"
+    assert ex["start_time"] == doc["start_time"] == ex["created_at"]
+    assert ex["end_time"] == doc.get("end_time")
+    if "final_result" in doc:
+        assert json.loads(ex["result_doc"]) == doc["final_result"]
+        assert ex["execution_time_ms"] == 37_000
+        assert ex["finished_at"] is not None
+    else:
+        assert ex["result_doc"] is None and ex["finished_at"] is None
+    assert ex["event_count"] == 0
+    assert db.errors() == []
+
+
+def test_session_file_and_event_log_of_one_execution_meet(workspace, run_once, db):
+    workspace.append_events(X, [fx.prompt_line("Send 0.3 SOL to the second wallet.", at=-5),
+                                fx.tool_input_line("sol_transfer", at=-4), fx.tool_output_line(at=-3)])
+    workspace.write_session(X, fx.session_doc(start_time=int(fx.unix(-10))))
+    run_once()
+    [ex] = db.executions()
+    assert ex["execution_id"] == X
+    assert (ex["status"], ex["event_count"], ex["tool_call_count"]) == ("Completed", 3, 1)
+    assert ex["created_at"] == ex["start_time"]                  # the session file's start_time wins
+    assert ex["first_event_at"] == pytest.approx(fx.unix(-5))
+
+
+@pytest.mark.parametrize("written", ["benchmarks/301-test-transfer.yml", "benchmarks/301-test-transfer.yaml",
+                                     "301-test-transfer.yml", "301-test-transfer"])
+def test_benchmark_id_written_as_a_path_is_normalised(workspace, run_once, db, written):
+    workspace.write_session(X, fx.session_doc(benchmark_id=written))
+    run_once()
+    assert db.execution(X)["benchmark_id"] == "301-test-transfer"
+
+
+def test_once_waits_for_an_invalid_session_file_to_settle_then_records_it(workspace, run_once, db):
+    path = workspace.write_session(X, b'{\n  "session_id": "inner-session",\n  "final_result": {\n')
+    mtime = path.stat().st_mtime
+    proc = run_once("--settle-seconds", "0.5")
+    [err] = db.errors(path)
+    assert (err["line"], err["byte_offset"]) == (0, 0)
+    assert "invalid JSON" in err["reason"]
+    assert err["first_seen_at"] >= mtime + 0.5 - 0.01
+    assert db.file(path)["state"] == "error"
+    assert f"WARNING reev.ingest: {path}: invalid JSON" in proc.stderr
+
+
+# ------------------------------------------------------------------------------ statuses
+
+
+def test_late_event_line_after_completion_keeps_completed(workspace, run_once, db):
+    workspace.append_events(X, [fx.prompt_line("p", at=0)])
+    workspace.write_session(X, fx.session_doc())
+    run_once()
+    before = db.execution(X)
+    assert before["status"] == "Completed"
+
+    workspace.append_events(X, [fx.step_complete_line(at=30)])
+    run_once()
+    after = db.execution(X)
+    assert after["status"] == "Completed"
+    assert after["event_count"] == 2
+    assert after["finished_at"] == before["finished_at"]
+    assert after["last_event_at"] == pytest.approx(fx.unix(30))
+
+
+def test_rewritten_session_file_flips_completed_to_failed_and_back(workspace, run_once, db):
+    workspace.write_session(X, fx.session_doc(success=True))
+    run_once()
+    assert db.execution(X)["status"] == "Completed"
+
+    workspace.write_session(X, fx.session_doc(success=False, score=0.5, execution_time_ms=99))
+    run_once()
+    ex = db.execution(X)
+    assert (ex["status"], ex["success"], ex["score"], ex["final_status"], ex["execution_time_ms"]) == (
+        "Failed", 0, 0.5, "Failed", 99)
+    assert json.loads(ex["result_doc"])["score"] == 0.5
+
+    workspace.write_session(X, fx.session_doc(success=True))
+    run_once()
+    assert db.execution(X)["status"] == "Completed"
+
+
+def test_rewritten_session_file_without_final_result_keeps_the_terminal_status(workspace, run_once, db):
+    finished = fx.session_doc(success=False, score=0.25)
+    workspace.write_session(X, finished)
+    run_once()
+    workspace.write_session(X, fx.session_doc(finished=False, agent_type="local"))
+    run_once()
+    ex = db.execution(X)
+    assert (ex["status"], ex["success"], ex["score"], ex["final_status"]) == ("Failed", 0, 0.25, "Failed")
+    assert json.loads(ex["result_doc"]) == finished["final_result"]
+    assert ex["agent_type"] == "local"
+
+
+def test_final_result_without_success_falls_back_to_its_status(workspace, run_once, db):
+    doc = fx.session_doc()
+    del doc["final_result"]["success"]
+    workspace.write_session(X, doc)
+    doc_failed = fx.session_doc(success=False)
+    del doc_failed["final_result"]["success"]
+    workspace.write_session(Y, doc_failed)
+    run_once()
+    assert db.execution(X)["status"] == "Completed"
+    assert db.execution(Y)["status"] == "Failed"
+
+
+# ------------------------------------------------------------------------------ benchmarks and links
+
+
+def test_benchmarks_are_upserted_with_their_fields(workspace, run_once, db):
+    text_a = fx.benchmark_yaml("301-test-transfer", description="Move SOL.", tags=["transfer", "t1"],
+                               prompt="Send 0.3 SOL to the second wallet.")
+    text_b = fx.benchmark_yaml(None, description="Two steps: swap, then lend.", tags=["flow"],
+                               prompt="Swap then lend, please.",
+                               flow=[{"step": 1, "prompt": "Swap 1 SOL."},
+                                     {"step": 2, "prompt": "Lend it.", "depends_on": ["step_1_result"]}])
+    path_a = workspace.write_benchmark("301-test-transfer.yml", text_a)
+    path_b = workspace.write_benchmark("401-swap-then-lend.yaml", text_b)
+    run_once()
+
+    a = db.benchmark("301-test-transfer")
+    assert (a["path"], a["description"], json.loads(a["tags"]), a["prompt"], a["flow_steps"], a["removed"]) == (
+        str(path_a), "Move SOL.", ["transfer", "t1"], "Send 0.3 SOL to the second wallet.", 0, 0)
+    assert a["yaml_text"] == text_a
+    b = db.benchmark("401-swap-then-lend")                        # no `id`: the file name is the id
+    assert (b["path"], b["prompt"], b["flow_steps"], json.loads(b["tags"])) == (
+        str(path_b), "Swap then lend, please.", 2, ["flow"])
+    assert b["yaml_text"] == text_b
+    assert db.errors() == []
+
+
+def test_invalid_benchmark_files_are_recorded_and_the_others_ingested(workspace, run_once, db):
+    good = workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml())
+    bad_yaml = workspace.write_benchmark("302-broken", "id: 302-broken\ntags: [unclosed\nprompt: \"x\n")
+    not_mapping = workspace.write_benchmark("303-list", "- just\n- a list\n")
+    for p in (good, bad_yaml, not_mapping):
+        age(p)
+    proc = run_once()
+    assert [r[0] for r in db.rows("SELECT id FROM benchmarks")] == ["301-test-transfer"]
+    errors = {e["path"]: e for e in db.errors()}
+    assert sorted(errors) == sorted([str(bad_yaml), str(not_mapping)])
+    assert "invalid YAML" in errors[str(bad_yaml)]["reason"]
+    assert "mapping" in errors[str(not_mapping)]["reason"]
+    assert all(e["line"] == 0 for e in errors.values())
+    assert f"{bad_yaml}: invalid YAML" in proc.stderr
+
+
+def test_duplicate_benchmark_id_is_an_error_until_the_first_definition_goes(workspace, run_once, db):
+    one = workspace.write_benchmark("301-one", fx.benchmark_yaml("301-dup", prompt="First."))
+    two = workspace.write_benchmark("302-two", fx.benchmark_yaml("301-dup", prompt="Second."))
+    run_once()
+    winner = db.benchmark("301-dup")
+    loser = two if winner["path"] == str(one) else one
+    [err] = db.errors()
+    assert err["path"] == str(loser)
+    assert "already defined" in err["reason"]
+
+    os.unlink(winner["path"])
+    run_once()
+    b = db.benchmark("301-dup")
+    assert (b["path"], b["removed"]) == (str(loser), 0)
+    assert b["prompt"] == ("Second." if loser == two else "First.")
+    assert db.errors() == []
+
+
+def test_running_execution_is_linked_by_its_first_prompt_until_the_session_file_says_otherwise(
+        workspace, run_once, db):
+    workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml("301-test-transfer", prompt="Send 0.3 SOL."))
+    workspace.write_benchmark("302-other", fx.benchmark_yaml("302-other", prompt="Swap 1 SOL."))
+    workspace.append_events(X, [fx.prompt_line("Send 0.3 SOL.", at=0), fx.prompt_line("Swap 1 SOL.", at=1)])
+    workspace.append_events(Y, [fx.prompt_line("Send 0.3 SOL. ", at=0)])     # not equal: no link
+    run_once()
+    assert db.execution(X)["benchmark_id"] == "301-test-transfer"
+    assert db.execution(Y)["benchmark_id"] is None
+
+    workspace.write_session(X, fx.session_doc(benchmark_id="benchmarks/302-other.yml"))
+    run_once()
+    assert db.execution(X)["benchmark_id"] == "302-other"            # the session file wins
+
+
+def test_prompt_shared_by_two_benchmarks_links_nothing(workspace, run_once, db):
+    workspace.write_benchmark("301-a", fx.benchmark_yaml("301-a", prompt="Same prompt."))
+    second = workspace.write_benchmark("302-b", fx.benchmark_yaml("302-b", prompt="Same prompt."))
+    workspace.append_events(X, [fx.prompt_line("Same prompt.")])
+    run_once()
+    assert db.execution(X)["benchmark_id"] is None
+
+    second.unlink()                       # now exactly one known benchmark has that prompt
+    run_once()
+    assert db.benchmark("302-b")["removed"] == 1
+    assert db.execution(X)["benchmark_id"] == "301-a"
+
+
+def test_benchmark_arriving_after_the_events_links_the_running_execution(workspace, run_once, db):
+    workspace.append_events(X, [fx.prompt_line("Lend 5 USDC.")])
+    run_once()
+    assert db.execution(X)["benchmark_id"] is None
+    workspace.write_benchmark("310-lend", fx.benchmark_yaml("310-lend", prompt="Lend 5 USDC."))
+    run_once()
+    assert db.execution(X)["benchmark_id"] == "310-lend"
+
+
+# ------------------------------------------------------------------------------ the database itself
+
+
+def test_once_on_empty_folders_creates_the_database_with_its_schema(tmp_path, run_once, db, workspace):
+    missing = tmp_path / "nowhere"
+    proc = run_once(base_args=["--sessions-dir", str(missing / "sessions"),
+                               "--benchmarks-dir", str(missing / "benchmarks"), "--db", str(workspace.db_path)])
+    assert proc.returncode == 0
+    assert db.scalar("PRAGMA user_version") == 1
+    assert db.scalar("PRAGMA journal_mode") == "wal"
+    tables = {r[0] for r in db.rows("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    assert {"meta", "files", "benchmarks", "executions", "events", "tool_calls", "ingest_errors"} <= tables
+    assert db.generation() == 0
+    assert db.meta("heartbeat_at") == pytest.approx(time.time(), abs=30)
+    assert db.executions() == []
+
+
+def test_once_exits_non_zero_when_the_database_cannot_be_created(tmp_path, run_once, workspace):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a regular file")
+    proc = run_once(base_args=["--sessions-dir", str(workspace.sessions), "--benchmarks-dir",
+                               str(workspace.benchmarks), "--db", str(blocker / "reev.db")], expect_rc=None)
+    assert proc.returncode != 0
+    assert "cannot open the database" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_data_generation_counts_only_runs_that_changed_data(workspace, run_once, db):
+    run_once()
+    assert db.generation() == 0
+    events = workspace.append_events(X, [fx.prompt_line("p", at=0)])
+    workspace.append_raw(events, b'{"event_type":"Step')                 # a partial last line
+    workspace.write_session(Y, fx.session_doc())
+    workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml())
+    age(workspace.write_session("broken", b"{ not json"))               # an invalid file: an error
+    os.symlink(workspace.session_path(Y), workspace.session_path("link"))  # not a regular file: an error
+    run_once()
+    g1 = db.generation()
+    assert g1 >= 1
+    assert len(db.errors()) == 2
+    last_ingest, heartbeat = db.meta("last_ingest_at"), db.meta("heartbeat_at")
+
+    for _ in range(2):                                                   # nothing new: no new generation
+        run_once()
+        assert db.generation() == g1
+    assert db.meta("last_ingest_at") == last_ingest
+    assert db.meta("heartbeat_at") > heartbeat
+
+    workspace.append_raw(events, b'Complete"}\n')                        # the partial line completes
+    run_once()
+    assert db.generation() == g1 + 1
+    assert db.event_count(X) == 2

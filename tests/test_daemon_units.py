@@ -1,0 +1,372 @@
+"""Pure unit tests of the daemon's parsing, incremental reading and status rules."""
+
+import json
+import os
+
+import pytest
+
+from daemon import parse, reader, status
+from daemon.ids import classify_benchmark_file, classify_session_file, normalise_benchmark_id
+from daemon.parse import BadInput
+from daemon.reader import Checkpoint, Line
+from tests import fixtures as fx
+
+# ------------------------------------------------------------------------------ parse: event lines
+
+
+@pytest.mark.parametrize("raw", [b"", b"   ", b"\t \r"])
+def test_blank_lines_parse_to_none(raw):
+    assert parse.parse_event_line(raw) is None
+
+
+def test_event_line_kinds():
+    event = parse.parse_event_line(fx.line_text(fx.tool_input_line("sol_transfer", {"amount": 5}, at=1)))
+    assert (event.kind, event.event_type, event.session_id) == ("event", "ToolInput", "inner-session")
+    assert event.ts == pytest.approx(fx.unix(1))
+    assert event.fields.tool_input.tool_name == "sol_transfer"
+    assert json.loads(parse.raw_json_text(event.fields.tool_input.tool_args)) == {"amount": 5}
+
+    legacy = parse.parse_event_line(fx.line_text(fx.legacy_call_line("jupiter_swap", {"a": 1}, at=2)))
+    assert (legacy.kind, legacy.event_type, legacy.fields.tool_name) == ("tool_call", None, "jupiter_swap")
+
+    bare = parse.parse_event_line(fx.line_text(fx.summary_line(at=3)))
+    assert (bare.kind, bare.ts) == ("summary", pytest.approx(fx.unix(3)))
+
+    body = fx.dumps(fx.legacy_summary_body(at=4))
+    legacy_summary = parse.parse_event_line(("# SESSION_SUMMARY: " + body + "\r").encode())
+    assert (legacy_summary.kind, legacy_summary.doc) == ("summary", body)
+    assert legacy_summary.ts == pytest.approx(fx.unix(4))
+
+
+def test_event_line_doc_is_the_line_as_written():
+    raw = b'  {"event_type": "Prompt",  "extra": {"k": [1, 2]}, "timestamp": "2025-10-30T03:44:17Z"}  '
+    line = parse.parse_event_line(raw)
+    assert line.doc == raw.strip().decode()
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b'{"event_type": "Prom', "invalid JSON"),
+    (b'{"event_type": "Prompt"} tail', "invalid JSON"),
+    (b'{"x": "\xc3\x28"}', "invalid UTF-8 at byte 7"),
+    (b"[1, 2]", "Expected `object`, got `array`"),
+    (b'"text"', "Expected `object`, got `str`"),
+    (b"42", "Expected `object`, got `int`"),
+    (b"null", "Expected `object`, got `null`"),
+    (b"NaN", "invalid JSON"),
+    (b"\xef\xbb\xbf{}", "invalid"),
+    (b'{"metadata": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+])
+def test_bad_event_lines_raise_with_a_reason(raw, reason):
+    with pytest.raises(BadInput, match=reason):
+        parse.parse_event_line(raw)
+
+
+def test_event_line_with_a_field_of_the_wrong_type_names_it():
+    raw = fx.dumps({"timestamp": 1761795857.5, "event_type": "Prompt", "prompt": "text"}).encode()
+    with pytest.raises(BadInput, match=r"\$\.prompt"):
+        parse.parse_event_line(raw)
+
+
+def test_event_line_with_a_numeric_timestamp_is_kept():
+    raw = fx.dumps({"timestamp": 1761795857.5, "event_type": "Prompt", "session_id": "s"}).encode()
+    line = parse.parse_event_line(raw)
+    assert (line.kind, line.event_type, line.ts, line.session_id) == ("event", "Prompt", 1761795857.5, "s")
+    assert line.doc == raw.decode()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2025-10-30T03:44:17.796472Z", fx.unix(0)),
+    ("2025-10-30T03:44:17.796472+00:00", fx.unix(0)),
+    ("2025-10-30T05:44:17.796472+02:00", fx.unix(0)),
+    ("2025-10-30T03:44:17.796472123Z", fx.unix(0)),        # nanoseconds (chrono) are cut to micro
+    ("2025-10-30T03:44:17.796472", fx.unix(0)),            # no offset: UTC
+    (1761795857.796472, fx.unix(0)),                       # a number: Unix seconds
+    (1761795857796.472, fx.unix(0)),                       # ... or milliseconds
+    ("yesterday", None),
+    ("", None),
+    (None, None),
+    (float("inf"), None),
+])
+def test_parse_timestamp(text, expected):
+    got = parse.parse_timestamp(text)
+    assert got == (pytest.approx(expected, abs=1e-6) if expected is not None else None)
+
+
+# ------------------------------------------------------------------------------ parse: documents
+
+
+def test_parse_session_file_finished_and_unfinished():
+    doc = fx.session_doc(benchmark_id="benchmarks/301-test-transfer.yml", success=False, score=0.5)
+    s = parse.parse_session_file(fx.session_bytes(doc))
+    assert (s.recorded_session_id, s.benchmark_id, s.agent_type) == ("inner-session", "301-test-transfer", "deterministic")
+    assert (s.start_time, s.end_time) == (doc["start_time"], doc["end_time"])
+    assert (s.final.success, s.final.score, s.final.status, s.final.execution_time_ms) == (False, 0.5, "Failed", 37000)
+    assert json.loads(s.final_doc) == doc["final_result"]
+    assert json.loads(s.doc) == doc
+
+    running = parse.parse_session_file(fx.session_bytes(fx.session_doc(finished=False)))
+    assert (running.final, running.final_doc, running.end_time) == (None, None, None)
+
+    bare = parse.parse_session_file(b'{"session_id": "s"}')
+    assert (bare.benchmark_id, bare.final, bare.start_time) == (None, None, None)
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"", "empty file"),
+    (b"  \n", "empty file"),
+    (b'{"session_id": "s", "final_result": {', "invalid JSON"),
+    (b"[]", "wrong shape"),
+    (b'{"final_result": "done"}', "wrong shape"),
+    (b'{"start_time": "yesterday"}', "wrong shape"),
+    (b'{"session_id": "\xff"}', "invalid UTF-8"),
+])
+def test_parse_session_file_rejects(raw, reason):
+    with pytest.raises(BadInput, match=reason):
+        parse.parse_session_file(raw)
+
+
+def test_parse_benchmark():
+    text = fx.benchmark_yaml("401-flow", description="Two steps.", tags=["a", "b"], prompt="Do both.",
+                             flow=[{"step": 1}, {"step": 2}])
+    b = parse.parse_benchmark(text.encode(), "file-stem")
+    assert (b.id, b.description, b.tags, b.prompt, b.flow_steps, b.yaml_text) == (
+        "401-flow", "Two steps.", ["a", "b"], "Do both.", 2, text)
+    assert parse.parse_benchmark(fx.benchmark_yaml(None).encode(), "302-from-name").id == "302-from-name"
+    assert parse.parse_benchmark(b"id: 123\nprompt: p\n", "x").id == "123"
+    minimal = parse.parse_benchmark(b"prompt: only a prompt\n", "303-min")
+    assert (minimal.id, minimal.description, minimal.tags, minimal.flow_steps) == ("303-min", "", [], 0)
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"id: [unclosed\n", "invalid YAML"),
+    (b"- a\n- b\n", "mapping"),
+    (b"", "mapping"),
+    (b"id: x\ntags: just-a-string\n", "tags"),
+    (b"id: x\nprompt: [1, 2]\n", "prompt"),
+    (b"id: x\nflow: {step: 1}\n", "flow"),
+    (b"id: ''\n", "id"),
+    (b"id: x\ndescription: \xff\n", "UTF-8"),
+])
+def test_parse_benchmark_rejects(raw, reason):
+    with pytest.raises(BadInput, match=reason):
+        parse.parse_benchmark(raw, "stem")
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("001-sol-transfer", "001-sol-transfer"),
+    ("benchmarks/001-sol-transfer.yml", "001-sol-transfer"),
+    ("./benchmarks/001-sol-transfer.yaml", "001-sol-transfer"),
+    ("C:\\reev\\benchmarks\\001-sol-transfer.yml", "001-sol-transfer"),
+    (" 001-sol-transfer.yml ", "001-sol-transfer"),
+])
+def test_normalise_benchmark_id(value, expected):
+    assert normalise_benchmark_id(value) == expected
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("session_abc-1.json", ("session", "abc-1")),
+    ("enhanced_otel_300-swap-test.jsonl", ("events", "300-swap-test")),
+    ("enhanced_otel_a.b_c.jsonl", ("events", "a.b_c")),
+    ("otel_abc.jsonl", None), ("session_abc.json.tmp", None), (".session_abc.json.swp", None),
+    ("session_.json", None), ("session_..json", None), ("session_a b.json", None),
+    ("enhanced_otel_abc.json", None),
+])
+def test_classify_session_file(name, expected):
+    got = classify_session_file(name)
+    assert (tuple(got) if got else None) == expected
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("001-sol-transfer.yml", "001-sol-transfer"), ("x.yaml", "x"),
+    (".hidden.yml", None), ("x.yml.swp", None), ("README.md", None),
+])
+def test_classify_benchmark_file(name, expected):
+    got = classify_benchmark_file(name)
+    assert (got.subject_id if got else None) == expected
+
+
+# ------------------------------------------------------------------------------ reader
+
+
+class File:
+    """A real file to append to and read with reader.read_lines, checkpoint by checkpoint."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        open(self.path, "wb").close()
+        self.cp = Checkpoint()
+
+    def append(self, data: bytes):
+        with open(self.path, "ab") as f:
+            f.write(data)
+
+    def read(self, max_line: int = 1000, budget: int = 1 << 30) -> tuple[list[Line], bool]:
+        fd, st = reader.open_regular(self.path)
+        try:
+            assert reader.change_reason(fd, st, self.cp) is None
+            lines, self.cp, more = reader.read_lines(fd, st, self.cp, max_line, budget)
+        finally:
+            os.close(fd)
+        return lines, more
+
+    def change_reason(self):
+        fd, st = reader.open_regular(self.path)
+        try:
+            return reader.change_reason(fd, st, self.cp)
+        finally:
+            os.close(fd)
+
+
+def test_read_lines_keeps_a_partial_line_for_later(tmp_path):
+    f = File(tmp_path / "log")
+    f.append(b"one\n\ntwo\nthr")
+    lines, more = f.read()
+    assert lines == [Line(1, 0, b"one"), Line(2, 4, b""), Line(3, 5, b"two")]
+    assert (f.cp.offset, f.cp.line_no, f.cp.size, more) == (9, 3, 12, False)
+
+    assert f.read() == ([], False)                          # nothing new: nothing read
+    f.append(b"ee\nfour")
+    assert f.read()[0] == [Line(4, 9, b"three")]
+    f.append(b"\n")
+    assert f.read()[0] == [Line(5, 15, b"four")]
+    assert f.cp.offset == os.path.getsize(f.path)
+
+
+def test_read_lines_line_of_exactly_the_limit_is_accepted(tmp_path):
+    f = File(tmp_path / "log")
+    f.append(b"12345678\n123456789\nok\n")
+    assert f.read(max_line=8)[0] == [Line(1, 0, b"12345678"), Line(2, 9, None), Line(3, 19, b"ok")]
+
+
+def test_read_lines_over_long_line_across_calls_is_reported_once(tmp_path):
+    f = File(tmp_path / "log")
+    f.append(b"first\n" + b"x" * 6)
+    assert f.read(max_line=10)[0] == [Line(1, 0, b"first")]
+    assert not f.cp.skipping and f.cp.offset == 6             # partial, under the limit: waits
+
+    f.append(b"y" * 6)                                        # 12 bytes, no newline yet: over
+    assert f.read(max_line=10)[0] == [Line(2, 6, None)]
+    assert f.cp.skipping and f.cp.offset == 18                # its bytes are consumed, not kept
+
+    f.append(b"z" * 50)                                       # still the same line
+    assert f.read(max_line=10)[0] == []
+    assert f.cp.skipping and f.cp.offset == 68
+
+    f.append(b"zz\nnext\n")                                   # its end, then a good line
+    assert f.read(max_line=10)[0] == [Line(3, 71, b"next")]
+    assert not f.cp.skipping and f.cp.line_no == 3 and f.cp.offset == 76
+
+
+def test_read_lines_budget_stops_early_and_the_rest_follows(tmp_path):
+    f = File(tmp_path / "log")
+    line = b"y" * 99 + b"\n"
+    f.append(line * 25_000)                                   # 2.5 MB: three 1 MB chunks
+    got, rounds = [], 0
+    while True:
+        lines, more = f.read(budget=1)
+        rounds += 1
+        got += lines
+        assert f.cp.size <= os.path.getsize(f.path)
+        if not more:
+            break
+        assert f.cp.size < os.path.getsize(f.path)            # a cut-short read never looks finished
+    assert rounds == 3
+    assert [ln.number for ln in got] == list(range(1, 25_001))
+    assert all(ln.data == line[:-1] and ln.offset == (ln.number - 1) * 100 for ln in got)
+
+
+def test_read_lines_line_longer_than_the_budget_still_completes(tmp_path):
+    f = File(tmp_path / "log")
+    big = b"b" * (3 << 20)
+    f.append(big + b"\nsmall\n")
+    lines, _ = f.read(max_line=4 << 20, budget=1)
+    assert lines[0] == Line(1, 0, big)
+    assert f.cp.offset > len(big)
+
+
+def test_change_reason(tmp_path):
+    f = File(tmp_path / "log")
+    head = b"h" * 300 + b"\n"
+    f.append(head + b"second\n")
+    f.read()
+    f.append(b"third\n")
+    assert f.change_reason() is None                          # appending is not a change
+
+    with open(f.path, "r+b") as w:                            # same size, other first bytes
+        w.write(b"H")
+    assert f.change_reason() == "rewritten"
+    with open(f.path, "r+b") as w:
+        w.write(b"h")
+    assert f.change_reason() is None
+
+    with open(f.path, "wb") as w:                             # same head, other bytes before the offset, longer
+        w.write(head + b"SECOND\nthird and more\n")
+    assert f.change_reason() == "rewritten"
+
+    with open(f.path, "wb") as w:
+        w.write(head)
+    assert f.change_reason() == "truncated"
+
+    with open(f.path + ".new", "wb") as w:                    # same content, another file (atomic replace)
+        w.write(head + b"second\nthird\n")
+    os.replace(f.path + ".new", f.path)
+    assert f.change_reason() == "replaced"
+
+
+def test_open_regular_refuses_what_is_not_a_regular_file(tmp_path):
+    target = tmp_path / "target"
+    target.write_text("x")
+    (tmp_path / "link").symlink_to(target)
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(reader.NotAFile, match="vanished"):
+        reader.open_regular(str(tmp_path / "missing"))
+    with pytest.raises(reader.NotAFile, match="a directory"):
+        reader.open_regular(str(tmp_path / "folder"))
+    with pytest.raises(reader.NotAFile, match="not a regular file"):
+        reader.open_regular(str(tmp_path / "fifo"))
+    with pytest.raises(reader.NotAFile):
+        reader.open_regular(str(tmp_path / "link"))
+
+
+# ------------------------------------------------------------------------------ status
+
+
+@pytest.mark.parametrize("previous, success, final_status, has_final, expected", [
+    (None, True, "Succeeded", True, "Completed"),
+    (None, False, "Failed", True, "Failed"),
+    ("Running", True, None, True, "Completed"),
+    ("Completed", False, "Failed", True, "Failed"),         # a rewrite may flip it
+    ("Failed", True, "Succeeded", True, "Completed"),       # and back
+    (None, None, "Succeeded", True, "Completed"),           # no success flag: the status says
+    (None, None, "Failed", True, "Failed"),
+    (None, None, None, True, "Failed"),
+    (None, None, None, False, "Running"),
+    ("Running", None, None, False, "Running"),
+    ("Completed", None, None, False, "Completed"),          # no final_result: keep the terminal one
+    ("Failed", None, None, False, "Failed"),
+    ("Timeout", None, None, False, "Timeout"),
+    ("Stopped", None, None, False, "Stopped"),
+    ("Queued", None, None, False, "Running"),
+])
+def test_status_from_session(previous, success, final_status, has_final, expected):
+    assert status.status_from_session(previous, success, final_status, has_final) == expected
+
+
+@pytest.mark.parametrize("previous, expected", [
+    (None, "Running"), ("Queued", "Queued"), ("Running", "Running"), ("Completed", "Completed"), ("Failed", "Failed")])
+def test_status_from_event_never_reopens(previous, expected):
+    assert status.status_from_event(previous) == expected
+
+
+@pytest.mark.parametrize("state, done, flow, expected", [
+    ("Completed", 0, 0, 1.0), ("Failed", 1, 4, 1.0), ("Running", 0, 0, 0.0),
+    ("Running", 1, 4, 0.25), ("Running", 4, 4, 0.99), ("Running", 9, 2, 0.99), ("Queued", 0, 3, 0.0),
+])
+def test_progress(state, done, flow, expected):
+    assert status.progress(state, done, flow) == expected
+
+
+def test_every_status_is_representable():
+    assert set(status.STATUSES) == {"Queued", "Running", "Completed", "Failed", "Stopped", "Timeout"}
+    assert status.TERMINAL == {"Completed", "Failed", "Stopped", "Timeout"}
