@@ -108,6 +108,18 @@ def _checked(value, kind):
     return value
 
 
+def paged(rows: list[dict], limit: int, key) -> tuple[list[dict], str | None]:
+    """Rows fetched with limit + 1: the page, and the cursor after its last row if more follow."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(*key(rows[-1]))
+
+
+def by_time(row: dict) -> tuple:
+    return row["sort_at"], row["execution_id"]
+
+
 def etag_of(generation: int) -> str:
     return f'W/"g{generation}-{VERSION}"'
 
@@ -351,11 +363,10 @@ def agent_results(request: Request, agent_type: str, limit: str | None = None,
     with db_of(request).snapshot() as q:
         gen = q.generation()
         rows = q.finished_results(agent_type, after, n + 1)
-    more = len(rows) > n
-    rows = rows[:n]
+    rows, next_cursor = paged(rows, n, by_time)
     return data_response(m.AgentResultPage(
         items=[agent_result(r) for r in rows],
-        next_cursor=encode_cursor(rows[-1]["sort_at"], rows[-1]["execution_id"]) if more else None), gen)
+        next_cursor=next_cursor), gen)
 
 
 @read_route("/api/v1/agents")
@@ -447,11 +458,10 @@ def sessions(request: Request, benchmark_id: str | None = None, agent: str | Non
         gen = q.generation()
         rows = q.sessions(benchmark_id=normalise_benchmark_id(benchmark_id) if benchmark_id else None,
                           agent=agent, status=status, after=after, limit=n + 1)
-    more = len(rows) > n
-    rows = rows[:n]
+    rows, next_cursor = paged(rows, n, by_time)
     return data_response(m.SessionPage(
         items=[summary_of(r) for r in rows],
-        next_cursor=encode_cursor(rows[-1]["sort_at"], rows[-1]["execution_id"]) if more else None), gen)
+        next_cursor=next_cursor), gen)
 
 
 @read_route("/api/v1/sessions/{execution_id:str}")
@@ -477,12 +487,11 @@ def session_events(request: Request, execution_id: str, limit: str | None = None
         gen = q.generation()
         row, _ = load_run(q, execution_id)
         rows = q.events(row["id"], after[0] if after else 0, n + 1)
-    more = len(rows) > n
-    rows = rows[:n]
+    rows, next_cursor = paged(rows, n, lambda r: (r["line"],))
     return data_response(m.EventPage(
         items=[m.Event(line=r["line"], byte_offset=r["byte_offset"], kind=r["kind"], timestamp=iso(r["ts"]),
                        event_type=r["event_type"], data=m.raw_or_none(r["doc"])) for r in rows],
-        next_cursor=encode_cursor(rows[-1]["line"]) if more else None), gen)
+        next_cursor=next_cursor), gen)
 
 
 @read_route("/api/v1/sessions/{execution_id:str}/tool-calls")
@@ -494,11 +503,10 @@ def session_tool_calls(request: Request, execution_id: str, limit: str | None = 
         gen = q.generation()
         row, _ = load_run(q, execution_id)
         rows = q.tool_calls(row["id"], after[0] if after else 0, n + 1)
-    more = len(rows) > n
-    rows = rows[:n]
+    rows, next_cursor = paged(rows, n, lambda r: (r["line"],))
     return data_response(m.ToolCallPage(
         items=[tool_call_of(r) for r in rows],
-        next_cursor=encode_cursor(rows[-1]["line"]) if more else None), gen)
+        next_cursor=next_cursor), gen)
 
 
 @read_route("/api/v1/ingest/status", etag="keyed")
@@ -525,13 +533,12 @@ def ingest_errors(request: Request, limit: str | None = None, cursor: str | None
     with db_of(request).snapshot() as q:
         gen = q.generation()
         rows = q.errors(after[0] if after else None, n + 1)
-    more = len(rows) > n
-    rows = rows[:n]
+    rows, next_cursor = paged(rows, n, lambda r: (r["id"],))
     return data_response(m.IngestErrorPage(
         items=[m.IngestError(id=r["id"], path=r["path"], line=r["line"], byte_offset=r["byte_offset"],
                              reason=r["reason"], first_seen_at=iso(r["first_seen_at"]),
                              last_seen_at=iso(r["last_seen_at"]), count=r["count"]) for r in rows],
-        next_cursor=encode_cursor(rows[-1]["id"]) if more else None), gen)
+        next_cursor=next_cursor), gen)
 
 
 # ---------------------------------------------------------------------- hooks and errors

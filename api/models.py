@@ -102,32 +102,26 @@ class AgentResultPage(Struct):
     next_cursor: str | None
 
 
-class ExecutionLogs(Struct):
+class RunLogs(Struct, kw_only=True):
+    """What execution-logs and transaction-logs share (reev's UI reads both shapes)."""
     benchmark_id: str
     execution_id: str | None
     agent_type: str | None
     interface: Literal["web"]
-    status: str
-    final_status: Status | None
+    status: str                          # lowercase
+    final_status: Status | None          # PascalCase
+    is_running: bool
+    progress: float
+    result: dict[str, Any]
+    message: str | None = None
+
+
+class ExecutionLogs(RunLogs, kw_only=True):
     trace: str
-    is_running: bool
-    progress: float
-    result: dict[str, Any]
-    message: str | None = None
 
 
-class TransactionLogs(Struct):
-    benchmark_id: str
-    execution_id: str | None
-    agent_type: str | None
-    interface: Literal["web"]
-    status: str
-    final_status: Status | None
+class TransactionLogs(RunLogs, kw_only=True):
     transaction_logs: str
-    is_running: bool
-    progress: float
-    result: dict[str, Any]
-    message: str | None = None
 
 
 class ToolCall(Struct):
