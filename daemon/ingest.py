@@ -30,6 +30,7 @@ class Outcome(NamedTuple):
     lines: int = 0                         # event lines stored
     more: bool = False                     # the read budget stopped short: process again
     retry_at: float | None = None          # wall-clock time to look again (unsettled document)
+    bytes_read: int = 0                    # what this file cost the batch
 
 
 class Ingestor:
@@ -143,7 +144,7 @@ class Ingestor:
         if cp.state != "ok" or lines or new_cp.offset != cp.offset or cp.inode is None:
             self.store.mark_changed()
         self.store.save_checkpoint(path, "events", execution_id, new_cp, ingested=bool(lines))
-        return Outcome(lines=stored, more=more)
+        return Outcome(lines=stored, more=more, bytes_read=new_cp.size - cp.offset)
 
     # ------------------------------------------------------------------ whole documents
 
@@ -173,7 +174,7 @@ class Ingestor:
         self.store.clear_file_error(path)
         self.store.save_checkpoint(path, what.kind, what.subject_id, new_cp, ingested=True)
         log.debug("%s: ingested", path)
-        return Outcome()
+        return Outcome(bytes_read=len(data))
 
     def _bad_document(self, path: str, what: Classified, st: os.stat_result, reason: str,
                       settle: bool) -> Outcome:

@@ -21,6 +21,7 @@ log = logging.getLogger("reev.daemon")
 
 HEARTBEAT_SECONDS = 5.0
 MAX_FILES_PER_BATCH = 512
+MAX_BATCH_BYTES = 32 << 20     # a batch stops taking files past this much input
 MAX_BACKOFF_SECONDS = 30.0
 
 
@@ -78,12 +79,16 @@ class Service:
         if not paths:
             return False
         started = time.monotonic()
-        lines, again = 0, []
+        lines, size, again, done = 0, 0, [], 0
         self.ingestor.take_requeue()
         try:
             with self.store.batch():
                 for path in paths:
+                    if done and (size >= MAX_BATCH_BYTES or self.stopping):
+                        break     # bounded transactions; on SIGTERM, commit what is in hand
                     outcome = self._process_one(path)
+                    done += 1
+                    size += outcome.bytes_read
                     lines += outcome.lines
                     if outcome.more:
                         again.append(path)
@@ -94,15 +99,16 @@ class Service:
         except apsw.Error:
             self.dirty.add_many(paths)   # nothing was committed: the checkpoints did not move
             raise
+        self.dirty.add_many(paths[done:])
         self.dirty.add_many(again)
         self.dirty.add_many(self.ingestor.take_requeue())
         ms = (time.monotonic() - started) * 1000
         self.totals["batches"] += 1
-        self.totals["files"] += len(paths)
+        self.totals["files"] += done
         self.totals["lines"] += lines
         if lines or self.store.changed:
-            log.info("batch: %d files, %d lines, %.1f ms (generation %d)",
-                     len(paths), lines, ms, self.store.generation)
+            log.info("batch: %d files, %d lines, %.1f MB, %.1f ms (generation %d)",
+                     done, lines, size / 1e6, ms, self.store.generation)
         return True
 
     def _process_one(self, path: str):
@@ -134,6 +140,7 @@ class Service:
     # ------------------------------------------------------------------ modes
 
     def run_once(self) -> int:
+        self._install_signals()
         self.scan()
         self.drain()
         # Documents caught mid-write get their settle period, then count as what they are.
@@ -142,8 +149,10 @@ class Service:
             if not len(self.dirty) and next_at is not None:
                 time.sleep(max(0.0, min(next_at - time.time(), 0.5)))
             self.drain()
-        self.store.heartbeat(time.time())
-        log.info("--once: %d files looked at, %d lines ingested", self.totals["files"], self.totals["lines"])
+        if not self.stopping:
+            self.store.heartbeat(time.time())
+        log.info("--once: %d files looked at, %d lines ingested%s", self.totals["files"],
+                 self.totals["lines"], " (stopped early by a signal)" if self.stopping else "")
         return 0
 
     def run_live(self) -> int:

@@ -218,6 +218,31 @@ def test_signal_exits_zero_promptly(workspace, live_daemon, db, sig):
     assert "Traceback" not in d.stderr()
 
 
+def test_sigterm_during_once_commits_what_it_has_and_exits_zero(workspace, run_once, db):
+    """--once stops between files on SIGTERM, exit 0; the next run ingests the rest, once."""
+    import subprocess
+
+    from tests.conftest import clean_env, daemon_command
+
+    many = 400
+    for i in range(many):
+        workspace.append_events(f"run-{i:03d}", [fx.prompt_line("p", at=0)] +
+                                [fx.tool_input_line("t", {"pad": "x" * 2000}, at=j) for j in range(30)])
+    proc = subprocess.Popen(daemon_command() + workspace.args() + ["--once"], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, env=clean_env())
+    wait_for_db = time.monotonic() + 20
+    while time.monotonic() < wait_for_db and not workspace.db_path.exists():
+        time.sleep(0.002)     # the schema is applied before the first batch: signal in the middle
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert b"stopped early by a signal" in err, err.decode()[-3000:]
+    run_once()
+    assert db.scalar("SELECT count(*) FROM executions") == many
+    assert db.scalar("SELECT count(*) FROM events") == many * 31
+
+
 # ------------------------------------------------------------------------------ discovery
 
 
