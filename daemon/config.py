@@ -48,6 +48,15 @@ def daemon_arguments(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def dump_arguments(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="reev-ingestd dump",
+                                description="Print the ingested data as canonical JSON lines.")
+    p.add_argument("--db", type=Path, default=None, help="database (default: as for the daemon)")
+    args = p.parse_args(argv)
+    args.db = args.db or default_db_path()
+    return args
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:

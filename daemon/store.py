@@ -346,3 +346,43 @@ class Store:
 
 def _json_list(values: list[str]) -> str:
     return msgspec.json.encode(values).decode()
+
+
+# ---------------------------------------------------------------------- canonical dump
+
+# What was ingested, in a canonical order, without what depends on when or how often the
+# daemon ran (ingest times, counters, generations, row ids): two databases built from the
+# same final files dump identically, however their ingestion was interrupted.
+DUMP_QUERIES = {
+    "benchmark": "SELECT id, path, description, tags, prompt, flow_steps, yaml_text, removed"
+                 " FROM benchmarks ORDER BY id",
+    "execution": "SELECT execution_id, recorded_session_id, benchmark_id, session_benchmark_id, first_prompt,"
+                 " agent_type, status, success, score, final_status, execution_time_ms, start_time, end_time,"
+                 " first_event_at, last_event_at, created_at, updated_at, event_count, tool_call_count,"
+                 " step_count, session_doc, result_doc FROM executions ORDER BY execution_id",
+    "event": "SELECT x.execution_id, e.line, e.byte_offset, e.kind, e.event_type, e.ts, e.doc"
+             " FROM events e JOIN executions x ON x.id = e.exec_id ORDER BY x.execution_id, e.line",
+    "tool_call": "SELECT x.execution_id, t.line, t.source, t.output_line, t.tool_name, t.started_at, t.ended_at,"
+                 " t.duration_ms, t.input, t.output, t.success, t.status, t.error_message"
+                 " FROM tool_calls t JOIN executions x ON x.id = t.exec_id ORDER BY x.execution_id, t.line",
+    "agent_benchmark_stats": "SELECT agent_type, benchmark_id, finished, succeeded, scored, score_sum"
+                             " FROM agent_benchmark_stats ORDER BY agent_type, benchmark_id",
+    "file": "SELECT path, kind, subject_id, offset, line_no, skipping, state FROM files ORDER BY path",
+    "ingest_error": "SELECT path, line, byte_offset, reason FROM ingest_errors ORDER BY path, line",
+}
+
+
+def canonical_dump(path: Path):
+    """Every ingested record as a dict with its `table`, in a canonical order (read-only)."""
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        with conn:     # one snapshot for the whole dump
+            for table, sql in DUMP_QUERIES.items():
+                cursor = conn.execute(sql)
+                names = None
+                for row in cursor:
+                    names = names or [d[0] for d in cursor.get_description()]
+                    yield {"table": table, **dict(zip(names, row))}
+    finally:
+        conn.close()

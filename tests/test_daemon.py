@@ -612,3 +612,34 @@ def test_data_generation_counts_only_runs_that_changed_data(workspace, run_once,
     run_once()
     assert db.generation() == g1 + 1
     assert db.event_count(X) == 2
+
+
+def test_dump_is_canonical_and_independent_of_how_ingestion_ran(workspace, run_once, db, tmp_path):
+    """Two databases from the same final files dump identically, whether built in one --once or
+    in several runs with the files growing in between."""
+    import subprocess
+
+    from tests.conftest import clean_env, daemon_command
+
+    workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml("301-test-transfer"))
+    workspace.append_events(X, [fx.prompt_line("Send 0.3 SOL to the second wallet.", at=0)])
+    run_once()
+    workspace.append_events(X, [fx.tool_input_line("sol_transfer", at=1), fx.tool_output_line(at=2)])
+    workspace.append_raw(workspace.events_path(X), b"not json\n")
+    run_once()
+    workspace.write_session(X, fx.session_doc("inner", benchmark_id="301-test-transfer"))
+    run_once()
+    second = tmp_path / "second.db"
+    run_once(base_args=["--sessions-dir", str(workspace.sessions), "--benchmarks-dir", str(workspace.benchmarks),
+                        "--db", str(second)])
+
+    def dump(path):
+        out = subprocess.run(daemon_command() + ["dump", "--db", str(path)], capture_output=True, text=True,
+                             env=clean_env(), check=True).stdout.splitlines()
+        return [json.loads(line) for line in out]
+
+    first_dump, second_dump = dump(workspace.db_path), dump(second)
+    assert first_dump == second_dump
+    tables = {r["table"] for r in first_dump}
+    assert tables == {"benchmark", "execution", "event", "tool_call", "agent_benchmark_stats", "file", "ingest_error"}
+    assert [r["line"] for r in first_dump if r["table"] == "event"] == [1, 2, 3]
