@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install clean
+.PHONY: run test reliability install clean
 
 $(BIN)/reev-ingestd: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(BIN)/reev-ingestd
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The long versions of the reliability scenarios (many more kills, bigger files); see README.
+reliability: install
+	REEV_RELIABILITY_LONG=1 $(BIN)/python -m pytest tests/reliability -m reliability $(PYTEST_ARGS)
 
 # Both programs on their defaults; Ctrl-C (or either one exiting) stops both.
 run: install
