@@ -6,6 +6,7 @@ Only reads: the database is opened read-only (api/db.py) and no route writes.
 import base64
 import hashlib
 import logging
+import os
 import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -23,6 +24,7 @@ from api import models as m
 from api import render
 from api.db import Database, DatabaseUnavailable, Queries, QueryTimeout
 from daemon.ids import normalise_benchmark_id
+from daemon.notify import Notifier
 from daemon.status import progress
 
 log = logging.getLogger("reev.api")
@@ -611,6 +613,8 @@ def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeo
                         transaction_logs, flow, sessions, session_detail, session_events, session_tool_calls,
                         ingest_status, ingest_errors],
         before_request=not_modified,
+        on_startup=[tell_systemd_ready],
+        on_shutdown=[tell_systemd_stopping],
         exception_handlers={
             HTTPException: on_http_error, BadParameter: on_bad_parameter,
             DatabaseUnavailable: on_unavailable, QueryTimeout: on_unavailable, Exception: on_unexpected},
@@ -621,3 +625,12 @@ def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeo
     )
     app.state.db = Database(db_path, query_timeout=query_timeout)
     return app
+
+
+def tell_systemd_ready():
+    """READY=1 (with NotifyAccess=all: this runs in the worker, after the server bound its socket)."""
+    Notifier().ready(f"serving on pid {os.getpid()}")
+
+
+def tell_systemd_stopping():
+    Notifier().stopping()

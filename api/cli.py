@@ -10,7 +10,7 @@ from pathlib import Path
 from granian import Granian
 
 from api.app import HeadAsGet, create_app
-from daemon.config import default_db_path, setup_logging
+from daemon.config import default_db_path, logging_config, setup_logging
 
 _CONFIG_ENV = "REEV_API_CONFIG"   # carries the parsed options to each worker process
 
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     # Granian over uvicorn: measured faster on this machine for the UI's polling load
     # (README, "Choosing the ASGI server"; perf/asgi_servers.sh).
     Granian("api.cli:app_from_env", factory=True, address=args.host, port=args.port, interface="asgi",
-            workers=args.workers, websockets=False, log_level=args.log_level, log_access=False).serve()
+            workers=args.workers, websockets=False, log_level=args.log_level, log_access=False,
+            log_dictconfig=logging_config(args.log_level)).serve()
     return 0
 
 

@@ -14,12 +14,14 @@ import apsw
 
 from daemon.discovery import DirtyPaths, Watcher, scan_dir
 from daemon.ingest import Ingestor, Limits, Outcome
+from daemon.notify import Notifier
 from daemon.reader import Checkpoint, unchanged
 from daemon.store import Store
 
 log = logging.getLogger("reev.daemon")
 
 HEARTBEAT_SECONDS = 5.0
+STATUS_SECONDS = 1.0           # at most one systemd STATUS= line per second
 MAX_FILES_PER_BATCH = 512
 MAX_BATCH_BYTES = 32 << 20     # a batch stops taking files past this much input
 MAX_BACKOFF_SECONDS = 30.0
@@ -44,6 +46,8 @@ class Service:
         self.retry_at: dict[str, float] = {}    # unsettled documents: path → wall time
         self.stopping = False
         self.rescan_requested = False
+        self.notify = Notifier()
+        self.catching_up = True        # until the first full scan (or a SIGHUP rescan) is committed
         self.totals = {"batches": 0, "files": 0, "lines": 0}
 
     # ------------------------------------------------------------------ scans
@@ -166,22 +170,38 @@ class Service:
         watcher.start()          # before the first scan, so nothing written meanwhile is missed
         self.store.set_started(time.time())
         self.scan()
-        next_heartbeat = 0.0
+        next_heartbeat = next_status = 0.0
+        status_stale = False        # a batch ran since the last STATUS= line
         next_rescan = time.monotonic() + self.config.rescan_interval
         backoff = 0.0
         log.info("watching %s and %s; database %s", self.config.sessions_dir,
                  self.config.benchmarks_dir, self.config.db)
         while not self.stopping:
+            # Petted only here, in the loop that does the work: if it hangs, systemd restarts us.
+            self.notify.watchdog()
             try:
                 if backoff:
                     self._sleep(backoff)
-                self.run_batch()
+                worked = self.run_batch()
                 backoff = 0.0
                 now = time.monotonic()
+                if self.catching_up and not len(self.dirty):
+                    self.catching_up = False     # everything found by the scan is committed
+                    self.notify.ready(self.status_line())
+                    next_status = now + STATUS_SECONDS
+                elif self.catching_up:
+                    self.notify.send("EXTEND_TIMEOUT_USEC=30000000")   # a long back-fill is progress
+                status_stale = status_stale or worked
+                if status_stale and now >= next_status and self.notify.enabled:
+                    self.notify.status(self.status_line())
+                    next_status, status_stale = now + STATUS_SECONDS, False
                 if now >= next_heartbeat:
                     self.store.heartbeat(time.time())
                     next_heartbeat = now + HEARTBEAT_SECONDS
                 if now >= next_rescan or self.rescan_requested:
+                    if self.rescan_requested:
+                        self.notify.reloading()
+                        self.catching_up = True      # READY=1 again once the rescan is committed
                     if not watcher.healthy():
                         watcher.restart()
                     self.rescan_requested = False
@@ -191,15 +211,25 @@ class Service:
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF_SECONDS)
                 log.warning("database error (%s: %s); retrying in %.1f s", type(e).__name__, e, backoff)
                 continue
-            if not len(self.dirty):
+            if not len(self.dirty) and not self.rescan_requested:
                 next_retry = self.due_retries()
                 timeout = min(next_heartbeat, next_rescan) - time.monotonic()
                 if next_retry is not None:
                     timeout = min(timeout, next_retry - time.time())
+                if status_stale and self.notify.enabled:
+                    timeout = min(timeout, next_status - time.monotonic())
+                watchdog = self.notify.watchdog_due()
+                if watchdog is not None:
+                    timeout = min(timeout, watchdog)
                 self.dirty.wait(max(0.0, timeout))
         watcher.stop()
         log.info("stopped: %d batches, %d lines ingested", self.totals["batches"], self.totals["lines"])
         return 0
+
+    def status_line(self) -> str:
+        files, errors = self.store.counts()
+        return (f"{files} files tracked, {self.totals['lines']} lines ingested since start, "
+                f"{errors} input errors recorded")
 
     def _sleep(self, seconds: float):
         deadline = time.monotonic() + seconds
@@ -209,6 +239,7 @@ class Service:
     def _install_signals(self):
         def stop(signum, _frame):
             log.info("%s: finishing the batch in hand, then exiting", signal.Signals(signum).name)
+            self.notify.stopping()
             self.stopping = True
             self.dirty.wake()
 

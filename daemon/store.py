@@ -6,6 +6,7 @@ guarantee, so nothing here commits on its own except `Store.batch()`.
 """
 
 import contextlib
+import ctypes
 import logging
 import sys
 import time
@@ -39,6 +40,10 @@ class Store:
         self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
         self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         self._pragma("journal_mode = WAL")
+        # Keep -wal and -shm when the daemon closes: a reader without write access to the state
+        # folder (the API's systemd unit) can only open a WAL database whose files exist.
+        persist = ctypes.c_int(1)
+        self.conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(persist))
         self._pragma("synchronous = NORMAL")
         self._pragma("foreign_keys = OFF")
         self._migrate()
@@ -145,6 +150,12 @@ class Store:
         """Returns True when the state changed."""
         self.conn.execute("UPDATE files SET state = ? WHERE path = ? AND state != ?", (state, path, state))
         return self.conn.changes() > 0
+
+    def counts(self) -> tuple[int, int]:
+        """(files tracked, input errors recorded), for the one-line status."""
+        files = self.conn.execute("SELECT count(*) FROM files").fetchone()[0]
+        errors = self.conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
+        return files, errors
 
     def tracked_files(self) -> dict[str, tuple]:
         """path → (kind, dev, inode, size, mtime_ns, state), for the reconcile scan."""
