@@ -17,6 +17,13 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('data_generation', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('heartbeat_at', NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('last_ingest_at', NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('daemon_started_at', NULL);
+-- Counters since the database was created, for /metrics (moved by each committed batch).
+INSERT OR IGNORE INTO meta (key, value) VALUES ('lines_ingested_total', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('bad_lines_total', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('bytes_read_total', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('files_read_total', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('batches_total', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('batch_seconds_total', 0.0);
 
 -- One row per file the daemon tracks: what it is, who it is (identity) and how far it has
 -- been read (checkpoint). The checkpoint is written in the same transaction as the rows it
@@ -182,3 +189,39 @@ CREATE TABLE IF NOT EXISTS ingest_errors (
     count         INTEGER NOT NULL DEFAULT 1,
     UNIQUE (path, line)
 );
+
+-- The change feed behind the API's event stream: one row per execution that appeared or
+-- changed status, score or benchmark, and per new ingest error, written by the triggers below
+-- in the same transaction as the change itself. `seq` is the stream's event id, so a client
+-- that reconnects with Last-Event-ID resumes without gaps or repeats. The daemon keeps the
+-- newest 100 000 rows.
+CREATE TABLE IF NOT EXISTS changes (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    generation   INTEGER NOT NULL,         -- the data_generation that committed it
+    kind         TEXT NOT NULL CHECK (kind IN ('execution', 'ingest-error')),
+    execution_id TEXT,                     -- kind = execution: the state it changed to
+    benchmark_id TEXT,
+    agent_type   TEXT,
+    status       TEXT,
+    score        REAL,
+    error_id     INTEGER                   -- kind = ingest-error: ingest_errors.id
+);
+
+CREATE TRIGGER IF NOT EXISTS executions_change_insert AFTER INSERT ON executions BEGIN
+    INSERT INTO changes (generation, kind, execution_id, benchmark_id, agent_type, status, score)
+    VALUES ((SELECT value + 1 FROM meta WHERE key = 'data_generation'), 'execution',
+            NEW.execution_id, NEW.benchmark_id, NEW.agent_type, NEW.status, NEW.score);
+END;
+
+CREATE TRIGGER IF NOT EXISTS executions_change_update AFTER UPDATE OF status, score, benchmark_id ON executions
+WHEN OLD.status IS NOT NEW.status OR OLD.score IS NOT NEW.score OR OLD.benchmark_id IS NOT NEW.benchmark_id
+BEGIN
+    INSERT INTO changes (generation, kind, execution_id, benchmark_id, agent_type, status, score)
+    VALUES ((SELECT value + 1 FROM meta WHERE key = 'data_generation'), 'execution',
+            NEW.execution_id, NEW.benchmark_id, NEW.agent_type, NEW.status, NEW.score);
+END;
+
+CREATE TRIGGER IF NOT EXISTS ingest_errors_change AFTER INSERT ON ingest_errors BEGIN
+    INSERT INTO changes (generation, kind, error_id)
+    VALUES ((SELECT value + 1 FROM meta WHERE key = 'data_generation'), 'ingest-error', NEW.id);
+END;

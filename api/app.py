@@ -13,8 +13,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 from litestar import Litestar, Request, Response, get
+from litestar.response import Stream
 from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
 from litestar.openapi import OpenAPIConfig, ResponseSpec
@@ -23,6 +25,8 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from api import models as m
 from api import render
 from api.db import Database, DatabaseUnavailable, Queries, QueryTimeout
+from api.metrics import CONTENT_TYPE, ApiMetrics, RequestMetrics
+from api.stream import EVENT_TYPES, GenerationWatcher, StreamFilter, event_stream
 from daemon.ids import normalise_benchmark_id
 from daemon.notify import Notifier
 from daemon.status import progress
@@ -543,6 +547,50 @@ def ingest_errors(request: Request, limit: str | None = None, cursor: str | None
         next_cursor=next_cursor), gen)
 
 
+# ---------------------------------------------------------------------- live: stream and metrics
+
+def error_of(r: dict) -> m.IngestError:
+    return m.IngestError(id=r["error_id"], path=r["path"], line=r["line"], byte_offset=r["byte_offset"],
+                         reason=r["reason"], first_seen_at=iso(r["first_seen_at"]),
+                         last_seen_at=iso(r["last_seen_at"]), count=r["count"])
+
+
+@get("/api/v1/stream", opt={"etag": "none"}, responses=RESPONSES, media_type="text/event-stream",
+     description="Server-Sent Events: `execution` (its session summary) when an execution appears or changes "
+                 "status, score or benchmark; `ingest-error` for new bad input. Resume with Last-Event-ID.")
+async def stream(request: Request, execution_id: str | None = None, benchmark_id: str | None = None,
+                 types: str | None = None, last_event_id: str | None = None) -> Stream:
+    state = request.app.state
+    wanted = frozenset(t.strip() for t in types.split(",") if t.strip()) if types else frozenset(EVENT_TYPES)
+    if not wanted or not wanted <= set(EVENT_TYPES):
+        raise BadParameter("types", f"must be a comma-separated subset of {', '.join(EVENT_TYPES)}")
+    resume = request.headers.get("last-event-id") or last_event_id
+    if resume is not None:
+        try:
+            after = int(resume)
+        except ValueError:
+            raise BadParameter("last_event_id", "(or the Last-Event-ID header) must be an event id") from None
+    if state.watcher.open_streams >= state.max_streams:
+        raise DatabaseUnavailable(f"too many open event streams ({state.max_streams}); try again later")
+    if resume is None:
+        after = await anyio.to_thread.run_sync(_last_change, state.db)   # only what happens from now on
+    filt = StreamFilter(execution_id or None, normalise_benchmark_id(benchmark_id) if benchmark_id else None, wanted)
+    return Stream(event_stream(state.db, state.watcher, filt, after, summary_of, error_of, state.stream_heartbeat),
+                  media_type="text/event-stream",
+                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _last_change(db: Database) -> int:
+    with db.snapshot() as q:
+        return q.last_change()
+
+
+@get("/metrics", sync_to_thread=True, opt={"etag": "none"}, media_type=CONTENT_TYPE,
+     description="Prometheus text format: the daemon's ingest counters and gauges, and the API's own.")
+def metrics(request: Request) -> Response[str]:
+    return Response(content=request.app.state.metrics.render(), media_type=CONTENT_TYPE)
+
+
 # ---------------------------------------------------------------------- hooks and errors
 
 def not_modified(request: Request) -> Response | None:
@@ -603,18 +651,20 @@ class HeadAsGet:
                 message = {**message, "body": b""}
             await send(message)
 
-        return await self.app({**scope, "method": "GET"}, receive, send_without_body)
+        scope["method"] = "GET"     # in place: wrappers outside see the route it took
+        return await self.app(scope, receive, send_without_body)
 
 
-def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeout: float = 2.0) -> Litestar:
+def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeout: float = 2.0,
+               max_streams: int = 100, stream_heartbeat: float = 15.0) -> Litestar:
     app = Litestar(
         route_handlers=[health, list_benchmarks, benchmark_detail, execution_status, newest_status,
                         agent_performance, agent_results, agents, agent_config, execution_logs,
                         transaction_logs, flow, sessions, session_detail, session_events, session_tool_calls,
-                        ingest_status, ingest_errors],
+                        ingest_status, ingest_errors, stream, metrics],
         before_request=not_modified,
-        on_startup=[tell_systemd_ready],
-        on_shutdown=[tell_systemd_stopping],
+        on_startup=[start_watching, tell_systemd_ready],
+        on_shutdown=[stop_watching, tell_systemd_stopping],
         exception_handlers={
             HTTPException: on_http_error, BadParameter: on_bad_parameter,
             DatabaseUnavailable: on_unavailable, QueryTimeout: on_unavailable, Exception: on_unexpected},
@@ -623,8 +673,27 @@ def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeo
         openapi_config=OpenAPIConfig(title="reev-ingest API", version=VERSION, path="/schema",
                                      render_plugins=[JsonRenderPlugin()]),
     )
-    app.state.db = Database(db_path, query_timeout=query_timeout)
+    db = Database(db_path, query_timeout=query_timeout)
+    app.state.db = db
+    app.state.watcher = GenerationWatcher(db)
+    app.state.max_streams = max_streams
+    app.state.stream_heartbeat = stream_heartbeat
+    app.state.metrics = ApiMetrics(db)
+    app.state.metrics.open_streams.set_function(lambda: app.state.watcher.open_streams)
     return app
+
+
+def serve(app: Litestar):
+    """The ASGI callable the server runs: request metrics around HEAD support around the app."""
+    return RequestMetrics(HeadAsGet(app), app.state.metrics)
+
+
+def start_watching(app: Litestar):
+    app.state.watcher.start()
+
+
+async def stop_watching(app: Litestar):
+    await app.state.watcher.stop()
 
 
 def tell_systemd_ready():

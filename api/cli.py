@@ -9,7 +9,7 @@ from pathlib import Path
 
 from granian import Granian
 
-from api.app import HeadAsGet, create_app
+from api.app import create_app, serve
 from daemon.config import default_db_path, logging_config, setup_logging
 
 _CONFIG_ENV = "REEV_API_CONFIG"   # carries the parsed options to each worker process
@@ -29,6 +29,10 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                    help="allowed browser origin, repeatable (default: any)")
     p.add_argument("--query-timeout", type=float, default=float(env("REEV_API_QUERY_TIMEOUT") or 2.0),
                    help="seconds a query may run before it answers 503 (default 2)")
+    p.add_argument("--max-streams", type=int, default=int(env("REEV_API_MAX_STREAMS") or 100),
+                   help="concurrent event streams per worker; more answer 503 (default 100)")
+    p.add_argument("--stream-heartbeat", type=float, default=15.0, metavar="SECONDS",
+                   help="seconds between keep-alive comments on event streams (default 15)")
     p.add_argument("--log-level", default=env("REEV_LOG_LEVEL") or "info",
                    choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
@@ -39,14 +43,16 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
 def app_from_env():
     """The app factory each server worker calls."""
     cfg = json.loads(os.environ[_CONFIG_ENV])
-    return HeadAsGet(create_app(Path(cfg["db"]), cfg["cors_origins"], cfg["query_timeout"]))
+    return serve(create_app(Path(cfg["db"]), cfg["cors_origins"], cfg["query_timeout"], cfg["max_streams"],
+                            cfg["stream_heartbeat"]))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
     setup_logging(args.log_level)
     os.environ[_CONFIG_ENV] = json.dumps({"db": str(args.db), "cors_origins": args.cors_origins,
-                                          "query_timeout": args.query_timeout})
+                                          "query_timeout": args.query_timeout, "max_streams": args.max_streams,
+                                          "stream_heartbeat": args.stream_heartbeat})
     logging.getLogger("reev.api").info("serving %s on http://%s:%d", args.db, args.host, args.port)
     # Granian over uvicorn: measured faster on this machine for the UI's polling load
     # (README, "Choosing the ASGI server"; perf/asgi_servers.sh).

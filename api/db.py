@@ -223,3 +223,27 @@ class Queries:
         return self.all("SELECT id, path, line, byte_offset, reason, first_seen_at, last_seen_at, count"
                         " FROM ingest_errors" + keyset + " ORDER BY id DESC LIMIT ?",
                         (*((after_id,) if after_id is not None else ()), limit))
+
+    # ------------------------------------------------------------------ change feed and metrics
+
+    def last_change(self) -> int:
+        row = self.one("SELECT max(seq) AS seq FROM changes")
+        return row["seq"] or 0
+
+    def changes_after(self, seq: int, limit: int | None, generation: int | None = None) -> list[dict]:
+        """Changes after `seq` in order (only of `generation`, if given), with what a stream event
+        shows: the state each change led to, the rest of the summary as it is now."""
+        only = " AND c.generation = ?" if generation is not None else ""
+        return self.all(
+            "SELECT c.seq, c.generation, c.kind, c.execution_id, c.benchmark_id, c.agent_type, c.status, c.score,"
+            " x.recorded_session_id, x.created_at, x.updated_at, x.last_event_at,"
+            " r.id AS error_id, r.path, r.line, r.byte_offset, r.reason, r.first_seen_at, r.last_seen_at, r.count"
+            " FROM changes c LEFT JOIN executions x ON x.execution_id = c.execution_id"
+            " LEFT JOIN ingest_errors r ON r.id = c.error_id"
+            " WHERE c.seq > ?" + only + " ORDER BY c.seq LIMIT ?",
+            (seq, *((generation,) if generation is not None else ()), -1 if limit is None else limit))
+
+    def ingest_counters(self) -> dict:
+        return {r["key"]: r["value"] for r in self.all(
+            "SELECT key, value FROM meta WHERE key LIKE '%_total' OR key IN"
+            " ('data_generation', 'last_ingest_at', 'heartbeat_at')")}

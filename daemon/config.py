@@ -68,7 +68,10 @@ def daemon_arguments(argv: list[str] | None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(
         prog="reev-ingestd",
-        description="Follow reev's session files and benchmark definitions into one SQLite database.")
+        description="Follow reev's session files and benchmark definitions into one SQLite database.",
+        epilog="Operator commands (read-only): `reev-ingestd status [--db PATH] [--json]` summarises the "
+               "database (exit 1 when degraded); `reev-ingestd dump [--db PATH]` prints the ingested data "
+               "as canonical JSON lines.")
     p.add_argument("--sessions-dir", type=Path, default=Path(env("REEV_SESSIONS_DIR") or "logs/sessions"),
                    help="folder of session_<id>.json and enhanced_otel_<id>.jsonl (env REEV_SESSIONS_DIR; default logs/sessions)")
     p.add_argument("--benchmarks-dir", type=Path, default=Path(env("REEV_BENCHMARKS_DIR") or "benchmarks"),
@@ -84,15 +87,6 @@ def daemon_arguments(argv: list[str] | None) -> argparse.Namespace:
                    help=f"longest accepted event line (default {Limits.max_line_bytes})")
     p.add_argument("--settle-seconds", type=_positive, default=Limits.settle_seconds,
                    help="how long an invalid session file may keep changing before it is an error")
-    args = p.parse_args(argv)
-    args.db = args.db or default_db_path()
-    return args
-
-
-def dump_arguments(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="reev-ingestd dump",
-                                description="Print the ingested data as canonical JSON lines.")
-    p.add_argument("--db", type=Path, default=None, help="database (default: as for the daemon)")
     args = p.parse_args(argv)
     args.db = args.db or default_db_path()
     return args

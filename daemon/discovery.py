@@ -8,6 +8,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -52,6 +53,14 @@ class DirtyPaths:
         with self._cond:
             if not self._paths and not self.woken:
                 self._cond.wait(timeout)
+            self.woken = False
+
+    def pause(self, timeout: float) -> None:
+        """Wait `timeout` s whatever is queued (a backoff); only wake() (a signal) ends it early."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self.woken and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
             self.woken = False
 
     def take(self, limit: int) -> list[str]:

@@ -31,6 +31,7 @@ class Outcome(NamedTuple):
     more: bool = False                     # the read budget stopped short: process again
     retry_at: float | None = None          # wall-clock time to look again (unsettled document)
     bytes_read: int = 0                    # what this file cost the batch
+    bad_lines: int = 0                     # lines recorded as bad input
 
 
 class Ingestor:
@@ -131,20 +132,21 @@ class Ingestor:
                 return Outcome()
         lines, new_cp, more = reader.read_lines(
             fd, st, cp, self.limits.max_line_bytes, self.limits.read_budget_bytes)
-        stored = 0
+        stored = bad = 0
         if lines:
             rows = EventRows.build(exec_id, lines, self.store.open_tool_inputs(exec_id),
                                    self.store.last_legacy_calls(exec_id), self.limits.max_line_bytes)
             rows.write(self.store, exec_id)
-            for bad in rows.errors:
-                if self.store.record_error(path, bad.line, bad.offset, bad.reason):
-                    log.warning("%s:%d: %s (byte offset %d)", path, bad.line, bad.reason, bad.offset)
-            stored = len(rows.events)
+            for err in rows.errors:
+                if self.store.record_error(path, err.line, err.offset, err.reason):
+                    log.warning("%s:%d: %s (byte offset %d)", path, err.line, err.reason, err.offset)
+            stored, bad = len(rows.events), len(rows.errors)
             log.debug("%s: %d lines to line %d", path, stored, new_cp.line_no)
         if cp.state != "ok" or lines or new_cp.offset != cp.offset or cp.inode is None:
             self.store.mark_changed()
         self.store.save_checkpoint(path, "events", execution_id, new_cp, ingested=bool(lines))
-        return Outcome(lines=stored, more=more, bytes_read=new_cp.size - cp.offset)
+        return Outcome(lines=stored, more=more, bytes_read=new_cp.size - cp.offset,
+                       bad_lines=bad)
 
     # ------------------------------------------------------------------ whole documents
 

@@ -16,6 +16,9 @@ from daemon.ids import normalise_benchmark_id
 
 NULL = Raw(b"null")
 SUMMARY_PREFIX = b"# SESSION_SUMMARY: "
+BOM = "\ufeff".encode()
+# Times past the end of year 9999 (or before 1970) are no time reev wrote: kept as no time.
+MAX_SECONDS = 253402300800.0
 
 
 class BadInput(ValueError):
@@ -43,8 +46,8 @@ class LineFields(Struct):
     """The fields of any event-log line that the daemon acts on; the rest is kept as raw text."""
 
     event_type: str | None = None
-    timestamp: str | float | None = None     # RFC 3339; a number is taken as Unix seconds
-    logged_at: str | float | None = None
+    timestamp: Raw = NULL      # RFC 3339, or a number taken as Unix seconds: see time_field
+    logged_at: Raw = NULL
     session_id: str | None = None
     prompt: PromptFields | None = None
     tool_input: ToolInputFields | None = None
@@ -77,6 +80,7 @@ def parse_event_line(raw: bytes) -> ParsedLine | None:
     stripped = raw.strip()
     if not stripped:
         return None
+    _check_bytes(stripped, "the line")
     try:
         text = stripped.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -93,15 +97,30 @@ def parse_event_line(raw: bytes) -> ParsedLine | None:
         kind = "event"
     else:
         kind = "tool_call"
-    stamp = fields.timestamp or fields.logged_at
-    return ParsedLine(kind, text, fields.event_type, parse_timestamp(stamp), fields.session_id, fields)
+    stamp, logged_at = time_field(fields.timestamp, "$.timestamp"), time_field(fields.logged_at, "$.logged_at")
+    return ParsedLine(kind, text, fields.event_type, stamp if stamp is not None else logged_at,
+                      fields.session_id, fields)
 
 
-def decode_json(body: bytes, decoder: msgspec.json.Decoder):
+def _check_bytes(data: bytes, what: str):
+    """Bytes no JSON text holds, named plainly (a JSON parser only says 'invalid character')."""
+    if data.startswith(BOM):
+        raise BadInput(f"invalid JSON: {what} starts with a UTF-8 byte-order mark (U+FEFF)")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise BadInput(f"NUL byte at byte {nul} of {what}")
+
+
+def decode_json(body: bytes, decoder: msgspec.json.Decoder, at: str = "$"):
+    """Decode into a typed value; `at` is the JSON path of `body` within its document, so that
+    a wrong-typed field is named by its full path."""
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as e:
-        raise BadInput(f"wrong shape: {e}") from None
+        message = str(e)
+        if at != "$":
+            message = message.replace("`$", f"`{at}") if " - at `$" in message else f"{message} - at `{at}`"
+        raise BadInput(f"wrong shape: {message}") from None
     except msgspec.DecodeError as e:
         raise BadInput(f"invalid JSON: {e}") from None
     except UnicodeDecodeError as e:
@@ -110,23 +129,41 @@ def decode_json(body: bytes, decoder: msgspec.json.Decoder):
         raise BadInput("JSON nested too deeply") from None
 
 
+_STAMP_DECODER = msgspec.json.Decoder(str | float | None)
+_SECONDS_DECODER = msgspec.json.Decoder(float | None)
+
+
+def time_field(value: Raw, path: str, decoder: msgspec.json.Decoder = _STAMP_DECODER) -> float | None:
+    """A time field as Unix seconds. A JSON type it cannot have is bad input naming `path`; a
+    number too large even for a double (1e999) is absurd like any other: None."""
+    try:
+        return parse_timestamp(decoder.decode(value))
+    except msgspec.ValidationError as e:
+        first = bytes(value).lstrip()[:1]
+        if first and first in b"-0123456789":
+            return None
+        raise BadInput(f"wrong shape: {e} - at `{path}`") from None
+
+
 def parse_timestamp(value: str | float | None) -> float | None:
     """RFC 3339 (UTC when it names no offset) or Unix seconds → Unix seconds; None when absent
-    or absurd (the line is still kept)."""
+    or absurd: before 1970 or after 9999 (the line is still kept)."""
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
             return None
         # Past 1e11 seconds (year 5138) it can only be milliseconds (JavaScript's Date.now()).
-        return float(value) / 1000 if abs(value) >= 1e11 else float(value)
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        return moment.timestamp()
-    except (ValueError, OverflowError, OSError):
-        return None
+        seconds = float(value) / 1000 if abs(value) >= 1e11 else float(value)
+    else:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            seconds = moment.timestamp()
+        except (ValueError, OverflowError, OSError):
+            return None
+    return seconds if 0 <= seconds < MAX_SECONDS else None
 
 
 def raw_json_text(value: Raw) -> str | None:
@@ -152,8 +189,8 @@ class SessionFile(Struct):
     session_id: str | None = None
     benchmark_id: str | None = None
     agent_type: str | None = None
-    start_time: float | None = None
-    end_time: float | None = None
+    start_time: Raw = NULL     # Unix seconds: see time_field
+    end_time: Raw = NULL
     final_result: Raw = NULL
 
 
@@ -179,16 +216,17 @@ def parse_session_file(raw: bytes) -> ParsedSession:
         raise BadInput(f"invalid UTF-8 at byte {e.start}") from None
     if not text.strip():
         raise BadInput("empty file")
+    _check_bytes(raw, "the file")
     session = decode_json(raw, _SESSION_DECODER)
-    final = decode_json(bytes(session.final_result), _FINAL_DECODER)
+    final = decode_json(bytes(session.final_result), _FINAL_DECODER, at="$.final_result")
     benchmark = normalise_benchmark_id(session.benchmark_id) if session.benchmark_id else None
     return ParsedSession(
         doc=text,
         recorded_session_id=session.session_id,
         benchmark_id=benchmark or None,
         agent_type=session.agent_type,
-        start_time=session.start_time,
-        end_time=session.end_time,
+        start_time=time_field(session.start_time, "$.start_time", _SECONDS_DECODER),
+        end_time=time_field(session.end_time, "$.end_time", _SECONDS_DECODER),
         final=final,
         final_doc=raw_json_text(session.final_result),
     )

@@ -19,6 +19,9 @@ FINGERPRINT_BYTES = 256      # of the head of the file
 TAIL_BYTES = 256             # before the checkpoint offset
 DIGEST_BYTES = 16
 CHUNK_BYTES = 1 << 20
+# Lines per read, whatever their size: a file of millions of tiny or empty lines must not turn
+# one byte budget into millions of objects at once.
+MAX_LINES_PER_READ = 16_384
 
 
 @dataclass
@@ -56,12 +59,32 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
     except FileNotFoundError:
         raise NotAFile(NotAFile.VANISHED) from None
     except OSError as e:
-        raise NotAFile(e.strerror or str(e)) from None
+        # O_NOFOLLOW on a symlink says "too many levels of symbolic links": name what it is.
+        try:
+            what = _what_is(os.lstat(path).st_mode)
+        except OSError:
+            what = None
+        raise NotAFile(what or e.strerror or str(e)) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise NotAFile(NotAFile.DIRECTORY if stat.S_ISDIR(st.st_mode) else "not a regular file")
+        raise NotAFile(_what_is(st.st_mode) or "not a regular file")
     return fd, st
+
+
+def _what_is(mode: int) -> str | None:
+    """What a file that is not a regular file is, in the words of an error reason."""
+    if stat.S_ISDIR(mode):
+        return NotAFile.DIRECTORY
+    if stat.S_ISLNK(mode):
+        return "a symbolic link (not followed)"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe), not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a regular file"
+    return None
 
 
 def _digest(data: bytes) -> bytes:
@@ -108,10 +131,10 @@ def unchanged(st: os.stat_result, cp: Checkpoint) -> bool:
             and cp.mtime_ns == st.st_mtime_ns)
 
 
-def read_lines(fd: int, st: os.stat_result, cp: Checkpoint, max_line: int,
-               budget: int) -> tuple[list[Line], Checkpoint, bool]:
-    """Complete lines after cp.offset (at most about `budget` bytes), the advanced checkpoint,
-    and whether the budget stopped the read before the end of the file.
+def read_lines(fd: int, st: os.stat_result, cp: Checkpoint, max_line: int, budget: int,
+               max_lines: int = MAX_LINES_PER_READ) -> tuple[list[Line], Checkpoint, bool]:
+    """Complete lines after cp.offset (at most about `budget` bytes and `max_lines` lines), the
+    advanced checkpoint, and whether a limit stopped the read before the end of the file.
 
     An over-long line comes back once as Line(data=None); its remaining bytes are skipped,
     even across calls (cp.skipping), without ever holding more than max_line bytes.
@@ -128,7 +151,7 @@ def read_lines(fd: int, st: os.stat_result, cp: Checkpoint, max_line: int,
         chunk = os.pread(fd, min(CHUNK_BYTES, end - pos), pos)
         if not chunk:
             break
-        start = 0
+        start, full = 0, False
         while True:
             nl = chunk.find(b"\n", start)
             if nl < 0:
@@ -142,6 +165,12 @@ def read_lines(fd: int, st: os.stat_result, cp: Checkpoint, max_line: int,
             pending = b""
             start = nl + 1
             line_start = offset = pos + start
+            if len(lines) >= max_lines:
+                full = True
+                break
+        if full:
+            pos = offset                   # the rest of the chunk is read again next time
+            break
         rest = chunk[start:]
         if not skipping:
             if len(pending) + len(rest) > max_line:

@@ -83,7 +83,7 @@ class Service:
         if not paths:
             return False
         started = time.monotonic()
-        lines, size, again, done = 0, 0, [], 0
+        lines, size, bad, again, done = 0, 0, 0, [], 0
         self.ingestor.take_requeue()
         try:
             with self.store.batch():
@@ -94,12 +94,18 @@ class Service:
                     done += 1
                     size += outcome.bytes_read
                     lines += outcome.lines
+                    bad += outcome.bad_lines
                     if outcome.more:
                         again.append(path)
                     if outcome.retry_at is not None:
                         self.retry_at[path] = outcome.retry_at
                     else:
                         self.retry_at.pop(path, None)
+                if self.store.changed:     # the counters /metrics shows, in the same transaction
+                    self.store.add_counters(
+                        lines_ingested_total=lines, bad_lines_total=bad, bytes_read_total=size,
+                        files_read_total=done, batches_total=1,
+                        batch_seconds_total=time.monotonic() - started)
         except apsw.Error:
             self.dirty.add_many(paths)   # nothing was committed: the checkpoints did not move
             raise
@@ -183,7 +189,6 @@ class Service:
                 if backoff:
                     self._sleep(backoff)
                 worked = self.run_batch()
-                backoff = 0.0
                 now = time.monotonic()
                 if self.catching_up and not len(self.dirty):
                     self.catching_up = False     # everything found by the scan is committed
@@ -207,6 +212,9 @@ class Service:
                     self.rescan_requested = False
                     self.scan()
                     next_rescan = now + self.config.rescan_interval
+                # Only a whole round without a database error ends the backoff: reset after the
+                # batch alone, a failing heartbeat would be retried every 0.1 s forever.
+                backoff = 0.0
             except apsw.Error as e:
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF_SECONDS)
                 log.warning("database error (%s: %s); retrying in %.1f s", type(e).__name__, e, backoff)
@@ -232,9 +240,14 @@ class Service:
                 f"{errors} input errors recorded")
 
     def _sleep(self, seconds: float):
+        """Back off. Not dirty.wait(): the paths of the failed batch are queued again, so it
+        would return at once and the loop would spin. A signal ends it early; the watchdog is
+        still petted (backing off is not hanging)."""
         deadline = time.monotonic() + seconds
-        while not self.stopping and time.monotonic() < deadline:
-            self.dirty.wait(deadline - time.monotonic())
+        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            due = self.notify.watchdog_due()
+            self.dirty.pause(left if due is None else min(left, max(due, 0.01)))
+            self.notify.watchdog()
 
     def _install_signals(self):
         def stop(signum, _frame):

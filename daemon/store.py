@@ -19,7 +19,8 @@ from daemon.reader import Checkpoint
 
 log = logging.getLogger("reev.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2     # 2: the change feed and the ingest counters (additive: schema.sql absorbs it)
+CHANGES_KEPT = 100_000
 BUSY_TIMEOUT_MS = 5000
 
 
@@ -77,6 +78,8 @@ class Store:
             yield self
             if self.changed:
                 now = time.time()
+                self.conn.execute("DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?",
+                                  (CHANGES_KEPT,))
                 self.conn.execute("UPDATE meta SET value = ? WHERE key = 'data_generation'", (self.generation + 1,))
                 self.conn.execute("UPDATE meta SET value = ? WHERE key = 'last_ingest_at'", (now,))
             self.conn.execute("COMMIT")
@@ -90,9 +93,21 @@ class Store:
 
     @contextlib.contextmanager
     def savepoint(self):
-        """Isolate one file's work inside a batch: an unexpected failure undoes only that file."""
-        with self.conn:
+        """Isolate one file's work inside a batch: an unexpected failure undoes only that file.
+
+        Not `with self.conn`: SQLITE_FULL or an I/O error in the middle of a statement (a cache
+        spill) makes SQLite roll back the whole transaction, and APSW's context manager then
+        replaces that error with its own "no such savepoint". Here the original error goes up
+        as it is, and batch() sees that there is no transaction left to roll back."""
+        self.conn.execute("SAVEPOINT one_file")
+        try:
             yield
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK TO one_file")
+                self.conn.execute("RELEASE one_file")
+            raise
+        self.conn.execute("RELEASE one_file")
 
     @property
     def next_generation(self) -> int:
@@ -109,6 +124,11 @@ class Store:
 
     def set_meta(self, key: str, value):
         self.conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+
+    def add_counters(self, **amounts: float):
+        """Move the ingest counters of the meta table (lines_ingested_total=…, …)."""
+        self.conn.executemany("UPDATE meta SET value = value + ? WHERE key = ?",
+                              [(amount, key) for key, amount in amounts.items() if amount])
 
     def set_started(self, now: float):
         with self.conn:
@@ -251,8 +271,12 @@ class Store:
         self.conn.execute("DELETE FROM tool_calls WHERE exec_id = ?", (exec_id,))
         self.conn.execute(
             "UPDATE executions SET event_count = 0, tool_call_count = 0, step_count = 0,"
-            " first_event_at = NULL, last_event_at = NULL, first_prompt = NULL, changed_generation = ?"
-            " WHERE id = ?", (self.next_generation, exec_id))
+            " first_event_at = NULL, last_event_at = NULL, first_prompt = NULL,"
+            # the recorded session id came from the session file (it wins) or the old lines
+            " recorded_session_id = CASE WHEN session_doc IS NULL THEN NULL"
+            "   WHEN json_valid(session_doc) THEN json_extract(session_doc, '$.session_id')"
+            "   ELSE recorded_session_id END,"
+            " changed_generation = ? WHERE id = ?", (self.next_generation, exec_id))
         self._refresh_derived("id = ?", (exec_id,))
         self.mark_changed()
 
@@ -376,7 +400,10 @@ DUMP_QUERIES = {
     "tool_call": "SELECT x.execution_id, t.line, t.source, t.output_line, t.tool_name, t.started_at, t.ended_at,"
                  " t.duration_ms, t.input, t.output, t.success, t.status, t.error_message"
                  " FROM tool_calls t JOIN executions x ON x.id = t.exec_id ORDER BY x.execution_id, t.line",
-    "agent_benchmark_stats": "SELECT agent_type, benchmark_id, finished, succeeded, scored, score_sum"
+    # score_sum is a running sum kept by triggers: its last bits depend on the order in which
+    # scores were added and taken back (rewritten session files), so it is compared rounded.
+    "agent_benchmark_stats": "SELECT agent_type, benchmark_id, finished, succeeded, scored,"
+                             " round(score_sum, 9) AS score_sum"
                              " FROM agent_benchmark_stats ORDER BY agent_type, benchmark_id",
     "file": "SELECT path, kind, subject_id, offset, line_no, skipping, state FROM files ORDER BY path",
     "ingest_error": "SELECT path, line, byte_offset, reason FROM ingest_errors ORDER BY path, line",
@@ -397,3 +424,25 @@ def canonical_dump(path: Path):
                     yield {"table": table, **dict(zip(names, row))}
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------------- operator status
+
+def status_report(path: Path) -> dict:
+    """What `reev-ingestd status` shows, read in one snapshot (read-only)."""
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        with conn:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            files = conn.execute("SELECT kind, state, count(*) FROM files GROUP BY kind, state"
+                                 " ORDER BY kind, state").fetchall()
+            logs = conn.execute("SELECT path, offset FROM files WHERE kind = 'events' AND state != 'missing'").fetchall()
+            statuses = conn.execute("SELECT status, count(*) FROM executions GROUP BY status ORDER BY status").fetchall()
+            errors = conn.execute("SELECT path, line, byte_offset, reason, last_seen_at FROM ingest_errors"
+                                  " ORDER BY last_seen_at DESC, id DESC LIMIT 5").fetchall()
+            error_count = conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
+    finally:
+        conn.close()
+    return {"meta": meta, "files": files, "logs": logs, "statuses": statuses, "errors": errors,
+            "error_count": error_count}

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from daemon.store import SCHEMA_VERSION
 from tests import fixtures as fx
 
 X = "0f3c6d2e-5b1a-4c8e-9d7f-a1b2c3d4e5f6"      # an execution id (UUID-like)
@@ -568,7 +569,7 @@ def test_once_on_empty_folders_creates_the_database_with_its_schema(tmp_path, ru
     proc = run_once(base_args=["--sessions-dir", str(missing / "sessions"),
                                "--benchmarks-dir", str(missing / "benchmarks"), "--db", str(workspace.db_path)])
     assert proc.returncode == 0
-    assert db.scalar("PRAGMA user_version") == 1
+    assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION >= 2
     assert db.scalar("PRAGMA journal_mode") == "wal"
     tables = {r[0] for r in db.rows("SELECT name FROM sqlite_schema WHERE type = 'table'")}
     assert {"meta", "files", "benchmarks", "executions", "events", "tool_calls", "ingest_errors"} <= tables

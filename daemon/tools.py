@@ -1,0 +1,123 @@
+"""The operator's subcommands of reev-ingestd, both read-only:
+`reev-ingestd status` (a one-screen summary) and `reev-ingestd dump` (canonical JSON lines)."""
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import apsw
+import msgspec
+
+from daemon.config import default_db_path
+from daemon.store import canonical_dump, status_report
+
+STALE_SECONDS = 30.0      # the API's health uses the same threshold
+
+
+def lag_bytes(logs: list[tuple[str, int]]) -> int:
+    """Bytes of event logs on disk beyond their checkpoint (what is not ingested yet)."""
+    total = 0
+    for path, offset in logs:
+        try:
+            total += max(0, os.stat(path).st_size - offset)
+        except OSError:
+            continue
+    return total
+
+
+def summarise(db: Path) -> dict:
+    """The status as data; `healthy` is False when the database can't be read or the daemon's
+    heartbeat is missing or stale."""
+    now = time.time()
+    if not db.exists():
+        return {"database": str(db), "healthy": False, "problems": [f"{db} does not exist: has reev-ingestd run?"]}
+    try:
+        r = status_report(db)
+    except apsw.Error as e:
+        return {"database": str(db), "healthy": False, "problems": [f"cannot read {db}: {e}"]}
+    meta = r["meta"]
+    beat = meta.get("heartbeat_at")
+    age = round(now - beat, 1) if isinstance(beat, (int, float)) else None
+    problems = []
+    if age is None:
+        problems.append("the daemon has never written a heartbeat")
+    elif age > STALE_SECONDS:
+        problems.append(f"the daemon's heartbeat is {age:.0f} s old: is reev-ingestd running?")
+    size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
+    files: dict[str, dict[str, int]] = {}
+    for kind, state, n in r["files"]:
+        files.setdefault(kind, {})[state] = n
+    return {
+        "database": str(db), "database_bytes": size, "healthy": not problems, "problems": problems,
+        "heartbeat_age_seconds": age, "data_generation": meta.get("data_generation"),
+        "last_ingest_at": meta.get("last_ingest_at"), "files": files, "lag_bytes": lag_bytes(r["logs"]),
+        "executions": dict(r["statuses"]), "error_count": r["error_count"],
+        "last_errors": [{"path": p, "line": line, "byte_offset": off, "reason": reason}
+                        for p, line, off, reason, _ in r["errors"]],
+        "lines_ingested_total": meta.get("lines_ingested_total"),
+    }
+
+
+def render(s: dict) -> str:
+    out = [f"reev-ingestd: {'healthy' if s['healthy'] else 'DEGRADED'}", f"database   {s['database']}"]
+    for problem in s["problems"]:
+        out.append(f"  ! {problem}")
+    if "files" not in s:
+        return "\n".join(out)
+    out[-1 - len(s["problems"])] += f"  ({s['database_bytes'] / 1e6:.1f} MB, generation {s['data_generation']})"
+    age = s["heartbeat_age_seconds"]
+    out.append(f"heartbeat  {'never' if age is None else f'{age:.1f} s ago'}")
+    for kind in ("events", "session", "benchmark"):
+        states = s["files"].get(kind, {})
+        detail = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
+        out.append(f"{kind + ' files':<17}{detail}")
+    out.append(f"lag        {s['lag_bytes']} bytes not ingested yet")
+    runs = ", ".join(f"{n} {status}" for status, n in sorted(s["executions"].items())) or "none"
+    out.append(f"executions {runs}")
+    out.append(f"lines      {s['lines_ingested_total']} ingested in all")
+    out.append(f"errors     {s['error_count']} recorded" + (", the latest:" if s["last_errors"] else ""))
+    for e in s["last_errors"]:
+        out.append(f"  {e['path']}:{e['line']} (byte {e['byte_offset']}): {e['reason'][:120]}")
+    return "\n".join(out)
+
+
+def status(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="reev-ingestd status",
+                                description="One-screen summary of the ingest database; exit 0 healthy, 1 degraded.")
+    p.add_argument("--db", type=Path, default=None, help="database (default: as for the daemon)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = p.parse_args(argv)
+    s = summarise(args.db or default_db_path())
+    with stdout_to_a_pipe():
+        print(msgspec.json.encode(s).decode() if args.json else render(s))
+    return 0 if s["healthy"] else 1
+
+
+def dump(argv: list[str]) -> int:
+    """The ingested data as canonical JSON lines, for comparing two databases with diff."""
+    p = argparse.ArgumentParser(prog="reev-ingestd dump",
+                                description="Print the ingested data as canonical JSON lines.")
+    p.add_argument("--db", type=Path, default=None, help="database (default: as for the daemon)")
+    args = p.parse_args(argv)
+    db = args.db or default_db_path()
+    try:
+        with stdout_to_a_pipe():
+            for record in canonical_dump(db):
+                sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
+    except apsw.Error as e:
+        print(f"reev-ingestd dump: cannot read {db}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+@contextlib.contextmanager
+def stdout_to_a_pipe():
+    """`| head` closing the pipe early is not an error."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -1,0 +1,255 @@
+"""The live side: the event stream (SSE), /metrics and `reev-ingestd status`, against a real
+daemon and a real API process."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import threading
+import time
+
+import apsw
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests import fixtures as fx
+from tests.api_client import Api
+from tests.conftest import clean_env, daemon_command, wait_for
+
+
+class StreamClient:
+    """Reads an event stream in a thread, keeping every event and comment in arrival order."""
+
+    def __init__(self, api: Api, query: str = "", last_event_id: str | None = None):
+        self.conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30)
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        self.conn.request("GET", "/api/v1/stream" + query, headers=headers)
+        self.response = self.conn.getresponse()
+        self.events: list[dict] = []
+        self.comments = 0
+        self.ended = False
+        if self.response.status == 200:
+            self.thread = threading.Thread(target=self._read, daemon=True)
+            self.thread.start()
+
+    def _read(self):
+        event: dict = {}
+        try:
+            for raw in self.response:
+                line = raw.decode().rstrip("\n")
+                if not line:
+                    if "data" in event:
+                        event["data"] = json.loads(event["data"])
+                        self.events.append(event)
+                    event = {}
+                elif line.startswith(":"):
+                    self.comments += 1
+                else:
+                    key, _, value = line.partition(": ")
+                    event[key] = value
+        except (OSError, ValueError, AttributeError):   # AttributeError: closed under our feet by close()
+            pass
+        self.ended = True
+
+    def statuses(self) -> list[tuple[str, str]]:
+        return [(e["data"]["execution_id"], e["data"]["status"]) for e in self.events if e["event"] == "execution"]
+
+    def close(self):
+        self.conn.close()
+
+
+@pytest.fixture
+def feed(workspace, live_daemon, tmp_path):
+    """A live daemon and a live API on the workspace."""
+    daemon = live_daemon()
+    api = Api(workspace.db_path, tmp_path / "api.log", "--stream-heartbeat", "0.5")
+    yield daemon, api
+    api.close()
+
+
+def run(workspace, execution_id: str, success: bool | None, at: float):
+    """An execution as reev writes it: an event line (Running), then maybe its session file."""
+    workspace.append_events(execution_id, [fx.prompt_line("p", at=at)])
+    if success is not None:
+        workspace.write_session(execution_id, fx.session_doc(execution_id, success=success, start_time=1_761_000_000 + int(at)))
+
+
+def test_stream_sees_every_status_change_once_in_order_across_a_reconnect(workspace, feed):
+    daemon, api = feed
+    first = StreamClient(api)
+    wait_for(lambda: first.comments >= 1, what="the stream to be open (a heartbeat)")
+    expected = []
+    for i, ok in enumerate([True, False, True]):
+        eid = f"exec-{i}"
+        workspace.append_events(eid, [fx.prompt_line("p", at=i)])
+        expected.append((eid, "Running"))
+        daemon.wait_for(lambda: first.statuses() == expected, what=f"{eid} Running on the stream")
+        workspace.write_session(eid, fx.session_doc(eid, success=ok))
+        expected.append((eid, "Completed" if ok else "Failed"))
+        daemon.wait_for(lambda: first.statuses() == expected, what=f"{eid} finished on the stream")
+    last_id = first.events[-1]["id"]
+    first.close()                                        # the client drops ...
+    workspace.write_session("exec-1", fx.session_doc("exec-1", success=True))    # ... changes meanwhile
+    run(workspace, "exec-3", None, 3)
+    expected_after = [("exec-1", "Completed"), ("exec-3", "Running")]
+    daemon.wait_for(lambda: workspace.db.execution("exec-3") is not None)
+    second = StreamClient(api, last_event_id=last_id)    # ... and resumes
+    wait_for(lambda: second.statuses() == expected_after, what="the changes made while disconnected")
+    workspace.append_events("exec-3", [fx.tool_input_line("t", at=4)])   # no status change: no event
+    workspace.write_session("exec-3", fx.session_doc("exec-3", success=True))
+    expected_after.append(("exec-3", "Completed"))
+    wait_for(lambda: second.statuses() == expected_after, what="exec-3 Completed")
+    ids = [int(e["id"]) for e in first.events + second.events]
+    assert ids == sorted(set(ids)), "event ids increase, no repeats"
+    second.close()
+
+
+def test_stream_filters_and_error_events(workspace, feed):
+    daemon, api = feed
+    only_b = StreamClient(api, "?execution_id=exec-b")
+    errors = StreamClient(api, "?types=ingest-error")
+    wait_for(lambda: only_b.comments >= 1 and errors.comments >= 1)
+    run(workspace, "exec-a", True, 0)
+    run(workspace, "exec-b", False, 1)
+    workspace.append_raw(workspace.events_path("exec-a"), b"{broken\n")
+    daemon.wait_for(lambda: errors.events, what="an ingest-error event")
+    wait_for(lambda: only_b.statuses() and only_b.statuses()[-1] == ("exec-b", "Failed"))
+    assert {eid for eid, _ in only_b.statuses()} == {"exec-b"}
+    assert errors.events[0]["event"] == "ingest-error"
+    assert errors.events[0]["data"]["line"] == 2 and "JSON" in errors.events[0]["data"]["reason"]
+    assert all(e["event"] == "ingest-error" for e in errors.events)
+    only_b.close()
+    errors.close()
+
+
+def test_stream_bad_parameters_and_the_stream_limit(workspace, live_daemon, tmp_path):
+    live_daemon()
+    api = Api(workspace.db_path, tmp_path / "api.log", "--max-streams", "2")
+    try:
+        assert "types" in api.get("/api/v1/stream?types=nonsense", expect=400)["message"]
+        assert "last_event_id" in api.get("/api/v1/stream?last_event_id=abc", expect=400)["message"]
+        a, b = StreamClient(api), StreamClient(api)
+        wait_for(lambda: a.response.status == 200 and b.response.status == 200)
+        third = StreamClient(api)
+        assert third.response.status == 503
+        assert "too many" in json.loads(third.response.read())["message"]
+        a.close()
+        wait_for(lambda: StreamClient(api).response.status == 200, what="a slot once a client left")
+    finally:
+        api.close()
+
+
+def test_streams_end_cleanly_when_the_api_stops(workspace, feed):
+    _, api = feed
+    client = StreamClient(api)
+    wait_for(lambda: client.comments >= 1)
+    started = time.monotonic()
+    assert api.close() == 0
+    assert time.monotonic() - started < 8
+    wait_for(lambda: client.ended, what="the stream to end")
+
+
+def test_commit_to_event_latency(workspace, feed):
+    daemon, api = feed
+    client = StreamClient(api)
+    wait_for(lambda: client.comments >= 1)
+    latencies = []
+    for i in range(20):
+        written = time.monotonic()
+        workspace.append_events(f"lat-{i}", [fx.prompt_line("p", at=i)])
+        wait_for(lambda: len(client.events) == i + 1, interval=0.001)
+        latencies.append((time.monotonic() - written) * 1000)
+    latencies.sort()
+    print(f"write-to-event latency over 20 runs: p50 {latencies[10]:.1f} ms, max {latencies[-1]:.1f} ms")
+    assert latencies[10] < 500        # generous: CI machines are shared; the figure is printed
+    client.close()
+
+
+# ---------------------------------------------------------------------- /metrics
+
+def scrape(api: Api) -> dict[str, float]:
+    reply = api.request("/metrics")
+    assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(reply.body.decode()):
+        for s in family.samples:
+            key = s.name + ("{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}" if s.labels else "")
+            samples[key] = s.value
+    return samples
+
+
+def test_metrics_parse_and_count_exactly_the_lines_written(workspace, feed):
+    daemon, api = feed
+    workspace.append_events("m-1", [fx.prompt_line("p")])
+    daemon.wait_for(lambda: workspace.db.event_count("m-1") == 1)
+    before = scrape(api)
+    lines = [fx.tool_input_line(f"t{i}", at=i) for i in range(37)]
+    workspace.append_events("m-1", lines[:20])
+    workspace.append_events("m-2", lines[20:])
+    workspace.append_raw(workspace.events_path("m-2"), b"not json\n")
+    daemon.wait_for(lambda: workspace.db.event_count("m-1") == 21 and workspace.db.event_count("m-2") == 17)
+    after = wait_for(lambda: (s := scrape(api))["reev_ingest_bad_lines_total"] == before["reev_ingest_bad_lines_total"] + 1 and s)
+    assert after["reev_ingest_lines_total"] - before["reev_ingest_lines_total"] == 37
+    assert after["reev_ingest_read_bytes_total"] > before["reev_ingest_read_bytes_total"]
+    assert after["reev_ingest_batches_total"] > before["reev_ingest_batches_total"]
+    assert after["reev_ingest_files_tracked{kind=events,state=ok}"] == 2
+    assert after["reev_ingest_database_up"] == 1 and after["reev_ingest_heartbeat_age_seconds"] < 30
+    assert after["reev_ingest_errors"] == 1
+    api.request("/api/v1/benchmarks")
+    tag = api.request("/api/v1/benchmarks").etag
+    assert api.request("/api/v1/benchmarks", headers={"If-None-Match": tag}).status == 304
+    api.request("/api/v1/sessions/nope")
+    final = scrape(api)
+    assert final["reev_api_requests_total{method=GET,route=/api/v1/benchmarks,status=200}"] == 2
+    assert final["reev_api_requests_total{method=GET,route=/api/v1/benchmarks,status=304}"] == 1
+    assert final["reev_api_requests_total{method=GET,route=/api/v1/sessions/{execution_id},status=404}"] == 1
+    assert final["reev_api_not_modified_total"] == after["reev_api_not_modified_total"] + 1
+    assert final["reev_api_request_duration_seconds_count{route=/api/v1/benchmarks}"] == 3
+    client = StreamClient(api)
+    wait_for(lambda: client.comments >= 1)
+    assert scrape(api)["reev_api_open_streams"] == 1
+    client.close()
+
+
+def test_metrics_before_the_database_exists(tmp_path):
+    api = Api(tmp_path / "none.db", tmp_path / "api.log")
+    try:
+        assert scrape(api)["reev_ingest_database_up"] == 0
+    finally:
+        api.close()
+
+
+# ---------------------------------------------------------------------- reev-ingestd status
+
+def status(db_path, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run(daemon_command() + ["status", "--db", str(db_path), *extra], capture_output=True,
+                          text=True, env=clean_env(), timeout=30)
+
+
+def test_status_healthy_with_a_running_daemon(workspace, live_daemon):
+    daemon = live_daemon()
+    workspace.append_events("s-1", [fx.prompt_line("p")])
+    workspace.append_raw(workspace.events_path("s-1"), b"{oops\n" + b'{"partial": ')
+    daemon.wait_for(lambda: workspace.db.errors())
+    proc = status(workspace.db_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "healthy" in proc.stdout and "1 Running" in proc.stdout and ":2" in proc.stdout
+    report = json.loads(status(workspace.db_path, "--json").stdout)
+    assert report["healthy"] is True and report["executions"] == {"Running": 1}
+    assert report["files"] == {"events": {"ok": 1}} and report["error_count"] == 1
+    assert report["lag_bytes"] == len(b'{"partial": '), "the unfinished line is not ingested yet"
+
+
+def test_status_degraded_without_database_or_heartbeat(workspace, run_once, tmp_path):
+    proc = status(tmp_path / "missing.db")
+    assert proc.returncode == 1 and "DEGRADED" in proc.stdout and "does not exist" in proc.stdout
+    run_once()
+    conn = apsw.Connection(str(workspace.db_path))     # a daemon last seen an hour ago
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'heartbeat_at'", (time.time() - 3600,))
+    conn.close()
+    proc = status(workspace.db_path)
+    assert proc.returncode == 1 and "heartbeat" in proc.stdout
+    assert json.loads(status(workspace.db_path, "--json").stdout)["healthy"] is False
