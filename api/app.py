@@ -26,7 +26,7 @@ from api import models as m
 from api import render
 from api.db import Database, DatabaseUnavailable, Queries, QueryTimeout
 from api.metrics import CONTENT_TYPE, ApiMetrics, RequestMetrics
-from api.stream import EVENT_TYPES, GenerationWatcher, StreamFilter, event_stream
+from api.stream import EVENT_TYPES, GenerationWatcher, StreamFilter, event_stream, last_seq
 from daemon.ids import normalise_benchmark_id
 from daemon.notify import Notifier
 from daemon.status import progress
@@ -572,17 +572,12 @@ async def stream(request: Request, execution_id: str | None = None, benchmark_id
             raise BadParameter("last_event_id", "(or the Last-Event-ID header) must be an event id") from None
     if state.watcher.open_streams >= state.max_streams:
         raise DatabaseUnavailable(f"too many open event streams ({state.max_streams}); try again later")
-    if resume is None:
-        after = await anyio.to_thread.run_sync(_last_change, state.db)   # only what happens from now on
+    if resume is None:                   # only what happens from now on
+        after = await anyio.to_thread.run_sync(last_seq, state.db)
     filt = StreamFilter(execution_id or None, normalise_benchmark_id(benchmark_id) if benchmark_id else None, wanted)
     return Stream(event_stream(state.db, state.watcher, filt, after, summary_of, error_of, state.stream_heartbeat),
                   media_type="text/event-stream",
                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def _last_change(db: Database) -> int:
-    with db.snapshot() as q:
-        return q.last_change()
 
 
 @get("/metrics", sync_to_thread=True, opt={"etag": "none"}, media_type=CONTENT_TYPE,

@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from api.db import Database, DatabaseUnavailable, QueryTimeout
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STREAMING_ROUTES = frozenset({"/api/v1/stream"})
 
 _DAEMON_COUNTERS = {
     "lines_ingested_total": ("reev_ingest_lines", "Event lines stored"),
@@ -100,6 +101,7 @@ class RequestMetrics:
         finally:
             route = scope.get("path_template") or "unrouted"
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            if route not in STREAMING_ROUTES:   # a stream lasts as long as its client: not a latency
+                self.metrics.latency.labels(route).observe(time.perf_counter() - started)
             if status == 304:
                 self.metrics.not_modified.inc()

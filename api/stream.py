@@ -1,13 +1,19 @@
 """GET /api/v1/stream: Server-Sent Events from the daemon's change feed (the `changes` table).
 
-One watcher per worker process polls the data generation (one tiny read, no writes) and wakes
-the open streams when it moves; each stream then reads the changes after the last event id it
-sent, in a short read transaction that ends before anything is written to the client, so a
-slow or vanished client never holds a snapshot open. The event id is the change's `seq`: a
-client reconnecting with Last-Event-ID resumes without gaps or repeats.
+One watcher per worker process polls the data generation (one tiny read, no writes); when it
+moves, the watcher reads the new changes once, keeps the most recent ones in memory and wakes
+the open streams, which take what they have not sent from there: one read per change however
+many clients listen. A stream that is further behind (it resumed from an old Last-Event-ID)
+reads its backlog itself. Every read is a short transaction that ends before anything is
+written to a client, so a slow or vanished client never holds a snapshot open. The event id
+is the change's `seq`: a client reconnecting with Last-Event-ID resumes without gaps or
+repeats.
 """
 
 import asyncio
+import bisect
+import collections
+import itertools
 import logging
 import signal
 import time
@@ -23,6 +29,7 @@ log = logging.getLogger("reev.api.stream")
 
 POLL_SECONDS = 0.02          # how often the watcher looks at the generation
 READ_LIMIT = 500             # changes read per transaction
+RECENT = 5000                # changes the watcher keeps in memory for the streams
 EVENT_TYPES = ("execution", "ingest-error")
 
 
@@ -48,6 +55,8 @@ class GenerationWatcher:
     def __init__(self, db: Database):
         self.db = db
         self.generation: int | None = None
+        self.recent: collections.deque[dict] = collections.deque(maxlen=RECENT)
+        self.last_seq: int | None = None      # the newest change read (None: not started)
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.stopping = False
@@ -72,9 +81,35 @@ class GenerationWatcher:
                 generation = None
             if generation != self.generation:
                 self.generation = generation
+                await self._read_new_changes()
                 self._changed.set()
                 self._changed = asyncio.Event()
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _read_new_changes(self):
+        try:
+            if self.last_seq is None:
+                self.last_seq = await anyio.to_thread.run_sync(last_seq, self.db)
+                return
+            while True:
+                rows = await anyio.to_thread.run_sync(read_changes, self.db, self.last_seq, READ_LIMIT)
+                self.recent.extend(rows)
+                if rows:
+                    self.last_seq = rows[-1]["seq"]
+                if len(rows) < READ_LIMIT // 2:
+                    return
+        except (DatabaseUnavailable, QueryTimeout) as e:
+            log.debug("watcher: %s", e)
+
+    def changes_after(self, after: int) -> list[dict] | None:
+        """The changes after `after` from memory, or None when the stream is further behind
+        than what is kept (or the watcher has not read anything yet)."""
+        if self.last_seq is None or after < (self.recent[0]["seq"] - 1 if self.recent else self.last_seq):
+            return None
+        if after >= self.last_seq:
+            return []
+        i = bisect.bisect_right(self.recent, after, key=lambda r: r["seq"])
+        return list(itertools.islice(self.recent, i, None))
 
     async def wait(self, timeout: float):
         """Until the generation moves (or shutdown), at most `timeout` seconds."""
@@ -115,6 +150,12 @@ def read_changes(db: Database, after: int, limit: int) -> list[dict]:
     return rows
 
 
+def last_seq(db: Database) -> int:
+    """The newest change's seq (0: none yet)."""
+    with db.snapshot() as q:
+        return q.last_change()
+
+
 def collapse(rows: list[dict]) -> list[dict]:
     """Within one committed generation, only the last change of each execution is a state a
     reader could ever have seen: keep that one (its seq still covers the ones before it)."""
@@ -140,18 +181,19 @@ async def event_stream(db: Database, watcher: GenerationWatcher, filt: StreamFil
         yield b"retry: 2000\n\n"
         next_beat = time.monotonic() + heartbeat
         while not watcher.stopping:
-            try:
-                rows = await anyio.to_thread.run_sync(read_changes, db, after, READ_LIMIT)
-            except (DatabaseUnavailable, QueryTimeout) as e:
-                log.debug("stream: %s", e)
-                rows = []
+            rows = watcher.changes_after(after)
+            if rows is None:              # behind what the watcher keeps: read the backlog
+                try:
+                    rows = await anyio.to_thread.run_sync(read_changes, db, after, READ_LIMIT)
+                except (DatabaseUnavailable, QueryTimeout) as e:
+                    log.debug("stream: %s", e)
+                    rows = []
             for row in collapse(rows):
                 if filt.accepts(row):
                     yield format_event(row, summary, error)
             if rows:
                 after = rows[-1]["seq"]
-                if len(rows) >= READ_LIMIT // 2:
-                    continue              # a backlog: read on before waiting
+                continue                  # more may have come meanwhile: look before waiting
             await watcher.wait(max(0.0, next_beat - time.monotonic()))
             if time.monotonic() >= next_beat:
                 yield b": keep-alive\n\n"
