@@ -5,6 +5,7 @@ pointing at it, and reads what arrives."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -62,13 +63,31 @@ def notify_socket(tmp_path):
     s.close()
 
 
+@contextlib.contextmanager
+def launched(command: list[str], log_path: Path, env: dict):
+    """A program running for the block, its output in log_path; killed if still running after."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=log, env=env)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def stop_and_expect_stopping(proc: subprocess.Popen, notify_socket: NotifySocket):
+    mark = len(notify_socket.fields())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    notify_socket.wait_for_field("STOPPING=1", after=mark)
+
+
 def test_daemon_speaks_sd_notify_in_order(workspace, notify_socket, tmp_path):
     workspace.append_events("run-1", [fx.prompt_line("p", at=0)])
     env = clean_env() | {"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "400000"}
-    log = open(tmp_path / "daemon.log", "wb")
-    proc = subprocess.Popen(daemon_command() + workspace.args() + ["--rescan-interval", "30"],
-                            stdout=log, stderr=log, env=env)
-    try:
+    command = daemon_command() + workspace.args() + ["--rescan-interval", "30"]
+    with launched(command, tmp_path / "daemon.log", env) as proc:
         ready = notify_socket.wait_for_field("READY=1")
         # READY=1 comes after the first full scan is committed: the line is in the database.
         assert workspace.db.event_count("run-1") == 1
@@ -86,16 +105,7 @@ def test_daemon_speaks_sd_notify_in_order(workspace, notify_socket, tmp_path):
         reloading = notify_socket.wait_for_field("RELOADING=1", after=mark)
         assert any(f.startswith("MONOTONIC_USEC=") for f in notify_socket.fields()[reloading:])
         notify_socket.wait_for_field("READY=1", after=reloading)
-
-        mark = len(notify_socket.fields())
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-        notify_socket.wait_for_field("STOPPING=1", after=mark)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop_and_expect_stopping(proc, notify_socket)
 
 
 def test_daemon_without_notify_socket_is_silent_and_fine(workspace, run_once):
@@ -109,9 +119,7 @@ def test_a_stuck_writer_loop_stops_petting_the_watchdog(workspace, notify_socket
     import apsw
 
     env = clean_env() | {"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "200000"}
-    log = open(tmp_path / "daemon.log", "wb")
-    proc = subprocess.Popen(daemon_command() + workspace.args(), stdout=log, stderr=log, env=env)
-    try:
+    with launched(daemon_command() + workspace.args(), tmp_path / "daemon.log", env):
         notify_socket.wait_for_field("READY=1")
         blocker = apsw.Connection(str(workspace.db_path))
         blocker.execute("BEGIN EXCLUSIVE")
@@ -128,31 +136,17 @@ def test_a_stuck_writer_loop_stops_petting_the_watchdog(workspace, notify_socket
         mark = len(notify_socket.fields())
         notify_socket.wait_for_field("WATCHDOG=1", after=mark)            # petting again
         wait_for(lambda: workspace.db.event_count("run-2") == 1, timeout=20)
-    finally:
-        proc.kill()
-        proc.wait()
-        log.close()
 
 
 def test_api_says_ready_once_it_listens_and_stopping_on_sigterm(tmp_path, notify_socket):
     port = free_port()
     env = clean_env() | {"NOTIFY_SOCKET": notify_socket.path}
-    log = open(tmp_path / "api.log", "wb")
-    proc = subprocess.Popen(api_command() + ["--db", str(tmp_path / "none.db"), "--port", str(port)],
-                            stdout=log, stderr=log, env=env)
-    try:
+    command = api_command() + ["--db", str(tmp_path / "none.db"), "--port", str(port)]
+    with launched(command, tmp_path / "api.log", env) as proc:
         notify_socket.wait_for_field("READY=1", timeout=30)
         with socket.create_connection(("127.0.0.1", port), timeout=2):
             pass                      # listening by the time READY=1 arrived
-        mark = len(notify_socket.fields())
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-        notify_socket.wait_for_field("STOPPING=1", after=mark)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop_and_expect_stopping(proc, notify_socket)
 
 
 def test_abstract_notify_socket_address(workspace):
