@@ -484,16 +484,21 @@ def session_detail(request: Request, execution_id: str) -> Response[m.SessionDet
                for f in files]), gen)
 
 
-@read_route("/api/v1/sessions/{execution_id:str}/events")
-def session_events(request: Request, execution_id: str, limit: str | None = None,
-                   cursor: str | None = None) -> Response[m.EventPage]:
+def run_lines(request: Request, execution_id: str, limit: str | None, cursor: str | None, fetch):
+    """A page of an execution's rows keyed by line (events, tool calls): (rows, next cursor, generation)."""
     n = int_param(limit, "limit", 100)
     after = decode_cursor(cursor, (int,))
     with db_of(request).snapshot() as q:
         gen = q.generation()
         row, _ = load_run(q, execution_id)
-        rows = q.events(row["id"], after[0] if after else 0, n + 1)
-    rows, next_cursor = paged(rows, n, lambda r: (r["line"],))
+        rows = fetch(q, row["id"], after[0] if after else 0, n + 1)
+    return *paged(rows, n, lambda r: (r["line"],)), gen
+
+
+@read_route("/api/v1/sessions/{execution_id:str}/events")
+def session_events(request: Request, execution_id: str, limit: str | None = None,
+                   cursor: str | None = None) -> Response[m.EventPage]:
+    rows, next_cursor, gen = run_lines(request, execution_id, limit, cursor, Queries.events)
     return data_response(m.EventPage(
         items=[m.Event(line=r["line"], byte_offset=r["byte_offset"], kind=r["kind"], timestamp=iso(r["ts"]),
                        event_type=r["event_type"], data=m.raw_or_none(r["doc"])) for r in rows],
@@ -503,16 +508,8 @@ def session_events(request: Request, execution_id: str, limit: str | None = None
 @read_route("/api/v1/sessions/{execution_id:str}/tool-calls")
 def session_tool_calls(request: Request, execution_id: str, limit: str | None = None,
                        cursor: str | None = None) -> Response[m.ToolCallPage]:
-    n = int_param(limit, "limit", 100)
-    after = decode_cursor(cursor, (int,))
-    with db_of(request).snapshot() as q:
-        gen = q.generation()
-        row, _ = load_run(q, execution_id)
-        rows = q.tool_calls(row["id"], after[0] if after else 0, n + 1)
-    rows, next_cursor = paged(rows, n, lambda r: (r["line"],))
-    return data_response(m.ToolCallPage(
-        items=[tool_call_of(r) for r in rows],
-        next_cursor=next_cursor), gen)
+    rows, next_cursor, gen = run_lines(request, execution_id, limit, cursor, Queries.tool_calls)
+    return data_response(m.ToolCallPage(items=[tool_call_of(r) for r in rows], next_cursor=next_cursor), gen)
 
 
 @read_route("/api/v1/ingest/status", etag="keyed")
