@@ -4,6 +4,7 @@ benchmarks as whole documents. Called by the service loop; all SQL goes through 
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -134,8 +135,8 @@ class Ingestor:
             fd, st, cp, self.limits.max_line_bytes, self.limits.read_budget_bytes)
         stored = bad = 0
         if lines:
-            rows = EventRows.build(exec_id, lines, self.store.open_tool_inputs(exec_id),
-                                   self.store.last_legacy_calls(exec_id), self.limits.max_line_bytes)
+            rows = EventRows.build(exec_id, lines, self.limits.max_line_bytes, lambda: (
+                self.store.open_tool_inputs(exec_id), self.store.last_legacy_calls(exec_id)))
             rows.write(self.store, exec_id)
             for err in rows.errors:
                 if self.store.record_error(path, err.line, err.offset, err.reason):
@@ -244,23 +245,30 @@ class EventRows:
     recorded_session_id: str | None = None
 
     @classmethod
-    def build(cls, exec_id: int, lines: list[Line], open_inputs: list[int],
-              legacy_calls: dict[str, int], max_line_bytes: int) -> "EventRows":
+    def build(cls, exec_id: int, lines: list[Line], max_line_bytes: int,
+              pairing_state: Callable[[], tuple[list[int], dict[str, int]]]) -> "EventRows":
+        """`pairing_state()` gives the open ToolInput lines and the older logger's last call per
+        tool from earlier reads; it is asked only when these lines hold something to pair."""
         rows = cls([], [], [], [])
-        open_inputs = list(open_inputs)
-        legacy_calls = dict(legacy_calls)
+        parsed: list[tuple[Line, ParsedLine]] = []
         for line in lines:
             if line.data is None:
                 rows.errors.append(BadLine(line.number, line.offset, f"line longer than {max_line_bytes} bytes"))
                 continue
             try:
-                parsed = parse.parse_event_line(line.data)
+                p = parse.parse_event_line(line.data)
             except BadInput as e:
                 rows.errors.append(BadLine(line.number, line.offset, str(e)))
                 continue
-            if parsed is None:
-                continue
-            rows._add(exec_id, line, parsed, open_inputs, legacy_calls)
+            if p is not None:
+                parsed.append((line, p))
+        if any(p.event_type == "ToolOutput" or p.kind == "tool_call" for _, p in parsed):
+            open_inputs, legacy_calls = pairing_state()
+            open_inputs, legacy_calls = list(open_inputs), dict(legacy_calls)
+        else:
+            open_inputs, legacy_calls = [], {}
+        for line, p in parsed:
+            rows._add(exec_id, line, p, open_inputs, legacy_calls)
         return rows
 
     def _add(self, exec_id: int, line: Line, p: ParsedLine, open_inputs: list[int],

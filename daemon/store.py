@@ -253,16 +253,21 @@ class Store:
     def add_event_aggregates(self, exec_id: int, *, lines: int, tool_calls: int, steps: int,
                              first_ts: float | None, last_ts: float | None,
                              first_prompt: str | None, recorded_session_id: str | None):
-        self.conn.execute(
+        row = self.conn.execute(
             "UPDATE executions SET event_count = event_count + ?, tool_call_count = tool_call_count + ?,"
             " step_count = step_count + ?,"
             " first_event_at = CASE WHEN first_event_at IS NULL OR ? < first_event_at THEN ? ELSE first_event_at END,"
             " last_event_at = CASE WHEN last_event_at IS NULL OR ? > last_event_at THEN ? ELSE last_event_at END,"
             " first_prompt = coalesce(first_prompt, ?),"
-            " recorded_session_id = coalesce(recorded_session_id, ?), changed_generation = ? WHERE id = ?",
+            " recorded_session_id = coalesce(recorded_session_id, ?), changed_generation = ?,"
+            # updated_at only grows with appends, so it is kept here; created_at and the benchmark
+            # (by prompt) need the full derivation only when this read set them
+            " updated_at = max(coalesce(updated_at, 0), coalesce(?, 0)) WHERE id = ?"
+            " RETURNING created_at IS coalesce(start_time, first_event_at)",
             (lines, tool_calls, steps, first_ts, first_ts, last_ts, last_ts, first_prompt,
-             recorded_session_id, self.next_generation, exec_id))
-        self._refresh_derived("id = ?", (exec_id,))
+             recorded_session_id, self.next_generation, last_ts, exec_id)).fetchall()
+        if first_prompt is not None or not row or not row[0][0]:
+            self._refresh_derived("id = ?", (exec_id,))
         self.mark_changed()
 
     def reset_event_log(self, exec_id: int):
