@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test reliability install clean
+.PHONY: run test reliability install clean bench
 
 $(BIN)/reev-ingestd: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,18 @@ run: install
 	$(BIN)/reev-api & api=$$!; \
 	echo "reev-ingest: API on http://$${REEV_API_HOST:-127.0.0.1}:$${REEV_API_PORT:-3001}/api/v1/health (Ctrl-C stops both)"; \
 	wait -n; kill $$daemon $$api 2>/dev/null; wait
+
+# Benchmarks (perf/bench.py): BENCH_SIZE=small (about 5 minutes) or large (the real one, long).
+# Prints one Markdown table and writes perf/RESULTS.md; generated data goes to perf/data/.
+BENCH_SIZE ?= small
+$(VENV)/.bench-installed: pyproject.toml $(BIN)/reev-ingestd
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	@command -v wrk >/dev/null && test -x /usr/bin/time || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk time)
+	BENCH_SIZE=$(BENCH_SIZE) $(BIN)/python perf/bench.py
 
 clean:
 	rm -rf $(VENV) state .pytest_cache

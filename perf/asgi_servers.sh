@@ -13,7 +13,7 @@ exec_id=$(ls "$work/sessions" | grep -m1 '^session_' | sed 's/^session_//; s/\.j
 bench=$(ls "$work/benchmarks" | head -1 | sed 's/\.yml$//')
 paths=("/api/v1/benchmarks/$bench/status/$exec_id" "/api/v1/benchmarks/$bench"
        "/api/v1/agent-performance" "/api/v1/execution-logs/$bench?execution_id=$exec_id")
-export REEV_API_CONFIG="{\"db\": \"$work/reev.db\", \"cors_origins\": [], \"query_timeout\": 2.0}"
+export REEV_API_CONFIG="{\"db\": \"$work/reev.db\", \"cors_origins\": [], \"query_timeout\": 2.0, \"max_streams\": 100, \"stream_heartbeat\": 15}"
 port=3901
 echo "| server | If-None-Match | requests/s | p50 ms | p99 ms | non-2xx/3xx |"
 echo "|---|---|---|---|---|---|"

@@ -1,9 +1,18 @@
 -- wrk script: the reev UI's polling pattern, rotating over its routes.
 -- ETAG=1 in the environment sends If-None-Match with the ETag last seen per route.
+-- At the end it prints one line `status_counts 200=N 304=N other=N` (all threads).
 local paths = {}
 local etags = {}
 local i = 0
 local conditional = os.getenv("ETAG") == "1"
+local threads = {}
+
+-- per-thread counters (globals, so that done() can read them with thread:get)
+n200, n304, nother = 0, 0, 0
+
+setup = function(thread)
+  table.insert(threads, thread)
+end
 
 init = function(args)
   for _, p in ipairs(args) do table.insert(paths, p) end
@@ -17,6 +26,21 @@ request = function()
 end
 
 response = function(status, headers, body)
+  -- (every data route's ETag is the data generation, so which route's slot it lands in does
+  -- not matter when several connections of a thread interleave)
   if headers["ETag"] or headers["etag"] then etags[i] = headers["ETag"] or headers["etag"] end
+  if status == 200 then n200 = n200 + 1
+  elseif status == 304 then n304 = n304 + 1
+  else nother = nother + 1 end
   if status >= 500 then print("server error " .. status) end
+end
+
+done = function(summary, latency, requests)
+  local a, b, c = 0, 0, 0
+  for _, t in ipairs(threads) do
+    a = a + (t:get("n200") or 0)
+    b = b + (t:get("n304") or 0)
+    c = c + (t:get("nother") or 0)
+  end
+  io.write(string.format("status_counts 200=%d 304=%d other=%d\n", a, b, c))
 end

@@ -1,0 +1,906 @@
+"""`make bench`: build the inputs, run every measurement, print one Markdown table and write
+it to perf/RESULTS.md (with the date, the machine, and the exact commands).
+
+    BENCH_SIZE=small|large .venv/bin/python perf/bench.py
+
+Optional overrides (for running part of `large` within a time budget; RESULTS.md says which
+were used): BENCH_ONLY=backfill,live,api,scale,memory,profile (default: all);
+BENCH_CORPUS=N (sessions of the back-fill corpus); BENCH_SCALE=10000,100000,1000000;
+BENCH_BIGLOG_MB=512,1024; BENCH_WATCH=50000,100000; BENCH_REPS=3.
+
+Generated data lives in perf/data/<size>/ (gitignored) and is reused when its parameters
+match (a stamp file per input). Every load is bounded in count and time and goes to
+127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import apsw
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PERF = ROOT / "perf"
+BIN = Path(sys.executable).parent
+PY = str(BIN / "python")
+TIME = "/usr/bin/time"
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+
+PROFILES = {
+    # sessions in the back-fill corpus; live-latency run length; wrk run length; API scale sizes
+    # (the first size >= 10 000 is the baseline); big event log sizes; watched file counts.
+    "small": dict(corpus=1_000, reps=3, live_seconds=10, live_reps=3, wrk_seconds=5, scale_seconds=2,
+                  scale=[10_000, 30_000, 100_000], scale_events_upto=0, biglog_mb=[64, 128], watch=[5_000, 10_000],
+                  profile_seconds=8),
+    "large": dict(corpus=100_000, reps=3, live_seconds=30, live_reps=3, wrk_seconds=10, scale_seconds=3,
+                  scale=[10_000, 100_000, 1_000_000], scale_events_upto=100_000, biglog_mb=[512, 1024],
+                  watch=[50_000, 100_000], profile_seconds=15),
+}
+
+COMMANDS: list[str] = []     # every command run, in order (for RESULTS.md)
+NOTES: list[str] = []
+
+
+# ------------------------------------------------------------------------------ helpers
+
+def log(msg: str):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def shown(cmd: list) -> str:
+    text = " ".join(shlex.quote(str(c)) for c in cmd)
+    return text.replace(str(ROOT) + "/", "").replace(str(BIN) + "/", ".venv/bin/")
+
+
+def note_cmd(cmd: list, env: dict | None = None):
+    prefix = " ".join(f"{k}={v}" for k, v in (env or {}).items())
+    text = (prefix + " " if prefix else "") + shown(cmd)
+    if text not in COMMANDS:
+        COMMANDS.append(text)
+
+
+def run(cmd: list, timeout: float, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    note_cmd(cmd, env)
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([str(c) for c in cmd], timeout=timeout, env=full_env, **kw)
+
+
+def timed(cmd: list, timeout: float, tmp: Path, env: dict | None = None, check=True) -> dict:
+    """Run under /usr/bin/time -v: wall seconds, peak RSS (MB), exit status, stderr tail."""
+    tfile = tmp / "time.txt"
+    p = run([TIME, "-v", "-o", tfile] + cmd, timeout, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+    t = tfile.read_text()
+    m = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", t)
+    wall = int(m.group(1) or 0) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)) / 1024
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{shown(cmd)} exited {p.returncode}: {p.stderr[-2000:]}")
+    return {"wall": wall, "rss_mb": rss, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr[-4000:]}
+
+
+def rm_db(path: Path):
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout=2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
+
+
+def wait_until(cond, timeout: float, what: str, interval=0.1, alive=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive is not None and not alive.alive():
+            raise RuntimeError(f"{what}: the process exited; see {alive.log_path}")
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception:      # noqa: BLE001 - "not yet"
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def query(db: Path, sql: str, params=()) -> list:
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.set_busy_timeout(2000)
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt(x: float, digits: int = 0) -> str:
+    if x is None or x != x:
+        return "n/a"
+    if digits == 0:
+        return f"{x:,.0f}".replace(",", " ")
+    return f"{x:,.{digits}f}".replace(",", " ")
+
+
+def fmt_ms(x: float) -> str:
+    if x is None or x != x:
+        return "n/a"
+    return f"{x:.2f} ms" if x < 10 else f"{x:.1f} ms" if x < 100 else f"{x:.0f} ms"
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else "**PASS**" if ok else "**FAIL**"
+
+
+class Proc:
+    """A background process we started (killed by its own pid only)."""
+
+    def __init__(self, cmd: list, log_path: Path, env: dict | None = None, timed_rss: Path | None = None):
+        self.timed = timed_rss is not None
+        if self.timed:
+            cmd = [TIME, "-v", "-o", timed_rss] + cmd
+        note_cmd(cmd, env)
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.p = subprocess.Popen([str(c) for c in cmd], stdout=self.log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **(env or {})}, start_new_session=True)
+        self.pid = self.p.pid
+
+    def child_pid(self) -> int:
+        """The program's pid when started under /usr/bin/time (its only child)."""
+        if not self.timed:
+            return self.pid
+        kids = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return int(kids[0]) if kids else self.pid
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=30.0) -> int | None:
+        if self.p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.child_pid(), sig)     # under `time`: the program; time then exits
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)     # our own process group only
+                self.p.wait(10)
+        self.log.close()
+        return self.p.returncode
+
+
+def start_api(db: Path, tmp: Path, name="api") -> tuple[Proc, str]:
+    port = free_port()
+    proc = Proc([BIN / "reev-api", "--db", db, "--port", port, "--log-level", "warning"], tmp / f"{name}.log")
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_get(base + "/api/v1/benchmarks")[0] == 200, 60, f"reev-api on {base}", alive=proc)
+    return proc, base
+
+
+def start_daemon(sessions: Path, benchmarks: Path, db: Path, tmp: Path, name="daemon",
+                 timed_rss: Path | None = None) -> Proc:
+    return Proc([BIN / "reev-ingestd", "--sessions-dir", sessions, "--benchmarks-dir", benchmarks, "--db", db,
+                 "--log-level", "warning"], tmp / f"{name}.log", timed_rss=timed_rss)
+
+
+def parse_wrk(out: str) -> dict:
+    def dur(text: str) -> float:
+        m = re.match(r"([\d.]+)(us|ms|s|m)", text)
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}[unit]
+
+    r = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    for q in ("50", "90", "99"):
+        m = re.search(rf"^\s+{q}(?:\.000)?%\s+(\S+)", out, re.M)
+        r[f"p{q}"] = dur(m.group(1)) if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    r["bad"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    r["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"status_counts 200=(\d+) 304=(\d+) other=(\d+)", out)
+    r["n200"], r["n304"], r["nother"] = (int(x) for x in m.groups()) if m else (0, 0, 0)
+    r["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    return r
+
+
+def wrk(base: str, paths: list[str], seconds: float, conns=64, threads=2, etag=False) -> dict:
+    cmd = [WRK, f"-t{threads}", f"-c{conns}", f"-d{int(seconds)}s", "--timeout", "5s", "--latency",
+           "-s", PERF / "polling.lua", base, "--"] + paths
+    env = {"ETAG": "1" if etag else "0"}
+    p = run(cmd, seconds + 60, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return parse_wrk(p.stdout)
+
+
+def stamp_ok(stamp: Path, params: dict) -> bool:
+    return stamp.exists() and json.loads(stamp.read_text()) == params
+
+
+# ------------------------------------------------------------------------------ inputs
+
+def build_corpus(data: Path, n: int) -> dict:
+    corpus = data / f"corpus-{n}"
+    stamp = corpus / "stamp.json"
+    params = {"sessions": n, "generator": (PERF / "corpus.py").stat().st_size}
+    if stamp_ok(stamp, params):
+        info = json.loads((corpus / "totals.json").read_text())
+        remove_live_logs(corpus / "sessions")      # left by an interrupted API step
+        log(f"corpus of {n} sessions: reused ({info['lines']} lines)")
+        return {**info, "dir": corpus}
+    shutil.rmtree(corpus, ignore_errors=True)
+    log(f"building a corpus of {n} sessions ...")
+    started = time.monotonic()
+    from perf.corpus import concat_event_logs, write_corpus
+    note_cmd([PY, "perf/corpus.py", corpus / "sessions", corpus / "benchmarks", n])
+    totals = write_corpus(corpus / "sessions", corpus / "benchmarks", n)
+    note_cmd([PY, "perf/corpus.py", "--concat", corpus / "sessions", corpus / "all-events.jsonl"])
+    concat_event_logs(corpus / "sessions", corpus / "all-events.jsonl")
+    (corpus / "totals.json").write_text(json.dumps(totals))
+    stamp.write_text(json.dumps(params))
+    log(f"corpus built in {time.monotonic() - started:.0f} s: {totals}")
+    return {**totals, "dir": corpus}
+
+
+def remove_live_logs(sessions: Path):
+    """The logs perf/live.py added to a corpus folder (enhanced_otel_live-*.jsonl)."""
+    for p in sessions.glob("enhanced_otel_live-*.jsonl"):
+        p.unlink()
+
+
+def build_scale_db(data: Path, n: int, events: bool) -> Path:
+    db = data / f"scale-{n}{'' if events else '-noevents'}.db"
+    stamp = Path(str(db) + ".stamp")
+    params = {"sessions": n, "events": events, "generator": (PERF / "dbgen.py").stat().st_size,
+              "schema": len((ROOT / "schema.sql").read_text())}
+    if stamp_ok(stamp, params) and db.exists():
+        log(f"direct DB of {n} sessions: reused")
+        return db
+    log(f"generating a direct DB of {n} sessions (events: {'yes' if events else 'no'}) ...")
+    p = run([PY, PERF / "dbgen.py", db, n, "--events", "full" if events else "none"], 3 * 3600,
+            stdout=subprocess.PIPE, text=True, check=True)
+    log(f"  {p.stdout.strip()}")
+    # The daemon keeps -wal/-shm (PERSIST_WAL); a fresh file without them opens read-only as well.
+    stamp.write_text(json.dumps(params))
+    return db
+
+
+def warm(path: Path):
+    """Read a folder's files once so every timed run starts with the same (warm) page cache."""
+    for entry in os.scandir(path):
+        if entry.is_file():
+            with open(entry.path, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+
+
+# ------------------------------------------------------------------------------ 1. back-fill
+
+def bench_backfill(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    corpus = build_corpus(data, cfg["corpus"])
+    sessions, benchmarks = corpus["dir"] / "sessions", corpus["dir"] / "benchmarks"
+    total_bytes = corpus["event_bytes"] + corpus["doc_bytes"]
+    warm(sessions)
+    res = defaultdict(list)
+    (tmp / "backfill").mkdir(exist_ok=True)
+    db = tmp / "backfill" / "reev.db"      # named reev.db: Datasette's URLs use the file's stem
+    fdb, sdb = tmp / "floor.db", tmp / "sqlite-utils.db"
+    timeout = max(600, cfg["corpus"] * 0.1)
+    for rep in range(cfg["reps"]):
+        rm_db(db)
+        r = timed([BIN / "reev-ingestd", "--sessions-dir", sessions, "--benchmarks-dir", benchmarks, "--db", db,
+                   "--once", "--log-level", "warning"], timeout, tmp)
+        res["reev"].append(r["wall"])
+        res["reev_rss"].append(r["rss_mb"])
+        rm_db(fdb)
+        r = timed([PY, PERF / "floor.py", sessions, fdb], timeout, tmp)
+        res["floor"].append(r["wall"])
+        rm_db(sdb)
+        r = timed([BIN / "sqlite-utils", "insert", sdb, "events", corpus["dir"] / "all-events.jsonl", "--nl"],
+                  timeout * 3, tmp)
+        res["su"].append(r["wall"])
+        log(f"back-fill rep {rep + 1}: reev {res['reev'][-1]:.2f} s, floor {res['floor'][-1]:.2f} s,"
+            f" sqlite-utils {res['su'][-1]:.2f} s")
+    stored = query(db, "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM executions),"
+                       " (SELECT count(*) FROM ingest_errors)")[0]
+    if stored[0] != corpus["lines"] or stored[1] != corpus["sessions"]:
+        NOTES.append(f"back-fill check: the database holds {stored[0]} events and {stored[1]} executions for "
+                     f"{corpus['lines']} lines and {corpus['sessions']} sessions ({stored[2]} ingest errors)")
+    n_lines, n_sessions = corpus["lines"], corpus["sessions"]
+    reev, floor, su = med(res["reev"]), med(res["floor"]), med(res["su"])
+    extra["backfill"] = {"corpus": {k: v for k, v in corpus.items() if k != "dir"}, "walls": dict(res)}
+    extra["backfill_db"] = db
+    extra["corpus"] = corpus
+    size = f"{fmt(n_sessions)} sessions, {fmt(n_lines)} lines, {total_bytes / 1e6:.0f} MB"
+    rows.append(("1", f"Back-fill `reev-ingestd --once` ({size})",
+                 f"{fmt(n_lines / reev)} lines/s, {fmt(total_bytes / 1e6 / reev, 1)} MB/s, "
+                 f"{fmt(n_sessions / reev)} sessions/s ({reev:.2f} s, peak RSS {med(res['reev_rss']):.0f} MB)",
+                 "", ""))
+    ratio = floor / reev
+    rows.append(("1a", "Floor `perf/floor.py` (msgspec + APSW executemany, 50k rows/tx)",
+                 f"{fmt(n_lines / floor)} lines/s ({floor:.2f} s); reev = **{ratio:.2f} ×** floor",
+                 "reev ≥ 0.6 × floor", verdict(ratio >= 0.6)))
+    ratio = su / reev
+    rows.append(("1b", "`sqlite-utils insert --nl` (one concatenated file, insert timed)",
+                 f"{fmt(n_lines / su)} lines/s ({su:.2f} s); reev = **{ratio:.2f} ×** sqlite-utils",
+                 "reev ≥ 2 × sqlite-utils", verdict(ratio >= 2)))
+
+
+# ------------------------------------------------------------------------------ 2. live latency
+
+def bench_live(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    work = tmp / "live"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "sessions").mkdir(parents=True)
+    from perf.corpus import write_benchmarks
+    write_benchmarks(work / "benchmarks")
+    db = work / "reev.db"
+    daemon = start_daemon(work / "sessions", work / "benchmarks", db, tmp, "live-daemon")
+    api = None
+    runs = []
+    try:
+        wait_until(lambda: query(db, "SELECT count(*) FROM benchmarks")[0][0] == 20, 60, "the daemon's first scan",
+                   alive=daemon)
+        api, base = start_api(db, tmp, "live-api")
+        for rep in range(cfg["live_reps"]):
+            p = run([PY, PERF / "live.py", "--sessions-dir", work / "sessions", "--api", base, "--writers", 50,
+                     "--rate", 2000, "--sampled", 5, "--sample-every", 4, "--duration", cfg["live_seconds"],
+                     "--warmup", 2, "--tag", f"r{rep}"], cfg["live_seconds"] + 120,
+                    stdout=subprocess.PIPE, text=True, check=True)
+            r = json.loads(p.stdout.strip().splitlines()[-1])
+            runs.append(r)
+            log(f"live rep {rep + 1}: {r}")
+    finally:
+        if api:
+            api.stop()
+        daemon.stop()
+    p50, p99 = med([r["p50_ms"] for r in runs]), med([r["p99_ms"] for r in runs])
+    rate = med([r["rate"] for r in runs])
+    samples = sum(r["samples"] for r in runs)
+    missed = sum(r["missed"] for r in runs)
+    extra["live"] = runs
+    rows.append(("2", f"Live latency, write → visible via API (50 writers, {fmt(rate)} lines/s total; "
+                      f"{samples} samples on 5 logs, {sum(r['polls'] for r in runs) / max(1, samples):.1f} polls each, "
+                      f"{cfg['live_reps']} runs × {cfg['live_seconds']} s"
+                      f"{f', {missed} missed' if missed else ''})",
+                 f"p50 {fmt_ms(p50)}, p99 {fmt_ms(p99)} (max {fmt_ms(max(r['max_ms'] or 0 for r in runs))})",
+                 "p50 < 10 ms, p99 < 50 ms", verdict(p50 < 10 and p99 < 50 and not missed)))
+
+
+# ------------------------------------------------------------------------------ 3. API under load
+
+def pick_ids(db: Path) -> dict:
+    n = query(db, "SELECT count(*) FROM executions WHERE success IS NOT NULL")[0][0]
+    row = query(db, "SELECT id, execution_id, benchmark_id FROM executions WHERE success IS NOT NULL"
+                    " AND tool_call_count > 5 ORDER BY id LIMIT 1 OFFSET ?", (n // 2,))
+    row = row or query(db, "SELECT id, execution_id, benchmark_id FROM executions WHERE success IS NOT NULL"
+                           " ORDER BY id LIMIT 1")
+    rid, eid, bench = row[0]
+    return {"rowid": rid, "execution_id": eid, "benchmark_id": bench,
+            "status": f"/api/v1/benchmarks/{bench}/status/{eid}", "benchmark": f"/api/v1/benchmarks/{bench}",
+            "agents": "/api/v1/agent-performance", "logs": f"/api/v1/execution-logs/{bench}?execution_id={eid}"}
+
+
+def bench_api(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    corpus = extra.get("corpus") or build_corpus(data, cfg["corpus"])
+    db = extra.get("backfill_db")
+    if db is None or not Path(db).exists():
+        (tmp / "backfill").mkdir(exist_ok=True)
+        db = tmp / "backfill" / "reev.db"
+        rm_db(db)
+        timed([BIN / "reev-ingestd", "--sessions-dir", corpus["dir"] / "sessions", "--benchmarks-dir",
+               corpus["dir"] / "benchmarks", "--db", db, "--once", "--log-level", "warning"], 7200, tmp)
+    ids = pick_ids(db)
+    mix = [ids["status"], ids["benchmark"], ids["agents"], ids["logs"]]
+    daemon = start_daemon(corpus["dir"] / "sessions", corpus["dir"] / "benchmarks", db, tmp, "api-daemon")
+    writer = api = ds = None
+    res = defaultdict(list)
+    seconds = cfg["wrk_seconds"]
+    n_runs = 5
+    try:
+        time.sleep(2)
+        api, base = start_api(db, tmp, "load-api")
+        ds_port = free_port()
+        ds = Proc([BIN / "datasette", "serve", db, "--host", "127.0.0.1", "--port", ds_port,
+                   "--setting", "sql_time_limit_ms", "2000"], tmp / "datasette.log")
+        ds_base = f"http://127.0.0.1:{ds_port}"
+        ds_row = f"/reev/executions/{ids['rowid']}.json"
+        ds_filter = f"/reev/executions.json?execution_id={ids['execution_id']}&_shape=array"
+        wait_until(lambda: http_get(ds_base + ds_row)[0] == 200, 120, "datasette", alive=ds)
+        status, body = http_get(ds_base + ds_filter)
+        if status != 200 or ids["execution_id"].encode() not in body:
+            NOTES.append(f"datasette filter lookup answered {status}")
+        # First with nothing being written (the daemon live but idle): the ETag holds still.
+        for rep in range(cfg["reps"]):
+            res["quiet200"].append(wrk(base, mix, seconds, etag=False))
+            res["quiet304"].append(wrk(base, mix, seconds, etag=True))
+            log("api quiet rep %d: mix %.0f/s, mix+etag %.0f/s (%d 304s)" % (
+                rep + 1, res["quiet200"][-1]["rps"], res["quiet304"][-1]["rps"], res["quiet304"][-1]["n304"]))
+        # Background ingest for the rest: 50 running agents, 200 lines/s in all.
+        total = cfg["reps"] * n_runs * (seconds + 2) + 30
+        writer = Proc([PY, PERF / "live.py", "--sessions-dir", corpus["dir"] / "sessions", "--api", base,
+                       "--writers", 50, "--rate", 200, "--duration", total, "--no-poll", "--tag", "bg"],
+                      tmp / "bg-writer.log")
+        gen0 = query(db, "SELECT value FROM meta WHERE key = 'data_generation'")[0][0]
+        time.sleep(2)
+        for rep in range(cfg["reps"]):
+            res["mix200"].append(wrk(base, mix, seconds, etag=False))
+            res["mix304"].append(wrk(base, mix, seconds, etag=True))
+            res["status"].append(wrk(base, [ids["status"]], seconds, etag=False))
+            res["ds_row"].append(wrk(ds_base, [ds_row], seconds))
+            res["ds_filter"].append(wrk(ds_base, [ds_filter], seconds))
+            log("api rep %d: mix %.0f/s, mix+etag %.0f/s (%d 304s), status %.0f/s, datasette row %.0f/s, "
+                "filter %.0f/s" % (rep + 1, res["mix200"][-1]["rps"], res["mix304"][-1]["rps"],
+                                   res["mix304"][-1]["n304"], res["status"][-1]["rps"], res["ds_row"][-1]["rps"],
+                                   res["ds_filter"][-1]["rps"]))
+        gen1 = query(db, "SELECT value FROM meta WHERE key = 'data_generation'")[0][0]
+    finally:
+        for p in (writer, ds, api):
+            if p:
+                p.stop()
+        daemon.stop()
+        remove_live_logs(corpus["dir"] / "sessions")     # the corpus stays as generated
+    extra["api"] = {k: v for k, v in res.items()}
+    extra["api_ids"] = ids
+
+    def m(key, field):
+        return med([r[field] for r in res[key]])
+
+    share304 = sum(r["n304"] for r in res["mix304"]) / max(1, sum(r["requests"] for r in res["mix304"]))
+    bad = sum(r["bad"] + r["socket_errors"] for k in res for r in res[k] if not k.startswith("ds"))
+    ingest = f"daemon ingesting 200 lines/s ({gen1 - gen0} generations during the runs)"
+    rows.append(("3a", f"API polling mix (status, benchmark, agent-performance, execution-logs), wrk -t2 -c64, "
+                       f"{ingest}", f"{fmt(m('mix200', 'rps'))} req/s, p50 {fmt_ms(m('mix200', 'p50'))}, "
+                                    f"p99 {fmt_ms(m('mix200', 'p99'))}" + (f"; {bad} errors" if bad else ""), "", ""))
+    ratio = m("mix304", "rps") / m("mix200", "rps")
+    rows.append(("3b", "… same with If-None-Match (`ETAG=1`)",
+                 f"{fmt(m('mix304', 'rps'))} req/s, p50 {fmt_ms(m('mix304', 'p50'))}, p99 {fmt_ms(m('mix304', 'p99'))}"
+                 f" ({share304:.0%} answered 304); **{ratio:.2f} ×** the 200 path", "304 path ≥ 1.5 × 200 path",
+                 verdict(ratio >= 1.5)))
+    share = sum(r["n304"] for r in res["quiet304"]) / max(1, sum(r["requests"] for r in res["quiet304"]))
+    ratio = m("quiet304", "rps") / m("quiet200", "rps")
+    rows.append(("3b′", "… polling mix with the daemon idle (nothing written: the ETag holds still), without → with "
+                        "If-None-Match",
+                 f"{fmt(m('quiet200', 'rps'))} → {fmt(m('quiet304', 'rps'))} req/s, p50 {fmt_ms(m('quiet200', 'p50'))} → "
+                 f"{fmt_ms(m('quiet304', 'p50'))} ({share:.0%} answered 304); **{ratio:.2f} ×**",
+                 "304 path ≥ 1.5 × 200 path", verdict(ratio >= 1.5)))
+    best_ds = max(m("ds_row", "rps"), m("ds_filter", "rps"))
+    ratio = m("status", "rps") / best_ds
+    rows.append(("3c", "Status route alone (`/api/v1/benchmarks/{id}/status/{execution_id}`), wrk -t2 -c64",
+                 f"{fmt(m('status', 'rps'))} req/s, p50 {fmt_ms(m('status', 'p50'))}, p99 {fmt_ms(m('status', 'p99'))}; "
+                 f"**{ratio:.2f} ×** Datasette", "≥ 3 × Datasette", verdict(ratio >= 3)))
+    rows.append(("3d", "Datasette 0.65 `datasette serve reev.db` (mutable = `?mode=ro`), same file, same load",
+                 f"row page `/reev/executions/ID.json` {fmt(m('ds_row', 'rps'))} req/s (p50 {fmt_ms(m('ds_row', 'p50'))}); "
+                 f"filter `executions.json?execution_id=…&_shape=array` {fmt(m('ds_filter', 'rps'))} req/s "
+                 f"(p50 {fmt_ms(m('ds_filter', 'p50'))})", "", ""))
+
+
+# ------------------------------------------------------------------------------ 4. scale
+
+def bench_scale(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    sizes = cfg["scale"]
+    dbs = {n: build_scale_db(data, n, n <= cfg["scale_events_upto"]) for n in sizes}
+    # One API per size, all up at once, and the repetitions interleaved across sizes, so that
+    # the machine's noise falls on every size alike.
+    apis, ids = {}, {}
+    per = defaultdict(lambda: defaultdict(list))
+    try:
+        for n in sizes:
+            ids[n] = pick_ids(dbs[n])
+            apis[n] = start_api(dbs[n], tmp, f"scale-api-{n}")
+        for n in sizes:
+            for route in ("status", "benchmark", "agents"):
+                wrk(apis[n][1], [ids[n][route]], 1, conns=1, threads=1)     # warm the page cache
+        for rep in range(cfg["reps"]):
+            for n in sizes:
+                for route in ("status", "benchmark", "agents"):
+                    per[n][route].append(wrk(apis[n][1], [ids[n][route]], cfg["scale_seconds"], conns=1, threads=1))
+    finally:
+        for proc, _ in apis.values():
+            proc.stop()
+    result = {}
+    for n in sizes:
+        result[n] = {route: {"p50": med([r["p50"] for r in v]), "p99": med([r["p99"] for r in v]),
+                             "rps": med([r["rps"] for r in v])} for route, v in per[n].items()}
+        result[n]["events"] = n <= cfg["scale_events_upto"]
+        log(f"scale {n}: " + ", ".join(f"{k} p50 {v['p50']:.2f} ms" for k, v in result[n].items() if k != "events"))
+    extra["scale"] = result
+    base_n = next((n for n in sizes if n >= 10_000), sizes[0])
+    top = sizes[-1]
+    names = {"status": "status", "benchmark": "benchmark detail", "agents": "agent-performance"}
+    for route, label in names.items():
+        figs = ", ".join(f"{n:,}".replace(",", " ") + f"{'' if result[n]['events'] else '*'}: "
+                         f"{fmt_ms(result[n][route]['p50'])}" for n in sizes)
+        ratio = result[top][route]["p50"] / result[base_n][route]["p50"]
+        target = f"p50 at {top:,} ≤ 1.5 × p50 at {base_n:,}".replace(",", " ")
+        ok = ratio <= 1.5
+        if route == "agents":
+            target += "; < 50 ms"
+            ok = ok and result[top][route]["p50"] < 50
+        rows.append((f"4{'abc'[list(names).index(route)]}", f"Scale: {label} p50 (wrk -t1 -c1, direct DB)",
+                     f"{figs} → **{ratio:.2f} ×**", target, verdict(ok)))
+    if any(not result[n]["events"] for n in sizes):
+        NOTES.append("Scale sizes marked * were generated with `--events none` (executions, tool calls, stats, "
+                     "files and meta, but an empty events table) to fit the time budget; the three routes measured "
+                     "read no events.")
+
+
+# ------------------------------------------------------------------------------ 5. memory
+
+def bench_memory(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    from perf.corpus import write_benchmarks, write_big_log, write_many_files
+    bench_dir = data / "benchmarks-only"
+    write_benchmarks(bench_dir)
+    big = []
+    for mb in cfg["biglog_mb"]:
+        d = data / f"biglog-{mb}"
+        stamp = d / "stamp.json"
+        params = {"mb": mb, "generator": (PERF / "corpus.py").stat().st_size}
+        if not stamp_ok(stamp, params):
+            shutil.rmtree(d, ignore_errors=True)
+            log(f"writing a {mb} MB event log ...")
+            note_cmd([PY, "perf/corpus.py", "--big-log", d / "sessions/enhanced_otel_big.jsonl", mb << 20])
+            info = write_big_log(d / "sessions" / "enhanced_otel_big.jsonl", mb << 20)
+            (d / "info.json").write_text(json.dumps(info))
+            stamp.write_text(json.dumps(params))
+        info = json.loads((d / "info.json").read_text())
+        db = tmp / "biglog.db"
+        rm_db(db)
+        r = timed([BIN / "reev-ingestd", "--sessions-dir", d / "sessions", "--benchmarks-dir", bench_dir, "--db", db,
+                   "--once", "--log-level", "warning"], 3600, tmp)
+        stored = query(db, "SELECT count(*) FROM events")[0][0]
+        big.append({"mb": info["bytes"] / 2**20, "lines": info["lines"], "rss": r["rss_mb"], "wall": r["wall"],
+                    "stored": stored})
+        log(f"big log {mb} MB: peak RSS {r['rss_mb']:.0f} MB, {r['wall']:.1f} s, {stored} lines stored")
+        rm_db(db)
+    watch = []
+    for n in cfg["watch"]:
+        d = data / f"watch-{n}"
+        stamp = d / "stamp.json"
+        params = {"files": n, "generator": (PERF / "corpus.py").stat().st_size}
+        if not stamp_ok(stamp, params):
+            shutil.rmtree(d, ignore_errors=True)
+            log(f"writing {n} event logs to watch ...")
+            note_cmd([PY, "perf/corpus.py", "--many-files", d / "sessions", n])
+            write_many_files(d / "sessions", n)
+            stamp.write_text(json.dumps(params))
+        db = tmp / "watch.db"
+        rm_db(db)
+        tfile = tmp / f"watch-{n}.time"
+        started = time.monotonic()
+        daemon = start_daemon(d / "sessions", bench_dir, db, tmp, f"watch-daemon-{n}", timed_rss=tfile)
+        try:
+            wait_until(lambda: query(db, "SELECT count(*) FROM files WHERE kind = 'events'")[0][0] >= n,
+                       max(600, n / 50), f"{n} files ingested", interval=0.5, alive=daemon)
+            caught_up = time.monotonic() - started
+            time.sleep(2)
+            os.kill(daemon.child_pid(), signal.SIGHUP)      # a full reconcile scan, as every 30 s
+            time.sleep(max(3, n / 20_000))
+            # Then a few appends to watched files while it watches them all.
+            for i in range(0, n, max(1, n // 50)):
+                with open(d / "sessions" / f"enhanced_otel_watch-{i:07d}.jsonl", "ab") as f:
+                    f.write(b'{"event_type":"StepComplete","timestamp":"2026-01-02T00:00:00Z","metadata":{}}\n')
+            time.sleep(3)
+        finally:
+            daemon.stop()
+            # restore the files for the next run (remove the appended line)
+            for i in range(0, n, max(1, n // 50)):
+                p = d / "sessions" / f"enhanced_otel_watch-{i:07d}.jsonl"
+                lines = p.read_bytes().split(b"\n")
+                if len(lines) > 4:
+                    p.write_bytes(b"\n".join(lines[:3]) + b"\n")
+        t = tfile.read_text()
+        rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)) / 1024
+        watch.append({"files": n, "rss": rss, "catch_up": caught_up})
+        log(f"watching {n} files: peak RSS {rss:.0f} MB (caught up in {caught_up:.0f} s)")
+        rm_db(db)
+    extra["memory"] = {"biglog": big, "watch": watch}
+    a, b = big[0], big[-1]
+    growth = b["rss"] / a["rss"]
+    ok = max(x["rss"] for x in big) < 150 and growth <= 1.2
+    rows.append(("5a", "Daemon peak RSS ingesting one event log (`--once`, /usr/bin/time -v)",
+                 " / ".join(f"{x['mb']:.0f} MB log: {x['rss']:.0f} MB ({x['mb'] / x['wall']:.0f} MB/s)" for x in big)
+                 + f" → ×{growth:.2f} for ×{b['mb'] / a['mb']:.0f} input",
+                 "< 150 MB, flat (≤ 1.2× growth)", verdict(ok)))
+    a, b = watch[0], watch[-1]
+    growth = b["rss"] / a["rss"]
+    ok = max(x["rss"] for x in watch) < 150 and growth <= 1.2
+    rows.append(("5b", "Daemon peak RSS watching N files (live: catch-up, SIGHUP rescan, appends)",
+                 " / ".join(f"{x['files']:,} files: {x['rss']:.0f} MB".replace(",", " ") for x in watch)
+                 + f" → ×{growth:.2f} for ×{b['files'] / a['files']:.0f} files",
+                 "< 150 MB, flat (≤ 1.2× growth)", verdict(ok)))
+
+
+# ------------------------------------------------------------------------------ profiles
+
+# Innermost frames that mean "waiting", not working: a thread blocked on a lock, a queue, a
+# selector or inotify's select() (py-spy cannot always tell them idle), and process-only stacks
+# (Granian's Rust threads with no Python frame).
+IDLE = re.compile(r"^(Condition\.wait|Event\.wait|Thread\.join|Queue\.get|_worker \(concurrent/futures/thread\.py\)|"
+                  r"\w*Selector\.select|InotifyFD\._check_inotify_fd|DelayedQueue\.get|sleep|process \d+:)")
+
+
+def hotspots(raw: Path, top: int = 10) -> tuple[list, list, int, int]:
+    """From py-spy's raw (collapsed) output, idle stacks left out: (self %, function) and
+    (inclusive %, function), percentages of the busy samples; busy and all sample counts."""
+    self_t, incl, total, everything = defaultdict(int), defaultdict(int), 0, 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        everything += n
+        frames = [re.sub(r":\d+\)$", ")", f.strip()) for f in stack.split(";")]
+        if IDLE.match(frames[-1]):
+            continue
+        total += n
+        frames = [f.replace(str(ROOT) + "/", "").replace(str(BIN.parent) + "/lib/python3.11/site-packages/", "")
+                  for f in frames]
+        self_t[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    skip = re.compile(r"^(<module>|main |run |Thread\._bootstrap|Thread\.run|serve |Granian|_run|worker|process \d+:|"
+                      r"WorkerProcess|Popen|MPServer|BaseProcess|Service\.run_(once|live)|Service\.drain|"
+                      r"BaseEventLoop\.run_|Runner\.run|run \(asyncio|.*\((granian/server/|multiprocessing/|asyncio/))")
+    s = sorted(((v / total * 100, k) for k, v in self_t.items()), reverse=True)[:top]
+    i = sorted(((v / total * 100, k) for k, v in incl.items() if not skip.match(k) and v < total), reverse=True)[:top]
+    return s, i, total, everything
+
+
+def bench_profile(cfg: dict, data: Path, tmp: Path, extra: dict) -> list[str]:
+    out = []
+    pyspy = str(BIN / "py-spy")
+    prof = PERF / "data" / "profiles"
+    prof.mkdir(parents=True, exist_ok=True)
+    corpus = extra.get("corpus") or build_corpus(data, cfg["corpus"])
+    # (1) back-fill
+    db = tmp / "profile-backfill.db"
+    rm_db(db)
+    raw = prof / "backfill.txt"
+    run([pyspy, "record", "--format", "raw", "-r", "250", "-o", raw, "--", BIN / "reev-ingestd", "--sessions-dir",
+         corpus["dir"] / "sessions", "--benchmarks-dir", corpus["dir"] / "benchmarks", "--db", db, "--once",
+         "--log-level", "warning"], 7200, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out.append(("Back-fill (`reev-ingestd --once` over the corpus)", raw))
+    # (2) the live daemon under 2 000 lines/s, (3) the API under the polling mix (200 path)
+    work = tmp / "profile-live"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "sessions").mkdir(parents=True)
+    from perf.corpus import write_benchmarks
+    write_benchmarks(work / "benchmarks")
+    ldb = work / "reev.db"
+    daemon = start_daemon(work / "sessions", work / "benchmarks", ldb, tmp, "profile-daemon")
+    api = None
+    try:
+        wait_until(lambda: query(ldb, "SELECT count(*) FROM benchmarks")[0][0] == 20, 60, "first scan")
+        api, base = start_api(ldb, tmp, "profile-api")
+        secs = cfg["profile_seconds"]
+        writer = Proc([PY, PERF / "live.py", "--sessions-dir", work / "sessions", "--api", base, "--duration",
+                       secs + 4, "--rate", 2000], tmp / "profile-writer.log")
+        time.sleep(2)
+        raw = prof / "live-daemon.txt"
+        run([pyspy, "record", "--format", "raw", "-r", "250", "-d", secs, "-p", daemon.pid, "-o", raw],
+            secs + 60, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out.append(("Live daemon (50 writers, 2 000 lines/s, the latency test's load)", raw))
+        writer.stop()
+    finally:
+        if api:
+            api.stop()
+        daemon.stop()
+    db = extra.get("backfill_db") or tmp / "profile-backfill.db"
+    ids = pick_ids(db)
+    api, base = start_api(db, tmp, "profile-api2")
+    try:
+        secs = cfg["profile_seconds"]
+        raw = prof / "api.txt"
+        spy = Proc([pyspy, "record", "--format", "raw", "-r", "250", "-d", secs + 1, "--subprocesses", "-p", api.pid,
+                    "-o", raw], tmp / "py-spy-api.log")
+        time.sleep(1)
+        wrk(base, [ids["status"], ids["benchmark"], ids["agents"], ids["logs"]], secs)
+        spy.p.wait(secs + 60)
+        out.append(("API under the polling mix, 200 path (wrk -t2 -c64)", raw))
+    finally:
+        api.stop()
+    sections = []
+    for title, raw in out:
+        if not raw.exists():
+            sections.append(f"**{title}**: no profile (py-spy failed)\n")
+            continue
+        s, i, total, everything = hotspots(raw)
+        lines = [f"**{title}** — {total} busy samples of {everything} at 250 Hz (`{raw.relative_to(ROOT)}`)\n",
+                 "| self % | function (file) | | inclusive % | function (file) |", "|---|---|---|---|---|"]
+        for k in range(max(len(s), len(i))):
+            a = s[k] if k < len(s) else (0, "")
+            b = i[k] if k < len(i) else (0, "")
+            lines.append(f"| {a[0]:.1f} | `{a[1]}` | | {b[0]:.1f} | `{b[1]}` |")
+        sections.append("\n".join(lines) + "\n")
+    return sections
+
+
+# ------------------------------------------------------------------------------ main
+
+def machine() -> dict:
+    mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
+    cpu = re.search(r"model name\s+: (.*)", Path("/proc/cpuinfo").read_text())
+    git = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "daemon", "api", "schema.sql"],
+                           capture_output=True, text=True).stdout.strip()
+    wrk_v = subprocess.run([WRK, "-v"], capture_output=True, text=True)
+    return {"cores": os.cpu_count(), "mem_gib": mem, "cpu": cpu.group(1) if cpu else platform.machine(),
+            "kernel": platform.release(), "python": platform.python_version(), "sqlite": apsw.sqlite_lib_version(),
+            "apsw": apsw.apsw_version(), "git": git + (" + uncommitted changes in daemon/, api/ or schema.sql" if dirty else ""),
+            "wrk": (wrk_v.stdout + wrk_v.stderr).split("\n")[0].strip()}
+
+
+def main() -> int:
+    size = os.environ.get("BENCH_SIZE", "small")
+    if size not in PROFILES:
+        sys.exit(f"BENCH_SIZE must be one of {', '.join(PROFILES)}")
+    cfg = dict(PROFILES[size])
+    overrides = []
+    for env, key, conv in (("BENCH_CORPUS", "corpus", int), ("BENCH_REPS", "reps", int),
+                           ("BENCH_SCALE", "scale", lambda v: [int(x) for x in v.split(",")]),
+                           ("BENCH_BIGLOG_MB", "biglog_mb", lambda v: [int(x) for x in v.split(",")]),
+                           ("BENCH_WATCH", "watch", lambda v: [int(x) for x in v.split(",")])):
+        if os.environ.get(env):
+            cfg[key] = conv(os.environ[env])
+            overrides.append(f"{env}={os.environ[env]}")
+    only = set((os.environ.get("BENCH_ONLY") or "backfill,live,api,scale,memory,profile").split(","))
+    if os.environ.get("BENCH_ONLY"):
+        overrides.append(f"BENCH_ONLY={os.environ['BENCH_ONLY']}")
+    for tool in (TIME, WRK):
+        if not Path(tool).exists():
+            sys.exit(f"{tool} is missing (apt-get install -y time wrk)")
+    data = PERF / "data" / size
+    data.mkdir(parents=True, exist_ok=True)
+    tmp = data / "run"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    started = time.monotonic()
+    when = dt.datetime.now(dt.timezone.utc)
+    commit_at_start = machine()["git"]
+    rows: list[tuple] = []
+    extra: dict = {}
+    profile_sections: list[str] = []
+    failures = []
+    steps = [("backfill", bench_backfill), ("live", bench_live), ("api", bench_api), ("scale", bench_scale),
+             ("memory", bench_memory)]
+    for name, fn in steps:
+        if name not in only:
+            continue
+        log(f"--- {name} (load average {os.getloadavg()[0]:.1f})")
+        extra.setdefault("load_average_at_start", {})[name] = round(os.getloadavg()[0], 2)
+        t = time.monotonic()
+        try:
+            fn(cfg, data, tmp, rows, extra)
+        except Exception as e:      # noqa: BLE001 - one failed measurement must not lose the others
+            failures.append(f"{name}: {type(e).__name__}: {e}")
+            log(f"{name} failed: {e}")
+        extra.setdefault("durations", {})[name] = round(time.monotonic() - t)
+    if "profile" in only:
+        log("--- profile")
+        try:
+            profile_sections = bench_profile(cfg, data, tmp, extra)
+        except Exception as e:      # noqa: BLE001
+            failures.append(f"profile: {type(e).__name__}: {e}")
+    elapsed = time.monotonic() - started
+    m = machine()
+    table = ["| # | measurement | figure (median) | target | result |", "|---|---|---|---|---|"]
+    table += [f"| {' | '.join(r)} |" for r in rows]
+    table_text = "\n".join(table)
+    print(table_text)
+    for f in failures:
+        print(f"FAILED TO RUN: {f}")
+    passed = sum("PASS" in r[4] for r in rows)
+    failed = sum("FAIL" in r[4] for r in rows)
+    md = [f"# reev-ingest benchmark results ({size})", "",
+          f"- date: {when:%Y-%m-%d %H:%M} UTC; total run time {elapsed / 60:.1f} min"
+          f" ({', '.join(f'{k} {v} s' for k, v in extra.get('durations', {}).items())})",
+          f"- machine: {m['cores']} cores ({m['cpu']}), {m['mem_gib']:.1f} GiB memory, Linux {m['kernel']}; "
+          "shared and noisy: 1-minute load average at the start of each step "
+          f"{', '.join(f'{k} {v}' for k, v in extra.get('load_average_at_start', {}).items())} "
+          "(2 would mean both cores busy before the step adds its own load)",
+          f"- software: Python {m['python']}, SQLite {m['sqlite']} (APSW {m['apsw']}), {m['wrk']}; "
+          f"commit {commit_at_start}" + (f" at the start, {m['git']} at the end (the tree changed during the run)"
+                                         if m["git"] != commit_at_start else ""),
+          f"- `BENCH_SIZE={size}`" + (f" with {', '.join(overrides)}" if overrides else "") +
+          f"; figures are medians of {cfg['reps']} runs (live latency: {cfg['live_reps']} runs), ratios are "
+          "between figures of this same run", "",
+          f"**{passed} PASS, {failed} FAIL**" + (f", {len(failures)} not run" if failures else ""), "",
+          table_text, ""]
+    if failures or NOTES:
+        md += ["## Notes", ""] + [f"- {n}" for n in NOTES] + [f"- could not run: {f}" for f in failures] + [""]
+    md += ["## How each figure was measured", "", METHOD.strip(), ""]
+    if profile_sections:
+        md += ["## Profiles (py-spy)", "", "Self % = samples whose innermost Python frame is that function (time in "
+               "SQLite's C code counts for the Python function that called it); inclusive % = samples with it "
+               "anywhere on the stack.", ""] + profile_sections
+    md += ["## Commands", "", "```sh", f"BENCH_SIZE={size} make bench   # runs all of the below", *COMMANDS, "```", ""]
+    md += ["## Raw figures", "", "```json", json.dumps(_jsonable(extra), indent=1)[:60_000], "```", ""]
+    (PERF / "RESULTS.md").write_text("\n".join(md))
+    (data / "results.json").write_text(json.dumps(_jsonable(extra), indent=1))
+    log(f"done in {elapsed / 60:.1f} min: {passed} PASS, {failed} FAIL; perf/RESULTS.md written")
+    return 0
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x.relative_to(ROOT)) if x.is_relative_to(ROOT) else str(x)
+    return x
+
+
+METHOD = """
+1. **Back-fill.** `perf/corpus.py` writes the corpus (20 benchmarks, 5 agents, 3 to 50 lines per
+   session, Prompt lines of 1 to 10 KB, tool lines of a few hundred bytes, 75% finished runs, 5%
+   with a session file but no result yet, 20% running). Its files are read once before timing
+   (warm page cache for every run). Each run starts from an empty database; wall time and peak
+   RSS come from `/usr/bin/time -v` around the whole process (start-up included, as for the
+   peers). lines/s counts event lines, MB/s the bytes of event logs and session files. The floor
+   (`perf/floor.py`) decodes the same lines and session files with msgspec and inserts one row
+   per line (raw text included) with APSW executemany, 50 000 rows per transaction, WAL and
+   synchronous=NORMAL like the daemon. sqlite-utils inserts the concatenation of the same event
+   logs (built beforehand, not timed) into one table. The three run interleaved, once per
+   repetition.
+2. **Live latency.** Daemon (live) and API on a fresh database. `perf/live.py` runs 50 writer
+   threads in a child process, each appending one complete line per write to its own event log
+   on a fixed schedule (2 000 lines/s in all). On 5 of the logs every 4th line is a sample: the
+   wall-clock time right after write() returns goes to a poller thread, which then polls
+   `GET /api/v1/sessions/{id}/events?limit=1&cursor=<line-1>` (first unconditionally, then with
+   If-None-Match), 1 ms apart
+   (after 10 ms of waiting, a tenth of the wait so far, at most 10 ms), until the line is in
+   the answer. Polls happen only while a sample is outstanding. The first 2 s
+   of each run are not sampled.
+3. **API.** The back-filled database, the daemon live on the corpus plus 50 new logs growing at
+   200 lines/s in all (`live.py --no-poll`), so the data generation (the ETag) moves all the
+   time. wrk -t2 -c64 with `perf/polling.lua` rotating over an execution status, a benchmark
+   detail, agent-performance and execution-logs; `ETAG=1` sends the last ETag seen (the share of
+   304 answers is counted by the script). Datasette serves the same file (`datasette serve`
+   opens a mutable database with `?mode=ro`: read-only, sees the daemon's commits; `-i`/
+   `--immutable` would assume the file never changes). The status route alone is compared with
+   the faster of Datasette's two single-row lookups. One reev-api worker (the default).
+4. **Scale.** `perf/dbgen.py` writes the database directly (schema.sql, APSW executemany,
+   triggers keep agent_benchmark_stats; consistency checked against a full aggregate), rows in
+   a shuffled order as a back-fill leaves them (ids and pages do not follow time). One API
+   per size, wrk -t1 -c1 (one request at a time: the p50 is the service time) per route after a
+   1 s warm-up.
+5. **Memory.** Peak RSS from `/usr/bin/time -v`: `--once` over one event log of the given size;
+   and the live daemon over a folder of N small event logs until it has caught up, then a SIGHUP
+   full rescan and appends to 50 of the files, then SIGTERM.
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
