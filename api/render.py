@@ -253,6 +253,21 @@ def _as_list(v: Any) -> list[Any] | None:
     return None
 
 
+def _items(raw: Any, what: str, text_lines: bool = False) -> tuple[list[Any], str | None]:
+    """A list field as a list, and a warning when it can't be one. Producers are careless: a
+    lone object counts as one item (and, for text_lines, a string as its lines); null as nothing."""
+    if raw is None:
+        return [], None
+    lst = _as_list(raw)
+    if lst is not None:
+        return lst, None
+    if isinstance(raw, dict):
+        return [raw], None
+    if text_lines and isinstance(raw, str):
+        return raw.splitlines(), None
+    return [], f"⚠️ {what} has an unexpected type ({_type_name(raw)}); not shown"
+
+
 def _type_name(v: Any) -> str:
     if v is None:
         return "null"
@@ -325,14 +340,7 @@ def _steps(fr: dict[str, Any] | None) -> tuple[list[Any], str | None]:
     raw = _get(data, "steps")
     if raw is None:
         raw = _get(fr, "steps")
-    if raw is None:
-        return [], None
-    lst = _as_list(raw)
-    if lst is not None:
-        return lst, None
-    if isinstance(raw, dict):
-        return [raw], None
-    return [], f"⚠️ steps has an unexpected type ({_type_name(raw)}); not shown"
+    return _items(raw, "steps")
 
 
 def _tool_records(fr: dict[str, Any] | None) -> tuple[list[Any], list[str]]:
@@ -343,15 +351,9 @@ def _tool_records(fr: dict[str, Any] | None) -> tuple[list[Any], list[str]]:
     warnings: list[str] = []
     seen: set[str] = set()
     for where, raw in (("tools", _get(fr, "tools")), ("data.tools", _get(_get(fr, "data"), "tools"))):
-        if raw is None:
-            continue
-        lst = _as_list(raw)
-        if lst is None:
-            if isinstance(raw, dict):
-                lst = [raw]
-            else:
-                warnings.append(f"⚠️ {where} has an unexpected type ({_type_name(raw)}); not shown")
-                continue
+        lst, warning = _items(raw, where)
+        if warning:
+            warnings.append(warning)
         for rec in lst:
             key = _short(rec, 2000)  # bounded, so deduplication stays linear
             if key not in seen:
@@ -437,15 +439,7 @@ def _add_logs(parent: _Node, logs: list[Any]) -> None:
 
 
 def _logs_of(obs: Any) -> tuple[list[Any], str | None]:
-    raw = _get(obs, "last_transaction_logs")
-    if raw is None:
-        return [], None
-    lst = _as_list(raw)
-    if lst is not None:
-        return lst, None
-    if isinstance(raw, str):
-        return raw.splitlines(), None
-    return [], f"⚠️ logs have an unexpected type ({_type_name(raw)})"
+    return _items(_get(obs, "last_transaction_logs"), "logs", text_lines=True)
 
 
 def _programs_in_logs(logs: list[Any]) -> list[str]:
