@@ -20,6 +20,7 @@ Actions (rules)
     delete         unlink the file
     recreate       a deleted file's name written again with new content
     restart        SIGTERM (exit status must be 0) or SIGKILL, then a new daemon
+    restart_while_reading  the same, a few ms after appending hundreds of lines
     stop / start   the daemon down for a while: file actions meanwhile happen "while it
                    was not looking"
     check          wait until the API equals the model (below), within a deadline
@@ -28,14 +29,15 @@ Model semantics (README "What it does with each file"): for a file that exists, 
 mirrors its complete lines: the bytes up to its last newline, numbered from 1, each with its
 byte offset; blank lines are skipped but counted; a bad line (invalid JSON) is one row in
 `ingest_errors` (path, line, offset) and no event, and so is a line over `--max-line-bytes`
-(2000 here; lines of exactly 2000 and 2001 bytes are generated); bytes after the last newline
-are not a line yet, unless they are already over the limit: then they are that bad line at
-once (counted, consumed, no pending bytes) and the rest of it is skipped when it comes. Whatever happened to the file before (truncated, rewritten in place, replaced by a
+(2000 here; lines of exactly 2000 and 2001 bytes are generated). Bytes after the last
+newline are not a line yet, unless they are already over the limit: then they are that bad
+line at once (counted, consumed, no pending bytes) and the rest of it is skipped when it
+comes. Whatever happened to the file before (truncated, rewritten in place, replaced by a
 rotation, deleted and written again, with the daemon watching, stopped or killed), its rows
-are exactly those of its current content, with no duplicates. Tool calls, steps, the inner
-`session_id` and the first/last event times are derived from those lines (FORMATS §3a,
-§5). A deleted file keeps its rows, marked `missing` (nothing is deleted because a file
-disappeared).
+are exactly those of its current content, with no duplicates. Tool calls (FORMATS §3a), the
+step count, the first/last event times and the recorded session id (the `session_id` of the
+first event line: there are no session files here) are derived from those lines. A deleted
+file keeps its rows, marked `missing` (nothing is deleted because a file disappeared).
 
 That last rule is only deterministic if we know what the daemon had seen when the file went:
 so `delete` first waits for a check (or, with the daemon stopped, is only allowed when no
@@ -57,7 +59,8 @@ ingest errors; and the pending bytes of /api/v1/ingest/status (the partial lines
 until two reads in a row equal the model; past the deadline it fails with the last diff and
 the daemon's log. Every example ends with a check (starting the daemon if it is stopped).
 
-Real bugs found become plain regression tests at the end of this file.
+CI runs 20 examples of up to 20 steps (about 40 s); REEV_RELIABILITY_LONG=1 runs 150 of up
+to 40 (about 7 min). Real bugs found become plain regression tests at the end of this file.
 """
 
 from __future__ import annotations
@@ -213,6 +216,7 @@ class Harness:
         self.seq = 0
         self.generations = 0
         self.synced = True          # nothing changed since the last successful check
+        self.stops = {"SIGTERM": 0, "SIGKILL": 0}
 
     # processes
 
@@ -229,7 +233,9 @@ class Harness:
 
     def stop(self, kill: bool):
         d, self.daemon = self.daemon, None
-        rc = d.stop(signal.SIGKILL if kill else signal.SIGTERM)
+        sig = signal.SIGKILL if kill else signal.SIGTERM
+        self.stops[sig.name] += 1
+        rc = d.stop(sig)
         if not kill:
             assert rc == 0, f"reev-ingestd exited with {rc} on SIGTERM:\n{d.stderr()[-4000:]}"
 
@@ -532,6 +538,16 @@ class ReaderMachine(RuleBasedStateMachine):
         self.h.stop(kill)
         self.h.start()
 
+    @precondition(lambda self: self.h.running and self.existing()
+                  and sum(len(f.content) for f in self.h.files.values()) < MAX_BYTES)
+    @rule(i=index, kill=st.booleans(), delay=st.sampled_from([0.0, 0.005, 0.02, 0.05]))
+    def restart_while_reading(self, i, kill, delay):
+        """Hundreds of lines, then the signal while the daemon is (likely) in that batch."""
+        self.h.append_many(pick(self.existing(), i), MANY_LINES)
+        time.sleep(delay)
+        self.h.stop(kill)
+        self.h.start()
+
     @precondition(lambda self: self.h.running)
     @rule(kill=st.booleans())
     def stop(self, kill):
@@ -565,10 +581,9 @@ class ReaderMachine(RuleBasedStateMachine):
         for what in ("replaced", "truncated", "rewritten", "file is gone", "longer than"):
             if what in log:
                 event(f"daemon log: {what}")
-        if "SIGTERM" in log:
-            event("daemon: stopped by SIGTERM")
-        if len(self.h.daemons) > 1 + log.count("SIGTERM"):
-            event("daemon: killed")
+        for sig, n in self.h.stops.items():
+            if n:
+                event(f"daemon: {sig}")
 
 
 TestReaderModel = ReaderMachine.TestCase
