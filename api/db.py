@@ -91,8 +91,6 @@ class Database:
         finally:
             conn.set_progress_handler(None)
 
-    def exists(self) -> bool:
-        return self.path.exists()
 
 
 class Queries:
@@ -126,12 +124,6 @@ class Queries:
     def benchmark(self, bench_id: str) -> dict | None:
         return self.one("SELECT id, description, tags, prompt, flow_steps, removed FROM benchmarks"
                         " WHERE id = ?", (bench_id,))
-
-    def flow_steps(self, bench_id: str | None) -> int:
-        if not bench_id:
-            return 0
-        row = self.one("SELECT flow_steps FROM benchmarks WHERE id = ?", (bench_id,))
-        return row["flow_steps"] if row else 0
 
     # ------------------------------------------------------------------ executions
 
