@@ -92,7 +92,6 @@ class Database:
             conn.set_progress_handler(None)
 
 
-
 class Queries:
     """The statements the routes run, inside one snapshot."""
 
