@@ -551,8 +551,9 @@ def bench_scale(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
                      f"{figs} → **{ratio:.2f} ×**", target, verdict(ok)))
     if any(not result[n]["events"] for n in sizes):
         NOTES.append("Scale sizes marked * were generated with `--events none` (executions, tool calls, stats, "
-                     "files and meta, but an empty events table) to fit the time budget; the three routes measured "
-                     "read no events.")
+                     "files and meta, but an empty events table) to fit the time budget: the 1 000 000-session DB "
+                     "with its ~26 M event rows would be ~28 GB and ~10 more minutes to write (`perf/dbgen.py DB "
+                     "1000000` does it). The three routes measured read no events.")
 
 
 # ------------------------------------------------------------------------------ 5. memory
@@ -837,6 +838,7 @@ def main() -> int:
           "between figures of this same run", "",
           f"**{passed} PASS, {failed} FAIL**" + (f", {len(failures)} not run" if failures else ""), "",
           table_text, ""]
+    NOTES.extend(STANDING_NOTES)
     if failures or NOTES:
         md += ["## Notes", ""] + [f"- {n}" for n in NOTES] + [f"- could not run: {f}" for f in failures] + [""]
     md += ["## How each figure was measured", "", METHOD.strip(), ""]
@@ -860,6 +862,22 @@ def _jsonable(x):
     if isinstance(x, Path):
         return str(x.relative_to(ROOT)) if x.is_relative_to(ROOT) else str(x)
     return x
+
+
+STANDING_NOTES = [
+    "Noise: the machine is shared (other engineers' test suites ran during these runs; see the load averages "
+    "above) and its page cache does not keep a 1.9 GB corpus warm (file pages are reclaimed and re-read: "
+    "`workingset_refault_file` in /proc/vmstat grows), so part of every back-fill contender's time is disk "
+    "reads. Ratios come from interleaved runs of the same repetition to share that noise.",
+    "The If-None-Match figures under ingest (3b) depend on how often the daemon commits: every committed batch "
+    "bumps the one data generation all ETags are made of, so the 304 share swings from ~0% (the daemon keeps "
+    "up: a batch every few ms) to ~70% (it lags: fewer, bigger batches) between runs. wrk's Lua cannot tell "
+    "which connection an answer belongs to, so each wrk thread sends the newest ETag it saw; since every data "
+    "route's ETag is the same generation, the server's work per request is the same, but the 304 share is, "
+    "if anything, higher than a client keeping one ETag per URL would get.",
+    "The product tree changed during the runs (other engineers committed to daemon/ and api/); the figures are "
+    "for the code installed (editable) when each process started.",
+]
 
 
 METHOD = """
