@@ -178,9 +178,12 @@ class Queries:
 
     def finished_results(self, agent: str, after: tuple[float, str] | None, limit: int) -> list[dict]:
         keyset = " AND (sort_at, execution_id) < (?, ?)" if after else ""
+        # `agent_type = ?` (not coalesce(...) = ?) so that executions_finished_by_agent serves it;
+        # the summary table files runs without an agent under ''
+        who = "agent_type = ?" if agent else "agent_type IS NULL AND ? = ''"
         return self.all(
             "SELECT id, execution_id, benchmark_id, score, success, final_status, created_at, sort_at"
-            " FROM executions WHERE coalesce(agent_type, '') = ? AND success IS NOT NULL" + keyset +
+            f" FROM executions WHERE {who} AND success IS NOT NULL" + keyset +
             " ORDER BY sort_at DESC, execution_id DESC LIMIT ?", (agent, *(after or ()), limit))
 
     # ------------------------------------------------------------------ events and tool calls
