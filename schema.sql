@@ -89,8 +89,6 @@ CREATE TABLE IF NOT EXISTS executions (
     event_count          INTEGER NOT NULL DEFAULT 0,
     tool_call_count      INTEGER NOT NULL DEFAULT 0,
     step_count           INTEGER NOT NULL DEFAULT 0,   -- StepComplete lines
-    session_doc          TEXT,              -- the whole session file (unknown fields kept)
-    result_doc           TEXT,              -- final_result of the last finished session file
     changed_generation   INTEGER NOT NULL DEFAULT 0,   -- data_generation of the last change
     -- "newest first" order with a total key: runs that carry no time at all sort last
     sort_at              REAL GENERATED ALWAYS AS (coalesce(created_at, 0)) VIRTUAL
@@ -100,6 +98,14 @@ CREATE INDEX IF NOT EXISTS executions_by_benchmark ON executions (benchmark_id, 
 CREATE INDEX IF NOT EXISTS executions_by_agent ON executions (agent_type, sort_at DESC, execution_id DESC);
 CREATE INDEX IF NOT EXISTS executions_finished_by_agent ON executions (agent_type, sort_at DESC, execution_id DESC)
     WHERE success IS NOT NULL;
+
+-- The session file of an execution as written, kept apart from `executions` so that the
+-- frequent updates of an execution's small columns do not rewrite kilobytes of JSON.
+CREATE TABLE IF NOT EXISTS session_docs (
+    exec_id     INTEGER PRIMARY KEY,       -- executions.id
+    session_doc TEXT NOT NULL,             -- the whole session file (unknown fields kept)
+    result_doc  TEXT                       -- final_result of the last finished session file
+);
 
 -- Per agent and benchmark, the finished executions summed up, kept by the triggers below so
 -- that agent-performance reads a few rows instead of scanning every execution.
@@ -124,7 +130,9 @@ WHEN NEW.success IS NOT NULL BEGIN
 END;
 
 CREATE TRIGGER IF NOT EXISTS executions_stats_update
-AFTER UPDATE OF success, score, agent_type, benchmark_id ON executions BEGIN
+AFTER UPDATE OF success, score, agent_type, benchmark_id ON executions
+WHEN OLD.success IS NOT NEW.success OR OLD.score IS NOT NEW.score
+    OR OLD.agent_type IS NOT NEW.agent_type OR OLD.benchmark_id IS NOT NEW.benchmark_id BEGIN
     UPDATE agent_benchmark_stats SET finished = finished - 1, succeeded = succeeded - OLD.success,
         scored = scored - (OLD.score IS NOT NULL), score_sum = score_sum - coalesce(OLD.score, 0)
     WHERE OLD.success IS NOT NULL AND agent_type = coalesce(OLD.agent_type, '')
@@ -136,10 +144,10 @@ AFTER UPDATE OF success, score, agent_type, benchmark_id ON executions BEGIN
     ON CONFLICT (agent_type, benchmark_id) DO UPDATE SET finished = finished + 1,
         succeeded = succeeded + excluded.succeeded, scored = scored + excluded.scored,
         score_sum = score_sum + excluded.score_sum;
-    DELETE FROM agent_benchmark_stats WHERE finished <= 0;
+    DELETE FROM agent_benchmark_stats WHERE OLD.success IS NOT NULL AND agent_type = coalesce(OLD.agent_type, '')
+        AND benchmark_id = coalesce(OLD.benchmark_id, '') AND finished <= 0;
 END;
 CREATE INDEX IF NOT EXISTS executions_unlinked ON executions (first_prompt) WHERE session_benchmark_id IS NULL;
-CREATE INDEX IF NOT EXISTS executions_changed ON executions (changed_generation);
 
 -- Every stored line of an event log, in file order. (exec_id, line) is the natural
 -- key: re-reading a line is an idempotent upsert.

@@ -137,7 +137,8 @@ class Queries:
         return self.one(self._EXECUTION + " WHERE e.execution_id = ?", (execution_id,))
 
     def execution_docs(self, execution_id: str) -> dict | None:
-        return self.one("SELECT result_doc, session_doc FROM executions WHERE execution_id = ?",
+        return self.one("SELECT d.result_doc, d.session_doc FROM executions x"
+                        " JOIN session_docs d ON d.exec_id = x.id WHERE x.execution_id = ?",
                         (execution_id,))
 
     def newest_execution(self, bench_id: str, agent: str | None) -> dict | None:

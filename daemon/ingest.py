@@ -135,8 +135,10 @@ class Ingestor:
             fd, st, cp, self.limits.max_line_bytes, self.limits.read_budget_bytes)
         stored = bad = 0
         if lines:
+            # Read from the first line, nothing earlier can be open (the common back-fill case).
             rows = EventRows.build(exec_id, lines, self.limits.max_line_bytes, lambda: (
-                self.store.open_tool_inputs(exec_id), self.store.last_legacy_calls(exec_id)))
+                self.store.open_tool_inputs(exec_id), self.store.last_legacy_calls(exec_id))
+                if cp.line_no else ([], {}))
             rows.write(self.store, exec_id)
             for err in rows.errors:
                 if self.store.record_error(path, err.line, err.offset, err.reason):
@@ -315,8 +317,10 @@ class EventRows:
 
     def write(self, store: Store, exec_id: int):
         store.insert_events(self.events)
-        store.insert_tool_calls(self.new_calls)     # before completions: they may complete these
-        store.complete_tool_calls(self.completions)
+        if self.new_calls:
+            store.insert_tool_calls(self.new_calls)     # before completions: they may complete these
+        if self.completions:
+            store.complete_tool_calls(self.completions)
         store.add_event_aggregates(
             exec_id, lines=len(self.events), tool_calls=len(self.new_calls), steps=self.steps,
             first_ts=self.first_ts, last_ts=self.last_ts, first_prompt=self.first_prompt,

@@ -133,9 +133,21 @@ _STAMP_DECODER = msgspec.json.Decoder(str | float | None)
 _SECONDS_DECODER = msgspec.json.Decoder(float | None)
 
 
+# RFC 3339 decoded in C: the common case of every event line. Anything it refuses (a space for
+# the T, a leap second) goes the general way below.
+_RFC3339_DECODER = msgspec.json.Decoder(datetime | float | None)
+
+
 def time_field(value: Raw, path: str, decoder: msgspec.json.Decoder = _STAMP_DECODER) -> float | None:
     """A time field as Unix seconds. A JSON type it cannot have is bad input naming `path`; a
     number too large even for a double (1e999) is absurd like any other: None."""
+    if value == NULL:
+        return None
+    if decoder is _STAMP_DECODER:
+        try:
+            return parse_timestamp(_RFC3339_DECODER.decode(value))
+        except msgspec.ValidationError:
+            pass
     try:
         return parse_timestamp(decoder.decode(value))
     except msgspec.ValidationError as e:
@@ -145,7 +157,7 @@ def time_field(value: Raw, path: str, decoder: msgspec.json.Decoder = _STAMP_DEC
         raise BadInput(f"wrong shape: {e} - at `{path}`") from None
 
 
-def parse_timestamp(value: str | float | None) -> float | None:
+def parse_timestamp(value: str | float | datetime | None) -> float | None:
     """RFC 3339 (UTC when it names no offset) or Unix seconds → Unix seconds; None when absent
     or absurd: before 1970 or after 9999 (the line is still kept)."""
     if value is None or value == "":
@@ -157,10 +169,11 @@ def parse_timestamp(value: str | float | None) -> float | None:
         seconds = float(value) / 1000 if abs(value) >= 1e11 else float(value)
     else:
         try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=timezone.utc)
-            seconds = moment.timestamp()
+            if isinstance(value, str):
+                value = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=timezone.utc)
+            seconds = value.timestamp()
         except (ValueError, OverflowError, OSError):
             return None
     return seconds if 0 <= seconds < MAX_SECONDS else None

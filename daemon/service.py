@@ -22,8 +22,8 @@ log = logging.getLogger("reev.daemon")
 
 HEARTBEAT_SECONDS = 5.0
 STATUS_SECONDS = 1.0           # at most one systemd STATUS= line per second
-MAX_FILES_PER_BATCH = 512
-MAX_BATCH_BYTES = 32 << 20     # a batch stops taking files past this much input
+MAX_FILES_PER_BATCH = 4096
+MAX_BATCH_BYTES = 64 << 20     # a batch stops taking files past this much input
 LIVE_BATCH_SECONDS = 0.01      # ... or, following live files, past this long: a line becomes
                                # visible when its batch commits, so latency wants short batches
                                # (commits are cheap: WAL with synchronous=NORMAL does not fsync)

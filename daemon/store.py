@@ -19,7 +19,19 @@ from daemon.reader import Checkpoint
 
 log = logging.getLogger("reev.store")
 
-SCHEMA_VERSION = 2     # 2: the change feed and the ingest counters (additive: schema.sql absorbs it)
+SCHEMA_VERSION = 3
+# Version → the statements that bring an older database to it (run in order, in one transaction
+# with schema.sql). 2 (the change feed and ingest counters) was additive: schema.sql absorbs it.
+MIGRATIONS = {
+    3: [  # session files move to their own table; a cheaper stats trigger; an unused index goes
+        "INSERT INTO session_docs (exec_id, session_doc, result_doc)"
+        " SELECT id, session_doc, result_doc FROM executions WHERE session_doc IS NOT NULL",
+        "ALTER TABLE executions DROP COLUMN session_doc",
+        "ALTER TABLE executions DROP COLUMN result_doc",
+        "DROP TRIGGER executions_stats_update",
+        "DROP INDEX IF EXISTS executions_changed",
+    ],
+}
 CHANGES_KEPT = 100_000
 BUSY_TIMEOUT_MS = 5000
 
@@ -34,6 +46,12 @@ def schema_sql() -> str:
     raise RuntimeError("schema.sql not found: reinstall reev-ingest")
 
 
+# The benchmark whose prompt equals a prompt (an SQL expression to .format() in), when exactly
+# one benchmark has it: the benchmark of a run that has no session file (FORMATS §5).
+_BENCHMARK_BY_PROMPT = ("(SELECT CASE WHEN count(*) = 1 THEN max(b.id) END FROM benchmarks b"
+                        " WHERE b.removed = 0 AND b.prompt != '' AND b.prompt = {})")
+
+
 class Store:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +64,8 @@ class Store:
         persist = ctypes.c_int(1)
         self.conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(persist))
         self._pragma("synchronous = NORMAL")
+        # Savepoint journals (one per file) in memory, not in a temporary file.
+        self._pragma("temp_store = MEMORY")
         self._pragma("foreign_keys = OFF")
         self._migrate()
         self.generation = self.meta("data_generation") or 0
@@ -56,12 +76,19 @@ class Store:
         return self.conn.execute(f"PRAGMA {text}").fetchall()
 
     def _migrate(self):
+        """schema.sql creates what is missing; a migration removes or replaces what it cannot
+        change in place, then schema.sql runs again to create the replacements."""
         version = self._pragma("user_version")[0][0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"database schema {version} is newer than this daemon ({SCHEMA_VERSION})")
         with self.conn:
             self.conn.execute(schema_sql()).fetchall()
-            # Numbered migrations for changes schema.sql cannot absorb go here, keyed by version.
+            pending = [steps for v, steps in MIGRATIONS.items() if 0 < version < v]
+            for steps in pending:
+                for statement in steps:
+                    self.conn.execute(statement).fetchall()
+            if pending:
+                self.conn.execute(schema_sql()).fetchall()
             self._pragma(f"user_version = {SCHEMA_VERSION}")
 
     def close(self):
@@ -235,9 +262,12 @@ class Store:
             " score = CASE WHEN :keep THEN score ELSE :score END,"
             " final_status = CASE WHEN :keep THEN final_status ELSE :final_status END,"
             " execution_time_ms = CASE WHEN :keep THEN execution_time_ms ELSE :ms END,"
-            " result_doc = CASE WHEN :keep THEN result_doc ELSE :result END,"
-            " start_time = :start, end_time = :end, session_doc = :doc,"
+            " start_time = :start, end_time = :end,"
             " finished_at = CASE WHEN :finished THEN coalesce(finished_at, :now) ELSE finished_at END,"
+            # the derived columns (see _refresh_derived), from the new values
+            " created_at = coalesce(:start, first_event_at),"
+            " updated_at = max(coalesce(last_event_at, 0), coalesce(:end, 0), coalesce(:start, 0)),"
+            f" benchmark_id = coalesce(:bench, {_BENCHMARK_BY_PROMPT.format('first_prompt')}),"
             " changed_generation = :gen WHERE id = :id",
             {"sid": s.recorded_session_id, "bench": s.benchmark_id, "agent": s.agent_type,
              "status": status, "keep": keep_result,
@@ -245,29 +275,42 @@ class Store:
              "score": None if final is None else final.score,
              "final_status": None if final is None else final.status,
              "ms": None if final is None or final.execution_time_ms is None else int(final.execution_time_ms),
-             "result": s.final_doc, "start": s.start_time, "end": s.end_time, "doc": s.doc,
+             "start": s.start_time, "end": s.end_time, "doc": s.doc,
              "finished": finished_now, "now": time.time(), "gen": self.next_generation, "id": exec_id})
-        self._refresh_derived("id = ?", (exec_id,))
+        self.conn.execute(
+            "INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (?, ?, ?)"
+            " ON CONFLICT (exec_id) DO UPDATE SET session_doc = excluded.session_doc,"
+            " result_doc = CASE WHEN ? THEN result_doc ELSE excluded.result_doc END",
+            (exec_id, s.doc, s.final_doc, keep_result))
         self.mark_changed()
 
     def add_event_aggregates(self, exec_id: int, *, lines: int, tool_calls: int, steps: int,
                              first_ts: float | None, last_ts: float | None,
                              first_prompt: str | None, recorded_session_id: str | None):
-        row = self.conn.execute(
-            "UPDATE executions SET event_count = event_count + ?, tool_call_count = tool_call_count + ?,"
-            " step_count = step_count + ?,"
-            " first_event_at = CASE WHEN first_event_at IS NULL OR ? < first_event_at THEN ? ELSE first_event_at END,"
-            " last_event_at = CASE WHEN last_event_at IS NULL OR ? > last_event_at THEN ? ELSE last_event_at END,"
-            " first_prompt = coalesce(first_prompt, ?),"
-            " recorded_session_id = coalesce(recorded_session_id, ?), changed_generation = ?,"
-            # updated_at only grows with appends, so it is kept here; created_at and the benchmark
-            # (by prompt) need the full derivation only when this read set them
-            " updated_at = max(coalesce(updated_at, 0), coalesce(?, 0)) WHERE id = ?"
-            " RETURNING created_at IS coalesce(start_time, first_event_at)",
-            (lines, tool_calls, steps, first_ts, first_ts, last_ts, last_ts, first_prompt,
-             recorded_session_id, self.next_generation, last_ts, exec_id)).fetchall()
-        if first_prompt is not None or not row or not row[0][0]:
-            self._refresh_derived("id = ?", (exec_id,))
+        first_event_at = "CASE WHEN first_event_at IS NULL OR :first < first_event_at THEN :first ELSE first_event_at END"
+        sql = (
+            "UPDATE executions SET event_count = event_count + :lines, tool_call_count = tool_call_count + :calls,"
+            f" step_count = step_count + :steps, first_event_at = {first_event_at},"
+            " last_event_at = CASE WHEN last_event_at IS NULL OR :last > last_event_at THEN :last ELSE last_event_at END,"
+            " first_prompt = coalesce(first_prompt, :prompt),"
+            " recorded_session_id = coalesce(recorded_session_id, :sid), changed_generation = :gen,"
+            # updated_at only grows with appends, so it is kept here
+            " updated_at = max(coalesce(updated_at, 0), coalesce(:last, 0))")
+        if first_prompt is not None:
+            # Lines with a prompt are (nearly always) a log's first: derive created_at and the
+            # benchmark in this same statement. Not on every append: a column in the SET list
+            # costs an update of each index on it, even when its value stays the same.
+            sql += (f", created_at = coalesce(start_time, {first_event_at}),"
+                    " benchmark_id = coalesce(session_benchmark_id,"
+                    f" {_BENCHMARK_BY_PROMPT.format('coalesce(first_prompt, :prompt)')}) WHERE id = :id")
+        else:
+            sql += " WHERE id = :id RETURNING created_at IS coalesce(start_time, first_event_at)"
+        row = self.conn.execute(sql, {
+            "lines": lines, "calls": tool_calls, "steps": steps, "first": first_ts, "last": last_ts,
+            "prompt": first_prompt, "sid": recorded_session_id, "gen": self.next_generation,
+            "id": exec_id}).fetchall()
+        if first_prompt is None and row and not row[0][0]:
+            self._refresh_derived("id = ?", (exec_id,))   # an earlier timestamp came later
         self.mark_changed()
 
     def reset_event_log(self, exec_id: int):
@@ -278,9 +321,9 @@ class Store:
             "UPDATE executions SET event_count = 0, tool_call_count = 0, step_count = 0,"
             " first_event_at = NULL, last_event_at = NULL, first_prompt = NULL,"
             # the recorded session id came from the session file (it wins) or the old lines
-            " recorded_session_id = CASE WHEN session_doc IS NULL THEN NULL"
-            "   WHEN json_valid(session_doc) THEN json_extract(session_doc, '$.session_id')"
-            "   ELSE recorded_session_id END,"
+            " recorded_session_id = (SELECT CASE WHEN json_valid(d.session_doc)"
+            "   THEN json_extract(d.session_doc, '$.session_id') ELSE executions.recorded_session_id END"
+            "   FROM session_docs d WHERE d.exec_id = executions.id),"
             " changed_generation = ? WHERE id = ?", (self.next_generation, exec_id))
         self._refresh_derived("id = ?", (exec_id,))
         self.mark_changed()
@@ -294,15 +337,14 @@ class Store:
         """created_at, updated_at and the effective benchmark_id (FORMATS §5), from stored facts.
         The benchmark of a run without a session file is the one whose prompt equals its first
         user prompt, when exactly one benchmark has that prompt."""
+        by_prompt = _BENCHMARK_BY_PROMPT.format("executions.first_prompt")
         self.conn.execute(
             "UPDATE executions SET"
             " created_at = coalesce(start_time, first_event_at),"
             " updated_at = max(coalesce(last_event_at, 0), coalesce(end_time, 0), coalesce(start_time, 0)),"
-            " benchmark_id = coalesce(session_benchmark_id, (SELECT CASE WHEN count(*) = 1 THEN max(b.id) END"
-            "   FROM benchmarks b WHERE b.removed = 0 AND b.prompt != '' AND b.prompt = executions.first_prompt)),"
+            f" benchmark_id = coalesce(session_benchmark_id, {by_prompt}),"
             f" changed_generation = ? WHERE ({where}) AND (created_at IS NOT coalesce(start_time, first_event_at)"
-            " OR benchmark_id IS NOT coalesce(session_benchmark_id, (SELECT CASE WHEN count(*) = 1 THEN max(b.id) END"
-            "   FROM benchmarks b WHERE b.removed = 0 AND b.prompt != '' AND b.prompt = executions.first_prompt))"
+            f" OR benchmark_id IS NOT coalesce(session_benchmark_id, {by_prompt})"
             " OR updated_at IS NOT max(coalesce(last_event_at, 0), coalesce(end_time, 0), coalesce(start_time, 0)))",
             (self.next_generation, *params))
         if self.conn.changes():
@@ -399,7 +441,8 @@ DUMP_QUERIES = {
     "execution": "SELECT execution_id, recorded_session_id, benchmark_id, session_benchmark_id, first_prompt,"
                  " agent_type, status, success, score, final_status, execution_time_ms, start_time, end_time,"
                  " first_event_at, last_event_at, created_at, updated_at, event_count, tool_call_count,"
-                 " step_count, session_doc, result_doc FROM executions ORDER BY execution_id",
+                 " step_count, d.session_doc, d.result_doc"
+                 " FROM executions x LEFT JOIN session_docs d ON d.exec_id = x.id ORDER BY execution_id",
     "event": "SELECT x.execution_id, e.line, e.byte_offset, e.kind, e.event_type, e.ts, e.doc"
              " FROM events e JOIN executions x ON x.id = e.exec_id ORDER BY x.execution_id, e.line",
     "tool_call": "SELECT x.execution_id, t.line, t.source, t.output_line, t.tool_name, t.started_at, t.ended_at,"

@@ -151,18 +151,18 @@ def session_rows(rng: random.Random, i: int, exec_id: int, benches: list[dict], 
         "start_time": float(int(start)) if has_doc else None, "end_time": end_time,
         "first_event_at": start, "last_event_at": ts, "created_at": created,
         "updated_at": max(ts, end_time or 0, created), "finished_at": ts + 1 if finished else None,
-        "event_count": n_lines, "tool_call_count": pairs, "step_count": steps,
-        "session_doc": session_doc, "result_doc": result_doc, "changed_generation": 1}
+        "event_count": n_lines, "tool_call_count": pairs, "step_count": steps, "changed_generation": 1}
+    docs = [(exec_id, session_doc, result_doc)] if session_doc else []
     files = [(f"/var/lib/reev/sessions/enhanced_otel_{sid}.jsonl", "events", sid, offset, n_lines, offset, ts)]
     if has_doc:
         files.append((f"/var/lib/reev/sessions/session_{sid}.json", "session", sid, 0, 0, len(session_doc), ts))
-    return execution, ev, calls, files
+    return execution, ev, calls, files, docs
 
 
 EXEC_COLUMNS = ["id", "execution_id", "recorded_session_id", "benchmark_id", "session_benchmark_id", "first_prompt",
                 "agent_type", "status", "success", "score", "final_status", "execution_time_ms", "start_time",
                 "end_time", "first_event_at", "last_event_at", "created_at", "updated_at", "finished_at",
-                "event_count", "tool_call_count", "step_count", "session_doc", "result_doc", "changed_generation"]
+                "event_count", "tool_call_count", "step_count", "changed_generation"]
 
 
 def generate(db: Path, n: int, seed: int = 1, events: bool = True, order: str = "backfill") -> dict:
@@ -195,15 +195,17 @@ def generate(db: Path, n: int, seed: int = 1, events: bool = True, order: str = 
     exec_sql = (f"INSERT INTO executions ({', '.join(EXEC_COLUMNS)}) VALUES ({', '.join(':' + c for c in EXEC_COLUMNS)})")
     totals = {"executions": 0, "events": 0, "tool_calls": 0}
     for first in range(0, n, SESSIONS_PER_TX):
-        xs, evs, calls, files = [], [], [], []
+        xs, evs, calls, files, docs = [], [], [], [], []
         for k in range(first, min(n, first + SESSIONS_PER_TX)):
-            x, e, c, f = session_rows(rng, when[k], k + 1, benches, events)
+            x, e, c, f, d = session_rows(rng, when[k], k + 1, benches, events)
             xs.append(x)
+            docs.extend(d)
             evs.extend(e)
             calls.extend(c)
             files.extend(f)
         with conn:
             conn.executemany(exec_sql, xs)
+            conn.executemany("INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (?,?,?)", docs)
             conn.executemany("INSERT INTO events (exec_id, line, byte_offset, kind, event_type, ts, doc)"
                              " VALUES (?,?,?,?,?,?,?)", evs)
             conn.executemany("INSERT INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at,"

@@ -122,11 +122,15 @@ class Db:
     def generation(self) -> int:
         return self.meta("data_generation")
 
+    # an execution with its session file, as the daemon keeps them in two tables
+    _EXECUTION = ("SELECT x.*, d.session_doc, d.result_doc FROM executions x"
+                  " LEFT JOIN session_docs d ON d.exec_id = x.id")
+
     def execution(self, execution_id: str) -> dict | None:
-        return self.one("SELECT * FROM executions WHERE execution_id = ?", (execution_id,))
+        return self.one(self._EXECUTION + " WHERE x.execution_id = ?", (execution_id,))
 
     def executions(self) -> list[dict]:
-        return self.dicts("SELECT * FROM executions ORDER BY execution_id")
+        return self.dicts(self._EXECUTION + " ORDER BY x.execution_id")
 
     def events(self, execution_id: str) -> list[dict]:
         return self.dicts("SELECT e.* FROM events e JOIN executions x ON x.id = e.exec_id"

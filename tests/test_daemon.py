@@ -5,6 +5,7 @@ written into tmp_path and read the real database it leaves behind."""
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -576,6 +577,41 @@ def test_once_on_empty_folders_creates_the_database_with_its_schema(tmp_path, ru
     assert db.generation() == 0
     assert db.meta("heartbeat_at") == pytest.approx(time.time(), abs=30)
     assert db.executions() == []
+
+
+def test_a_version_2_database_is_migrated_in_place(run_once, db, workspace):
+    """Session files moved to their own table, the stats trigger replaced, an index dropped:
+    nothing ingested before is lost, and ingestion goes on with the new schema."""
+    import apsw
+    workspace.db_path.parent.mkdir(parents=True)
+    old = apsw.Connection(str(workspace.db_path))
+    with old:
+        old.execute((Path(__file__).parent / "data" / "schema_v2.sql").read_text()).fetchall()
+        old.execute("PRAGMA user_version = 2").fetchall()
+        doc = fx.session_doc("before", success=True, score=0.75)
+        old.execute("INSERT INTO executions (execution_id, benchmark_id, session_benchmark_id, agent_type, status,"
+                    " success, score, session_doc, result_doc) VALUES ('old-run', '301-test-transfer',"
+                    " '301-test-transfer', 'deterministic', 'Completed', 1, 0.75, ?, ?)", (json.dumps(doc), json.dumps(doc["final_result"])))
+    old.close()
+    workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml())
+    workspace.write_session(X, fx.session_doc(success=False, score=0.25))
+    run_once()
+    assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 3
+    columns = {r[1] for r in db.rows("PRAGMA table_info(executions)")}
+    assert "session_doc" not in columns and "result_doc" not in columns
+    moved = db.execution("old-run")
+    assert json.loads(moved["session_doc"]) == doc
+    assert json.loads(moved["result_doc"]) == doc["final_result"]
+    assert json.loads(db.execution(X)["result_doc"])["score"] == 0.25
+    assert "WHEN OLD.success IS NOT NEW.success" in db.scalar(
+        "SELECT sql FROM sqlite_schema WHERE name = 'executions_stats_update'")
+    assert db.scalar("SELECT count(*) FROM sqlite_schema WHERE name = 'executions_changed'") == 0
+    assert db.rows("SELECT agent_type, benchmark_id, finished, succeeded, score_sum FROM agent_benchmark_stats") == [
+        ("deterministic", "301-test-transfer", 2, 1, 1.0)]
+    # the replaced trigger keeps the sums as the run changes
+    workspace.write_session(X, fx.session_doc(success=True, score=1.0))
+    run_once()
+    assert db.rows("SELECT finished, succeeded, score_sum FROM agent_benchmark_stats") == [(2, 2, 1.75)]
 
 
 def test_once_exits_non_zero_when_the_database_cannot_be_created(tmp_path, run_once, workspace):
