@@ -5,7 +5,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,6 +40,7 @@ class Ingestor:
         self.store = store
         self.sessions_dir = sessions_dir
         self.benchmarks_dir = benchmarks_dir
+        self._sessions_str, self._benchmarks_str = str(sessions_dir), str(benchmarks_dir)
         self.limits = limits
         self.requeue: set[str] = set()    # paths to look at again after this batch commits
 
@@ -49,11 +50,11 @@ class Ingestor:
 
     def classify(self, path: str) -> Classified | None:
         """What a path is, if it is directly inside one of the watched folders."""
-        p = Path(path)
-        if p.parent == self.sessions_dir:
-            return classify_session_file(p.name)
-        if p.parent == self.benchmarks_dir:
-            return classify_benchmark_file(p.name)
+        folder, name = os.path.split(path)     # str, not pathlib: this runs for every file
+        if folder == self._sessions_str:
+            return classify_session_file(name)
+        if folder == self._benchmarks_str:
+            return classify_benchmark_file(name)
         return None
 
     def process(self, path: str) -> Outcome:
@@ -245,6 +246,7 @@ class EventRows:
     last_ts: float | None = None
     first_prompt: str | None = None
     recorded_session_id: str | None = None
+    opened_here: dict[int, int] = field(default_factory=dict)  # ToolInput line → its new_calls index
 
     @classmethod
     def build(cls, exec_id: int, lines: list[Line], max_line_bytes: int,
@@ -288,15 +290,23 @@ class EventRows:
             elif p.event_type == "StepComplete":
                 self.steps += 1
             elif p.event_type == "ToolInput" and f.tool_input is not None:
+                self.opened_here[n] = len(self.new_calls)
                 self.new_calls.append((exec_id, n, "input", None, f.tool_input.tool_name, ts, None, None,
                                        parse.raw_json_text(f.tool_input.tool_args), None, None, None, None))
                 open_inputs.append(n)
             elif p.event_type == "ToolOutput" and f.tool_output is not None:
                 out = f.tool_output
                 output, success = parse.raw_json_text(out.results), _flag(out.success)
-                if open_inputs:   # the duration follows from the two timestamps
-                    self.completions.append((n, ts, None, output, success, None, out.error_message, exec_id,
-                                             open_inputs.pop()))
+                if open_inputs:   # the duration follows from the two timestamps (in SQL)
+                    opened = open_inputs.pop()
+                    at = self.opened_here.get(opened)
+                    if at is None:     # opened by an earlier read: complete the stored row
+                        self.completions.append((n, ts, None, output, success, None, out.error_message, exec_id,
+                                                 opened))
+                    else:              # opened in these lines: complete it before it is written
+                        c = self.new_calls[at]
+                        self.new_calls[at] = (*c[:3], n, c[4], c[5], ts, None, c[8], output, success, None,
+                                              out.error_message)
                 else:
                     self.new_calls.append((exec_id, n, "output", n, None, None, ts, None, None, output,
                                            success, None, out.error_message))

@@ -4,9 +4,11 @@ One thread writes (this one); the watchdog thread only marks paths dirty.
 """
 
 import logging
+import os
 import signal
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import apsw
 from daemon.discovery import DirtyPaths, Watcher, scan_dir
 from daemon.ingest import Ingestor, Limits, Outcome
 from daemon.notify import Notifier
-from daemon.reader import Checkpoint, unchanged
+from daemon.reader import unchanged
 from daemon.store import Store
 
 log = logging.getLogger("reev.daemon")
@@ -28,6 +30,7 @@ LIVE_BATCH_SECONDS = 0.01      # ... or, following live files, past this long: a
                                # visible when its batch commits, so latency wants short batches
                                # (commits are cheap: WAL with synchronous=NORMAL does not fsync)
 MAX_BACKOFF_SECONDS = 30.0
+SCAN_SLICE_SECONDS = 0.005     # live, a scan advances this long between batches
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Service:
         self.rescan_requested = False
         self.notify = Notifier()
         self.catching_up = True        # until the first full scan (or a SIGHUP rescan) is committed
+        self.scanning: Iterator[str] | None = None     # the reconcile scan in progress
         # --once only wants throughput; live, a batch is also bounded in time (latency)
         self.batch_seconds = float("inf") if config.once else LIVE_BATCH_SECONDS
         self.totals = {"batches": 0, "files": 0, "lines": 0}
@@ -58,27 +62,52 @@ class Service:
     # ------------------------------------------------------------------ scans
 
     def scan(self):
-        """Queue every file that differs from its checkpoint; mark vanished ones."""
-        tracked = self.store.tracked_files()
-        found = set()
-        queued = len(self.dirty)
+        """Start a reconcile scan, in place of one still in progress. It is consumed a slice at
+        a time between batches (_advance_scan): memory stays flat whatever the folder holds,
+        and following live files never waits for a whole folder to be listed."""
+        self.scanning = self._reconcile()
+
+    def _reconcile(self) -> Iterator[str]:
+        """Every path that differs from its checkpoint; then, only if fewer tracked files were
+        found than are tracked as present, every tracked path that is gone (or a folder now)."""
+        found = tracked = queued = 0
         for folder in (self.config.benchmarks_dir, self.config.sessions_dir):
             for path, st in scan_dir(folder):
                 what = self.ingestor.classify(path)
                 if what is None or stat.S_ISDIR(st.st_mode):   # folders are never ours
                     continue
-                found.add(path)
-                row = tracked.get(path)
-                if row is not None:    # the checkpoint holds the lstat of what was there
-                    _kind, dev, inode, size, mtime_ns, state = row
-                    cp = Checkpoint(dev=dev, inode=inode, size=size, mtime_ns=mtime_ns)
-                    if unchanged(st, cp) and state in ("ok", "error"):
+                found += 1
+                cp = self.store.checkpoint(path)     # holds the lstat of what was there
+                if cp is not None:
+                    tracked += cp.state != "missing"
+                    if unchanged(st, cp) and cp.state in ("ok", "error"):
                         continue
+                queued += 1
+                yield path
+        if tracked < self.store.count_present():
+            for path in self.store.present_paths():
+                try:
+                    gone = stat.S_ISDIR(os.lstat(path).st_mode)
+                except FileNotFoundError:
+                    gone = True
+                except OSError:
+                    gone = False      # not ours to judge (permissions): the watcher will tell
+                if gone:
+                    queued += 1
+                    yield path        # processing notices it is gone
+        log.debug("scan: %d files found, %d to look at", found, queued)
+
+    def _advance_scan(self, seconds: float):
+        """Queue the next paths of the scan in progress, up to a batch's worth or `seconds`."""
+        deadline = time.monotonic() + seconds
+        while self.scanning is not None and len(self.dirty) < MAX_FILES_PER_BATCH:
+            path = next(self.scanning, None)
+            if path is None:
+                self.scanning = None
+            else:
                 self.dirty.add(path)
-        for path, row in tracked.items():
-            if path not in found and row[-1] != "missing":
-                self.dirty.add(path)   # processing notices it is gone
-        log.debug("scan: %d files found, %d to look at", len(found), len(self.dirty) - queued)
+            if time.monotonic() > deadline:
+                break
 
     # ------------------------------------------------------------------ batches
 
@@ -139,9 +168,10 @@ class Service:
             return Outcome()
 
     def drain(self):
-        """Run batches until nothing is dirty (used at start and by --once)."""
-        while self.run_batch():
-            if self.stopping:
+        """Run batches until nothing is dirty and no scan is in progress (--once)."""
+        while not self.stopping:
+            self._advance_scan(float("inf"))
+            if not self.run_batch() and self.scanning is None:
                 return
 
     def due_retries(self) -> float | None:
@@ -194,9 +224,10 @@ class Service:
             try:
                 if backoff:
                     self._sleep(backoff)
+                self._advance_scan(SCAN_SLICE_SECONDS)
                 worked = self.run_batch()
                 now = time.monotonic()
-                if self.catching_up and not len(self.dirty):
+                if self.catching_up and not len(self.dirty) and self.scanning is None:
                     self.catching_up = False     # everything found by the scan is committed
                     self.notify.ready(self.status_line())
                     next_status = now + STATUS_SECONDS
@@ -209,7 +240,8 @@ class Service:
                 if now >= next_heartbeat:
                     self.store.heartbeat(time.time())
                     next_heartbeat = now + HEARTBEAT_SECONDS
-                if now >= next_rescan or self.rescan_requested:
+                # a periodic rescan waits for the one in progress (a long catch-up); SIGHUP does not
+                if (now >= next_rescan and self.scanning is None) or self.rescan_requested:
                     if self.rescan_requested:
                         self.notify.reloading()
                         self.catching_up = True      # READY=1 again once the rescan is committed
@@ -225,7 +257,7 @@ class Service:
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF_SECONDS)
                 log.warning("database error (%s: %s); retrying in %.1f s", type(e).__name__, e, backoff)
                 continue
-            if not len(self.dirty) and not self.rescan_requested:
+            if not len(self.dirty) and self.scanning is None and not self.rescan_requested:
                 next_retry = self.due_retries()
                 timeout = min(next_heartbeat, next_rescan) - time.monotonic()
                 if next_retry is not None:

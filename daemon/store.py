@@ -9,7 +9,9 @@ import contextlib
 import ctypes
 import logging
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
@@ -52,6 +54,50 @@ _BENCHMARK_BY_PROMPT = ("(SELECT CASE WHEN count(*) = 1 THEN max(b.id) END FROM 
                         " WHERE b.removed = 0 AND b.prompt != '' AND b.prompt = {})")
 
 
+# A tool call's duration: the one written, else the time between its two lines (SQL, so that a
+# call completed in one read and one completed across two reads round alike).
+_DURATION = ("coalesce({given}, CASE WHEN {started} IS NOT NULL AND {ended} IS NOT NULL"
+             " THEN round(({ended} - {started}) * 1000, 3) END)")
+
+
+class Checkpointer:
+    """Copies committed pages from the WAL into the database file on a thread and connection of
+    its own, so that a commit does not wait for the copy: the writer goes on with the next
+    batch on one core while the copy runs on the other (APSW releases the GIL in SQLite).
+    PASSIVE, so it never blocks the writer or a reader; what a reader still needs is copied
+    next time."""
+
+    WAL_PAGES = 1000            # wake it past this many pages, as SQLite's own checkpoint would
+    MAX_WAL_PAGES = 65536       # 256 MiB: past this, the writer checkpoints itself (Store.batch)
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.wake = threading.Event()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE)
+        try:
+            while True:
+                self.wake.wait()
+                self.wake.clear()
+                if self.stopping:
+                    return
+                try:
+                    conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+                except apsw.Error as e:    # disk full, say: the WAL still holds every commit
+                    log.warning("checkpoint failed (%s: %s); the WAL keeps the data", type(e).__name__, e)
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.stopping = True
+        self.wake.set()
+        self.thread.join()
+
+
 class Store:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +116,10 @@ class Store:
         self._migrate()
         self.generation = self.meta("data_generation") or 0
         self.changed = False
+        self.wal_pages = 0
+        self.checkpointer = Checkpointer(path)
+        # In place of SQLite's automatic checkpoint, which would copy the WAL inside our COMMIT.
+        self.conn.set_wal_hook(self._after_commit)
 
     def _pragma(self, text: str):
         # A PRAGMA that returns a row only runs to completion when the row is fetched.
@@ -92,7 +142,14 @@ class Store:
             self._pragma(f"user_version = {SCHEMA_VERSION}")
 
     def close(self):
+        self.checkpointer.stop()
         self.conn.close()
+
+    def _after_commit(self, _conn, _db: str, wal_pages: int) -> int:
+        self.wal_pages = wal_pages
+        if wal_pages >= Checkpointer.WAL_PAGES:
+            self.checkpointer.wake.set()
+        return apsw.SQLITE_OK
 
     # ------------------------------------------------------------------ transactions
 
@@ -100,6 +157,11 @@ class Store:
     def batch(self):
         """One write transaction. Commits the data generation +1 if anything changed."""
         self.changed = False
+        if self.wal_pages >= Checkpointer.MAX_WAL_PAGES:
+            # SQLite starts the WAL over only when a write begins after everything in it was
+            # copied, which the background copy alone cannot promise while we write nonstop.
+            self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+            self.wal_pages = 0
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self
@@ -204,10 +266,21 @@ class Store:
         errors = self.conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
         return files, errors
 
-    def tracked_files(self) -> dict[str, tuple]:
-        """path → (kind, dev, inode, size, mtime_ns, state), for the reconcile scan."""
-        return {row[0]: row[1:] for row in self.conn.execute(
-            "SELECT path, kind, dev, inode, size, mtime_ns, state FROM files")}
+    def count_present(self) -> int:
+        """Files tracked and not known to be gone, for the reconcile scan."""
+        return self.conn.execute("SELECT count(*) FROM files WHERE state != 'missing'").fetchone()[0]
+
+    def present_paths(self, chunk: int = 1000) -> Iterator[str]:
+        """Those files' paths, a chunk per query (no statement stays open between chunks)."""
+        after = ""
+        while True:
+            paths = [r[0] for r in self.conn.execute(
+                "SELECT path FROM files WHERE path > ? AND state != 'missing' ORDER BY path LIMIT ?",
+                (after, chunk))]
+            yield from paths
+            if len(paths) < chunk:
+                return
+            after = paths[-1]
 
     # ------------------------------------------------------------------ errors
 
@@ -364,7 +437,8 @@ class Store:
         self.conn.executemany(
             "INSERT OR REPLACE INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at,"
             " ended_at, duration_ms, input, output, success, status, error_message)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            f" VALUES (?1,?2,?3,?4,?5,?6,?7,{_DURATION.format(given='?8', started='?6', ended='?7')},"
+            " ?9,?10,?11,?12,?13)", rows)
 
     def complete_tool_calls(self, rows: list[tuple]):
         """rows: (output_line, ended_at, duration_ms, output, success, status, error_message,
@@ -372,8 +446,8 @@ class Store:
         line's timestamp and ended_at."""
         self.conn.executemany(
             "UPDATE tool_calls SET output_line = ?1, ended_at = coalesce(?2, ended_at),"
-            " duration_ms = coalesce(?3, CASE WHEN started_at IS NOT NULL AND ?2 IS NOT NULL"
-            "   THEN round((?2 - started_at) * 1000, 3) END, duration_ms),"
+            f" duration_ms = coalesce({_DURATION.format(given='?3', started='started_at', ended='?2')},"
+            " duration_ms),"
             " output = ?4, success = ?5, status = ?6, error_message = ?7 WHERE exec_id = ?8 AND line = ?9",
             rows)
 
