@@ -149,6 +149,59 @@ WHEN OLD.success IS NOT NEW.success OR OLD.score IS NOT NEW.score
 END;
 CREATE INDEX IF NOT EXISTS executions_unlinked ON executions (first_prompt) WHERE session_benchmark_id IS NULL;
 
+-- Generations per scope, for the API's ETags: a client polling one benchmark or the agents'
+-- results gets 304 until something that answer shows has changed, however busy the daemon is
+-- with other executions. (One execution's scope is its own executions.changed_generation.)
+-- Written by the triggers below, in the same transaction as the change.
+CREATE TABLE IF NOT EXISTS scope_generations (
+    scope      TEXT PRIMARY KEY,       -- 'benchmarks' (any benchmark), 'benchmark:<id>', 'results'
+    generation INTEGER NOT NULL        -- the data_generation that last changed it
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS benchmarks_scope_insert AFTER INSERT ON benchmarks BEGIN
+    INSERT INTO scope_generations (scope, generation)
+    VALUES ('benchmarks', (SELECT value + 1 FROM meta WHERE key = 'data_generation')),
+           ('benchmark:' || NEW.id, (SELECT value + 1 FROM meta WHERE key = 'data_generation'))
+    ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation;
+END;
+
+CREATE TRIGGER IF NOT EXISTS benchmarks_scope_update AFTER UPDATE ON benchmarks BEGIN
+    INSERT INTO scope_generations (scope, generation)
+    VALUES ('benchmarks', (SELECT value + 1 FROM meta WHERE key = 'data_generation')),
+           ('benchmark:' || NEW.id, (SELECT value + 1 FROM meta WHERE key = 'data_generation'))
+    ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation;
+END;
+
+-- A benchmark's detail lists its newest executions: id, agent, status, time and score.
+CREATE TRIGGER IF NOT EXISTS executions_benchmark_scope
+AFTER UPDATE OF benchmark_id, status, score, agent_type, created_at ON executions
+WHEN OLD.benchmark_id IS NOT NEW.benchmark_id OR OLD.status IS NOT NEW.status OR OLD.score IS NOT NEW.score
+    OR OLD.agent_type IS NOT NEW.agent_type OR OLD.created_at IS NOT NEW.created_at BEGIN
+    INSERT INTO scope_generations (scope, generation)
+    VALUES ('benchmark:' || coalesce(NEW.benchmark_id, ''), (SELECT value + 1 FROM meta WHERE key = 'data_generation')),
+           ('benchmark:' || coalesce(OLD.benchmark_id, ''), (SELECT value + 1 FROM meta WHERE key = 'data_generation'))
+    ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation;
+END;
+
+-- Agent performance: the finished executions, their scores, results and times.
+CREATE TRIGGER IF NOT EXISTS executions_results_scope_insert AFTER INSERT ON executions
+WHEN NEW.success IS NOT NULL BEGIN
+    INSERT INTO scope_generations (scope, generation)
+    VALUES ('results', (SELECT value + 1 FROM meta WHERE key = 'data_generation'))
+    ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation;
+END;
+
+CREATE TRIGGER IF NOT EXISTS executions_results_scope
+AFTER UPDATE OF success, score, final_status, agent_type, benchmark_id, created_at ON executions
+WHEN (OLD.success IS NOT NULL OR NEW.success IS NOT NULL)
+    AND (OLD.success IS NOT NEW.success OR OLD.score IS NOT NEW.score OR OLD.final_status IS NOT NEW.final_status
+         OR OLD.agent_type IS NOT NEW.agent_type OR OLD.benchmark_id IS NOT NEW.benchmark_id
+         OR OLD.created_at IS NOT NEW.created_at) BEGIN
+    INSERT INTO scope_generations (scope, generation)
+    VALUES ('results', (SELECT value + 1 FROM meta WHERE key = 'data_generation'))
+    ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation;
+END;
+
 -- Every stored line of an event log, in file order. (exec_id, line) is the natural
 -- key: re-reading a line is an idempotent upsert.
 CREATE TABLE IF NOT EXISTS events (

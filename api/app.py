@@ -55,8 +55,10 @@ RESPONSES = {
 
 def read_route(path: str, *, etag: str = "generation"):
     """A GET handler run in a worker thread (APSW is synchronous), with the error responses
-    documented. etag="generation": the ETag is the data generation, checked before the handler
-    runs; etag="keyed": the handler computes it (responses that show the clock)."""
+    documented. `etag` says what the ETag stands for (see etag_for), checked before the handler
+    runs: "generation" (any data), "execution:<param>" (the execution that parameter names),
+    "benchmark:<param>" (that benchmark and its executions), "results" (finished executions);
+    or "keyed": the handler computes it (responses that show the clock)."""
     return get(path, sync_to_thread=True, opt={"etag": etag}, responses=RESPONSES)
 
 
@@ -130,13 +132,31 @@ def etag_of(generation: int) -> str:
     return f'W/"g{generation}-{VERSION}"'
 
 
+def etag_for(q: Queries, request: Request) -> str:
+    """The ETag of a data route's answer: the generation of just what it shows when the route
+    names a scope, so a poller of one execution gets 304 while others are being ingested;
+    else the data generation. Read in the snapshot the answer is read in."""
+    kind, _, param = request.route_handler.opt["etag"].partition(":")
+    if kind == "execution":
+        execution_id = request.path_params.get(param) or request.query_params.get(param)
+        version = q.execution_version(execution_id) if execution_id else None
+        if version is not None:    # (an unknown one is a 404 anyway)
+            return f'W/"e{version}.{q.scope_generation("benchmarks")}-{VERSION}"'
+    elif kind == "benchmark":
+        scope = "benchmark:" + normalise_benchmark_id(request.path_params[param])
+        return f'W/"b{q.scope_generation(scope)}-{VERSION}"'
+    elif kind == "results":
+        return f'W/"r{q.scope_generation("results")}-{VERSION}"'
+    return etag_of(q.generation())
+
+
 def matches(request: Request, tag: str) -> bool:
     given = request.headers.get("if-none-match")
     return bool(given) and (given.strip() == "*" or tag in [t.strip() for t in given.split(",")])
 
 
-def data_response(body: Any, generation: int) -> Response:
-    return Response(content=body, headers={"ETag": etag_of(generation)})
+def data_response(body: Any, tag: str) -> Response:
+    return Response(content=body, headers={"ETag": tag})
 
 
 def keyed_response(request: Request, body: Any, key: tuple) -> Response:
@@ -285,17 +305,17 @@ def health(request: Request) -> Response[m.Health]:
 def list_benchmarks(request: Request, limit: str | None = None) -> Response[list[m.Benchmark]]:
     n = int_param(limit, "limit", 1000, high=10000)
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         rows = q.benchmarks(n)
     return data_response([m.Benchmark(id=r["id"], description=r["description"], tags=tags_of(r["tags"]),
-                                      prompt=r["prompt"]) for r in rows], gen)
+                                      prompt=r["prompt"]) for r in rows], tag)
 
 
-@read_route("/api/v1/benchmarks/{benchmark_id:str}")
+@read_route("/api/v1/benchmarks/{benchmark_id:str}", etag="benchmark:benchmark_id")
 def benchmark_detail(request: Request, benchmark_id: str) -> Response[m.BenchmarkDetail]:
     bench_id = normalise_benchmark_id(benchmark_id)
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         bench = q.benchmark(bench_id)
         runs = q.recent_executions(bench_id, 10)
     if bench is None and not runs:
@@ -306,28 +326,28 @@ def benchmark_detail(request: Request, benchmark_id: str) -> Response[m.Benchmar
     return data_response(m.BenchmarkDetail(
         id=bench_id, description=bench["description"] if bench else "", tags=tags_of(bench["tags"]) if bench else [],
         prompt=bench["prompt"] if bench else "", removed=bool(bench["removed"]) if bench else False,
-        recent_executions=recent, latest_execution_id=recent[0].execution_id if recent else None), gen)
+        recent_executions=recent, latest_execution_id=recent[0].execution_id if recent else None), tag)
 
 
-@read_route("/api/v1/benchmarks/{benchmark_id:str}/status/{execution_id:str}")
+@read_route("/api/v1/benchmarks/{benchmark_id:str}/status/{execution_id:str}", etag="execution:execution_id")
 def execution_status(request: Request, benchmark_id: str, execution_id: str) -> Response[m.ExecutionState]:
     # The execution id alone identifies the run: the UI may pass a stale benchmark segment.
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         row, result = load_run(q, execution_id)
-    return data_response(state_of(row, result), gen)
+    return data_response(state_of(row, result), tag)
 
 
 @read_route("/api/v1/benchmarks/{benchmark_id:str}/status")
 def newest_status(request: Request, benchmark_id: str, agent: str | None = None) -> Response[m.ExecutionState]:
     bench_id = normalise_benchmark_id(benchmark_id)
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         row = q.newest_execution(bench_id, agent or None)
         if row is None:
             raise not_found(f"no execution of benchmark {bench_id!r}" + (f" by agent {agent!r}" if agent else ""))
         _, result = load_run(q, row["execution_id"])
-    return data_response(state_of(row, result), gen)
+    return data_response(state_of(row, result), tag)
 
 
 def agent_result(r: dict) -> m.AgentResult:
@@ -336,11 +356,11 @@ def agent_result(r: dict) -> m.AgentResult:
                          final_status="Succeeded" if succeeded else "Failed", timestamp=iso(r["created_at"]))
 
 
-@read_route("/api/v1/agent-performance")
+@read_route("/api/v1/agent-performance", etag="results")
 def agent_performance(request: Request, limit: str | None = None) -> Response[list[m.AgentPerformanceSummary]]:
     n = int_param(limit, "limit", DEFAULT_LIMIT)
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         per_agent: dict[str, list[dict]] = {}
         for row in q.agent_stats():
             per_agent.setdefault(row["agent_type"], []).append(row)
@@ -358,29 +378,29 @@ def agent_performance(request: Request, limit: str | None = None) -> Response[li
                 success_rate=round(sum(s["succeeded"] for s in stats) / finished, 6) if finished else 0.0,
                 best_benchmarks=best, worst_benchmarks=worst,
                 results=[agent_result(r) for r in q.finished_results(agent, None, n)]))
-    return data_response(summaries, gen)
+    return data_response(summaries, tag)
 
 
-@read_route("/api/v1/agent-performance/{agent_type:str}/results")
+@read_route("/api/v1/agent-performance/{agent_type:str}/results", etag="results")
 def agent_results(request: Request, agent_type: str, limit: str | None = None,
                   cursor: str | None = None) -> Response[m.AgentResultPage]:
     n = int_param(limit, "limit", DEFAULT_LIMIT)
     after = decode_cursor(cursor, (float, str))
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         rows = q.finished_results(agent_type, after, n + 1)
     rows, next_cursor = paged(rows, n, by_time)
     return data_response(m.AgentResultPage(
         items=[agent_result(r) for r in rows],
-        next_cursor=next_cursor), gen)
+        next_cursor=next_cursor), tag)
 
 
 @read_route("/api/v1/agents")
 def agents(request: Request) -> Response[list[str]]:
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         names = q.agents(1000)
-    return data_response(names, gen)
+    return data_response(names, tag)
 
 
 @read_route("/api/v1/agents/config/{agent_type:str}", etag="keyed")
@@ -398,19 +418,19 @@ def logs_context(q: Queries, bench_id: str, execution_id: str | None):
     return load_run(q, row["execution_id"])
 
 
-@read_route("/api/v1/execution-logs/{benchmark_id:str}")
+@read_route("/api/v1/execution-logs/{benchmark_id:str}", etag="execution:execution_id")
 def execution_logs(request: Request, benchmark_id: str, execution_id: str | None = None) -> Response[m.ExecutionLogs]:
     if not execution_id:
         raise BadParameter("execution_id", "is required")
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         row, result = load_run(q, execution_id)
         calls = q.tool_calls(row["id"], 0, 1000)
     text = render.trace_text(run_facts(row), result, facts_of_calls([], calls))
     return data_response(m.ExecutionLogs(
         benchmark_id=normalise_benchmark_id(benchmark_id), execution_id=row["execution_id"],
         agent_type=row["agent_type"], interface="web", status=row["status"].lower(), final_status=row["status"],
-        trace=text, is_running=row["status"] == "Running", progress=progress_of(row), result=result or {}), gen)
+        trace=text, is_running=row["status"] == "Running", progress=progress_of(row), result=result or {}), tag)
 
 
 @read_route("/api/v1/transaction-logs/{benchmark_id:str}")
@@ -418,24 +438,24 @@ def transaction_logs(request: Request, benchmark_id: str,
                      execution_id: str | None = None) -> Response[m.TransactionLogs]:
     bench_id = normalise_benchmark_id(benchmark_id)
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         row, result = logs_context(q, bench_id, execution_id or None)
     if row is None:
         return data_response(m.TransactionLogs(
             benchmark_id=bench_id, execution_id=None, agent_type=None, interface="web", status="unknown",
             final_status=None, transaction_logs="", is_running=False, progress=0.0, result={},
-            message=f"no executions of benchmark {bench_id!r} yet"), gen)
+            message=f"no executions of benchmark {bench_id!r} yet"), tag)
     return data_response(m.TransactionLogs(
         benchmark_id=bench_id, execution_id=row["execution_id"], agent_type=row["agent_type"], interface="web",
         status=row["status"].lower(), final_status=row["status"],
         transaction_logs=render.transaction_logs_text(run_facts(row), result),
-        is_running=row["status"] == "Running", progress=progress_of(row), result=result or {}), gen)
+        is_running=row["status"] == "Running", progress=progress_of(row), result=result or {}), tag)
 
 
-@read_route("/api/v1/flows/{session_id:str}")
+@read_route("/api/v1/flows/{session_id:str}", etag="execution:session_id")
 def flow(request: Request, session_id: str) -> Response[m.Flow]:
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         row, result = load_run(q, session_id)
         rows = q.tool_calls(row["id"], 0, 1000)
     calls = [tool_call_of(r) for r in rows] if rows else session_tools(result)
@@ -445,7 +465,7 @@ def flow(request: Request, session_id: str) -> Response[m.Flow]:
         metadata=m.FlowMetadata(state_count=render.flow_state_count(facts), tool_count=len(calls),
                                 execution_time_ms=row["execution_time_ms"], benchmark_id=row["benchmark_id"],
                                 session_id=row["execution_id"]),
-        tool_calls=calls), gen)
+        tool_calls=calls), tag)
 
 
 # ---------------------------------------------------------------------- Part 2: our own routes
@@ -461,19 +481,19 @@ def sessions(request: Request, benchmark_id: str | None = None, agent: str | Non
             raise BadParameter("status", f"must be one of {', '.join(m.Status.__args__)}")
         status = wanted
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         rows = q.sessions(benchmark_id=normalise_benchmark_id(benchmark_id) if benchmark_id else None,
                           agent=agent, status=status, after=after, limit=n + 1)
     rows, next_cursor = paged(rows, n, by_time)
     return data_response(m.SessionPage(
         items=[summary_of(r) for r in rows],
-        next_cursor=next_cursor), gen)
+        next_cursor=next_cursor), tag)
 
 
 @read_route("/api/v1/sessions/{execution_id:str}")
 def session_detail(request: Request, execution_id: str) -> Response[m.SessionDetail]:
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         row, result = load_run(q, execution_id)
         files = q.source_files(execution_id)
     return data_response(m.SessionDetail(
@@ -481,35 +501,35 @@ def session_detail(request: Request, execution_id: str) -> Response[m.SessionDet
         tool_call_count=row["tool_call_count"], step_count=row["step_count"], progress=progress_of(row),
         files=[m.SourceFile(path=f["path"], kind=f["kind"], state=f["state"], lines_read=f["line_no"],
                             bytes_read=f["offset"], size=f["size"], ingested_at=iso(f["ingested_at"]))
-               for f in files]), gen)
+               for f in files]), tag)
 
 
 def run_lines(request: Request, execution_id: str, limit: str | None, cursor: str | None, fetch):
-    """A page of an execution's rows keyed by line (events, tool calls): (rows, next cursor, generation)."""
+    """A page of an execution's rows keyed by line (events, tool calls): (rows, next cursor, ETag)."""
     n = int_param(limit, "limit", 100)
     after = decode_cursor(cursor, (int,))
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         row, _ = load_run(q, execution_id)
         rows = fetch(q, row["id"], after[0] if after else 0, n + 1)
-    return *paged(rows, n, lambda r: (r["line"],)), gen
+    return *paged(rows, n, lambda r: (r["line"],)), tag
 
 
-@read_route("/api/v1/sessions/{execution_id:str}/events")
+@read_route("/api/v1/sessions/{execution_id:str}/events", etag="execution:execution_id")
 def session_events(request: Request, execution_id: str, limit: str | None = None,
                    cursor: str | None = None) -> Response[m.EventPage]:
-    rows, next_cursor, gen = run_lines(request, execution_id, limit, cursor, Queries.events)
+    rows, next_cursor, tag = run_lines(request, execution_id, limit, cursor, Queries.events)
     return data_response(m.EventPage(
         items=[m.Event(line=r["line"], byte_offset=r["byte_offset"], kind=r["kind"], timestamp=iso(r["ts"]),
                        event_type=r["event_type"], data=m.raw_or_none(r["doc"])) for r in rows],
-        next_cursor=next_cursor), gen)
+        next_cursor=next_cursor), tag)
 
 
-@read_route("/api/v1/sessions/{execution_id:str}/tool-calls")
+@read_route("/api/v1/sessions/{execution_id:str}/tool-calls", etag="execution:execution_id")
 def session_tool_calls(request: Request, execution_id: str, limit: str | None = None,
                        cursor: str | None = None) -> Response[m.ToolCallPage]:
-    rows, next_cursor, gen = run_lines(request, execution_id, limit, cursor, Queries.tool_calls)
-    return data_response(m.ToolCallPage(items=[tool_call_of(r) for r in rows], next_cursor=next_cursor), gen)
+    rows, next_cursor, tag = run_lines(request, execution_id, limit, cursor, Queries.tool_calls)
+    return data_response(m.ToolCallPage(items=[tool_call_of(r) for r in rows], next_cursor=next_cursor), tag)
 
 
 @read_route("/api/v1/ingest/status", etag="keyed")
@@ -534,14 +554,14 @@ def ingest_errors(request: Request, limit: str | None = None, cursor: str | None
     n = int_param(limit, "limit", DEFAULT_LIMIT)
     after = decode_cursor(cursor, (int,))
     with db_of(request).snapshot() as q:
-        gen = q.generation()
+        tag = etag_for(q, request)
         rows = q.errors(after[0] if after else None, n + 1)
     rows, next_cursor = paged(rows, n, lambda r: (r["id"],))
     return data_response(m.IngestErrorPage(
         items=[m.IngestError(id=r["id"], path=r["path"], line=r["line"], byte_offset=r["byte_offset"],
                              reason=r["reason"], first_seen_at=iso(r["first_seen_at"]),
                              last_seen_at=iso(r["last_seen_at"]), count=r["count"]) for r in rows],
-        next_cursor=next_cursor), gen)
+        next_cursor=next_cursor), tag)
 
 
 # ---------------------------------------------------------------------- live: stream and metrics
@@ -587,10 +607,10 @@ def metrics(request: Request) -> Response[str]:
 
 def not_modified(request: Request) -> Response | None:
     """Answer a matching If-None-Match with 304 before the handler runs any of its queries."""
-    if request.route_handler.opt.get("etag") != "generation" or "if-none-match" not in request.headers:
+    if request.route_handler.opt.get("etag") in ("keyed", "none") or "if-none-match" not in request.headers:
         return None
     with db_of(request).snapshot() as q:
-        tag = etag_of(q.generation())
+        tag = etag_for(q, request)
     if matches(request, tag):
         return Response(content=None, status_code=304, headers={"ETag": tag})
     return None

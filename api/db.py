@@ -116,6 +116,15 @@ class Queries:
 
     # ------------------------------------------------------------------ benchmarks
 
+    def execution_version(self, execution_id: str) -> int | None:
+        """The data generation that last changed this execution (what its ETag is made of)."""
+        row = self.one("SELECT changed_generation AS g FROM executions WHERE execution_id = ?", (execution_id,))
+        return row["g"] if row else None
+
+    def scope_generation(self, scope: str) -> int:
+        row = self.one("SELECT generation AS g FROM scope_generations WHERE scope = ?", (scope,))
+        return row["g"] if row else 0
+
     def benchmarks(self, limit: int) -> list[dict]:
         return self.all("SELECT id, description, tags, prompt FROM benchmarks WHERE removed = 0"
                         " ORDER BY id LIMIT ?", (limit,))

@@ -421,7 +421,8 @@ def bench_api(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
         timed([BIN / "reev-ingestd", "--sessions-dir", corpus["dir"] / "sessions", "--benchmarks-dir",
                corpus["dir"] / "benchmarks", "--db", db, "--once", "--log-level", "warning"], 7200, tmp)
     ids = pick_ids(db)
-    mix = [ids["status"], ids["benchmark"], ids["agents"], ids["logs"]]
+    # each path with the scope letter of its ETag (perf/polling.lua)
+    mix = ["e=" + ids["status"], "b=" + ids["benchmark"], "r=" + ids["agents"], "e=" + ids["logs"]]
     daemon = start_daemon(corpus["dir"] / "sessions", corpus["dir"] / "benchmarks", db, tmp, "api-daemon")
     writer = api = ds = None
     res = defaultdict(list)
@@ -869,12 +870,11 @@ STANDING_NOTES = [
     "above) and its page cache does not keep a 1.9 GB corpus warm (file pages are reclaimed and re-read: "
     "`workingset_refault_file` in /proc/vmstat grows), so part of every back-fill contender's time is disk "
     "reads. Ratios come from interleaved runs of the same repetition to share that noise.",
-    "The If-None-Match figures under ingest (3b) depend on how often the daemon commits: every committed batch "
-    "bumps the one data generation all ETags are made of, so the 304 share swings from ~0% (the daemon keeps "
-    "up: a batch every few ms) to ~70% (it lags: fewer, bigger batches) between runs. wrk's Lua cannot tell "
-    "which connection an answer belongs to, so each wrk thread sends the newest ETag it saw; since every data "
-    "route's ETag is the same generation, the server's work per request is the same, but the 304 share is, "
-    "if anything, higher than a client keeping one ETag per URL would get.",
+    "The If-None-Match figures under ingest (3b): the ETags are scoped (one execution, one benchmark, the "
+    "finished results), so the background writers' new executions leave the polled execution's and the results' "
+    "ETags alone. wrk's Lua is not told which request an answer belongs to, so `perf/polling.lua` files each "
+    "ETag under the scope letter it carries and sends it with the paths of that letter; the mix names one "
+    "resource per scope, so that is the ETag a client keeping one per URL would send.",
     "The product tree changed during the runs (other engineers committed to daemon/ and api/); the figures are "
     "for the code installed (editable) when each process started.",
 ]
@@ -902,10 +902,10 @@ METHOD = """
    the answer. Polls happen only while a sample is outstanding. The first 2 s
    of each run are not sampled.
 3. **API.** The back-filled database, the daemon live on the corpus plus 50 new logs growing at
-   200 lines/s in all (`live.py --no-poll`), so the data generation (the ETag) moves all the
-   time. wrk -t2 -c64 with `perf/polling.lua` rotating over an execution status, a benchmark
-   detail, agent-performance and execution-logs; `ETAG=1` sends the last ETag seen (the share of
-   304 answers is counted by the script). Datasette serves the same file (`datasette serve`
+   200 lines/s in all (`live.py --no-poll`), so the data generation moves all the time. wrk
+   -t2 -c64 with `perf/polling.lua` rotating over an execution status, a benchmark detail,
+   agent-performance and execution-logs; `ETAG=1` sends the last ETag seen for the route's
+   scope (the share of 304 answers is counted by the script). Datasette serves the same file (`datasette serve`
    opens a mutable database with `?mode=ro`: read-only, sees the daemon's commits; `-i`/
    `--immutable` would assume the file never changes). The status route alone is compared with
    the faster of Datasette's two single-row lookups. One reev-api worker (the default).

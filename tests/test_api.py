@@ -384,6 +384,63 @@ def test_missing_database_then_recovery_without_restart(workspace, live_daemon, 
         server.close()
 
 
+def test_scoped_etags_hold_while_other_executions_change(workspace, live_daemon, db, tmp_path):
+    """A poller of one execution, one benchmark or the agents' results gets 304 while the daemon
+    ingests other executions, and a new ETag as soon as what it shows changes."""
+    workspace.write_benchmark(B301, fx.benchmark_yaml(B301))
+    workspace.write_benchmark(B302, fx.benchmark_yaml(B302, prompt=FLOW_PROMPT))
+    workspace.append_events("x", [fx.prompt_line("Send 0.3 SOL to the second wallet.", at=0)])
+    workspace.write_session("x", fx.session_doc("inner-x", benchmark_id=B301, score=1.0))
+    workspace.append_events("y", [fx.prompt_line(FLOW_PROMPT, at=10)])
+    daemon = live_daemon()
+    server = Api(workspace.db_path, tmp_path / "api.log")
+    scoped = {"status": f"/api/v1/benchmarks/{B301}/status/x", "logs": f"/api/v1/execution-logs/{B301}?execution_id=x",
+              "events": "/api/v1/sessions/x/events", "tool-calls": "/api/v1/sessions/x/tool-calls",
+              "flow": "/api/v1/flows/x", "benchmark": f"/api/v1/benchmarks/{B301}",
+              "performance": "/api/v1/agent-performance", "results": "/api/v1/agent-performance/deterministic/results"}
+    try:
+        daemon.wait_for(lambda: db.event_count("y") == 1 and db.execution("x")["status"] == "Completed",
+                        what="x and y ingested")
+        tags = {name: server.request(path).etag for name, path in scoped.items()}
+        everything = server.request("/api/v1/sessions").etag
+
+        def changed() -> set[str]:
+            return {name for name, path in scoped.items()
+                    if server.request(path, headers={"If-None-Match": tags[name]}).status != 304}
+
+        def ingest(what: str, write, done):
+            generation = db.generation()
+            write()
+            daemon.wait_for(lambda: done() and db.generation() > generation, what=what)
+
+        # y (another benchmark, still running) grows: none of x's, 301's or the results' answers change
+        ingest("y's new line", lambda: workspace.append_events("y", [fx.tool_input_line("jupiter_swap", at=11)]),
+               lambda: db.event_count("y") == 2)
+        assert server.request("/api/v1/sessions", headers={"If-None-Match": everything}).status == 200
+        assert changed() == set()
+        # y finishes: the results change, x's and 301's answers do not
+        ingest("y finished", lambda: workspace.write_session("y", fx.session_doc("inner-y", benchmark_id=B302)),
+               lambda: db.execution("y")["status"] == "Completed")
+        assert changed() == {"performance", "results"}
+        tags.update({name: server.request(scoped[name]).etag for name in ("performance", "results")})
+        # x grows: x's own answers change; its benchmark's list (status, time, score) does not
+        ingest("x's new line", lambda: workspace.append_events("x", [fx.tool_input_line("sol_transfer", at=1)]),
+               lambda: db.event_count("x") == 2)
+        assert changed() == {"status", "logs", "events", "tool-calls", "flow"}
+        tags.update({name: server.request(path).etag for name, path in scoped.items()})
+        # x's score changes: everything that shows it
+        ingest("x's new score", lambda: workspace.write_session("x", fx.session_doc("inner-x", benchmark_id=B301,
+                                                                                     score=0.5)),
+               lambda: db.execution("x")["score"] == 0.5)
+        assert changed() == set(scoped)
+        # a benchmark definition changes: the answers that show it (x's progress counts its flow)
+        tags.update({name: server.request(path).etag for name, path in scoped.items()})
+        ingest("301 redefined", lambda: workspace.write_benchmark(B301, fx.benchmark_yaml(B301, description="new")),
+               lambda: db.scalar("SELECT description FROM benchmarks WHERE id = ?", (B301,)) == "new")
+        assert {"benchmark", "status", "logs"} <= changed()
+    finally:
+        server.close()
+
 def test_new_etag_when_data_arrives(workspace, live_daemon, tmp_path):
     workspace.append_events(DONE, [fx.prompt_line("hello", at=0)])
     daemon = live_daemon()
