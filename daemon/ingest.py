@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -137,9 +138,9 @@ class Ingestor:
         stored = bad = 0
         if lines:
             # Read from the first line, nothing earlier can be open (the common back-fill case).
-            rows = EventRows.build(exec_id, lines, self.limits.max_line_bytes, lambda: (
-                self.store.open_tool_inputs(exec_id), self.store.last_legacy_calls(exec_id))
-                if cp.line_no else ([], {}))
+            earlier = NOTHING_EARLIER if not cp.line_no else EarlierCalls(
+                partial(self.store.open_tool_inputs, exec_id), partial(self.store.last_legacy_calls, exec_id))
+            rows = EventRows.build(exec_id, lines, self.limits.max_line_bytes, earlier)
             rows.write(self.store, exec_id)
             for err in rows.errors:
                 if self.store.record_error(path, err.line, err.offset, err.reason):
@@ -223,6 +224,16 @@ class Ingestor:
             self.requeue.add(other)
 
 
+class EarlierCalls(NamedTuple):
+    """What earlier reads of an event log left open: ToolInput lines still waiting for their
+    output, oldest first; the older logger's last call line per tool."""
+    open_inputs: Callable[[], list[int]]
+    legacy_calls: Callable[[], dict[str, int]]
+
+
+NOTHING_EARLIER = EarlierCalls(list, dict)
+
+
 class BadLine(NamedTuple):
     line: int
     offset: int
@@ -249,10 +260,9 @@ class EventRows:
     opened_here: dict[int, int] = field(default_factory=dict)  # ToolInput line → its new_calls index
 
     @classmethod
-    def build(cls, exec_id: int, lines: list[Line], max_line_bytes: int,
-              pairing_state: Callable[[], tuple[list[int], dict[str, int]]]) -> "EventRows":
-        """`pairing_state()` gives the open ToolInput lines and the older logger's last call per
-        tool from earlier reads; it is asked only when these lines hold something to pair."""
+    def build(cls, exec_id: int, lines: list[Line], max_line_bytes: int, earlier: "EarlierCalls") -> "EventRows":
+        """`earlier` gives what earlier reads left to pair with; each is asked only when these
+        lines hold something to pair with it."""
         rows = cls([], [], [], [])
         parsed: list[tuple[Line, ParsedLine]] = []
         for line in lines:
@@ -266,11 +276,8 @@ class EventRows:
                 continue
             if p is not None:
                 parsed.append((line, p))
-        if any(p.event_type == "ToolOutput" or p.kind == "tool_call" for _, p in parsed):
-            open_inputs, legacy_calls = pairing_state()
-            open_inputs, legacy_calls = list(open_inputs), dict(legacy_calls)
-        else:
-            open_inputs, legacy_calls = [], {}
+        open_inputs = list(earlier.open_inputs()) if any(p.event_type == "ToolOutput" for _, p in parsed) else []
+        legacy_calls = dict(earlier.legacy_calls()) if any(p.kind == "tool_call" for _, p in parsed) else {}
         for line, p in parsed:
             rows._add(exec_id, line, p, open_inputs, legacy_calls)
         return rows
