@@ -9,7 +9,6 @@ import contextlib
 import ctypes
 import logging
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,44 +59,6 @@ _DURATION = ("coalesce({given}, CASE WHEN {started} IS NOT NULL AND {ended} IS N
              " THEN round(({ended} - {started}) * 1000, 3) END)")
 
 
-class Checkpointer:
-    """Copies committed pages from the WAL into the database file on a thread and connection of
-    its own, so that a commit does not wait for the copy: the writer goes on with the next
-    batch on one core while the copy runs on the other (APSW releases the GIL in SQLite).
-    PASSIVE, so it never blocks the writer or a reader; what a reader still needs is copied
-    next time."""
-
-    WAL_PAGES = 1000            # wake it past this many pages, as SQLite's own checkpoint would
-    MAX_WAL_PAGES = 65536       # 256 MiB: past this, the writer checkpoints itself (Store.batch)
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.wake = threading.Event()
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE)
-        try:
-            while True:
-                self.wake.wait()
-                self.wake.clear()
-                if self.stopping:
-                    return
-                try:
-                    conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
-                except apsw.Error as e:    # disk full, say: the WAL still holds every commit
-                    log.warning("checkpoint failed (%s: %s); the WAL keeps the data", type(e).__name__, e)
-        finally:
-            conn.close()
-
-    def stop(self):
-        self.stopping = True
-        self.wake.set()
-        self.thread.join()
-
-
 class Store:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,10 +77,6 @@ class Store:
         self._migrate()
         self.generation = self.meta("data_generation") or 0
         self.changed = False
-        self.wal_pages = 0
-        self.checkpointer = Checkpointer(path)
-        # In place of SQLite's automatic checkpoint, which would copy the WAL inside our COMMIT.
-        self.conn.set_wal_hook(self._after_commit)
 
     def _pragma(self, text: str):
         # A PRAGMA that returns a row only runs to completion when the row is fetched.
@@ -142,14 +99,7 @@ class Store:
             self._pragma(f"user_version = {SCHEMA_VERSION}")
 
     def close(self):
-        self.checkpointer.stop()
         self.conn.close()
-
-    def _after_commit(self, _conn, _db: str, wal_pages: int) -> int:
-        self.wal_pages = wal_pages
-        if wal_pages >= Checkpointer.WAL_PAGES:
-            self.checkpointer.wake.set()
-        return apsw.SQLITE_OK
 
     # ------------------------------------------------------------------ transactions
 
@@ -157,11 +107,6 @@ class Store:
     def batch(self):
         """One write transaction. Commits the data generation +1 if anything changed."""
         self.changed = False
-        if self.wal_pages >= Checkpointer.MAX_WAL_PAGES:
-            # SQLite starts the WAL over only when a write begins after everything in it was
-            # copied, which the background copy alone cannot promise while we write nonstop.
-            self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
-            self.wal_pages = 0
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self
