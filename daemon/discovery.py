@@ -44,6 +44,12 @@ class DirtyPaths:
                 self._paths[p] = None
             self._cond.notify()
 
+    def put_back(self, paths):
+        """Paths taken but not processed (the batch ran out of time): first in line again."""
+        with self._cond:
+            self._paths = dict.fromkeys([*paths, *self._paths])
+            self._cond.notify()
+
     def wake(self):
         with self._cond:
             self.woken = True

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import stat
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,11 +27,12 @@ HEARTBEAT_SECONDS = 5.0
 STATUS_SECONDS = 1.0           # at most one systemd STATUS= line per second
 MAX_FILES_PER_BATCH = 4096
 MAX_BATCH_BYTES = 64 << 20     # a batch stops taking files past this much input
-LIVE_BATCH_SECONDS = 0.01      # ... or, following live files, past this long: a line becomes
+LIVE_BATCH_SECONDS = 0.003     # ... or, following live files, past this long: a line becomes
                                # visible when its batch commits, so latency wants short batches
                                # (commits are cheap: WAL with synchronous=NORMAL does not fsync)
 MAX_BACKOFF_SECONDS = 30.0
 SCAN_SLICE_SECONDS = 0.005     # live, a scan advances this long between batches
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 @dataclass
@@ -142,9 +144,9 @@ class Service:
                         files_read_total=done, batches_total=1,
                         batch_seconds_total=time.monotonic() - started)
         except apsw.Error:
-            self.dirty.add_many(paths)   # nothing was committed: the checkpoints did not move
+            self.dirty.put_back(paths)   # nothing was committed: the checkpoints did not move
             raise
-        self.dirty.add_many(paths[done:])
+        self.dirty.put_back(paths[done:])
         self.dirty.add_many(again)
         self.dirty.add_many(self.ingestor.take_requeue())
         ms = (time.monotonic() - started) * 1000
@@ -203,6 +205,9 @@ class Service:
 
     def run_live(self) -> int:
         self._install_signals()
+        # A change reaches this loop through watchdog's threads (inotify reader, emitter,
+        # observer): each hand-over waits for the GIL, by default up to 5 ms while a batch runs.
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         for folder in (self.config.sessions_dir, self.config.benchmarks_dir):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
