@@ -165,6 +165,7 @@ CREATE TRIGGER IF NOT EXISTS benchmarks_scope_insert AFTER INSERT ON benchmarks 
     ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation;
 END;
 
+-- (the same body: SQLite has no trigger for INSERT OR UPDATE)
 CREATE TRIGGER IF NOT EXISTS benchmarks_scope_update AFTER UPDATE ON benchmarks BEGIN
     INSERT INTO scope_generations (scope, generation)
     VALUES ('benchmarks', (SELECT value + 1 FROM meta WHERE key = 'data_generation')),

@@ -141,7 +141,7 @@ def etag_for(q: Queries, request: Request) -> str:
         execution_id = request.path_params.get(param) or request.query_params.get(param)
         version = q.execution_version(execution_id) if execution_id else None
         if version is not None:    # (an unknown one is a 404 anyway)
-            return f'W/"e{version}.{q.scope_generation("benchmarks")}-{VERSION}"'
+            return f'W/"e{version[0]}.{version[1]}-{VERSION}"'
     elif kind == "benchmark":
         scope = "benchmark:" + normalise_benchmark_id(request.path_params[param])
         return f'W/"b{q.scope_generation(scope)}-{VERSION}"'

@@ -1,9 +1,11 @@
 """`reev-api`: serve the database read-only over HTTP."""
 
 import argparse
+import ctypes
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from api.app import create_app, serve
 from daemon.config import default_db_path, logging_config, setup_logging
 
 _CONFIG_ENV = "REEV_API_CONFIG"   # carries the parsed options to each worker process
+PR_SET_PDEATHSIG = 1              # prctl(2)
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -40,9 +43,23 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def die_with_server(server_pid: int):
+    """A worker whose server process is killed outright (SIGKILL leaves it no time to stop its
+    workers) would go on holding the port alone: have Linux send it SIGTERM when its parent
+    goes, and go now if that has already happened."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):    # not Linux: nothing to ask for
+        return
+    if os.getppid() != server_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def app_from_env():
     """The app factory each server worker calls."""
     cfg = json.loads(os.environ[_CONFIG_ENV])
+    die_with_server(cfg["server_pid"])
     return serve(create_app(Path(cfg["db"]), cfg["cors_origins"], cfg["query_timeout"], cfg["max_streams"],
                             cfg["stream_heartbeat"]))
 
@@ -52,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     os.environ[_CONFIG_ENV] = json.dumps({"db": str(args.db), "cors_origins": args.cors_origins,
                                           "query_timeout": args.query_timeout, "max_streams": args.max_streams,
-                                          "stream_heartbeat": args.stream_heartbeat})
+                                          "stream_heartbeat": args.stream_heartbeat, "server_pid": os.getpid()})
     logging.getLogger("reev.api").info("serving %s on http://%s:%d", args.db, args.host, args.port)
     # Granian over uvicorn: measured faster on this machine for the UI's polling load
     # (README, "Choosing the ASGI server"; perf/asgi_servers.sh).

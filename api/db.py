@@ -116,10 +116,12 @@ class Queries:
 
     # ------------------------------------------------------------------ benchmarks
 
-    def execution_version(self, execution_id: str) -> int | None:
-        """The data generation that last changed this execution (what its ETag is made of)."""
-        row = self.one("SELECT changed_generation AS g FROM executions WHERE execution_id = ?", (execution_id,))
-        return row["g"] if row else None
+    def execution_version(self, execution_id: str) -> tuple[int, int] | None:
+        """What an execution's ETag is made of, in one statement (it runs for every request):
+        the data generation that last changed it, and the one that last changed a benchmark."""
+        row = self.one("SELECT changed_generation AS g, (SELECT generation FROM scope_generations"
+                       " WHERE scope = 'benchmarks') AS b FROM executions WHERE execution_id = ?", (execution_id,))
+        return (row["g"], row["b"] or 0) if row else None
 
     def scope_generation(self, scope: str) -> int:
         row = self.one("SELECT generation AS g FROM scope_generations WHERE scope = ?", (scope,))

@@ -103,7 +103,11 @@ class Service:
         """Queue the next paths of the scan in progress, up to a batch's worth or `seconds`."""
         deadline = time.monotonic() + seconds
         while self.scanning is not None and len(self.dirty) < MAX_FILES_PER_BATCH:
-            path = next(self.scanning, None)
+            try:
+                path = next(self.scanning, None)
+            except apsw.Error:
+                self.scan()        # a generator that raised is over: start again after the backoff
+                raise
             if path is None:
                 self.scanning = None
             else:

@@ -517,3 +517,39 @@ def test_reading_while_the_daemon_writes(workspace, live_daemon, tmp_path):
     assert sum(statuses.values()) > 100
     assert set(statuses) <= {200}, statuses
     assert "BusyError" not in daemon.stderr() and "database error" not in daemon.stderr()
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_worker_does_not_outlive_a_killed_server(tmp_path):
+    """SIGKILL leaves reev-api no time to stop its worker process; the worker must not go on
+    serving the port alone (it asks Linux for SIGTERM when its parent dies)."""
+    server = Api(tmp_path / "reev.db", tmp_path / "api.log")
+    try:
+        workers = _children(server.proc.pid)
+        assert workers, "reev-api runs its server in worker processes"
+        server.proc.kill()
+        server.proc.wait()
+        wait_for(lambda: not any(_alive(w) for w in workers), timeout=10, what="the worker to exit")
+        with pytest.raises(OSError):
+            server.request("/api/v1/health", timeout=2)
+    finally:
+        server.close()
