@@ -607,7 +607,7 @@ def metrics(request: Request) -> Response[str]:
 
 def not_modified(request: Request) -> Response | None:
     """Answer a matching If-None-Match with 304 before the handler runs any of its queries."""
-    if request.route_handler.opt.get("etag") in ("keyed", "none") or "if-none-match" not in request.headers:
+    if request.route_handler.opt.get("etag") in (None, "keyed", "none") or "if-none-match" not in request.headers:
         return None
     with db_of(request).snapshot() as q:
         tag = etag_for(q, request)

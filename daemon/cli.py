@@ -8,6 +8,7 @@ import apsw
 from daemon import tools
 from daemon.config import daemon_arguments, setup_logging
 from daemon.ingest import Limits
+from daemon.notify import Notifier
 from daemon.service import Config, Service
 from daemon.store import Store
 
@@ -26,13 +27,16 @@ def main(argv: list[str] | None = None) -> int:
         sessions_dir=args.sessions_dir.absolute(), benchmarks_dir=args.benchmarks_dir.absolute(),
         db=args.db, once=args.once, rescan_interval=args.rescan_interval,
         limits=Limits(max_line_bytes=args.max_line_bytes, settle_seconds=args.settle_seconds))
+    notify = Notifier()
     try:
-        store = Store(config.db)
+        # A migration rewrites tables: under systemd, ask for the time it takes (10 minutes).
+        store = Store(config.db, before_migration=lambda what: notify.send(
+            "EXTEND_TIMEOUT_USEC=600000000", f"STATUS={what}"))
     except (apsw.Error, OSError, RuntimeError) as e:
         log.error("cannot open the database %s: %s", config.db, e)
         return 2
     try:
-        service = Service(config, store)
+        service = Service(config, store, notify)
         return service.run_once() if config.once else service.run_live()
     finally:
         store.close()

@@ -46,6 +46,8 @@ class DirtyPaths:
 
     def put_back(self, paths):
         """Paths taken but not processed (the batch ran out of time): first in line again."""
+        if not paths:
+            return
         with self._cond:
             self._paths = dict.fromkeys([*paths, *self._paths])
             self._cond.notify()

@@ -134,7 +134,8 @@ _SECONDS_DECODER = msgspec.json.Decoder(float | None)
 
 
 # RFC 3339 decoded in C: the common case of every event line. Anything it refuses (a space for
-# the T, a leap second) goes the general way below.
+# the T, a leap second) goes the general way below, and so does a fraction of more than six
+# digits (reev's Rust loggers write nine): msgspec rounds it, the general way truncates it.
 _RFC3339_DECODER = msgspec.json.Decoder(datetime | float | None)
 
 
@@ -143,7 +144,7 @@ def time_field(value: Raw, path: str, decoder: msgspec.json.Decoder = _STAMP_DEC
     number too large even for a double (1e999) is absurd like any other: None."""
     if value == NULL:
         return None
-    if decoder is _STAMP_DECODER:
+    if decoder is _STAMP_DECODER and not _beyond_microseconds(bytes(value)):
         try:
             return parse_timestamp(_RFC3339_DECODER.decode(value))
         except msgspec.ValidationError:
@@ -155,6 +156,11 @@ def time_field(value: Raw, path: str, decoder: msgspec.json.Decoder = _STAMP_DEC
         if first and first in b"-0123456789":
             return None
         raise BadInput(f"wrong shape: {e} - at `{path}`") from None
+
+
+def _beyond_microseconds(raw: bytes) -> bool:
+    dot = raw.find(b".")
+    return dot >= 0 and raw[dot + 1:dot + 8].isdigit()
 
 
 def parse_timestamp(value: str | float | datetime | None) -> float | None:

@@ -46,7 +46,7 @@ class Config:
 
 
 class Service:
-    def __init__(self, config: Config, store: Store):
+    def __init__(self, config: Config, store: Store, notify: Notifier):
         self.config = config
         self.store = store
         self.dirty = DirtyPaths()
@@ -54,7 +54,7 @@ class Service:
         self.retry_at: dict[str, float] = {}    # unsettled documents: path → wall time
         self.stopping = False
         self.rescan_requested = False
-        self.notify = Notifier()
+        self.notify = notify
         self.catching_up = True        # until the first full scan (or a SIGHUP rescan) is committed
         self.scanning: Iterator[str] | None = None     # the reconcile scan in progress
         # --once only wants throughput; live, a batch is also bounded in time (latency)
@@ -73,6 +73,7 @@ class Service:
         """Every path that differs from its checkpoint; then, only if fewer tracked files were
         found than are tracked as present, every tracked path that is gone (or a folder now)."""
         found = tracked = queued = 0
+        marked_before = self.store.marked_missing
         for folder in (self.config.benchmarks_dir, self.config.sessions_dir):
             for path, st in scan_dir(folder):
                 what = self.ingestor.classify(path)
@@ -86,7 +87,9 @@ class Service:
                         continue
                 queued += 1
                 yield path
-        if tracked < self.store.count_present():
+        # A file counted here and found gone (and marked) before the scan ends no longer counts
+        # as present: add those back, or another file gone unseen would go unnoticed.
+        if tracked < self.store.count_present() + self.store.marked_missing - marked_before:
             for path in self.store.present_paths():
                 try:
                     gone = stat.S_ISDIR(os.lstat(path).st_mode)
@@ -249,15 +252,16 @@ class Service:
                 if now >= next_heartbeat:
                     self.store.heartbeat(time.time())
                     next_heartbeat = now + HEARTBEAT_SECONDS
-                # a periodic rescan waits for the one in progress (a long catch-up); SIGHUP does not
-                if (now >= next_rescan and self.scanning is None) or self.rescan_requested:
+                if now >= next_rescan or self.rescan_requested:
                     if self.rescan_requested:
                         self.notify.reloading()
                         self.catching_up = True      # READY=1 again once the rescan is committed
                     if not watcher.healthy():
                         watcher.restart()
+                    # a periodic scan waits for the one in progress (a long catch-up); SIGHUP does not
+                    if self.rescan_requested or self.scanning is None:
+                        self.scan()
                     self.rescan_requested = False
-                    self.scan()
                     next_rescan = now + self.config.rescan_interval
                 # Only a whole round without a database error ends the backoff: reset after the
                 # batch alone, a failing heartbeat would be retried every 0.1 s forever.

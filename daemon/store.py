@@ -10,7 +10,7 @@ import ctypes
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import apsw
@@ -60,7 +60,8 @@ _DURATION = ("coalesce({given}, CASE WHEN {started} IS NOT NULL AND {ended} IS N
 
 
 class Store:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, before_migration: Callable[[str], None] | None = None):
+        """`before_migration(what)` is told before a migration runs (it can take minutes)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
@@ -74,15 +75,16 @@ class Store:
         # Savepoint journals (one per file) in memory, not in a temporary file.
         self._pragma("temp_store = MEMORY")
         self._pragma("foreign_keys = OFF")
-        self._migrate()
+        self._migrate(before_migration)
         self.generation = self.meta("data_generation") or 0
         self.changed = False
+        self.marked_missing = 0    # files found gone since the start (a count, for the scan)
 
     def _pragma(self, text: str):
         # A PRAGMA that returns a row only runs to completion when the row is fetched.
         return self.conn.execute(f"PRAGMA {text}").fetchall()
 
-    def _migrate(self):
+    def _migrate(self, before_migration: Callable[[str], None] | None):
         """schema.sql creates what is missing; a migration removes or replaces what it cannot
         change in place, then schema.sql runs again to create the replacements."""
         version = self._pragma("user_version")[0][0]
@@ -91,6 +93,11 @@ class Store:
         with self.conn:
             self.conn.execute(schema_sql()).fetchall()
             pending = [steps for v, steps in MIGRATIONS.items() if 0 < version < v]
+            if pending:
+                what = f"migrating the database schema from version {version} to {SCHEMA_VERSION}"
+                log.info("%s: %s", self.path, what)
+                if before_migration:
+                    before_migration(what)
             for steps in pending:
                 for statement in steps:
                     self.conn.execute(statement).fetchall()
@@ -203,7 +210,9 @@ class Store:
     def set_file_state(self, path: str, state: str) -> bool:
         """Returns True when the state changed."""
         self.conn.execute("UPDATE files SET state = ? WHERE path = ? AND state != ?", (state, path, state))
-        return self.conn.changes() > 0
+        changed = self.conn.changes() > 0
+        self.marked_missing += changed and state == "missing"
+        return changed
 
     def counts(self) -> tuple[int, int]:
         """(files tracked, input errors recorded), for the one-line status."""

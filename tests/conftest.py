@@ -7,6 +7,7 @@ short-lived read-only connections whose cursors are read to the end.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -72,6 +73,24 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0
 
 
 # ------------------------------------------------------------------------------ reading the database
+
+
+def write_version_2_database(path: Path, session_doc: dict):
+    """A database as schema version 2 left it (tests/data/schema_v2.sql), holding one finished
+    run, `old-run` of 301-test-transfer by `deterministic`, with this session document."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = apsw.Connection(str(path))
+    try:
+        with conn:
+            conn.execute((Path(__file__).parent / "data" / "schema_v2.sql").read_text()).fetchall()
+            conn.execute("PRAGMA user_version = 2").fetchall()
+            final = session_doc["final_result"]
+            conn.execute("INSERT INTO executions (execution_id, benchmark_id, session_benchmark_id, agent_type,"
+                         " status, success, score, session_doc, result_doc) VALUES ('old-run', '301-test-transfer',"
+                         " '301-test-transfer', 'deterministic', 'Completed', ?, ?, ?, ?)",
+                         (int(final["success"]), final["score"], json.dumps(session_doc), json.dumps(final)))
+    finally:
+        conn.close()
 
 
 def query(db_path: Path | str, sql: str, params: tuple | dict = (), dicts: bool = False) -> list:

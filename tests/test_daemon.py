@@ -5,12 +5,12 @@ written into tmp_path and read the real database it leaves behind."""
 import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 
 from daemon.store import SCHEMA_VERSION
 from tests import fixtures as fx
+from tests.conftest import write_version_2_database
 
 X = "0f3c6d2e-5b1a-4c8e-9d7f-a1b2c3d4e5f6"      # an execution id (UUID-like)
 Y = "run-with.dots_and-dashes"                   # an execution id that is not a UUID
@@ -582,17 +582,8 @@ def test_once_on_empty_folders_creates_the_database_with_its_schema(tmp_path, ru
 def test_a_version_2_database_is_migrated_in_place(run_once, db, workspace):
     """Session files moved to their own table, the stats trigger replaced, an index dropped:
     nothing ingested before is lost, and ingestion goes on with the new schema."""
-    import apsw
-    workspace.db_path.parent.mkdir(parents=True)
-    old = apsw.Connection(str(workspace.db_path))
-    with old:
-        old.execute((Path(__file__).parent / "data" / "schema_v2.sql").read_text()).fetchall()
-        old.execute("PRAGMA user_version = 2").fetchall()
-        doc = fx.session_doc("before", success=True, score=0.75)
-        old.execute("INSERT INTO executions (execution_id, benchmark_id, session_benchmark_id, agent_type, status,"
-                    " success, score, session_doc, result_doc) VALUES ('old-run', '301-test-transfer',"
-                    " '301-test-transfer', 'deterministic', 'Completed', 1, 0.75, ?, ?)", (json.dumps(doc), json.dumps(doc["final_result"])))
-    old.close()
+    doc = fx.session_doc("before", success=True, score=0.75)
+    write_version_2_database(workspace.db_path, doc)
     workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml())
     workspace.write_session(X, fx.session_doc(success=False, score=0.25))
     run_once()

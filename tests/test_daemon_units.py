@@ -3,6 +3,7 @@
 import json
 import os
 
+import msgspec
 import pytest
 
 from daemon import parse, reader, status
@@ -90,6 +91,15 @@ def test_event_line_with_a_numeric_timestamp_is_kept():
 def test_parse_timestamp(text, expected):
     got = parse.parse_timestamp(text)
     assert got == (pytest.approx(expected, abs=1e-6) if expected is not None else None)
+
+
+@pytest.mark.parametrize("nanoseconds", ["796472623", "796472999", "999999999"])
+def test_a_time_field_with_nanoseconds_is_cut_to_microseconds_not_rounded(nanoseconds):
+    """(the fast C parser rounds; what the daemon stores must not depend on which parser ran)"""
+    raw = msgspec.Raw(f'"2025-10-30T03:44:17.{nanoseconds}Z"'.encode())
+    micro = msgspec.Raw(f'"2025-10-30T03:44:17.{nanoseconds[:6]}Z"'.encode())
+    assert parse.time_field(raw, "$.timestamp") == parse.time_field(micro, "$.timestamp")
+    assert parse.time_field(raw, "$.timestamp") == parse.parse_timestamp(f"2025-10-30T03:44:17.{nanoseconds}Z")
 
 
 # ------------------------------------------------------------------------------ parse: documents

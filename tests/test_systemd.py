@@ -21,7 +21,7 @@ import pytest
 
 from tests import fixtures as fx
 from tests.api_client import api_command, free_port
-from tests.conftest import clean_env, daemon_command, wait_for
+from tests.conftest import clean_env, daemon_command, wait_for, write_version_2_database
 
 
 class NotifySocket:
@@ -106,6 +106,20 @@ def test_daemon_speaks_sd_notify_in_order(workspace, notify_socket, tmp_path):
         assert any(f.startswith("MONOTONIC_USEC=") for f in notify_socket.fields()[reloading:])
         notify_socket.wait_for_field("READY=1", after=reloading)
         stop_and_expect_stopping(proc, notify_socket)
+
+
+def test_a_schema_migration_asks_systemd_for_the_time_it_takes(workspace, notify_socket):
+    """A migration rewrites tables (minutes on a big database): before it starts, the daemon
+    extends its start timeout and says what it is doing."""
+    write_version_2_database(workspace.db_path, fx.session_doc("before"))
+    proc = subprocess.run(daemon_command() + workspace.args() + ["--once"], capture_output=True, text=True,
+                          timeout=60, env=clean_env() | {"NOTIFY_SOCKET": notify_socket.path})
+    assert proc.returncode == 0, proc.stderr
+    fields = notify_socket.fields()
+    extend = fields.index("EXTEND_TIMEOUT_USEC=600000000")
+    assert "STATUS=migrating the database schema from version 2 to 3" in fields[extend:]
+    assert "migrating the database schema from version 2 to 3" in proc.stderr
+    assert workspace.db.scalar("PRAGMA user_version") == 3
 
 
 def test_daemon_without_notify_socket_is_silent_and_fine(workspace, run_once):
