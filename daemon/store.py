@@ -58,6 +58,44 @@ _BENCHMARK_BY_PROMPT = ("(SELECT CASE WHEN count(*) = 1 THEN max(b.id) END FROM 
 _DURATION = ("coalesce({given}, CASE WHEN {started} IS NOT NULL AND {ended} IS NOT NULL"
              " THEN round(({ended} - {started}) * 1000, 3) END)")
 
+# The statements run for every file, built once.
+_UPDATE_SESSION = (
+    "UPDATE executions SET recorded_session_id = coalesce(:sid, recorded_session_id),"
+    " session_benchmark_id = :bench, agent_type = coalesce(:agent, agent_type), status = :status,"
+    " success = CASE WHEN :keep THEN success ELSE :success END,"
+    " score = CASE WHEN :keep THEN score ELSE :score END,"
+    " final_status = CASE WHEN :keep THEN final_status ELSE :final_status END,"
+    " execution_time_ms = CASE WHEN :keep THEN execution_time_ms ELSE :ms END,"
+    " start_time = :start, end_time = :end,"
+    " finished_at = CASE WHEN :finished THEN coalesce(finished_at, :now) ELSE finished_at END,"
+    # the derived columns (see Store._refresh_derived), from the new values
+    " created_at = coalesce(:start, first_event_at),"
+    " updated_at = max(coalesce(last_event_at, 0), coalesce(:end, 0), coalesce(:start, 0)),"
+    f" benchmark_id = coalesce(:bench, {_BENCHMARK_BY_PROMPT.format('first_prompt')}),"
+    " changed_generation = :gen WHERE id = :id")
+_FIRST_EVENT_AT = "CASE WHEN first_event_at IS NULL OR :first < first_event_at THEN :first ELSE first_event_at END"
+_AGGREGATES = (
+    "UPDATE executions SET event_count = event_count + :lines, tool_call_count = tool_call_count + :calls,"
+    f" step_count = step_count + :steps, first_event_at = {_FIRST_EVENT_AT},"
+    " last_event_at = CASE WHEN last_event_at IS NULL OR :last > last_event_at THEN :last ELSE last_event_at END,"
+    " first_prompt = coalesce(first_prompt, :prompt),"
+    " recorded_session_id = coalesce(recorded_session_id, :sid), changed_generation = :gen,"
+    # updated_at only grows with appends, so it is kept here
+    " updated_at = max(coalesce(updated_at, 0), coalesce(:last, 0))")
+_ADD_AGGREGATES_DERIVING = (
+    _AGGREGATES + f", created_at = coalesce(start_time, {_FIRST_EVENT_AT}), benchmark_id = coalesce("
+    f"session_benchmark_id, {_BENCHMARK_BY_PROMPT.format('coalesce(first_prompt, :prompt)')}) WHERE id = :id")
+_ADD_AGGREGATES = _AGGREGATES + " WHERE id = :id RETURNING created_at IS coalesce(start_time, first_event_at)"
+_INSERT_TOOL_CALLS = (
+    "INSERT OR REPLACE INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at,"
+    " ended_at, duration_ms, input, output, success, status, error_message)"
+    f" VALUES (?1,?2,?3,?4,?5,?6,?7,{_DURATION.format(given='?8', started='?6', ended='?7')},"
+    " ?9,?10,?11,?12,?13)")
+_COMPLETE_TOOL_CALLS = (
+    "UPDATE tool_calls SET output_line = ?1, ended_at = coalesce(?2, ended_at),"
+    f" duration_ms = coalesce({_DURATION.format(given='?3', started='started_at', ended='?2')}, duration_ms),"
+    " output = ?4, success = ?5, status = ?6, error_message = ?7 WHERE exec_id = ?8 AND line = ?9")
+
 
 class Store:
     def __init__(self, path: Path, before_migration: Callable[[str], None] | None = None):
@@ -282,28 +320,15 @@ class Store:
         """Columns fed by the session file. `s` is a parse.ParsedSession."""
         final = s.final
         keep_result = final is None  # a session file without final_result keeps the last result
-        self.conn.execute(
-            "UPDATE executions SET recorded_session_id = coalesce(:sid, recorded_session_id),"
-            " session_benchmark_id = :bench, agent_type = coalesce(:agent, agent_type), status = :status,"
-            " success = CASE WHEN :keep THEN success ELSE :success END,"
-            " score = CASE WHEN :keep THEN score ELSE :score END,"
-            " final_status = CASE WHEN :keep THEN final_status ELSE :final_status END,"
-            " execution_time_ms = CASE WHEN :keep THEN execution_time_ms ELSE :ms END,"
-            " start_time = :start, end_time = :end,"
-            " finished_at = CASE WHEN :finished THEN coalesce(finished_at, :now) ELSE finished_at END,"
-            # the derived columns (see _refresh_derived), from the new values
-            " created_at = coalesce(:start, first_event_at),"
-            " updated_at = max(coalesce(last_event_at, 0), coalesce(:end, 0), coalesce(:start, 0)),"
-            f" benchmark_id = coalesce(:bench, {_BENCHMARK_BY_PROMPT.format('first_prompt')}),"
-            " changed_generation = :gen WHERE id = :id",
-            {"sid": s.recorded_session_id, "bench": s.benchmark_id, "agent": s.agent_type,
-             "status": status, "keep": keep_result,
-             "success": None if final is None or final.success is None else int(final.success),
-             "score": None if final is None else final.score,
-             "final_status": None if final is None else final.status,
-             "ms": None if final is None or final.execution_time_ms is None else int(final.execution_time_ms),
-             "start": s.start_time, "end": s.end_time, "doc": s.doc,
-             "finished": finished_now, "now": time.time(), "gen": self.next_generation, "id": exec_id})
+        self.conn.execute(_UPDATE_SESSION, {
+            "sid": s.recorded_session_id, "bench": s.benchmark_id, "agent": s.agent_type,
+            "status": status, "keep": keep_result,
+            "success": None if final is None or final.success is None else int(final.success),
+            "score": None if final is None else final.score,
+            "final_status": None if final is None else final.status,
+            "ms": None if final is None or final.execution_time_ms is None else int(final.execution_time_ms),
+            "start": s.start_time, "end": s.end_time,
+            "finished": finished_now, "now": time.time(), "gen": self.next_generation, "id": exec_id})
         self.conn.execute(
             "INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (?, ?, ?)"
             " ON CONFLICT (exec_id) DO UPDATE SET session_doc = excluded.session_doc,"
@@ -314,24 +339,10 @@ class Store:
     def add_event_aggregates(self, exec_id: int, *, lines: int, tool_calls: int, steps: int,
                              first_ts: float | None, last_ts: float | None,
                              first_prompt: str | None, recorded_session_id: str | None):
-        first_event_at = "CASE WHEN first_event_at IS NULL OR :first < first_event_at THEN :first ELSE first_event_at END"
-        sql = (
-            "UPDATE executions SET event_count = event_count + :lines, tool_call_count = tool_call_count + :calls,"
-            f" step_count = step_count + :steps, first_event_at = {first_event_at},"
-            " last_event_at = CASE WHEN last_event_at IS NULL OR :last > last_event_at THEN :last ELSE last_event_at END,"
-            " first_prompt = coalesce(first_prompt, :prompt),"
-            " recorded_session_id = coalesce(recorded_session_id, :sid), changed_generation = :gen,"
-            # updated_at only grows with appends, so it is kept here
-            " updated_at = max(coalesce(updated_at, 0), coalesce(:last, 0))")
-        if first_prompt is not None:
-            # Lines with a prompt are (nearly always) a log's first: derive created_at and the
-            # benchmark in this same statement. Not on every append: a column in the SET list
-            # costs an update of each index on it, even when its value stays the same.
-            sql += (f", created_at = coalesce(start_time, {first_event_at}),"
-                    " benchmark_id = coalesce(session_benchmark_id,"
-                    f" {_BENCHMARK_BY_PROMPT.format('coalesce(first_prompt, :prompt)')}) WHERE id = :id")
-        else:
-            sql += " WHERE id = :id RETURNING created_at IS coalesce(start_time, first_event_at)"
+        # Lines with a prompt are (nearly always) a log's first: they set created_at and the
+        # benchmark in the same statement. Appends don't: a column in the SET list costs an
+        # update of each index on it, even when its value stays the same.
+        sql = _ADD_AGGREGATES_DERIVING if first_prompt is not None else _ADD_AGGREGATES
         row = self.conn.execute(sql, {
             "lines": lines, "calls": tool_calls, "steps": steps, "first": first_ts, "last": last_ts,
             "prompt": first_prompt, "sid": recorded_session_id, "gen": self.next_generation,
@@ -388,22 +399,13 @@ class Store:
     def insert_tool_calls(self, rows: list[tuple]):
         """rows: (exec_id, line, source, output_line, tool_name, started_at, ended_at, duration_ms,
         input, output, success, status, error_message)."""
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at,"
-            " ended_at, duration_ms, input, output, success, status, error_message)"
-            f" VALUES (?1,?2,?3,?4,?5,?6,?7,{_DURATION.format(given='?8', started='?6', ended='?7')},"
-            " ?9,?10,?11,?12,?13)", rows)
+        self.conn.executemany(_INSERT_TOOL_CALLS, rows)
 
     def complete_tool_calls(self, rows: list[tuple]):
         """rows: (output_line, ended_at, duration_ms, output, success, status, error_message,
         exec_id, line). Without a duration of its own, the duration follows from the opening
         line's timestamp and ended_at."""
-        self.conn.executemany(
-            "UPDATE tool_calls SET output_line = ?1, ended_at = coalesce(?2, ended_at),"
-            f" duration_ms = coalesce({_DURATION.format(given='?3', started='started_at', ended='?2')},"
-            " duration_ms),"
-            " output = ?4, success = ?5, status = ?6, error_message = ?7 WHERE exec_id = ?8 AND line = ?9",
-            rows)
+        self.conn.executemany(_COMPLETE_TOOL_CALLS, rows)
 
     def open_tool_inputs(self, exec_id: int) -> list[int]:
         """Lines of ToolInputs still waiting for their output, oldest first."""

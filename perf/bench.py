@@ -247,6 +247,19 @@ def stamp_ok(stamp: Path, params: dict) -> bool:
     return stamp.exists() and json.loads(stamp.read_text()) == params
 
 
+def generated(folder: Path, params: dict, what: str, cmd: list, build):
+    """Inputs are kept between runs: write `folder` again (`build()`, which `cmd` does from a
+    shell) only when its stamp does not record these `params`."""
+    stamp = folder / "stamp.json"
+    if stamp_ok(stamp, params):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    log(f"writing {what} ...")
+    note_cmd(cmd)
+    build()
+    stamp.write_text(json.dumps(params))
+
+
 # ------------------------------------------------------------------------------ inputs
 
 def build_corpus(data: Path, n: int) -> dict:
@@ -566,15 +579,10 @@ def bench_memory(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
     big = []
     for mb in cfg["biglog_mb"]:
         d = data / f"biglog-{mb}"
-        stamp = d / "stamp.json"
-        params = {"mb": mb, "generator": (PERF / "corpus.py").stat().st_size}
-        if not stamp_ok(stamp, params):
-            shutil.rmtree(d, ignore_errors=True)
-            log(f"writing a {mb} MB event log ...")
-            note_cmd([PY, "perf/corpus.py", "--big-log", d / "sessions/enhanced_otel_big.jsonl", mb << 20])
-            info = write_big_log(d / "sessions" / "enhanced_otel_big.jsonl", mb << 20)
-            (d / "info.json").write_text(json.dumps(info))
-            stamp.write_text(json.dumps(params))
+        log_path = d / "sessions" / "enhanced_otel_big.jsonl"
+        generated(d, {"mb": mb, "generator": (PERF / "corpus.py").stat().st_size}, f"a {mb} MB event log",
+                  [PY, "perf/corpus.py", "--big-log", log_path, mb << 20],
+                  lambda: (d / "info.json").write_text(json.dumps(write_big_log(log_path, mb << 20))))
         info = json.loads((d / "info.json").read_text())
         db = tmp / "biglog.db"
         rm_db(db)
@@ -588,14 +596,9 @@ def bench_memory(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
     watch = []
     for n in cfg["watch"]:
         d = data / f"watch-{n}"
-        stamp = d / "stamp.json"
-        params = {"files": n, "generator": (PERF / "corpus.py").stat().st_size}
-        if not stamp_ok(stamp, params):
-            shutil.rmtree(d, ignore_errors=True)
-            log(f"writing {n} event logs to watch ...")
-            note_cmd([PY, "perf/corpus.py", "--many-files", d / "sessions", n])
-            write_many_files(d / "sessions", n)
-            stamp.write_text(json.dumps(params))
+        generated(d, {"files": n, "generator": (PERF / "corpus.py").stat().st_size}, f"{n} event logs to watch",
+                  [PY, "perf/corpus.py", "--many-files", d / "sessions", n],
+                  lambda: write_many_files(d / "sessions", n))
         db = tmp / "watch.db"
         rm_db(db)
         tfile = tmp / f"watch-{n}.time"

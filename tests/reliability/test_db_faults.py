@@ -97,6 +97,21 @@ def backoff_warnings(d) -> list[tuple[str, float]]:
             re.finditer(r"database error \((.*)\); retrying in ([\d.]+) s", d.stderr())]
 
 
+def caught_up(d, db: Db, data, run_once, workspace, tmp_path, *, cleared: tuple[float, float], ingest_timeout: float,
+              heartbeat_timeout: float) -> float:
+    """Once the fault is cleared (at `cleared`: monotonic and wall time): everything ingested,
+    the heartbeat going again, and the database the same as a clean --once makes. Returns how
+    long the daemon took to catch up."""
+    d.wait_for(lambda: db.scalar("SELECT count(*) FROM events") == data.total, timeout=ingest_timeout,
+               what="everything ingested once the fault is cleared")
+    took = time.monotonic() - cleared[0]
+    d.wait_for(lambda: db.meta("heartbeat_at") >= cleared[1], timeout=heartbeat_timeout,
+               what="the heartbeat to resume")
+    once_db(run_once, workspace, tmp_path / "once.db")
+    wait_same_dump(dump(tmp_path / "once.db"), workspace.db_path, timeout=10, alive=d.check_alive)
+    return took
+
+
 def test_disk_full_backs_off_keeps_checkpoints_with_rows_and_recovers(workspace, live_daemon, run_once, tmp_path):
     started: list = []
     with small_filesystem(tmp_path / "small-fs", "32m") as fs:
@@ -142,14 +157,9 @@ def test_disk_full_backs_off_keeps_checkpoints_with_rows_and_recovers(workspace,
             d.check_alive()
 
             filler.unlink()
-            freed_at, freed_wall = time.monotonic(), time.time()
-            d.wait_for(lambda: db.scalar("SELECT count(*) FROM events") == data.total, timeout=30 + 10,
-                       what="everything ingested once there is space again")
-            recovered = time.monotonic() - freed_at
-            d.wait_for(lambda: db.meta("heartbeat_at") >= freed_wall, timeout=HEARTBEAT + 5,
-                       what="the heartbeat to resume")
-            once_db(run_once, workspace, tmp_path / "once.db")
-            wait_same_dump(dump(tmp_path / "once.db"), workspace.db_path, timeout=10, alive=d.check_alive)
+            recovered = caught_up(d, db, data, run_once, workspace, tmp_path,
+                                  cleared=(time.monotonic(), time.time()),
+                                  ingest_timeout=30 + 10, heartbeat_timeout=HEARTBEAT + 5)
             assert db.scalar("PRAGMA quick_check") == "ok"
             assert "Traceback" not in d.stderr()
             warnings = backoff_warnings(d)
@@ -195,14 +205,9 @@ def test_database_locked_by_another_process(workspace, live_daemon, run_once, db
     assert holder.returncode == 0 and "released" in out, err
     assert heartbeat_locked < locked_wall + 1, "the heartbeat was written while another process held the lock"
 
-    d.wait_for(lambda: db.scalar("SELECT count(*) FROM events") == data.total, timeout=BUSY_TIMEOUT + 30,
-               what="everything ingested after the lock is released")
-    caught_up = time.monotonic() - released_at
-    d.wait_for(lambda: db.meta("heartbeat_at") >= released_wall, timeout=HEARTBEAT + 30,
-               what="the heartbeat to resume")
-    once_db(run_once, workspace, tmp_path / "once.db")
-    wait_same_dump(dump(tmp_path / "once.db"), workspace.db_path, timeout=10, alive=d.check_alive)
+    took = caught_up(d, db, data, run_once, workspace, tmp_path, cleared=(released_at, released_wall),
+                     ingest_timeout=BUSY_TIMEOUT + 30, heartbeat_timeout=HEARTBEAT + 30)
     busy = warnings_of(d, "BusyError")
     assert "Traceback" not in d.stderr()
     print(f"\nBEGIN {mode} held {released_at - locked_at:.1f} s: {busy} busy warnings; caught up"
-          f" {caught_up:.2f} s after the release")
+          f" {took:.2f} s after the release")
