@@ -275,6 +275,42 @@ def test_watcher_restarts_when_the_sessions_folder_is_replaced(workspace, live_d
                what="new lines through the restarted watcher")
 
 
+def test_the_watcher_is_not_woken_by_reads(tmp_path):
+    """Reading a file (as the daemon does on every batch) must not even reach watchdog's
+    threads as an event: each event costs them the GIL the service loop needs. Every event the
+    observer dispatches is recorded here, beside the daemon's own handler."""
+    from watchdog.events import FileSystemEventHandler
+
+    from daemon.discovery import Watcher
+    from tests.conftest import wait_for
+
+    class Everything(FileSystemEventHandler):
+        def __init__(self):
+            self.events = []
+
+        def dispatch(self, event):
+            self.events.append((type(event).__name__, os.fsdecode(event.src_path)))
+
+    read_me, marker = tmp_path / "read_me.jsonl", tmp_path / "marker.jsonl"
+    read_me.write_bytes(b"{}\n")
+    reported, everything = [], Everything()
+    watcher = Watcher([tmp_path], reported.append)
+    watcher.start()
+    try:
+        for emitter in watcher.observer.emitters:
+            watcher.observer.add_handler_for_watch(everything, emitter.watch)
+        for _ in range(3):
+            assert read_me.read_bytes() == b"{}\n"      # open, read, close (no write)
+        marker.write_bytes(b"{}\n")                     # inotify keeps order: reported after the reads
+        wait_for(lambda: str(marker) in reported, timeout=5, what="the marker's event")
+        assert [e for e in everything.events if e[1] == str(read_me)] == []
+        with read_me.open("ab") as f:
+            f.write(b"{}\n")
+        wait_for(lambda: str(read_me) in reported, timeout=5, what="the append's event")
+    finally:
+        watcher.stop()
+
+
 def test_non_session_files_written_while_watching_are_ignored(workspace, live_daemon, db):
     d = live_daemon()
     s = workspace.sessions
