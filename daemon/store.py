@@ -78,12 +78,12 @@ _AGGREGATES = (
     "UPDATE executions SET event_count = event_count + :lines, tool_call_count = tool_call_count + :calls,"
     f" step_count = step_count + :steps, first_event_at = {_FIRST_EVENT_AT},"
     " last_event_at = CASE WHEN last_event_at IS NULL OR :last > last_event_at THEN :last ELSE last_event_at END,"
-    " first_prompt = coalesce(first_prompt, :prompt),"
     " recorded_session_id = coalesce(recorded_session_id, :sid), changed_generation = :gen,"
     # updated_at only grows with appends, so it is kept here
     " updated_at = max(coalesce(updated_at, 0), coalesce(:last, 0))")
 _ADD_AGGREGATES_DERIVING = (
-    _AGGREGATES + f", created_at = coalesce(start_time, {_FIRST_EVENT_AT}), benchmark_id = coalesce("
+    _AGGREGATES + ", first_prompt = coalesce(first_prompt, :prompt),"
+    f" created_at = coalesce(start_time, {_FIRST_EVENT_AT}), benchmark_id = coalesce("
     f"session_benchmark_id, {_BENCHMARK_BY_PROMPT.format('coalesce(first_prompt, :prompt)')}) WHERE id = :id")
 _ADD_AGGREGATES = _AGGREGATES + " WHERE id = :id RETURNING created_at IS coalesce(start_time, first_event_at)"
 _INSERT_TOOL_CALLS = (
@@ -235,8 +235,9 @@ class Store:
             "INSERT INTO files (path, kind, subject_id, dev, inode, fingerprint, fingerprint_len,"
             " offset, line_no, skipping, size, mtime_ns, content_hash, state, first_seen_at, ingested_at)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT (path) DO UPDATE SET kind = excluded.kind, subject_id = excluded.subject_id,"
-            " dev = excluded.dev, inode = excluded.inode, fingerprint = excluded.fingerprint,"
+            # not kind and subject_id: they follow from the path, and setting them would
+            # rewrite their index entry (a page written) on every commit
+            " ON CONFLICT (path) DO UPDATE SET dev = excluded.dev, inode = excluded.inode, fingerprint = excluded.fingerprint,"
             " fingerprint_len = excluded.fingerprint_len, offset = excluded.offset,"
             " line_no = excluded.line_no, skipping = excluded.skipping, size = excluded.size,"
             " mtime_ns = excluded.mtime_ns, content_hash = excluded.content_hash, state = excluded.state,"
@@ -339,9 +340,9 @@ class Store:
     def add_event_aggregates(self, exec_id: int, *, lines: int, tool_calls: int, steps: int,
                              first_ts: float | None, last_ts: float | None,
                              first_prompt: str | None, recorded_session_id: str | None):
-        # Lines with a prompt are (nearly always) a log's first: they set created_at and the
-        # benchmark in the same statement. Appends don't: a column in the SET list costs an
-        # update of each index on it, even when its value stays the same.
+        # Lines with a prompt are (nearly always) a log's first: they set first_prompt,
+        # created_at and the benchmark in the same statement. Appends don't: a column in the SET
+        # list costs an update of each index on it (a page written), even when its value stays.
         sql = _ADD_AGGREGATES_DERIVING if first_prompt is not None else _ADD_AGGREGATES
         row = self.conn.execute(sql, {
             "lines": lines, "calls": tool_calls, "steps": steps, "first": first_ts, "last": last_ts,
