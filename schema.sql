@@ -212,9 +212,12 @@ CREATE TABLE IF NOT EXISTS events (
     kind         TEXT NOT NULL CHECK (kind IN ('event', 'tool_call', 'summary')),
     event_type   TEXT,                     -- Prompt, ToolInput, ToolOutput, StepComplete, ...
     ts           REAL,
-    doc          TEXT NOT NULL,            -- the line's JSON as written
-    PRIMARY KEY (exec_id, line)
-) WITHOUT ROWID;
+    doc          TEXT NOT NULL             -- the line's JSON as written
+);
+-- A rowid table: its rows (the line's text, up to megabytes) are stored in the order they are
+-- inserted, and the key goes in a narrow index. WITHOUT ROWID kept the text inside the key's
+-- b-tree, where rows this wide mean more page splits and overflow chains (schema version 4).
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_line ON events (exec_id, line);
 
 -- Tool calls: a ToolInput line paired with the ToolOutput that completes it, or one
 -- tool-call line of the older logger (completed by its later update line). `line` is the

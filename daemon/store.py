@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import apsw
 import msgspec
@@ -20,18 +21,30 @@ from daemon.reader import Checkpoint
 
 log = logging.getLogger("reev.store")
 
-SCHEMA_VERSION = 3
-# Version → the statements that bring an older database to it (run in order, in one transaction
-# with schema.sql). 2 (the change feed and ingest counters) was additive: schema.sql absorbs it.
+SCHEMA_VERSION = 4
+
+
+class Migration(NamedTuple):
+    """What brings a database of the version before to this one: `before` moves away what
+    schema.sql cannot change in place, schema.sql then creates the new forms, and `after`
+    fills them and drops what was moved away. All in one transaction."""
+    before: list[str]
+    after: list[str]
+
+
+# 2 (the change feed and ingest counters) was additive: schema.sql absorbs it.
 MIGRATIONS = {
-    3: [  # session files move to their own table; a cheaper stats trigger; an unused index goes
-        "INSERT INTO session_docs (exec_id, session_doc, result_doc)"
-        " SELECT id, session_doc, result_doc FROM executions WHERE session_doc IS NOT NULL",
-        "ALTER TABLE executions DROP COLUMN session_doc",
-        "ALTER TABLE executions DROP COLUMN result_doc",
-        "DROP TRIGGER executions_stats_update",
-        "DROP INDEX IF EXISTS executions_changed",
-    ],
+    3: Migration(  # session files move to their own table; a cheaper stats trigger; an unused index goes
+        before=["DROP TRIGGER executions_stats_update", "DROP INDEX IF EXISTS executions_changed"],
+        after=["INSERT INTO session_docs (exec_id, session_doc, result_doc)"
+               " SELECT id, session_doc, result_doc FROM executions WHERE session_doc IS NOT NULL",
+               "ALTER TABLE executions DROP COLUMN session_doc",
+               "ALTER TABLE executions DROP COLUMN result_doc"]),
+    4: Migration(  # events becomes a rowid table keyed by an index
+        before=["ALTER TABLE events RENAME TO events_v3"],
+        after=["INSERT INTO events (exec_id, line, byte_offset, kind, event_type, ts, doc)"
+               " SELECT exec_id, line, byte_offset, kind, event_type, ts, doc FROM events_v3",
+               "DROP TABLE events_v3"]),
 }
 CHANGES_KEPT = 100_000
 BUSY_TIMEOUT_MS = 5000
@@ -123,24 +136,23 @@ class Store:
         return self.conn.execute(f"PRAGMA {text}").fetchall()
 
     def _migrate(self, before_migration: Callable[[str], None] | None):
-        """schema.sql creates what is missing; a migration removes or replaces what it cannot
-        change in place, then schema.sql runs again to create the replacements."""
+        """A new database gets schema.sql; an older one its pending migrations around it (see
+        Migration). schema.sql also creates what is missing from any version."""
         version = self._pragma("user_version")[0][0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"database schema {version} is newer than this daemon ({SCHEMA_VERSION})")
+        pending = [m for v, m in MIGRATIONS.items() if 0 < version < v]
+        if pending:
+            what = f"migrating the database schema from version {version} to {SCHEMA_VERSION}"
+            log.info("%s: %s", self.path, what)
+            if before_migration:
+                before_migration(what)
         with self.conn:
+            for statement in (s for m in pending for s in m.before):
+                self.conn.execute(statement).fetchall()
             self.conn.execute(schema_sql()).fetchall()
-            pending = [steps for v, steps in MIGRATIONS.items() if 0 < version < v]
-            if pending:
-                what = f"migrating the database schema from version {version} to {SCHEMA_VERSION}"
-                log.info("%s: %s", self.path, what)
-                if before_migration:
-                    before_migration(what)
-            for steps in pending:
-                for statement in steps:
-                    self.conn.execute(statement).fetchall()
-            if pending:
-                self.conn.execute(schema_sql()).fetchall()
+            for statement in (s for m in pending for s in m.after):
+                self.conn.execute(statement).fetchall()
             self._pragma(f"user_version = {SCHEMA_VERSION}")
 
     def close(self):

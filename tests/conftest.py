@@ -75,9 +75,13 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0
 # ------------------------------------------------------------------------------ reading the database
 
 
+OLD_RUN_EVENTS = [(1, "Prompt", 1.5, '{"event_type":"Prompt"}'), (2, "StepComplete", 2.5, '{"event_type":"StepComplete"}')]
+
+
 def write_version_2_database(path: Path, session_doc: dict):
     """A database as schema version 2 left it (tests/data/schema_v2.sql), holding one finished
-    run, `old-run` of 301-test-transfer by `deterministic`, with this session document."""
+    run, `old-run` of 301-test-transfer by `deterministic`, with this session document and the
+    event lines OLD_RUN_EVENTS."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = apsw.Connection(str(path))
     try:
@@ -89,6 +93,10 @@ def write_version_2_database(path: Path, session_doc: dict):
                          " status, success, score, session_doc, result_doc) VALUES ('old-run', '301-test-transfer',"
                          " '301-test-transfer', 'deterministic', 'Completed', ?, ?, ?, ?)",
                          (int(final["success"]), final["score"], json.dumps(session_doc), json.dumps(final)))
+            exec_id = conn.last_insert_rowid()
+            conn.executemany("INSERT INTO events (exec_id, line, byte_offset, kind, event_type, ts, doc)"
+                             " VALUES (?, ?, ?, 'event', ?, ?, ?)",
+                             [(exec_id, n, 100 * n, kind, ts, doc) for n, kind, ts, doc in OLD_RUN_EVENTS])
     finally:
         conn.close()
 

@@ -10,7 +10,7 @@ import pytest
 
 from daemon.store import SCHEMA_VERSION
 from tests import fixtures as fx
-from tests.conftest import write_version_2_database
+from tests.conftest import OLD_RUN_EVENTS, write_version_2_database
 
 X = "0f3c6d2e-5b1a-4c8e-9d7f-a1b2c3d4e5f6"      # an execution id (UUID-like)
 Y = "run-with.dots_and-dashes"                   # an execution id that is not a UUID
@@ -580,14 +580,22 @@ def test_once_on_empty_folders_creates_the_database_with_its_schema(tmp_path, ru
 
 
 def test_a_version_2_database_is_migrated_in_place(run_once, db, workspace):
-    """Session files moved to their own table, the stats trigger replaced, an index dropped:
-    nothing ingested before is lost, and ingestion goes on with the new schema."""
+    """Through versions 3 and 4: session files moved to their own table, the stats trigger
+    replaced, an index dropped, events rebuilt as a rowid table. Nothing ingested before is
+    lost, and ingestion goes on with the new schema."""
     doc = fx.session_doc("before", success=True, score=0.75)
     write_version_2_database(workspace.db_path, doc)
     workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml())
     workspace.write_session(X, fx.session_doc(success=False, score=0.25))
+    workspace.append_events(X, [fx.prompt_line("p", at=0), fx.step_complete_line(at=1)])
     run_once()
-    assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 3
+    assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 4
+    assert [(e["line"], e["event_type"], e["ts"], e["doc"]) for e in db.events("old-run")] == [
+        (n, kind, ts, doc) for n, kind, ts, doc in OLD_RUN_EVENTS]
+    assert [e["line"] for e in db.events(X)] == [1, 2]
+    assert "WITHOUT ROWID" not in db.scalar("SELECT sql FROM sqlite_schema WHERE name = 'events'")
+    assert db.rows("SELECT name FROM sqlite_schema WHERE name IN ('events_by_line', 'events_v3')") == [
+        ("events_by_line",)]
     columns = {r[1] for r in db.rows("PRAGMA table_info(executions)")}
     assert "session_doc" not in columns and "result_doc" not in columns
     moved = db.execution("old-run")

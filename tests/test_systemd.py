@@ -117,9 +117,9 @@ def test_a_schema_migration_asks_systemd_for_the_time_it_takes(workspace, notify
     assert proc.returncode == 0, proc.stderr
     fields = notify_socket.fields()
     extend = fields.index("EXTEND_TIMEOUT_USEC=600000000")
-    assert "STATUS=migrating the database schema from version 2 to 3" in fields[extend:]
-    assert "migrating the database schema from version 2 to 3" in proc.stderr
-    assert workspace.db.scalar("PRAGMA user_version") == 3
+    assert "STATUS=migrating the database schema from version 2 to 4" in fields[extend:]
+    assert "migrating the database schema from version 2 to 4" in proc.stderr
+    assert workspace.db.scalar("PRAGMA user_version") == 4
 
 
 def test_daemon_without_notify_socket_is_silent_and_fine(workspace, run_once):
