@@ -1,4 +1,5 @@
-"""All SQL of the API, and its read-only connections (one per worker thread).
+"""All SQL of the API, and its read-only connections (one per thread that queries: the event
+loop's, which runs the routes, and the threads that feed event streams and /metrics).
 
 Each response runs its queries inside one read transaction (`Database.snapshot()`), so a page
 is one consistent snapshot, and the transaction ends before the response is sent: an open
