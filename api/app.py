@@ -53,17 +53,19 @@ RESPONSES = {
 }
 
 
-def read_route(path: str, *, etag: str = "generation"):
-    """A GET handler run on the event loop, with the error responses documented. Its queries
-    are key lookups and bounded pages (a millisecond or two at a million sessions), and the
-    query timeout stops any that runs long; a thread pool would cost two hand-offs per
-    request for nothing (30% fewer requests/s on the status route, measured).
+def read_route(path: str, *, etag: str = "generation", in_thread: bool = False):
+    """A GET handler with the error responses documented, run on the event loop: most answers
+    are a few rows found by key (a millisecond or two at a million sessions), and handing each
+    request to a worker thread and back cost more than its queries (30% fewer requests/s on
+    the status route, measured). `in_thread` is for the answers that grow with what they show
+    (documents, pages of lines, rendered logs) or count a whole table: one of those must not
+    hold up the small ones. The query timeout bounds both.
 
     `etag` says what the ETag stands for (see etag_for), checked before the handler runs:
     "generation" (any data), "execution:<param>" (the execution that parameter names),
     "benchmark:<param>" (that benchmark and its executions), "results" (finished executions);
     or "keyed": the handler computes it (responses that show the clock)."""
-    return get(path, sync_to_thread=False, opt={"etag": etag}, responses=RESPONSES)
+    return get(path, sync_to_thread=in_thread, opt={"etag": etag}, responses=RESPONSES)
 
 
 # ---------------------------------------------------------------------- small helpers
@@ -422,7 +424,7 @@ def logs_context(q: Queries, bench_id: str, execution_id: str | None):
     return load_run(q, row["execution_id"])
 
 
-@read_route("/api/v1/execution-logs/{benchmark_id:str}", etag="execution:execution_id")
+@read_route("/api/v1/execution-logs/{benchmark_id:str}", etag="execution:execution_id", in_thread=True)
 def execution_logs(request: Request, benchmark_id: str, execution_id: str | None = None) -> Response[m.ExecutionLogs]:
     if not execution_id:
         raise BadParameter("execution_id", "is required")
@@ -437,7 +439,7 @@ def execution_logs(request: Request, benchmark_id: str, execution_id: str | None
         trace=text, is_running=row["status"] == "Running", progress=progress_of(row), result=result or {}), tag)
 
 
-@read_route("/api/v1/transaction-logs/{benchmark_id:str}")
+@read_route("/api/v1/transaction-logs/{benchmark_id:str}", in_thread=True)
 def transaction_logs(request: Request, benchmark_id: str,
                      execution_id: str | None = None) -> Response[m.TransactionLogs]:
     bench_id = normalise_benchmark_id(benchmark_id)
@@ -456,7 +458,7 @@ def transaction_logs(request: Request, benchmark_id: str,
         is_running=row["status"] == "Running", progress=progress_of(row), result=result or {}), tag)
 
 
-@read_route("/api/v1/flows/{session_id:str}", etag="execution:session_id")
+@read_route("/api/v1/flows/{session_id:str}", etag="execution:session_id", in_thread=True)
 def flow(request: Request, session_id: str) -> Response[m.Flow]:
     with db_of(request).snapshot() as q:
         tag = etag_for(q, request)
@@ -494,7 +496,7 @@ def sessions(request: Request, benchmark_id: str | None = None, agent: str | Non
         next_cursor=next_cursor), tag)
 
 
-@read_route("/api/v1/sessions/{execution_id:str}")
+@read_route("/api/v1/sessions/{execution_id:str}", in_thread=True)
 def session_detail(request: Request, execution_id: str) -> Response[m.SessionDetail]:
     with db_of(request).snapshot() as q:
         tag = etag_for(q, request)
@@ -519,7 +521,7 @@ def run_lines(request: Request, execution_id: str, limit: str | None, cursor: st
     return *paged(rows, n, lambda r: (r["line"],)), tag
 
 
-@read_route("/api/v1/sessions/{execution_id:str}/events", etag="execution:execution_id")
+@read_route("/api/v1/sessions/{execution_id:str}/events", etag="execution:execution_id", in_thread=True)
 def session_events(request: Request, execution_id: str, limit: str | None = None,
                    cursor: str | None = None) -> Response[m.EventPage]:
     rows, next_cursor, tag = run_lines(request, execution_id, limit, cursor, Queries.events)
@@ -529,14 +531,14 @@ def session_events(request: Request, execution_id: str, limit: str | None = None
         next_cursor=next_cursor), tag)
 
 
-@read_route("/api/v1/sessions/{execution_id:str}/tool-calls", etag="execution:execution_id")
+@read_route("/api/v1/sessions/{execution_id:str}/tool-calls", etag="execution:execution_id", in_thread=True)
 def session_tool_calls(request: Request, execution_id: str, limit: str | None = None,
                        cursor: str | None = None) -> Response[m.ToolCallPage]:
     rows, next_cursor, tag = run_lines(request, execution_id, limit, cursor, Queries.tool_calls)
     return data_response(m.ToolCallPage(items=[tool_call_of(r) for r in rows], next_cursor=next_cursor), tag)
 
 
-@read_route("/api/v1/ingest/status", etag="keyed")
+@read_route("/api/v1/ingest/status", etag="keyed", in_thread=True)
 def ingest_status(request: Request) -> Response[m.IngestStatus]:
     with db_of(request).snapshot() as q:
         meta = q.meta()
@@ -609,8 +611,10 @@ def metrics(request: Request) -> Response[str]:
 
 # ---------------------------------------------------------------------- hooks and errors
 
-def not_modified(request: Request) -> Response | None:
-    """Answer a matching If-None-Match with 304 before the handler runs any of its queries."""
+async def not_modified(request: Request) -> Response | None:
+    """Answer a matching If-None-Match with 304 before the handler runs any of its queries.
+    Async, so that it runs on the loop (a key lookup or two): Litestar runs a sync hook in a
+    worker thread, for every request."""
     if request.route_handler.opt.get("etag") in (None, "keyed", "none") or "if-none-match" not in request.headers:
         return None
     with db_of(request).snapshot() as q:

@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         limits=Limits(max_line_bytes=args.max_line_bytes, settle_seconds=args.settle_seconds))
     notify = Notifier()
     try:
-        # A migration rewrites tables: under systemd, ask for the time it takes (10 minutes).
-        store = Store(config.db, before_migration=lambda what: notify.send(
+        # A migration rewrites tables: under systemd, ask for 10 more minutes each time the
+        # store says it is still at it (every minute).
+        store = Store(config.db, migrating=lambda what: notify.send(
             "EXTEND_TIMEOUT_USEC=600000000", f"STATUS={what}"))
     except (apsw.Error, OSError, RuntimeError) as e:
         log.error("cannot open the database %s: %s", config.db, e)

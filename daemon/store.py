@@ -48,6 +48,7 @@ MIGRATIONS = {
 }
 CHANGES_KEPT = 100_000
 BUSY_TIMEOUT_MS = 5000
+MIGRATION_NOTICE_SECONDS = 60.0
 
 
 def schema_sql() -> str:
@@ -111,8 +112,9 @@ _COMPLETE_TOOL_CALLS = (
 
 
 class Store:
-    def __init__(self, path: Path, before_migration: Callable[[str], None] | None = None):
-        """`before_migration(what)` is told before a migration runs (it can take minutes)."""
+    def __init__(self, path: Path, migrating: Callable[[str], None] | None = None):
+        """`migrating(what)` is told when a schema migration starts, and again every
+        MIGRATION_NOTICE_SECONDS until it ends (it can take many minutes)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
@@ -126,7 +128,7 @@ class Store:
         # Savepoint journals (one per file) in memory, not in a temporary file.
         self._pragma("temp_store = MEMORY")
         self._pragma("foreign_keys = OFF")
-        self._migrate(before_migration)
+        self._migrate(migrating)
         self.generation = self.meta("data_generation") or 0
         self.changed = False
         self.marked_missing = 0    # files found gone since the start (a count, for the scan)
@@ -135,25 +137,45 @@ class Store:
         # A PRAGMA that returns a row only runs to completion when the row is fetched.
         return self.conn.execute(f"PRAGMA {text}").fetchall()
 
-    def _migrate(self, before_migration: Callable[[str], None] | None):
+    def _migrate(self, migrating: Callable[[str], None] | None):
         """A new database gets schema.sql; an older one its pending migrations around it (see
         Migration). schema.sql also creates what is missing from any version."""
         version = self._pragma("user_version")[0][0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"database schema {version} is newer than this daemon ({SCHEMA_VERSION})")
         pending = [m for v, m in MIGRATIONS.items() if 0 < version < v]
+        what = f"migrating the database schema from version {version} to {SCHEMA_VERSION}"
         if pending:
-            what = f"migrating the database schema from version {version} to {SCHEMA_VERSION}"
             log.info("%s: %s", self.path, what)
-            if before_migration:
-                before_migration(what)
-        with self.conn:
-            for statement in (s for m in pending for s in m.before):
-                self.conn.execute(statement).fetchall()
-            self.conn.execute(schema_sql()).fetchall()
-            for statement in (s for m in pending for s in m.after):
-                self.conn.execute(statement).fetchall()
-            self._pragma(f"user_version = {SCHEMA_VERSION}")
+            if migrating:
+                migrating(what)
+                # Told again every MIGRATION_NOTICE_SECONDS while SQLite works: rewriting the
+                # events of a big database takes longer than any one start timeout.
+                next_notice = time.monotonic() + MIGRATION_NOTICE_SECONDS
+
+                def still_migrating() -> bool:
+                    nonlocal next_notice
+                    if time.monotonic() >= next_notice:
+                        migrating(what)
+                        next_notice = time.monotonic() + MIGRATION_NOTICE_SECONDS
+                    return False     # go on
+                self.conn.set_progress_handler(still_migrating, 1_000_000)
+        try:
+            with self.conn:
+                for statement in (s for m in pending for s in m.before):
+                    self.conn.execute(statement).fetchall()
+                self.conn.execute(schema_sql()).fetchall()
+                for statement in (s for m in pending for s in m.after):
+                    self.conn.execute(statement).fetchall()
+                self._pragma(f"user_version = {SCHEMA_VERSION}")
+        finally:
+            self.conn.set_progress_handler(None)
+        if pending:
+            # The rewritten tables went through the WAL, which PERSIST_WAL keeps at its largest:
+            # give that space back. (The old tables' pages stay in the file as free pages,
+            # reused by new rows; `VACUUM` with the daemon stopped returns them, see README.)
+            self._pragma("wal_checkpoint(TRUNCATE)")
+            log.info("%s: %s: done", self.path, what)
 
     def close(self):
         self.conn.close()

@@ -78,25 +78,38 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0
 OLD_RUN_EVENTS = [(1, "Prompt", 1.5, '{"event_type":"Prompt"}'), (2, "StepComplete", 2.5, '{"event_type":"StepComplete"}')]
 
 
-def write_version_2_database(path: Path, session_doc: dict):
-    """A database as schema version 2 left it (tests/data/schema_v2.sql), holding one finished
-    run, `old-run` of 301-test-transfer by `deterministic`, with this session document and the
-    event lines OLD_RUN_EVENTS."""
+def write_old_database(path: Path, version: int, session_doc: dict, filler_events: int = 0):
+    """A database as schema version 2 or 3 left it (tests/data/schema_v<version>.sql), holding
+    one finished run, `old-run` of 301-test-transfer by `deterministic`, with this session
+    document and the event lines OLD_RUN_EVENTS; and `filler_events` lines of a run `filler`
+    (for a migration that takes a while)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = apsw.Connection(str(path))
     try:
         with conn:
-            conn.execute((Path(__file__).parent / "data" / "schema_v2.sql").read_text()).fetchall()
-            conn.execute("PRAGMA user_version = 2").fetchall()
+            conn.execute((Path(__file__).parent / "data" / f"schema_v{version}.sql").read_text()).fetchall()
+            conn.execute(f"PRAGMA user_version = {version}").fetchall()
             final = session_doc["final_result"]
-            conn.execute("INSERT INTO executions (execution_id, benchmark_id, session_benchmark_id, agent_type,"
-                         " status, success, score, session_doc, result_doc) VALUES ('old-run', '301-test-transfer',"
-                         " '301-test-transfer', 'deterministic', 'Completed', ?, ?, ?, ?)",
-                         (int(final["success"]), final["score"], json.dumps(session_doc), json.dumps(final)))
-            exec_id = conn.last_insert_rowid()
+            run = ("'old-run', '301-test-transfer', '301-test-transfer', 'deterministic', 'Completed', ?, ?",
+                   (int(final["success"]), final["score"]))
+            columns = "execution_id, benchmark_id, session_benchmark_id, agent_type, status, success, score"
+            docs = (json.dumps(session_doc), json.dumps(final))
+            if version == 2:    # the session file was kept in executions
+                conn.execute(f"INSERT INTO executions ({columns}, session_doc, result_doc) VALUES ({run[0]}, ?, ?)",
+                             run[1] + docs)
+                exec_id = conn.last_insert_rowid()
+            else:
+                conn.execute(f"INSERT INTO executions ({columns}) VALUES ({run[0]})", run[1])
+                exec_id = conn.last_insert_rowid()
+                conn.execute("INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (?, ?, ?)",
+                             (exec_id, *docs))
+            lines = [(exec_id, n, 100 * n, kind, ts, doc) for n, kind, ts, doc in OLD_RUN_EVENTS]
+            if filler_events:
+                conn.execute("INSERT INTO executions (execution_id) VALUES ('filler')")
+                filler = conn.last_insert_rowid()
+                lines += [(filler, n, 100 * n, "StepComplete", n, "{}") for n in range(1, filler_events + 1)]
             conn.executemany("INSERT INTO events (exec_id, line, byte_offset, kind, event_type, ts, doc)"
-                             " VALUES (?, ?, ?, 'event', ?, ?, ?)",
-                             [(exec_id, n, 100 * n, kind, ts, doc) for n, kind, ts, doc in OLD_RUN_EVENTS])
+                             " VALUES (?, ?, ?, 'event', ?, ?, ?)", lines)
     finally:
         conn.close()
 

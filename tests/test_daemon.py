@@ -8,9 +8,10 @@ import time
 
 import pytest
 
+from daemon import store as store_module
 from daemon.store import SCHEMA_VERSION
 from tests import fixtures as fx
-from tests.conftest import OLD_RUN_EVENTS, write_version_2_database
+from tests.conftest import OLD_RUN_EVENTS, write_old_database
 
 X = "0f3c6d2e-5b1a-4c8e-9d7f-a1b2c3d4e5f6"      # an execution id (UUID-like)
 Y = "run-with.dots_and-dashes"                   # an execution id that is not a UUID
@@ -579,12 +580,13 @@ def test_once_on_empty_folders_creates_the_database_with_its_schema(tmp_path, ru
     assert db.executions() == []
 
 
-def test_a_version_2_database_is_migrated_in_place(run_once, db, workspace):
-    """Through versions 3 and 4: session files moved to their own table, the stats trigger
-    replaced, an index dropped, events rebuilt as a rowid table. Nothing ingested before is
-    lost, and ingestion goes on with the new schema."""
+@pytest.mark.parametrize("version", [2, 3])
+def test_an_older_database_is_migrated_in_place(version, run_once, db, workspace):
+    """To version 3 (from 2): session files moved to their own table, the stats trigger
+    replaced, an index dropped; to 4: events rebuilt as a rowid table. Nothing ingested
+    before is lost, and ingestion goes on with the new schema."""
     doc = fx.session_doc("before", success=True, score=0.75)
-    write_version_2_database(workspace.db_path, doc)
+    write_old_database(workspace.db_path, version, doc)
     workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml())
     workspace.write_session(X, fx.session_doc(success=False, score=0.25))
     workspace.append_events(X, [fx.prompt_line("p", at=0), fx.step_complete_line(at=1)])
@@ -611,6 +613,23 @@ def test_a_version_2_database_is_migrated_in_place(run_once, db, workspace):
     workspace.write_session(X, fx.session_doc(success=True, score=1.0))
     run_once()
     assert db.rows("SELECT finished, succeeded, score_sum FROM agent_benchmark_stats") == [(2, 2, 1.75)]
+
+
+def test_a_long_migration_says_so_until_it_ends_and_gives_the_wal_space_back(workspace, monkeypatch):
+    """Under systemd each notice buys ten more minutes: a migration that rewrites a big
+    events table must keep sending them. The rewritten rows went through the WAL, which
+    the daemon keeps (PERSIST_WAL): it is truncated afterwards."""
+    write_old_database(workspace.db_path, 3, fx.session_doc("before"), filler_events=200_000)
+    monkeypatch.setattr(store_module, "MIGRATION_NOTICE_SECONDS", 0.0)     # every progress tick
+    told = []
+    store = store_module.Store(workspace.db_path, migrating=told.append)
+    try:
+        assert len(told) >= 2
+        assert set(told) == {"migrating the database schema from version 3 to 4"}
+        assert os.path.getsize(f"{workspace.db_path}-wal") == 0
+        assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 200_000 + len(OLD_RUN_EVENTS)
+    finally:
+        store.close()
 
 
 def test_once_exits_non_zero_when_the_database_cannot_be_created(tmp_path, run_once, workspace):

@@ -21,7 +21,7 @@ import pytest
 
 from tests import fixtures as fx
 from tests.api_client import api_command, free_port
-from tests.conftest import clean_env, daemon_command, wait_for, write_version_2_database
+from tests.conftest import clean_env, daemon_command, wait_for, write_old_database
 
 
 class NotifySocket:
@@ -111,7 +111,7 @@ def test_daemon_speaks_sd_notify_in_order(workspace, notify_socket, tmp_path):
 def test_a_schema_migration_asks_systemd_for_the_time_it_takes(workspace, notify_socket):
     """A migration rewrites tables (minutes on a big database): before it starts, the daemon
     extends its start timeout and says what it is doing."""
-    write_version_2_database(workspace.db_path, fx.session_doc("before"))
+    write_old_database(workspace.db_path, 2, fx.session_doc("before"))
     proc = subprocess.run(daemon_command() + workspace.args() + ["--once"], capture_output=True, text=True,
                           timeout=60, env=clean_env() | {"NOTIFY_SOCKET": notify_socket.path})
     assert proc.returncode == 0, proc.stderr
