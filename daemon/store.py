@@ -61,10 +61,16 @@ def schema_sql() -> str:
     raise RuntimeError("schema.sql not found: reinstall reev-ingest")
 
 
-# The benchmark whose prompt equals a prompt (an SQL expression to .format() in), when exactly
-# one benchmark has it: the benchmark of a run that has no session file (FORMATS §5).
-_BENCHMARK_BY_PROMPT = ("(SELECT CASE WHEN count(*) = 1 THEN max(b.id) END FROM benchmarks b"
-                        " WHERE b.removed = 0 AND b.prompt != '' AND b.prompt = {})")
+# The derived columns of an execution (FORMATS §5), each defined once, as SQL over the
+# expressions given for its inputs: stored columns, or the new values a statement sets.
+# created_at: the session file's start, else the first event's time.
+_CREATED_AT = "coalesce({start}, {first})"
+# updated_at: the last activity seen in either file.
+_UPDATED_AT = "max(coalesce({last}, 0), coalesce({end}, 0), coalesce({start}, 0))"
+# benchmark_id: the session file's, else the benchmark whose prompt equals the first user
+# prompt, when exactly one benchmark has it (a run without a session file).
+_BENCHMARK = ("coalesce({session_benchmark}, (SELECT CASE WHEN count(*) = 1 THEN max(b.id) END FROM benchmarks b"
+              " WHERE b.removed = 0 AND b.prompt != '' AND b.prompt = {prompt}))")
 
 
 # A tool call's duration: the one written, else the time between its two lines (SQL, so that a
@@ -82,10 +88,10 @@ _UPDATE_SESSION = (
     " execution_time_ms = CASE WHEN :keep THEN execution_time_ms ELSE :ms END,"
     " start_time = :start, end_time = :end,"
     " finished_at = CASE WHEN :finished THEN coalesce(finished_at, :now) ELSE finished_at END,"
-    # the derived columns (see Store._refresh_derived), from the new values
-    " created_at = coalesce(:start, first_event_at),"
-    " updated_at = max(coalesce(last_event_at, 0), coalesce(:end, 0), coalesce(:start, 0)),"
-    f" benchmark_id = coalesce(:bench, {_BENCHMARK_BY_PROMPT.format('first_prompt')}),"
+    # the derived columns, from the new values
+    f" created_at = {_CREATED_AT.format(start=':start', first='first_event_at')},"
+    f" updated_at = {_UPDATED_AT.format(last='last_event_at', end=':end', start=':start')},"
+    f" benchmark_id = {_BENCHMARK.format(session_benchmark=':bench', prompt='first_prompt')},"
     " changed_generation = :gen WHERE id = :id")
 _FIRST_EVENT_AT = "CASE WHEN first_event_at IS NULL OR :first < first_event_at THEN :first ELSE first_event_at END"
 _AGGREGATES = (
@@ -97,9 +103,12 @@ _AGGREGATES = (
     " updated_at = max(coalesce(updated_at, 0), coalesce(:last, 0))")
 _ADD_AGGREGATES_DERIVING = (
     _AGGREGATES + ", first_prompt = coalesce(first_prompt, :prompt),"
-    f" created_at = coalesce(start_time, {_FIRST_EVENT_AT}), benchmark_id = coalesce("
-    f"session_benchmark_id, {_BENCHMARK_BY_PROMPT.format('coalesce(first_prompt, :prompt)')}) WHERE id = :id")
-_ADD_AGGREGATES = _AGGREGATES + " WHERE id = :id RETURNING created_at IS coalesce(start_time, first_event_at)"
+    f" created_at = {_CREATED_AT.format(start='start_time', first=_FIRST_EVENT_AT)},"
+    " benchmark_id = "
+    + _BENCHMARK.format(session_benchmark="session_benchmark_id", prompt="coalesce(first_prompt, :prompt)")
+    + " WHERE id = :id")
+_ADD_AGGREGATES = (_AGGREGATES + " WHERE id = :id RETURNING created_at IS "
+                   + _CREATED_AT.format(start="start_time", first="first_event_at"))
 _INSERT_TOOL_CALLS = (
     "INSERT OR REPLACE INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at,"
     " ended_at, duration_ms, input, output, success, status, error_message)"
@@ -271,8 +280,8 @@ class Store:
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
             # not kind and subject_id: they follow from the path, and setting them would
             # rewrite their index entry (a page written) on every commit
-            " ON CONFLICT (path) DO UPDATE SET dev = excluded.dev, inode = excluded.inode, fingerprint = excluded.fingerprint,"
-            " fingerprint_len = excluded.fingerprint_len, offset = excluded.offset,"
+            " ON CONFLICT (path) DO UPDATE SET dev = excluded.dev, inode = excluded.inode,"
+            " fingerprint = excluded.fingerprint, fingerprint_len = excluded.fingerprint_len, offset = excluded.offset,"
             " line_no = excluded.line_no, skipping = excluded.skipping, size = excluded.size,"
             " mtime_ns = excluded.mtime_ns, content_hash = excluded.content_hash, state = excluded.state,"
             " ingested_at = coalesce(excluded.ingested_at, files.ingested_at)",
@@ -407,18 +416,16 @@ class Store:
                               " AND (first_prompt IS NOT NULL OR benchmark_id IS NOT NULL)", ())
 
     def _refresh_derived(self, where: str, params: tuple):
-        """created_at, updated_at and the effective benchmark_id (FORMATS §5), from stored facts.
-        The benchmark of a run without a session file is the one whose prompt equals its first
-        user prompt, when exactly one benchmark has that prompt."""
-        by_prompt = _BENCHMARK_BY_PROMPT.format("executions.first_prompt")
+        """created_at, updated_at and the effective benchmark_id, from stored facts, where they
+        differ from what they are."""
+        derived = {
+            "created_at": _CREATED_AT.format(start="start_time", first="first_event_at"),
+            "updated_at": _UPDATED_AT.format(last="last_event_at", end="end_time", start="start_time"),
+            "benchmark_id": _BENCHMARK.format(session_benchmark="session_benchmark_id",
+                                              prompt="executions.first_prompt")}
         self.conn.execute(
-            "UPDATE executions SET"
-            " created_at = coalesce(start_time, first_event_at),"
-            " updated_at = max(coalesce(last_event_at, 0), coalesce(end_time, 0), coalesce(start_time, 0)),"
-            f" benchmark_id = coalesce(session_benchmark_id, {by_prompt}),"
-            f" changed_generation = ? WHERE ({where}) AND (created_at IS NOT coalesce(start_time, first_event_at)"
-            f" OR benchmark_id IS NOT coalesce(session_benchmark_id, {by_prompt})"
-            " OR updated_at IS NOT max(coalesce(last_event_at, 0), coalesce(end_time, 0), coalesce(start_time, 0)))",
+            f"UPDATE executions SET {', '.join(f'{c} = {e}' for c, e in derived.items())}, changed_generation = ?"
+            f" WHERE ({where}) AND ({' OR '.join(f'{c} IS NOT {e}' for c, e in derived.items())})",
             (self.next_generation, *params))
         if self.conn.changes():
             self.mark_changed()

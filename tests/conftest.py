@@ -90,17 +90,16 @@ def write_old_database(path: Path, version: int, session_doc: dict, filler_event
             conn.execute((Path(__file__).parent / "data" / f"schema_v{version}.sql").read_text()).fetchall()
             conn.execute(f"PRAGMA user_version = {version}").fetchall()
             final = session_doc["final_result"]
-            run = ("'old-run', '301-test-transfer', '301-test-transfer', 'deterministic', 'Completed', ?, ?",
-                   (int(final["success"]), final["score"]))
-            columns = "execution_id, benchmark_id, session_benchmark_id, agent_type, status, success, score"
             docs = (json.dumps(session_doc), json.dumps(final))
-            if version == 2:    # the session file was kept in executions
-                conn.execute(f"INSERT INTO executions ({columns}, session_doc, result_doc) VALUES ({run[0]}, ?, ?)",
-                             run[1] + docs)
-                exec_id = conn.last_insert_rowid()
-            else:
-                conn.execute(f"INSERT INTO executions ({columns}) VALUES ({run[0]})", run[1])
-                exec_id = conn.last_insert_rowid()
+            kept_in_executions = version == 2      # later versions keep the session file apart
+            conn.execute(
+                "INSERT INTO executions (execution_id, benchmark_id, session_benchmark_id, agent_type, status,"
+                f" success, score{', session_doc, result_doc' if kept_in_executions else ''})"
+                " VALUES ('old-run', '301-test-transfer', '301-test-transfer', 'deterministic', 'Completed',"
+                f" ?, ?{', ?, ?' if kept_in_executions else ''})",
+                (int(final["success"]), final["score"], *(docs if kept_in_executions else ())))
+            exec_id = conn.last_insert_rowid()
+            if not kept_in_executions:
                 conn.execute("INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (?, ?, ?)",
                              (exec_id, *docs))
             lines = [(exec_id, n, 100 * n, kind, ts, doc) for n, kind, ts, doc in OLD_RUN_EVENTS]
