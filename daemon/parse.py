@@ -46,8 +46,8 @@ class LineFields(Struct):
     """The fields of any event-log line that the daemon acts on; the rest is kept as raw text."""
 
     event_type: str | None = None
-    timestamp: Raw = NULL      # RFC 3339, or a number taken as Unix seconds: see time_field
-    logged_at: Raw = NULL
+    timestamp: str | float | None = None    # RFC 3339, or Unix seconds: see parse_timestamp
+    logged_at: str | float | None = None
     session_id: str | None = None
     prompt: PromptFields | None = None
     tool_input: ToolInputFields | None = None
@@ -61,7 +61,16 @@ class LineFields(Struct):
     execution_time_ms: float | None = None
 
 
+class _LineWithRawTimes(LineFields):
+    """The same fields with the times left as JSON text, for the lines LineFields refuses: a
+    time that is a number beyond a double (1e999) is no time, not bad input (time_field)."""
+
+    timestamp: Raw = NULL
+    logged_at: Raw = NULL
+
+
 _LINE_DECODER = msgspec.json.Decoder(LineFields)
+_RAW_TIMES_DECODER = msgspec.json.Decoder(_LineWithRawTimes)
 
 LineKind = Literal["event", "tool_call", "summary"]
 
@@ -76,30 +85,47 @@ class ParsedLine(Struct):
 
 
 def parse_event_line(raw: bytes) -> ParsedLine | None:
-    """Parse one complete line (without its newline). None for a blank line."""
+    """Parse one complete line (without its newline). None for a blank line.
+
+    This runs for every line, so the common case is one UTF-8 decode and one typed JSON decode;
+    what makes a line bad is worked out only once it has failed."""
     stripped = raw.strip()
     if not stripped:
         return None
-    _check_bytes(stripped, "the line")
     try:
         text = stripped.decode("utf-8")
     except UnicodeDecodeError as e:
+        _check_bytes(stripped, "the line")
         raise BadInput(f"invalid UTF-8 at byte {e.start} of the line") from None
     body = stripped
     summary_line = stripped.startswith(SUMMARY_PREFIX)
     if summary_line:
         body = stripped[len(SUMMARY_PREFIX):]
         text = text[len(SUMMARY_PREFIX):]
-    fields = decode_json(body, _LINE_DECODER)
+    try:
+        fields = _LINE_DECODER.decode(body)
+        ts = parse_timestamp(fields.timestamp)
+        if ts is None:
+            ts = parse_timestamp(fields.logged_at)
+    except (msgspec.DecodeError, RecursionError):    # (DecodeError includes ValidationError)
+        fields, ts = _refused_line(stripped, body)
     if summary_line or (fields.event_type is None and fields.tool_name is None):
         kind: LineKind = "summary"
     elif fields.event_type is not None:
         kind = "event"
     else:
         kind = "tool_call"
-    stamp, logged_at = time_field(fields.timestamp, "$.timestamp"), time_field(fields.logged_at, "$.logged_at")
-    return ParsedLine(kind, text, fields.event_type, stamp if stamp is not None else logged_at,
-                      fields.session_id, fields)
+    return ParsedLine(kind, text, fields.event_type, ts, fields.session_id, fields)
+
+
+def _refused_line(stripped: bytes, body: bytes) -> tuple[LineFields, float | None]:
+    """A line the typed decoder refused: bad input with its reason, or a line whose time is
+    absurd in a way only the raw text shows (1e999)."""
+    _check_bytes(stripped, "the line")
+    fields = decode_json(body, _RAW_TIMES_DECODER)
+    stamp = time_field(fields.timestamp, "$.timestamp")
+    logged_at = time_field(fields.logged_at, "$.logged_at")
+    return fields, stamp if stamp is not None else logged_at
 
 
 def _check_bytes(data: bytes, what: str):
@@ -133,22 +159,11 @@ _STAMP_DECODER = msgspec.json.Decoder(str | float | None)
 _SECONDS_DECODER = msgspec.json.Decoder(float | None)
 
 
-# RFC 3339 decoded in C: the common case of every event line. Anything it refuses (a space for
-# the T, a leap second) goes the general way below, and so does a fraction of more than six
-# digits (reev's Rust loggers write nine): msgspec rounds it, the general way truncates it.
-_RFC3339_DECODER = msgspec.json.Decoder(datetime | float | None)
-
-
 def time_field(value: Raw, path: str, decoder: msgspec.json.Decoder = _STAMP_DECODER) -> float | None:
-    """A time field as Unix seconds. A JSON type it cannot have is bad input naming `path`; a
-    number too large even for a double (1e999) is absurd like any other: None."""
+    """A time field kept as JSON text, as Unix seconds. A JSON type it cannot have is bad input
+    naming `path`; a number too large even for a double (1e999) is absurd like any other: None."""
     if value == NULL:
         return None
-    if decoder is _STAMP_DECODER and not _beyond_microseconds(bytes(value)):
-        try:
-            return parse_timestamp(_RFC3339_DECODER.decode(value))
-        except msgspec.ValidationError:
-            pass
     try:
         return parse_timestamp(decoder.decode(value))
     except msgspec.ValidationError as e:
@@ -158,14 +173,10 @@ def time_field(value: Raw, path: str, decoder: msgspec.json.Decoder = _STAMP_DEC
         raise BadInput(f"wrong shape: {e} - at `{path}`") from None
 
 
-def _beyond_microseconds(raw: bytes) -> bool:
-    dot = raw.find(b".")
-    return dot >= 0 and raw[dot + 1:dot + 8].isdigit()
-
-
-def parse_timestamp(value: str | float | datetime | None) -> float | None:
+def parse_timestamp(value: str | float | None) -> float | None:
     """RFC 3339 (UTC when it names no offset) or Unix seconds → Unix seconds; None when absent
-    or absurd: before 1970 or after 9999 (the line is still kept)."""
+    or absurd: before 1970 or after 9999 (the line is still kept). Fractions finer than a
+    microsecond (reev's Rust loggers write nanoseconds) are cut, not rounded."""
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)):
@@ -175,11 +186,13 @@ def parse_timestamp(value: str | float | datetime | None) -> float | None:
         seconds = float(value) / 1000 if abs(value) >= 1e11 else float(value)
     else:
         try:
-            if isinstance(value, str):
-                value = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=timezone.utc)
-            seconds = value.timestamp()
+            try:
+                stamp = datetime.fromisoformat(value)     # Python 3.11: takes "Z", cuts nanoseconds
+            except ValueError:
+                stamp = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=timezone.utc)
+            seconds = stamp.timestamp()
         except (ValueError, OverflowError, OSError):
             return None
     return seconds if 0 <= seconds < MAX_SECONDS else None
