@@ -28,17 +28,19 @@ _RELEVANT = [FileModifiedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEve
 
 
 class DirtyPaths:
-    """Paths that may have changed, shared by the observer thread and the service loop."""
+    """Paths that may have changed, shared by the observer thread and the service loop. A path
+    the reconcile scan queued carries what the scan found out about it (`found`), so that it is
+    not looked up twice; a path queued by an event carries None."""
 
     def __init__(self):
-        self._paths: dict[str, None] = {}   # insertion-ordered set
+        self._paths: dict[str, object] = {}   # insertion-ordered: path → found
         # Re-entrant: the signal handlers call wake() on the thread that may hold it.
         self._cond = threading.Condition(threading.RLock())
         self.woken = False
 
-    def add(self, path: str):
+    def add(self, path: str, found: object = None):
         with self._cond:
-            self._paths[path] = None
+            self._paths[path] = found
             self._cond.notify()
 
     def add_many(self, paths):
@@ -47,12 +49,13 @@ class DirtyPaths:
                 self._paths[p] = None
             self._cond.notify()
 
-    def put_back(self, paths):
+    def put_back(self, items: list[tuple[str, object]]):
         """Paths taken but not processed (the batch ran out of time): first in line again."""
-        if not paths:
+        if not items:
             return
         with self._cond:
-            self._paths = dict.fromkeys([*paths, *self._paths])
+            # what was queued meanwhile wins: an event's None is newer than the scan's view
+            self._paths = {**dict(items), **self._paths}
             self._cond.notify()
 
     def wake(self):
@@ -74,15 +77,16 @@ class DirtyPaths:
                 self._cond.wait(left)
             self.woken = False
 
-    def take(self, limit: int) -> list[str]:
+    def take(self, limit: int) -> list[tuple[str, object]]:
+        """Up to `limit` (path, found) in the order queued."""
         with self._cond:
             taken = []
-            for p in self._paths:
-                taken.append(p)
+            for item in self._paths.items():
+                taken.append(item)
                 if len(taken) >= limit:
                     break
-            for p in taken:
-                del self._paths[p]
+            for path, _ in taken:
+                del self._paths[path]
             return taken
 
     def __len__(self):

@@ -29,6 +29,15 @@ def classify_session_file(name: str) -> Classified | None:
     return None
 
 
+def partner_file_name(c: Classified) -> str | None:
+    """The name of the other file of the same execution: session file and event log."""
+    if c.kind == "session":
+        return f"enhanced_otel_{c.subject_id}.jsonl"
+    if c.kind == "events":
+        return f"session_{c.subject_id}.json"
+    return None
+
+
 def classify_benchmark_file(name: str) -> Classified | None:
     """Classify a file name found in the benchmarks folder (`*.yml`, `*.yaml`, not hidden)."""
     m = _BENCHMARK.fullmatch(name)

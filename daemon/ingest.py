@@ -36,6 +36,12 @@ class Outcome(NamedTuple):
     bad_lines: int = 0                     # lines recorded as bad input
 
 
+class Scanned(NamedTuple):
+    """What the reconcile scan found out about a path it queued."""
+    what: Classified
+    checkpoint: Checkpoint | None
+
+
 class Ingestor:
     def __init__(self, store: Store, sessions_dir: Path, benchmarks_dir: Path, limits: Limits):
         self.store = store
@@ -58,12 +64,12 @@ class Ingestor:
             return classify_benchmark_file(name)
         return None
 
-    def process(self, path: str) -> Outcome:
+    def process(self, path: str, scanned: Scanned | None = None) -> Outcome:
         """Bring the database up to date with one file. Runs inside Store.batch()."""
-        what = self.classify(path)
+        what = self.classify(path) if scanned is None else scanned.what
         if what is None:
             return Outcome()
-        cp = self.store.checkpoint(path)
+        cp = self.store.checkpoint(path) if scanned is None else self.store.checkpoint(path, scanned.checkpoint)
         try:
             fd, st = reader.open_regular(path)
         except NotAFile as e:

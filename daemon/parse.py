@@ -19,6 +19,7 @@ SUMMARY_PREFIX = b"# SESSION_SUMMARY: "
 BOM = "\ufeff".encode()
 # Times past the end of year 9999 (or before 1970) are no time reev wrote: kept as no time.
 MAX_SECONDS = 253402300800.0
+MAX_INTEGER = 2.0 ** 63      # SQLite's integers are 64-bit
 
 
 class BadInput(ValueError):
@@ -251,6 +252,8 @@ def parse_session_file(raw: bytes) -> ParsedSession:
     _check_bytes(raw, "the file")
     session = decode_json(raw, _SESSION_DECODER)
     final = decode_json(bytes(session.final_result), _FINAL_DECODER, at="$.final_result")
+    if final is not None and final.execution_time_ms is not None and not abs(final.execution_time_ms) < MAX_INTEGER:
+        final.execution_time_ms = None     # absurd, and beyond what SQLite stores as an integer
     benchmark = normalise_benchmark_id(session.benchmark_id) if session.benchmark_id else None
     return ParsedSession(
         doc=text,

@@ -16,9 +16,10 @@ from pathlib import Path
 import apsw
 
 from daemon.discovery import DirtyPaths, Watcher, scan_dir
-from daemon.ingest import Ingestor, Limits, Outcome
+from daemon.ids import Classified, partner_file_name
+from daemon.ingest import Ingestor, Limits, Outcome, Scanned
 from daemon.notify import Notifier
-from daemon.reader import unchanged
+from daemon.reader import Checkpoint, unchanged
 from daemon.store import Store
 
 log = logging.getLogger("reev.daemon")
@@ -69,9 +70,12 @@ class Service:
         and following live files never waits for a whole folder to be listed."""
         self.scanning = self._reconcile()
 
-    def _reconcile(self) -> Iterator[str]:
+    def _reconcile(self) -> Iterator[tuple[str, Scanned | None]]:
         """Every path that differs from its checkpoint; then, only if fewer tracked files were
-        found than are tracked as present, every tracked path that is gone (or a folder now)."""
+        found than are tracked as present, every tracked path that is gone (or a folder now).
+
+        A session file or event log comes with the other file of its execution, if that
+        differs too: both then go in one batch, and the execution's row is written once."""
         found = tracked = queued = 0
         marked_before = self.store.marked_missing
         for folder in (self.config.benchmarks_dir, self.config.sessions_dir):
@@ -83,10 +87,14 @@ class Service:
                 cp = self.store.checkpoint(path)     # holds the lstat of what was there
                 if cp is not None:
                     tracked += cp.state != "missing"
-                    if unchanged(st, cp) and cp.state in ("ok", "error"):
-                        continue
+                if not _differs(st, cp):
+                    continue
                 queued += 1
-                yield path
+                yield path, Scanned(what, cp)
+                partner = self._partner(folder, what)
+                if partner is not None:
+                    queued += 1
+                    yield partner
         # A file counted here and found gone (and marked) before the scan ends no longer counts
         # as present: add those back, or another file gone unseen would go unnoticed.
         if tracked < self.store.count_present() + self.store.marked_missing - marked_before:
@@ -99,22 +107,37 @@ class Service:
                     gone = False      # not ours to judge (permissions): the watcher will tell
                 if gone:
                     queued += 1
-                    yield path        # processing notices it is gone
+                    yield path, None   # processing notices it is gone
         log.debug("scan: %d files found, %d to look at", found, queued)
+
+    def _partner(self, folder: Path, what: Classified) -> tuple[str, Scanned] | None:
+        """The other file of an execution, if it is there and differs from its checkpoint."""
+        name = partner_file_name(what)
+        if name is None:
+            return None
+        path = os.path.join(folder, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None       # not there (yet): its own event or scan will tell
+        cp = self.store.checkpoint(path)
+        if stat.S_ISDIR(st.st_mode) or not _differs(st, cp):
+            return None
+        return path, Scanned(self.ingestor.classify(path), cp)
 
     def _advance_scan(self, seconds: float):
         """Queue the next paths of the scan in progress, up to a batch's worth or `seconds`."""
         deadline = time.monotonic() + seconds
         while self.scanning is not None and len(self.dirty) < MAX_FILES_PER_BATCH:
             try:
-                path = next(self.scanning, None)
+                item = next(self.scanning, None)
             except apsw.Error:
                 self.scan()        # a generator that raised is over: start again after the backoff
                 raise
-            if path is None:
+            if item is None:
                 self.scanning = None
             else:
-                self.dirty.add(path)
+                self.dirty.add(*item)
             if time.monotonic() > deadline:
                 break
 
@@ -122,19 +145,19 @@ class Service:
 
     def run_batch(self) -> bool:
         """Ingest one bounded batch of dirty paths in one transaction. False if none."""
-        paths = self.dirty.take(MAX_FILES_PER_BATCH)
-        if not paths:
+        items = self.dirty.take(MAX_FILES_PER_BATCH)
+        if not items:
             return False
         started = time.monotonic()
         lines, size, bad, again, done = 0, 0, 0, [], 0
         self.ingestor.take_requeue()
         try:
             with self.store.batch():
-                for path in paths:
+                for path, scanned in items:
                     if done and (size >= MAX_BATCH_BYTES or self.stopping
                                  or time.monotonic() - started > self.batch_seconds):
                         break     # bounded transactions; on SIGTERM, commit what is in hand
-                    outcome = self._process_one(path)
+                    outcome = self._process_one(path, scanned)
                     done += 1
                     size += outcome.bytes_read
                     lines += outcome.lines
@@ -151,9 +174,9 @@ class Service:
                         files_read_total=done, batches_total=1,
                         batch_seconds_total=time.monotonic() - started)
         except apsw.Error:
-            self.dirty.put_back(paths)   # nothing was committed: the checkpoints did not move
+            self.dirty.put_back(items)   # nothing was committed: the checkpoints did not move
             raise
-        self.dirty.put_back(paths[done:])
+        self.dirty.put_back(items[done:])
         self.dirty.add_many(again)
         self.dirty.add_many(self.ingestor.take_requeue())
         ms = (time.monotonic() - started) * 1000
@@ -165,10 +188,10 @@ class Service:
                      done, lines, size / 1e6, ms, self.store.generation)
         return True
 
-    def _process_one(self, path: str):
+    def _process_one(self, path: str, scanned: Scanned | None):
         try:
             with self.store.savepoint():
-                return self.ingestor.process(path)
+                return self.ingestor.process(path, scanned)
         except apsw.Error:
             raise          # the database itself failed: abort the batch, back off, retry
         except Exception as e:   # a bug on one file must not stop the others
@@ -315,3 +338,8 @@ class Service:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, rescan)
+
+
+def _differs(st: os.stat_result, cp: Checkpoint | None) -> bool:
+    """Whether a scanned file needs a look: new, changed since its checkpoint, or left pending."""
+    return cp is None or not (unchanged(st, cp) and cp.state in ("ok", "error"))

@@ -6,11 +6,13 @@ guarantee, so nothing here commits on its own except `Store.batch()`.
 """
 
 import contextlib
+import copy
 import ctypes
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,6 +49,7 @@ MIGRATIONS = {
                "DROP TABLE events_v3"]),
 }
 CHANGES_KEPT = 100_000
+NOT_LOOKED_UP = object()     # Store.checkpoint(): no scanned checkpoint given
 BUSY_TIMEOUT_MS = 5000
 MIGRATION_NOTICE_SECONDS = 60.0
 
@@ -109,6 +112,55 @@ _ADD_AGGREGATES_DERIVING = (
     + " WHERE id = :id")
 _ADD_AGGREGATES = (_AGGREGATES + " WHERE id = :id RETURNING created_at IS "
                    + _CREATED_AT.format(start="start_time", first="first_event_at"))
+# An execution first seen in this batch, with what every file of the batch gave it: the same
+# rules as the two updates above, applied once. (Its updated_at stays NULL, as a bare insert
+# left it, while no file has given it anything.)
+_INSERT_NEW = (
+    "INSERT INTO executions (id, execution_id, recorded_session_id, session_benchmark_id, first_prompt, agent_type,"
+    " status, success, score, final_status, execution_time_ms, start_time, end_time, first_event_at, last_event_at,"
+    " created_at, updated_at, benchmark_id, finished_at, event_count, tool_call_count, step_count, changed_generation)"
+    " VALUES (:id, :execution_id, coalesce(:sid, :events_sid), :bench, :prompt, :agent, :status, :success, :score,"
+    " :final_status, :ms, :start, :end, :first, :last,"
+    f" {_CREATED_AT.format(start=':start', first=':first')},"
+    f" CASE WHEN :given THEN {_UPDATED_AT.format(last=':last', end=':end', start=':start')} END,"
+    f" {_BENCHMARK.format(session_benchmark=':bench', prompt=':prompt')},"
+    " :finished_at, :lines, :calls, :steps, :gen)")
+_NO_SESSION = {"sid": None, "bench": None, "agent": None, "success": None, "score": None, "final_status": None,
+               "ms": None, "start": None, "end": None, "finished_at": None}
+
+
+@dataclass(slots=True)
+class NewExecution:
+    """An execution not in the database yet. What the batch's files give it is gathered here and
+    inserted with one statement when the batch commits (back-fill: one insert per execution,
+    instead of an insert and an update per file)."""
+    id: int
+    execution_id: str
+    status: str = "Running"
+    session: dict | None = None      # the session file's columns (update_session's values)
+    given: bool = False              # a file gave it something (else updated_at stays NULL)
+    lines: int = 0
+    calls: int = 0
+    steps: int = 0
+    first: float | None = None
+    last: float | None = None
+    prompt: str | None = None
+    events_sid: str | None = None
+
+    def row(self, gen: int) -> dict:
+        """The parameters of _INSERT_NEW."""
+        row = {"id": self.id, "execution_id": self.execution_id, "status": self.status, "given": self.given,
+               "lines": self.lines, "calls": self.calls, "steps": self.steps, "first": self.first,
+               "last": self.last, "prompt": self.prompt, "events_sid": self.events_sid, "gen": gen, **_NO_SESSION}
+        s = self.session
+        if s is not None:
+            row.update(sid=s["sid"], bench=s["bench"], agent=s["agent"], start=s["start"], end=s["end"],
+                       finished_at=s["now"] if s["finished"] else None)
+            if not s["keep"]:     # a session file without final_result keeps the last result
+                row.update(success=s["success"], score=s["score"], final_status=s["final_status"], ms=s["ms"])
+        return row
+
+
 _INSERT_TOOL_CALLS = (
     "INSERT OR REPLACE INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at,"
     " ended_at, duration_ms, input, output, success, status, error_message)"
@@ -140,6 +192,11 @@ class Store:
         self._migrate(migrating)
         self.generation = self.meta("data_generation") or 0
         self.changed = False
+        self.new: dict[int, NewExecution] = {}     # executions first seen in this batch, by id
+        self._new_ids: dict[str, int] = {}          # ... their execution_id → id
+        self._next_id: int | None = None            # the id the next new execution gets
+        self._undo: dict[int, NewExecution | None] | None = None   # inside a savepoint: new[] before it
+        self._files_written: set[str] = set()       # paths whose checkpoint this batch wrote
         self.marked_missing = 0    # files found gone since the start (a count, for the scan)
 
     def _pragma(self, text: str):
@@ -198,6 +255,7 @@ class Store:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self
+            self._insert_new()
             if self.changed:
                 now = time.time()
                 self.conn.execute("DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?",
@@ -212,6 +270,9 @@ class Store:
         else:
             if self.changed:
                 self.generation += 1
+        finally:
+            self._forget_new()
+            self._files_written.clear()
 
     @contextlib.contextmanager
     def savepoint(self):
@@ -222,13 +283,19 @@ class Store:
         replaces that error with its own "no such savepoint". Here the original error goes up
         as it is, and batch() sees that there is no transaction left to roll back."""
         self.conn.execute("SAVEPOINT one_file")
+        self._undo = {}
         try:
             yield
         except BaseException:
+            undo, self._undo = self._undo, None
+            for exec_id, before in undo.items():     # what the file did to new executions
+                self._set_new(exec_id, before)
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK TO one_file")
                 self.conn.execute("RELEASE one_file")
             raise
+        finally:
+            self._undo = None
         self.conn.execute("RELEASE one_file")
 
     @property
@@ -263,7 +330,11 @@ class Store:
 
     # ------------------------------------------------------------------ files / checkpoints
 
-    def checkpoint(self, path: str) -> Checkpoint | None:
+    def checkpoint(self, path: str, scanned: object = NOT_LOOKED_UP) -> Checkpoint | None:
+        """The file's checkpoint, None if it is not tracked. `scanned`: what the reconcile scan
+        read for it before this batch, still true unless this batch has written it since."""
+        if scanned is not NOT_LOOKED_UP and path not in self._files_written:
+            return scanned
         row = self.conn.execute(
             "SELECT dev, inode, fingerprint, fingerprint_len, offset, line_no, skipping, size,"
             " mtime_ns, content_hash, state FROM files WHERE path = ?", (path,)).fetchone()
@@ -274,6 +345,7 @@ class Store:
 
     def save_checkpoint(self, path: str, kind: str, subject_id: str, cp: Checkpoint, ingested: bool):
         now = time.time()
+        self._files_written.add(path)
         self.conn.execute(
             "INSERT INTO files (path, kind, subject_id, dev, inode, fingerprint, fingerprint_len,"
             " offset, line_no, skipping, size, mtime_ns, content_hash, state, first_seen_at, ingested_at)"
@@ -291,6 +363,7 @@ class Store:
 
     def set_file_state(self, path: str, state: str) -> bool:
         """Returns True when the state changed."""
+        self._files_written.add(path)
         self.conn.execute("UPDATE files SET state = ? WHERE path = ? AND state != ?", (state, path, state))
         changed = self.conn.changes() > 0
         self.marked_missing += changed and state == "missing"
@@ -349,22 +422,58 @@ class Store:
     # ------------------------------------------------------------------ executions
 
     def execution(self, execution_id: str) -> tuple[int, str]:
-        """(id, status) of an execution, created as Running if it is new."""
+        """(id, status) of an execution; a new one is Running, and inserted when the batch commits."""
+        exec_id = self._new_ids.get(execution_id)
+        if exec_id is not None:
+            return exec_id, self.new[exec_id].status
         row = self.conn.execute(
             "SELECT id, status FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
         if row:
             return row[0], row[1]
-        row = self.conn.execute(
-            "INSERT INTO executions (execution_id, status, changed_generation) VALUES (?, 'Running', ?)"
-            " RETURNING id, status", (execution_id, self.next_generation)).fetchone()
+        if self._next_id is None:
+            self._next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM executions").fetchone()[0]
+        exec_id, self._next_id = self._next_id, self._next_id + 1
+        self._set_new(exec_id, NewExecution(exec_id, execution_id))
         self.mark_changed()
-        return row[0], row[1]
+        return exec_id, "Running"
+
+    def _changing_new(self, exec_id: int) -> NewExecution | None:
+        """The new execution `exec_id`, ready to be changed (a savepoint can undo it); None if
+        it is in the database."""
+        new = self.new.get(exec_id)
+        if new is not None and self._undo is not None and exec_id not in self._undo:
+            self._undo[exec_id] = copy.copy(new)
+        return new
+
+    def _set_new(self, exec_id: int, new: NewExecution | None):
+        if self._undo is not None and exec_id not in self._undo:
+            self._undo[exec_id] = self.new.get(exec_id)
+        old = self.new.pop(exec_id, None)
+        if old is not None:
+            del self._new_ids[old.execution_id]
+        if new is not None:
+            self.new[exec_id] = new
+            self._new_ids[new.execution_id] = exec_id
+
+    def _insert_new(self, only: int | None = None):
+        """Insert the new executions (or only one, before a statement that needs its row)."""
+        ids = list(self.new) if only is None else [only] if only in self.new else []
+        if ids:
+            self.conn.executemany(_INSERT_NEW, [self.new[i].row(self.next_generation) for i in ids])
+            for exec_id in ids:
+                self._set_new(exec_id, None)
+
+    def _forget_new(self):
+        """After a commit or a rollback: nothing is new any more, and ids are counted again."""
+        self.new.clear()
+        self._new_ids.clear()
+        self._next_id = None
 
     def update_session(self, exec_id: int, status: str, s, finished_now: bool):
         """Columns fed by the session file. `s` is a parse.ParsedSession."""
         final = s.final
         keep_result = final is None  # a session file without final_result keeps the last result
-        self.conn.execute(_UPDATE_SESSION, {
+        values = {
             "sid": s.recorded_session_id, "bench": s.benchmark_id, "agent": s.agent_type,
             "status": status, "keep": keep_result,
             "success": None if final is None or final.success is None else int(final.success),
@@ -372,7 +481,12 @@ class Store:
             "final_status": None if final is None else final.status,
             "ms": None if final is None or final.execution_time_ms is None else int(final.execution_time_ms),
             "start": s.start_time, "end": s.end_time,
-            "finished": finished_now, "now": time.time(), "gen": self.next_generation, "id": exec_id})
+            "finished": finished_now, "now": time.time(), "gen": self.next_generation, "id": exec_id}
+        new = self._changing_new(exec_id)
+        if new is None:
+            self.conn.execute(_UPDATE_SESSION, values)
+        else:
+            new.session, new.status, new.given = values, status, True
         self.conn.execute(
             "INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (?, ?, ?)"
             " ON CONFLICT (exec_id) DO UPDATE SET session_doc = excluded.session_doc,"
@@ -383,6 +497,20 @@ class Store:
     def add_event_aggregates(self, exec_id: int, *, lines: int, tool_calls: int, steps: int,
                              first_ts: float | None, last_ts: float | None,
                              first_prompt: str | None, recorded_session_id: str | None):
+        new = self._changing_new(exec_id)
+        if new is not None:
+            new.given = True
+            new.lines += lines
+            new.calls += tool_calls
+            new.steps += steps
+            if first_ts is not None and (new.first is None or first_ts < new.first):
+                new.first = first_ts
+            if last_ts is not None and (new.last is None or last_ts > new.last):
+                new.last = last_ts
+            new.prompt = new.prompt if new.prompt is not None else first_prompt
+            new.events_sid = new.events_sid if new.events_sid is not None else recorded_session_id
+            self.mark_changed()
+            return
         # Lines with a prompt are (nearly always) a log's first: they set first_prompt,
         # created_at and the benchmark in the same statement. Appends don't: a column in the SET
         # list costs an update of each index on it (a page written), even when its value stays.
@@ -397,6 +525,7 @@ class Store:
 
     def reset_event_log(self, exec_id: int):
         """Forget what an event log contributed, before re-reading it from its first byte."""
+        self._insert_new(only=exec_id)     # (rare: the statements below work on its row)
         self.conn.execute("DELETE FROM events WHERE exec_id = ?", (exec_id,))
         self.conn.execute("DELETE FROM tool_calls WHERE exec_id = ?", (exec_id,))
         self.conn.execute(

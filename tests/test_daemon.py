@@ -698,3 +698,87 @@ def test_dump_is_canonical_and_independent_of_how_ingestion_ran(workspace, run_o
     tables = {r["table"] for r in first_dump}
     assert tables == {"benchmark", "execution", "event", "tool_call", "agent_benchmark_stats", "file", "ingest_error"}
     assert [r["line"] for r in first_dump if r["table"] == "event"] == [1, 2, 3]
+
+
+def test_an_execution_is_the_same_whether_its_files_come_together_or_one_after_the_other(workspace, run_once,
+                                                                                          tmp_path):
+    """Back-fill writes a new execution's row once, with what all of its files in the batch
+    gave it; files that come later update the row. Both ways must give the same database, in
+    either order of the files, for every shape of run."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import clean_env, daemon_command
+
+    def no_time(item: dict) -> dict:
+        return {k: v for k, v in item.items() if k != "timestamp"}
+
+    bench = "301-test-transfer"
+    prompt = "Send 0.3 SOL to the second wallet."
+    runs = {
+        # finished: session file and event log
+        "finished": (fx.session_doc("s1", benchmark_id=bench, score=0.75),
+                     [fx.prompt_line(prompt, at=0), fx.tool_input_line("sol_transfer", at=1),
+                      fx.tool_output_line(at=2), fx.step_complete_line(at=3)]),
+        # an event log only: the benchmark follows from the prompt, the session id from the lines
+        "events-only": (None, [fx.prompt_line(prompt, at=5), fx.tool_input_line("sol_transfer", at=6)]),
+        # a session file without final_result yet, and its log
+        "unfinished": (fx.session_doc("s3", benchmark_id=None, finished=False), [fx.prompt_line("other", at=7)]),
+        # a session file only, failed
+        "session-only": (fx.session_doc("s4", success=False, execution_time_ms=10**30), None),   # absurd: no time
+        # an empty event log: the run exists, with nothing known about it
+        "empty-log": (None, []),
+        # lines without a time and a session file without a start: no time anywhere
+        "no-times": (fx.session_doc("s6", start_time=None, end_time=None, finished=False),
+                     [no_time(fx.prompt_line(prompt)), no_time(fx.step_complete_line())]),
+        # no session id in the session file: the lines' one is recorded
+        "sid-from-lines": ({k: v for k, v in fx.session_doc(success=True).items() if k != "session_id"},
+                           [fx.prompt_line(prompt, at=9, session_id="from-lines")]),
+        # the first line has no prompt and a later time than the second
+        "times-out-of-order": (None, [fx.step_complete_line(at=20), fx.prompt_line(prompt, at=10)]),
+    }
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    sessions, logs = [], []
+    for run_id, (session, lines) in runs.items():
+        if session is not None:
+            path = staging / f"session_{run_id}.json"
+            path.write_bytes(fx.session_bytes(session))
+            sessions.append(path)
+        if lines is not None:
+            path = staging / f"enhanced_otel_{run_id}.jsonl"
+            path.write_bytes(fx.jsonl(lines) if lines else b"")
+            logs.append(path)
+    workspace.write_benchmark(bench, fx.benchmark_yaml(bench, prompt=prompt))
+
+    def ingest(db, *waves):
+        """Put the files of each wave in the sessions folder, then run --once (into `db`)."""
+        for f in workspace.sessions.iterdir():
+            f.unlink()
+        for wave in waves:
+            for path in wave:
+                shutil.copy(path, workspace.sessions / path.name)
+            run_once(base_args=["--sessions-dir", str(workspace.sessions), "--benchmarks-dir",
+                                str(workspace.benchmarks), "--db", str(db)])
+        out = subprocess.run(daemon_command() + ["dump", "--db", str(db)], capture_output=True, text=True,
+                             env=clean_env(), check=True).stdout.splitlines()
+        return [json.loads(line) for line in out]
+
+    together = ingest(tmp_path / "together.db", sessions + logs)
+    assert ingest(tmp_path / "sessions-first.db", sessions, logs) == together
+    assert ingest(tmp_path / "logs-first.db", logs, sessions) == together
+    assert ingest(tmp_path / "one-by-one.db", *([p] for p in sorted(sessions + logs))) == together
+
+    rows = {r["execution_id"]: r for r in together if r["table"] == "execution"}
+    assert rows["finished"]["status"] == "Completed" and rows["finished"]["score"] == 0.75
+    assert rows["finished"]["tool_call_count"] == 1 and rows["finished"]["step_count"] == 1
+    assert rows["events-only"]["benchmark_id"] == bench and rows["events-only"]["recorded_session_id"] == "inner-session"
+    assert rows["unfinished"]["status"] == "Running" and rows["unfinished"]["first_prompt"] == "other"
+    assert rows["session-only"]["status"] == "Failed" and rows["session-only"]["event_count"] == 0
+    assert rows["session-only"]["execution_time_ms"] is None
+    assert rows["empty-log"]["updated_at"] is None and rows["empty-log"]["created_at"] is None
+    assert rows["no-times"]["created_at"] is None and rows["no-times"]["updated_at"] == 0
+    assert rows["sid-from-lines"]["recorded_session_id"] == "from-lines"
+    assert rows["times-out-of-order"]["created_at"] == fx.unix(10)
+    stats = [r for r in together if r["table"] == "agent_benchmark_stats"]
+    assert sum(r["finished"] for r in stats) == 3      # finished, session-only, sid-from-lines
