@@ -19,6 +19,7 @@ from daemon.discovery import DirtyPaths, Watcher, scan_dir
 from daemon.ids import Classified, partner_file_name
 from daemon.ingest import Ingestor, Limits, Outcome, Scanned
 from daemon.notify import Notifier
+from daemon.prefetch import Prefetcher
 from daemon.reader import Checkpoint, unchanged
 from daemon.store import Store
 
@@ -52,6 +53,7 @@ class Service:
         self.store = store
         self.dirty = DirtyPaths()
         self.ingestor = Ingestor(store, config.sessions_dir, config.benchmarks_dir, config.limits)
+        self.prefetcher = Prefetcher(config.limits.read_budget_bytes)
         self.retry_at: dict[str, float] = {}    # unsettled documents: path → wall time
         self.stopping = False
         self.rescan_requested = False
@@ -78,6 +80,7 @@ class Service:
         differs too: both then go in one batch, and the execution's row is written once."""
         found = tracked = queued = 0
         marked_before = self.store.marked_missing
+        started = time.time()
         for folder in (self.config.benchmarks_dir, self.config.sessions_dir):
             for path, st in scan_dir(folder):
                 what = self.ingestor.classify(path)
@@ -95,9 +98,10 @@ class Service:
                 if partner is not None:
                     queued += 1
                     yield partner
-        # A file counted here and found gone (and marked) before the scan ends no longer counts
-        # as present: add those back, or another file gone unseen would go unnoticed.
-        if tracked < self.store.count_present() + self.store.marked_missing - marked_before:
+        # Files first tracked during the scan (a back-fill's) are not counted on either side. A
+        # file counted here and found gone (and marked) before the scan ends no longer counts as
+        # present: add those back, or another file gone unseen would go unnoticed.
+        if tracked < self.store.count_present(started) + self.store.marked_missing - marked_before:
             for path in self.store.present_paths():
                 try:
                     gone = stat.S_ISDIR(os.lstat(path).st_mode)
@@ -148,6 +152,10 @@ class Service:
         items = self.dirty.take(MAX_FILES_PER_BATCH)
         if not items:
             return False
+        # What the scan queued may not be in the page cache (a back-fill); what events queued was
+        # just written.
+        self.prefetcher.warm([(path, scanned.checkpoint.offset if scanned.checkpoint else 0)
+                              for path, scanned in items if scanned is not None])
         started = time.monotonic()
         lines, size, bad, again, done = 0, 0, 0, [], 0
         self.ingestor.take_requeue()

@@ -380,3 +380,52 @@ def test_progress(state, done, flow, expected):
 def test_every_status_is_representable():
     assert set(status.STATUSES) == {"Queued", "Running", "Completed", "Failed", "Stopped", "Timeout"}
     assert status.TERMINAL == {"Completed", "Failed", "Stopped", "Timeout"}
+
+
+# ------------------------------------------------------------------------------ read-ahead
+
+
+def _resident_pages(path) -> int:
+    """How many of the file's pages are in the page cache (mincore)."""
+    import ctypes
+    import mmap
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as m:
+        pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+        vec = (ctypes.c_ubyte * pages)()
+        buf = ctypes.c_char.from_buffer(m)
+        mincore = ctypes.CDLL(None, use_errno=True).mincore
+        mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        try:
+            if mincore(ctypes.addressof(buf), size, vec):
+                raise OSError(ctypes.get_errno(), "mincore")
+        finally:
+            del buf
+        return sum(v & 1 for v in vec)
+
+
+def test_prefetcher_brings_the_files_a_batch_will_read_into_the_page_cache(tmp_path):
+    from tests.conftest import wait_for
+    from daemon.prefetch import Prefetcher
+
+    files = []
+    for i in range(3):
+        path = tmp_path / f"enhanced_otel_{i}.jsonl"
+        path.write_bytes(b'{"event_type":"Prompt"}\n' * 40_000)     # about 1 MB
+        os.sync()
+        fd = os.open(path, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)              # out of the page cache
+        os.close(fd)
+        files.append(path)
+    if _resident_pages(files[0]) > 16:
+        pytest.skip("this file system keeps files in memory (tmpfs): nothing to read ahead")
+    p = Prefetcher(length=8 << 20)
+    p.warm([(str(files[0]), 0), (str(files[1]), 512 << 10), (str(tmp_path / "gone.jsonl"), 0)])
+    wait_for(lambda: _resident_pages(files[0]) >= 0.9 * os.path.getsize(files[0]) // 4096,
+             what="the first file read ahead")
+    # from the offset on (where reading starts), not the bytes before it; a file not asked for stays out
+    wait_for(lambda: _resident_pages(files[1]) >= 0.9 * (os.path.getsize(files[1]) - (512 << 10)) // 4096,
+             what="the second file read ahead from its offset")
+    assert _resident_pages(files[1]) < 0.7 * os.path.getsize(files[1]) // 4096
+    assert _resident_pages(files[2]) < 16
