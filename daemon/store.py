@@ -375,9 +375,10 @@ class Store:
         errors = self.conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
         return files, errors
 
-    def count_present(self) -> int:
-        """Files tracked and not known to be gone, for the reconcile scan."""
-        return self.conn.execute("SELECT count(*) FROM files WHERE state != 'missing'").fetchone()[0]
+    def count_present(self, seen_before: float) -> int:
+        """Files tracked since before `seen_before` and not known to be gone, for the scan."""
+        return self.conn.execute("SELECT count(*) FROM files WHERE state != 'missing' AND first_seen_at < ?",
+                                 (seen_before,)).fetchone()[0]
 
     def present_paths(self, chunk: int = 1000) -> Iterator[str]:
         """Those files' paths, a chunk per query (no statement stays open between chunks)."""
