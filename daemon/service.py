@@ -102,6 +102,7 @@ class Service:
         # file counted here and found gone (and marked) before the scan ends no longer counts as
         # present: add those back, or another file gone unseen would go unnoticed.
         if tracked < self.store.count_present(started) + self.store.marked_missing - marked_before:
+            log.debug("scan: %d tracked files found, fewer than tracked: looking for gone ones", tracked)
             for path in self.store.present_paths():
                 try:
                     gone = stat.S_ISDIR(os.lstat(path).st_mode)

@@ -782,3 +782,26 @@ def test_an_execution_is_the_same_whether_its_files_come_together_or_one_after_t
     assert rows["times-out-of-order"]["created_at"] == fx.unix(10)
     stats = [r for r in together if r["table"] == "agent_benchmark_stats"]
     assert sum(r["finished"] for r in stats) == 3      # finished, session-only, sid-from-lines
+
+
+def test_a_file_gone_while_the_daemon_was_stopped_is_marked_missing_and_a_back_fill_does_not_look(
+        workspace, run_once, db):
+    """The scan looks for tracked files that are gone only when it found fewer than are tracked:
+    not after a back-fill (files first tracked during the scan), but when one went away."""
+    from daemon.service import MAX_FILES_PER_BATCH
+
+    for run in ("a", "b", "c"):
+        workspace.append_events(run, [fx.prompt_line("p", at=0)])
+    for i in range(MAX_FILES_PER_BATCH):          # more than a batch: some are tracked before the scan ends
+        workspace.events_path(f"empty-{i}").touch()
+    first = run_once("--log-level", "debug")
+    assert "looking for gone ones" not in first.stderr
+    assert db.event_count("a") == 1
+
+    workspace.events_path("b").unlink()
+    workspace.append_events("d", [fx.prompt_line("p", at=1)])               # and a new one meanwhile
+    second = run_once("--log-level", "debug")
+    assert "looking for gone ones" in second.stderr
+    assert db.file(workspace.events_path("b"))["state"] == "missing"
+    assert db.event_count("b") == 1                                         # its rows are kept
+    assert db.event_count("d") == 1
