@@ -28,8 +28,11 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('batch_seconds_total', 0.0);
 -- One row per file the daemon tracks: what it is, who it is (identity) and how far it has
 -- been read (checkpoint). The checkpoint is written in the same transaction as the rows it
 -- covers: that is the whole exactly-once design.
+-- A rowid table with the path in a unique index: a back-fill adds files in the folder's order,
+-- not the paths', and only the narrow index then takes inserts at random places (schema 5).
 CREATE TABLE IF NOT EXISTS files (
-    path          TEXT PRIMARY KEY,
+    id            INTEGER PRIMARY KEY,
+    path          TEXT NOT NULL UNIQUE,
     kind          TEXT NOT NULL CHECK (kind IN ('session', 'events', 'benchmark')),
     subject_id    TEXT NOT NULL,          -- execution id (sessions, events) or benchmark file stem
     dev           INTEGER,
@@ -45,7 +48,7 @@ CREATE TABLE IF NOT EXISTS files (
     state         TEXT NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'pending', 'error', 'missing')),
     first_seen_at REAL NOT NULL,
     ingested_at   REAL                    -- last time rows from this file were committed
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS files_by_subject ON files (kind, subject_id);
 
 -- Benchmark definitions from <benchmarks-dir>/*.yml. A deleted file marks its benchmark
@@ -221,7 +224,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_by_line ON events (exec_id, line);
 
 -- Tool calls: a ToolInput line paired with the ToolOutput that completes it, or one
 -- tool-call line of the older logger (completed by its later update line). `line` is the
--- line that opened the call.
+-- line that opened the call, `output_line` the one that completed it. Their input and output
+-- JSON are not copied here: tool_calls_io reads them from those lines (schema 5).
 CREATE TABLE IF NOT EXISTS tool_calls (
     exec_id       INTEGER NOT NULL,        -- executions.id
     line          INTEGER NOT NULL,
@@ -233,14 +237,28 @@ CREATE TABLE IF NOT EXISTS tool_calls (
     started_at    REAL,
     ended_at      REAL,
     duration_ms   REAL,
-    input         TEXT,                    -- JSON
-    output        TEXT,                    -- JSON
     success       INTEGER,
     status        TEXT,
     error_message TEXT,
     PRIMARY KEY (exec_id, line)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tool_calls_open ON tool_calls (exec_id, line) WHERE source = 'input' AND output_line IS NULL;
+
+-- Tool calls with their input and output JSON (NULL for JSON null or none), from the line that
+-- opened the call (ToolInput: tool_input.tool_args; older logger: input_params) and the one
+-- that completed it (ToolOutput: tool_output.results; older logger: output_result).
+-- (A line with the same key twice: the daemon's parser reads its last one, SQLite's JSON its
+-- first; both lines are kept as written.)
+CREATE VIEW IF NOT EXISTS tool_calls_io AS
+SELECT t.exec_id, t.line, t.source, t.output_line, t.tool_name, t.started_at, t.ended_at, t.duration_ms,
+       nullif(CASE t.source WHEN 'input' THEN i.doc -> '$.tool_input.tool_args'
+                            WHEN 'legacy' THEN i.doc -> '$.input_params' END, 'null') AS input,
+       nullif(CASE t.source WHEN 'legacy' THEN o.doc -> '$.output_result'
+                            ELSE o.doc -> '$.tool_output.results' END, 'null') AS output,
+       t.success, t.status, t.error_message
+FROM tool_calls t
+LEFT JOIN events i ON i.exec_id = t.exec_id AND i.line = t.line AND t.source != 'output'
+LEFT JOIN events o ON o.exec_id = t.exec_id AND o.line = t.output_line;
 
 -- Bad input, one row per place: a line of a file, or a whole file (line 0).
 CREATE TABLE IF NOT EXISTS ingest_errors (

@@ -207,7 +207,7 @@ class Queries:
 
     def tool_calls(self, exec_id: int, after_line: int, limit: int) -> list[dict]:
         return self.all("SELECT line, output_line, tool_name, started_at, ended_at, duration_ms, input, output,"
-                        " success, status, error_message FROM tool_calls WHERE exec_id = ? AND line > ?"
+                        " success, status, error_message FROM tool_calls_io WHERE exec_id = ? AND line > ?"
                         " ORDER BY line LIMIT ?", (exec_id, after_line, limit))
 
     def source_files(self, execution_id: str) -> list[dict]:

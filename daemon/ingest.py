@@ -304,38 +304,36 @@ class EventRows:
                 self.steps += 1
             elif p.event_type == "ToolInput" and f.tool_input is not None:
                 self.opened_here[n] = len(self.new_calls)
-                self.new_calls.append((exec_id, n, "input", None, f.tool_input.tool_name, ts, None, None,
-                                       parse.raw_json_text(f.tool_input.tool_args), None, None, None, None))
+                self.new_calls.append((exec_id, n, "input", None, f.tool_input.tool_name, ts, None, None, None,
+                                       None, None))
                 open_inputs.append(n)
             elif p.event_type == "ToolOutput" and f.tool_output is not None:
                 out = f.tool_output
-                output, success = parse.raw_json_text(out.results), _flag(out.success)
+                success = _flag(out.success)
                 if open_inputs:   # the duration follows from the two timestamps (in SQL)
                     opened = open_inputs.pop()
                     at = self.opened_here.get(opened)
                     if at is None:     # opened by an earlier read: complete the stored row
-                        self.completions.append((n, ts, None, output, success, None, out.error_message, exec_id,
-                                                 opened))
+                        self.completions.append((n, ts, None, success, None, out.error_message, exec_id, opened))
                     else:              # opened in these lines: complete it before it is written
                         c = self.new_calls[at]
-                        self.new_calls[at] = (*c[:3], n, c[4], c[5], ts, None, c[8], output, success, None,
-                                              out.error_message)
+                        self.new_calls[at] = (*c[:3], n, c[4], c[5], ts, None, success, None, out.error_message)
                 else:
-                    self.new_calls.append((exec_id, n, "output", n, None, None, ts, None, None, output,
-                                           success, None, out.error_message))
+                    self.new_calls.append((exec_id, n, "output", n, None, None, ts, None, success, None,
+                                           out.error_message))
         elif p.kind == "tool_call":
             success = None if f.status is None else int(f.status == "success")
-            output = parse.raw_json_text(f.output_result)
             earlier = legacy_calls.get(f.tool_name)
             if parse.is_empty_json(f.input_params) and earlier is not None:
                 # The update line is written when the call ends and carries its real duration.
-                self.completions.append((n, ts, f.execution_time_ms, output, success, f.status,
-                                         f.error_message, exec_id, earlier))
+                self.completions.append((n, ts, f.execution_time_ms, success, f.status, f.error_message,
+                                         exec_id, earlier))
             else:
                 ended = ts + f.execution_time_ms / 1000 if ts is not None and f.execution_time_ms is not None else None
-                self.new_calls.append((exec_id, n, "legacy", n if output is not None else None, f.tool_name,
-                                       ts, ended, f.execution_time_ms, parse.raw_json_text(f.input_params),
-                                       output, success, f.status, f.error_message))
+                # its output (if any) is on this line: output_line says where tool_calls_io finds it
+                self.new_calls.append((exec_id, n, "legacy", None if f.output_result == parse.NULL else n,
+                                       f.tool_name, ts, ended, f.execution_time_ms, success, f.status,
+                                       f.error_message))
                 legacy_calls[f.tool_name] = n
 
     def write(self, store: Store, exec_id: int):

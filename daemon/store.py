@@ -23,7 +23,7 @@ from daemon.reader import Checkpoint
 
 log = logging.getLogger("reev.store")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class Migration(NamedTuple):
@@ -47,10 +47,24 @@ MIGRATIONS = {
         after=["INSERT INTO events (exec_id, line, byte_offset, kind, event_type, ts, doc)"
                " SELECT exec_id, line, byte_offset, kind, event_type, ts, doc FROM events_v3",
                "DROP TABLE events_v3"]),
+    5: Migration(  # files becomes a rowid table keyed by an index; tool calls no longer copy their JSON
+        before=["DROP INDEX files_by_subject", "ALTER TABLE files RENAME TO files_v4"],
+        after=["INSERT INTO files (path, kind, subject_id, dev, inode, fingerprint, fingerprint_len, offset, line_no,"
+               " skipping, size, mtime_ns, content_hash, state, first_seen_at, ingested_at)"
+               " SELECT path, kind, subject_id, dev, inode, fingerprint, fingerprint_len, offset, line_no,"
+               " skipping, size, mtime_ns, content_hash, state, first_seen_at, ingested_at FROM files_v4",
+               "DROP TABLE files_v4",
+               "ALTER TABLE tool_calls DROP COLUMN input",
+               "ALTER TABLE tool_calls DROP COLUMN output"]),
 }
 CHANGES_KEPT = 100_000
 NOT_LOOKED_UP = object()     # Store.checkpoint(): no scanned checkpoint given
 BUSY_TIMEOUT_MS = 5000
+# SQLite's page cache: its default (2 MiB) while following live files, where a batch touches a
+# few pages; while catching up, a batch inserts thousands of rows at random places of the files
+# and executions indexes, and pages evicted in the middle of it are written and read again.
+CACHE_KIB_LIVE = 2000
+CACHE_KIB_CATCHING_UP = 65536
 MIGRATION_NOTICE_SECONDS = 60.0
 
 
@@ -163,13 +177,12 @@ class NewExecution:
 
 _INSERT_TOOL_CALLS = (
     "INSERT OR REPLACE INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at,"
-    " ended_at, duration_ms, input, output, success, status, error_message)"
-    f" VALUES (?1,?2,?3,?4,?5,?6,?7,{_DURATION.format(given='?8', started='?6', ended='?7')},"
-    " ?9,?10,?11,?12,?13)")
+    " ended_at, duration_ms, success, status, error_message)"
+    f" VALUES (?1,?2,?3,?4,?5,?6,?7,{_DURATION.format(given='?8', started='?6', ended='?7')},?9,?10,?11)")
 _COMPLETE_TOOL_CALLS = (
     "UPDATE tool_calls SET output_line = ?1, ended_at = coalesce(?2, ended_at),"
     f" duration_ms = coalesce({_DURATION.format(given='?3', started='started_at', ended='?2')}, duration_ms),"
-    " output = ?4, success = ?5, status = ?6, error_message = ?7 WHERE exec_id = ?8 AND line = ?9")
+    " success = ?4, status = ?5, error_message = ?6 WHERE exec_id = ?7 AND line = ?8")
 
 
 class Store:
@@ -245,6 +258,10 @@ class Store:
 
     def close(self):
         self.conn.close()
+
+    def size_cache(self, catching_up: bool):
+        """Size the page cache for a back-fill (large) or for following live files (small)."""
+        self._pragma(f"cache_size = -{CACHE_KIB_CATCHING_UP if catching_up else CACHE_KIB_LIVE}")
 
     # ------------------------------------------------------------------ transactions
 
@@ -570,13 +587,13 @@ class Store:
 
     def insert_tool_calls(self, rows: list[tuple]):
         """rows: (exec_id, line, source, output_line, tool_name, started_at, ended_at, duration_ms,
-        input, output, success, status, error_message)."""
+        success, status, error_message)."""
         self.conn.executemany(_INSERT_TOOL_CALLS, rows)
 
     def complete_tool_calls(self, rows: list[tuple]):
-        """rows: (output_line, ended_at, duration_ms, output, success, status, error_message,
-        exec_id, line). Without a duration of its own, the duration follows from the opening
-        line's timestamp and ended_at."""
+        """rows: (output_line, ended_at, duration_ms, success, status, error_message, exec_id,
+        line). Without a duration of its own, the duration follows from the opening line's
+        timestamp and ended_at."""
         self.conn.executemany(_COMPLETE_TOOL_CALLS, rows)
 
     def open_tool_inputs(self, exec_id: int) -> list[int]:
@@ -649,7 +666,7 @@ DUMP_QUERIES = {
              " FROM events e JOIN executions x ON x.id = e.exec_id ORDER BY x.execution_id, e.line",
     "tool_call": "SELECT x.execution_id, t.line, t.source, t.output_line, t.tool_name, t.started_at, t.ended_at,"
                  " t.duration_ms, t.input, t.output, t.success, t.status, t.error_message"
-                 " FROM tool_calls t JOIN executions x ON x.id = t.exec_id ORDER BY x.execution_id, t.line",
+                 " FROM tool_calls_io t JOIN executions x ON x.id = t.exec_id ORDER BY x.execution_id, t.line",
     # score_sum is a running sum kept by triggers: its last bits depend on the order in which
     # scores were added and taken back (rewritten session files), so it is compared rounded.
     "agent_benchmark_stats": "SELECT agent_type, benchmark_id, finished, succeeded, scored,"

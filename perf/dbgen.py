@@ -108,8 +108,8 @@ def session_rows(rng: random.Random, i: int, exec_id: int, benches: list[dict], 
                 "true" if ok else "false", out, "null" if ok else '"RPC error: blockhash not found"'))
             ev.append((exec_id, line + 1, offset, "event", "ToolOutput", ts, doc))
             offset += len(doc) + 1
-        calls.append((exec_id, line, "input", line + 1, tool, t_in, ts, round((ts - t_in) * 1000, 3), args,
-                      out, int(ok), None, None if ok else "RPC error: blockhash not found"))
+        calls.append((exec_id, line, "input", line + 1, tool, t_in, ts, round((ts - t_in) * 1000, 3),
+                      int(ok), None, None if ok else "RPC error: blockhash not found"))
         line += 2
     for s in range(steps):
         if events:
@@ -209,8 +209,8 @@ def generate(db: Path, n: int, seed: int = 1, events: bool = True, order: str = 
             conn.executemany("INSERT INTO events (exec_id, line, byte_offset, kind, event_type, ts, doc)"
                              " VALUES (?,?,?,?,?,?,?)", evs)
             conn.executemany("INSERT INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at,"
-                             " ended_at, duration_ms, input, output, success, status, error_message)"
-                             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", calls)
+                             " ended_at, duration_ms, success, status, error_message)"
+                             " VALUES (?,?,?,?,?,?,?,?,?,?,?)", calls)
             conn.executemany("INSERT INTO files (path, kind, subject_id, offset, line_no, size, mtime_ns, state,"
                              " first_seen_at, ingested_at) VALUES (?,?,?,?,?,?,0,'ok',?,?)",
                              [(p, k, s, o, ln, sz, t, t) for p, k, s, o, ln, sz, t in files])

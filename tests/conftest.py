@@ -75,14 +75,18 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0
 # ------------------------------------------------------------------------------ reading the database
 
 
-OLD_RUN_EVENTS = [(1, "Prompt", 1.5, '{"event_type":"Prompt"}'), (2, "StepComplete", 2.5, '{"event_type":"StepComplete"}')]
+OLD_RUN_EVENTS = [(1, "Prompt", 1.5, '{"event_type":"Prompt"}'), (2, "StepComplete", 2.5, '{"event_type":"StepComplete"}'),
+                  (3, "ToolInput", 3.5, '{"event_type":"ToolInput","tool_input":{"tool_name":"sol_transfer","tool_args":{"lamports": 5}}}'),
+                  (4, "ToolOutput", 4.5, '{"event_type":"ToolOutput","tool_output":{"success":true,"results":["sig"]}}')]
+OLD_RUN_LOG = "/var/lib/reev/sessions/enhanced_otel_old-run.jsonl"   # its event log, as tracked
 
 
 def write_old_database(path: Path, version: int, session_doc: dict, filler_events: int = 0):
-    """A database as schema version 2 or 3 left it (tests/data/schema_v<version>.sql), holding
-    one finished run, `old-run` of 301-test-transfer by `deterministic`, with this session
-    document and the event lines OLD_RUN_EVENTS; and `filler_events` lines of a run `filler`
-    (for a migration that takes a while)."""
+    """A database as schema version 2, 3 or 4 left it (tests/data/schema_v<version>.sql),
+    holding one finished run, `old-run` of 301-test-transfer by `deterministic`, with this
+    session document, the event lines OLD_RUN_EVENTS (its log's checkpoint at OLD_RUN_LOG) and
+    the tool call of lines 3 and 4, its JSON copied as those versions did; and `filler_events`
+    lines of a run `filler` (for a migration that takes a while)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = apsw.Connection(str(path))
     try:
@@ -109,6 +113,11 @@ def write_old_database(path: Path, version: int, session_doc: dict, filler_event
                 lines += [(filler, n, 100 * n, "StepComplete", n, "{}") for n in range(1, filler_events + 1)]
             conn.executemany("INSERT INTO events (exec_id, line, byte_offset, kind, event_type, ts, doc)"
                              " VALUES (?, ?, ?, 'event', ?, ?, ?)", lines)
+            conn.execute("INSERT INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at, ended_at,"
+                         " duration_ms, input, output, success) VALUES (?, 3, 'input', 4, 'sol_transfer', 3.5, 4.5,"
+                         " 1000, '{\"lamports\": 5}', '[\"sig\"]', 1)", (exec_id,))
+            conn.execute("INSERT INTO files (path, kind, subject_id, offset, line_no, size, first_seen_at)"
+                         " VALUES (?, 'events', 'old-run', 400, 4, 400, 1.0)", (OLD_RUN_LOG,))
     finally:
         conn.close()
 
@@ -180,7 +189,7 @@ class Db:
                            " WHERE x.execution_id = ?", (execution_id,)) or 0
 
     def tool_calls(self, execution_id: str) -> list[dict]:
-        return self.dicts("SELECT t.* FROM tool_calls t JOIN executions x ON x.id = t.exec_id"
+        return self.dicts("SELECT t.* FROM tool_calls_io t JOIN executions x ON x.id = t.exec_id"
                           " WHERE x.execution_id = ? ORDER BY t.line", (execution_id,))
 
     def errors(self, path: Path | str | None = None) -> list[dict]:

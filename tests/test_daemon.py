@@ -11,7 +11,7 @@ import pytest
 from daemon import store as store_module
 from daemon.store import SCHEMA_VERSION
 from tests import fixtures as fx
-from tests.conftest import OLD_RUN_EVENTS, write_old_database
+from tests.conftest import OLD_RUN_EVENTS, OLD_RUN_LOG, write_old_database
 
 X = "0f3c6d2e-5b1a-4c8e-9d7f-a1b2c3d4e5f6"      # an execution id (UUID-like)
 Y = "run-with.dots_and-dashes"                   # an execution id that is not a UUID
@@ -580,10 +580,11 @@ def test_once_on_empty_folders_creates_the_database_with_its_schema(tmp_path, ru
     assert db.executions() == []
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 def test_an_older_database_is_migrated_in_place(version, run_once, db, workspace):
     """To version 3 (from 2): session files moved to their own table, the stats trigger
-    replaced, an index dropped; to 4: events rebuilt as a rowid table. Nothing ingested
+    replaced, an index dropped; to 4: events rebuilt as a rowid table; to 5: files rebuilt as
+    a rowid table, tool calls without their copies of the lines' JSON. Nothing ingested
     before is lost, and ingestion goes on with the new schema."""
     doc = fx.session_doc("before", success=True, score=0.75)
     write_old_database(workspace.db_path, version, doc)
@@ -591,13 +592,25 @@ def test_an_older_database_is_migrated_in_place(version, run_once, db, workspace
     workspace.write_session(X, fx.session_doc(success=False, score=0.25))
     workspace.append_events(X, [fx.prompt_line("p", at=0), fx.step_complete_line(at=1)])
     run_once()
-    assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 4
+    assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 5
     assert [(e["line"], e["event_type"], e["ts"], e["doc"]) for e in db.events("old-run")] == [
         (n, kind, ts, doc) for n, kind, ts, doc in OLD_RUN_EVENTS]
     assert [e["line"] for e in db.events(X)] == [1, 2]
     assert "WITHOUT ROWID" not in db.scalar("SELECT sql FROM sqlite_schema WHERE name = 'events'")
     assert db.rows("SELECT name FROM sqlite_schema WHERE name IN ('events_by_line', 'events_v3')") == [
         ("events_by_line",)]
+    # files: a rowid table, its rows and its subject index kept
+    assert "WITHOUT ROWID" not in db.scalar("SELECT sql FROM sqlite_schema WHERE name = 'files'")
+    assert db.rows("SELECT tbl_name FROM sqlite_schema WHERE name IN ('files_by_subject', 'files_v4')") == [
+        ("files",)]
+    old_log = db.file(OLD_RUN_LOG)
+    assert (old_log["kind"], old_log["subject_id"], old_log["offset"], old_log["line_no"]) == ("events", "old-run", 400, 4)
+    assert db.file(workspace.events_path(X))["line_no"] == 2
+    # tool calls: their JSON is read from the lines now, the same as was copied
+    assert {r[1] for r in db.rows("PRAGMA table_info(tool_calls)")} & {"input", "output"} == set()
+    [call] = db.tool_calls("old-run")
+    assert (call["tool_name"], call["output_line"], call["duration_ms"]) == ("sol_transfer", 4, 1000)
+    assert (json.loads(call["input"]), json.loads(call["output"])) == ({"lamports": 5}, ["sig"])
     columns = {r[1] for r in db.rows("PRAGMA table_info(executions)")}
     assert "session_doc" not in columns and "result_doc" not in columns
     moved = db.execution("old-run")
@@ -625,7 +638,7 @@ def test_a_long_migration_says_so_until_it_ends_and_gives_the_wal_space_back(wor
     store = store_module.Store(workspace.db_path, migrating=told.append)
     try:
         assert len(told) >= 2
-        assert set(told) == {"migrating the database schema from version 3 to 4"}
+        assert set(told) == {"migrating the database schema from version 3 to 5"}
         assert os.path.getsize(f"{workspace.db_path}-wal") == 0
         assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 200_000 + len(OLD_RUN_EVENTS)
     finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.store import SCHEMA_VERSION
 from tests import fixtures as fx
 from tests.api_client import api_command, free_port
 from tests.conftest import clean_env, daemon_command, wait_for, write_old_database
@@ -117,9 +118,9 @@ def test_a_schema_migration_asks_systemd_for_the_time_it_takes(workspace, notify
     assert proc.returncode == 0, proc.stderr
     fields = notify_socket.fields()
     extend = fields.index("EXTEND_TIMEOUT_USEC=600000000")
-    assert "STATUS=migrating the database schema from version 2 to 4" in fields[extend:]
-    assert "migrating the database schema from version 2 to 4" in proc.stderr
-    assert workspace.db.scalar("PRAGMA user_version") == 4
+    assert f"STATUS=migrating the database schema from version 2 to {SCHEMA_VERSION}" in fields[extend:]
+    assert f"migrating the database schema from version 2 to {SCHEMA_VERSION}" in proc.stderr
+    assert workspace.db.scalar("PRAGMA user_version") == SCHEMA_VERSION
 
 
 def test_daemon_without_notify_socket_is_silent_and_fine(workspace, run_once):
