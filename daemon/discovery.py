@@ -93,15 +93,11 @@ class DirtyPaths:
         return len(self._paths)
 
 
-def scan_dir(folder: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry directly in `folder` with its lstat (symlinks are not followed)."""
+def scan_dir(folder: Path) -> Iterator[os.DirEntry]:
+    """Every entry directly in `folder` (its type comes with the listing; lstat on demand)."""
     try:
         with os.scandir(folder) as it:
-            for entry in it:
-                try:
-                    yield entry.path, entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
+            yield from it
     except FileNotFoundError:
         return
 

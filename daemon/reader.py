@@ -145,12 +145,16 @@ def read_lines(fd: int, st: os.stat_result, cp: Checkpoint, max_line: int, budge
     line_start = offset
     pos = offset                   # next byte to read
     end = st.st_size
+    first = b""                    # the file's first chunk, if this read starts there
+    chunk, chunk_at = b"", 0       # the last chunk read, and where it starts
     # Stop after about `budget` bytes, but only once something was consumed: a line longer
     # than the budget must still complete, or the file would never advance.
     while pos < end and (pos - cp.offset < budget or offset == cp.offset):
-        chunk = os.pread(fd, min(CHUNK_BYTES, end - pos), pos)
+        chunk, chunk_at = os.pread(fd, min(CHUNK_BYTES, end - pos), pos), pos
         if not chunk:
             break
+        if chunk_at == 0:
+            first = chunk
         start, full = 0, False
         while True:
             nl = chunk.find(b"\n", start)
@@ -183,12 +187,18 @@ def read_lines(fd: int, st: os.stat_result, cp: Checkpoint, max_line: int, budge
         if skipping:
             offset = pos + len(chunk)      # discarded bytes are consumed
         pos += len(chunk)
+    # The fingerprints, from the bytes just read where they hold them (two reads fewer a file).
     fp_len = min(FINGERPRINT_BYTES, end)
     head = _split_fingerprint(cp.fingerprint)[0]
     if fp_len != cp.fingerprint_len or head is None:
-        head = fingerprint(fd, fp_len)
+        head = _digest(first[:fp_len]) if len(first) >= fp_len else fingerprint(fd, fp_len)
+    tail_at = max(0, offset - TAIL_BYTES)
+    if chunk_at <= tail_at and offset <= chunk_at + len(chunk):
+        tail = _digest(chunk[tail_at - chunk_at:offset - chunk_at])
+    else:
+        tail = tail_fingerprint(fd, offset)
     new = Checkpoint(
-        dev=st.st_dev, inode=st.st_ino, fingerprint=head + tail_fingerprint(fd, offset),
+        dev=st.st_dev, inode=st.st_ino, fingerprint=head + tail,
         fingerprint_len=fp_len, offset=offset, line_no=line_no, skipping=skipping,
         # size: how far the file was examined, so a read cut short by the budget is never
         # mistaken for an unchanged file by a later scan.
@@ -202,13 +212,15 @@ def read_document(fd: int, st: os.stat_result, max_bytes: int) -> bytes:
         raise ValueError(f"file is {st.st_size} bytes, over the {max_bytes}-byte limit")
     chunks, pos = [], 0
     while True:
-        chunk = os.pread(fd, CHUNK_BYTES, pos)
-        if not chunk:
-            return b"".join(chunks)
+        # A byte more than the file had: fewer back is its end (one read for most files).
+        want = st.st_size + 1 - pos if pos <= st.st_size else CHUNK_BYTES
+        chunk = os.pread(fd, want, pos)
         chunks.append(chunk)
         pos += len(chunk)
         if pos > max_bytes:
             raise ValueError(f"file grew over the {max_bytes}-byte limit")
+        if len(chunk) < want:
+            return b"".join(chunks)
 
 
 def content_hash(data: bytes) -> bytes:

@@ -82,15 +82,20 @@ class Service:
         marked_before = self.store.marked_missing
         started = time.time()
         for folder in (self.config.benchmarks_dir, self.config.sessions_dir):
-            for path, st in scan_dir(folder):
+            for entry in scan_dir(folder):
+                path = entry.path
                 what = self.ingestor.classify(path)
-                if what is None or stat.S_ISDIR(st.st_mode):   # folders are never ours
+                if what is None or entry.is_dir(follow_symlinks=False):   # folders are never ours
                     continue
-                found += 1
                 cp = self.store.checkpoint(path)     # holds the lstat of what was there
-                if cp is not None:
+                if cp is not None:                   # (a new file needs no lstat)
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue                     # gone meanwhile: as if not listed
                     tracked += cp.state != "missing"
-                if not _differs(st, cp):
+                found += 1
+                if cp is not None and not _differs(st, cp):
                     continue
                 queued += 1
                 yield path, Scanned(what, cp)

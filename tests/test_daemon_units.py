@@ -294,6 +294,50 @@ def test_read_lines_line_longer_than_the_budget_still_completes(tmp_path):
     assert f.cp.offset > len(big)
 
 
+@pytest.mark.parametrize("layout", ["small", "tiny", "chunks", "max-lines", "over-long", "partial"])
+def test_read_lines_fingerprints_are_those_of_the_file(tmp_path, layout):
+    """The head and tail fingerprints come from the bytes just read where those hold them, else
+    from the file: the same digests either way, read by read."""
+    f = File(tmp_path / "log")
+    writes = {
+        "small": [b"a" * 40 + b"\n", b"b" * 500 + b"\n", b"c\n"],            # head, then tails across reads
+        "tiny": [b"x\n", b"y\n", b"\n"],                                       # shorter than a fingerprint
+        "chunks": [(b"z" * 999 + b"\n") * 2100, b"tail\n"],                     # over two 1 MB chunks
+        "max-lines": [b"l\n" * (reader.MAX_LINES_PER_READ + 50)],               # stops mid-chunk
+        "over-long": [b"s\n" + b"o" * 3000, b"o\n" + b"t" * 10 + b"\n"],         # skipped, across reads
+        "partial": [b"p" * 200 + b"\n" + b"q" * 100, b"q\n"],                   # a line waits for its end
+    }[layout]
+    for data in writes:
+        f.append(data)
+        while True:
+            _, more = f.read(max_line=2000)
+            fd = os.open(f.path, os.O_RDONLY)
+            try:
+                expected = reader.fingerprint(fd, f.cp.fingerprint_len) + reader.tail_fingerprint(fd, f.cp.offset)
+            finally:
+                os.close(fd)
+            assert f.cp.fingerprint == expected
+            if not more:
+                break
+    assert f.cp.offset == os.path.getsize(f.path)
+
+
+def test_read_document_reads_a_file_whole_and_what_it_grew_by(tmp_path):
+    path = tmp_path / "session_x.json"
+    for data in (b"", b"{}", b"x" * (3 << 20)):
+        path.write_bytes(data)
+        fd, st = reader.open_regular(str(path))
+        try:
+            assert reader.read_document(fd, st, 64 << 20) == data
+            with open(path, "ab") as more:
+                more.write(b"grown")                                # after the stat: read too
+            assert reader.read_document(fd, st, 64 << 20) == data + b"grown"
+            with pytest.raises(ValueError, match="grew over"):
+                reader.read_document(fd, st, len(data) + 2)
+        finally:
+            os.close(fd)
+
+
 def test_change_reason(tmp_path):
     f = File(tmp_path / "log")
     head = b"h" * 300 + b"\n"
