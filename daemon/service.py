@@ -233,7 +233,7 @@ class Service:
 
     def run_once(self) -> int:
         self._install_signals()
-        self.store.size_cache(catching_up=True)
+        self.store.tune(catching_up=True)
         self.scan()
         self.drain()
         # Documents caught mid-write get their settle period, then count as what they are.
@@ -242,6 +242,7 @@ class Service:
             if not len(self.dirty) and next_at is not None:
                 time.sleep(max(0.0, min(next_at - time.time(), 0.5)))
             self.drain()
+        self.store.tune(catching_up=False)     # (and the WAL is cut back when it closes)
         if not self.stopping:
             self.store.heartbeat(time.time())
         log.info("--once: %d files looked at, %d lines ingested%s", self.totals["files"],
@@ -261,7 +262,7 @@ class Service:
         watcher = Watcher([self.config.sessions_dir, self.config.benchmarks_dir], self.dirty.add)
         watcher.start()          # before the first scan, so nothing written meanwhile is missed
         self.store.set_started(time.time())
-        self.store.size_cache(catching_up=True)
+        self.store.tune(catching_up=True)
         self.scan()
         next_heartbeat = next_status = 0.0
         status_stale = False        # a batch ran since the last STATUS= line
@@ -280,7 +281,7 @@ class Service:
                 now = time.monotonic()
                 if self.catching_up and not len(self.dirty) and self.scanning is None:
                     self.catching_up = False     # everything found by the scan is committed
-                    self.store.size_cache(catching_up=False)
+                    self.store.tune(catching_up=False)
                     self.notify.ready(self.status_line())
                     next_status = now + STATUS_SECONDS
                 elif self.catching_up:
@@ -296,7 +297,7 @@ class Service:
                     if self.rescan_requested:
                         self.notify.reloading()
                         self.catching_up = True      # READY=1 again once the rescan is committed
-                        self.store.size_cache(catching_up=True)
+                        self.store.tune(catching_up=True)
                     if not watcher.healthy():
                         watcher.restart()
                     # a periodic scan waits for the one in progress (a long catch-up); SIGHUP does not

@@ -60,11 +60,20 @@ MIGRATIONS = {
 CHANGES_KEPT = 100_000
 NOT_LOOKED_UP = object()     # Store.checkpoint(): no scanned checkpoint given
 BUSY_TIMEOUT_MS = 5000
-# SQLite's page cache: its default (2 MiB) while following live files, where a batch touches a
-# few pages; while catching up, a batch inserts thousands of rows at random places of the files
-# and executions indexes, and pages evicted in the middle of it are written and read again.
-CACHE_KIB_LIVE = 2000
-CACHE_KIB_CATCHING_UP = 65536
+
+
+class Tuning(NamedTuple):
+    cache_kib: int          # SQLite's page cache
+    checkpoint_pages: int   # the WAL is copied into the database once it holds this many pages
+    wal_limit: int          # bytes the WAL file is cut back to when it restarts (-1: never)
+
+
+# Following live files, a batch touches a few pages: SQLite's defaults, and the WAL file kept
+# small. Catching up, a batch inserts thousands of rows at random places of the path and
+# execution indexes: a large cache keeps those pages, and copying the WAL every 256 MiB rather
+# than every 4 MiB copies a page that several batches rewrote once (back-fill: -13%).
+LIVE = Tuning(cache_kib=2000, checkpoint_pages=1000, wal_limit=16 << 20)
+CATCHING_UP = Tuning(cache_kib=65536, checkpoint_pages=65536, wal_limit=-1)
 MIGRATION_NOTICE_SECONDS = 60.0
 
 
@@ -259,9 +268,12 @@ class Store:
     def close(self):
         self.conn.close()
 
-    def size_cache(self, catching_up: bool):
-        """Size the page cache for a back-fill (large) or for following live files (small)."""
-        self._pragma(f"cache_size = -{CACHE_KIB_CATCHING_UP if catching_up else CACHE_KIB_LIVE}")
+    def tune(self, catching_up: bool):
+        """Set SQLite up for a back-fill or for following live files (see LIVE)."""
+        t = CATCHING_UP if catching_up else LIVE
+        self._pragma(f"cache_size = -{t.cache_kib}")
+        self._pragma(f"wal_autocheckpoint = {t.checkpoint_pages}")
+        self._pragma(f"journal_size_limit = {t.wal_limit}")
 
     # ------------------------------------------------------------------ transactions
 

@@ -818,3 +818,14 @@ def test_a_file_gone_while_the_daemon_was_stopped_is_marked_missing_and_a_back_f
     assert db.file(workspace.events_path("b"))["state"] == "missing"
     assert db.event_count("b") == 1                                         # its rows are kept
     assert db.event_count("d") == 1
+
+
+def test_once_leaves_an_empty_wal_after_a_back_fill(workspace, run_once, db):
+    """--once copies what its WAL holds into the database and cuts the file back when it exits
+    (the file stays: a reader without write access to the folder needs it)."""
+    for r in range(24):
+        workspace.append_events(f"big-{r}", [fx.prompt_line("p" * 900, at=i) for i in range(1000)])
+    run_once()
+    assert db.scalar("SELECT count(*) FROM events") == 24_000
+    assert os.path.exists(f"{workspace.db_path}-wal")
+    assert os.path.getsize(f"{workspace.db_path}-wal") == 0

@@ -423,3 +423,30 @@ def test_exactly_once_across_sigkill_mid_ingest(workspace, live_daemon, db):
     assert db.scalar("SELECT count(*) FROM tool_calls") == calls
     assert db.file(path)["line_no"] == n
     assert db.errors() == []
+
+
+# ------------------------------------------------------------------------------ the WAL after a back-fill
+
+
+def big_logs(workspace, runs: int = 24, lines: int = 1000) -> int:
+    """About 1 MB of event lines per run: more than the WAL is kept to once caught up."""
+    for r in range(runs):
+        workspace.append_events(f"big-{r}", [fx.prompt_line("p" * 900, at=i) for i in range(lines)])
+    return runs * lines
+
+
+def test_the_wal_grows_while_catching_up_and_is_cut_back_once_following_live_files(workspace, live_daemon, db):
+    """A back-fill copies its WAL into the database only every 256 MiB (a page that several
+    batches rewrote is copied once); once caught up the WAL is cut back to 16 MiB when it
+    restarts, so the file does not keep the back-fill's size."""
+    from daemon.store import LIVE
+
+    total = big_logs(workspace)
+    d = live_daemon()
+    d.wait_for(lambda: db.scalar("SELECT count(*) FROM events") == total, timeout=60, what="the back-fill")
+    wal = f"{workspace.db_path}-wal"
+    for i in range(3):                      # transactions after the catch-up: a checkpoint, a restart
+        workspace.append_events(X, [fx.step_complete_line(at=i)])
+        d.wait_for(lambda: db.event_count(X) == i + 1, what=f"live line {i + 1}")
+    d.wait_for(lambda: os.path.getsize(wal) <= LIVE.wal_limit, what="the WAL cut back")
+    assert db.scalar("SELECT count(*) FROM events") == total + 3
