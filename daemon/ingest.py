@@ -64,12 +64,19 @@ class Ingestor:
             return classify_benchmark_file(name)
         return None
 
-    def process(self, path: str, scanned: Scanned | None = None) -> Outcome:
-        """Bring the database up to date with one file. Runs inside Store.batch()."""
+    def process(self, path: str, scanned: Scanned | None = None, ahead: "FileRead | None" = None) -> Outcome:
+        """Bring the database up to date with one file. Runs inside Store.batch().
+
+        A file without a checkpoint is read from its first byte by read_new_file, here or
+        beforehand by the read-ahead worker (`ahead`, read while it had no checkpoint)."""
         what = self.classify(path) if scanned is None else scanned.what
         if what is None:
             return Outcome()
         cp = self.store.checkpoint(path) if scanned is None else self.store.checkpoint(path, scanned.checkpoint)
+        if cp is None:
+            if ahead is None:
+                ahead = read_new_file(path, what, self.reserve(what), self.limits)
+            return self._new_file(path, what, ahead)
         try:
             fd, st = reader.open_regular(path)
         except NotAFile as e:
@@ -81,6 +88,19 @@ class Ingestor:
             return self._document(path, what, fd, st, cp)
         finally:
             os.close(fd)
+
+    def reserve(self, what: Classified) -> int | None:
+        """The execution id an event log's rows will carry (reserved if the run is new)."""
+        return self.store.reserve_execution_id(what.subject_id) if what.kind == "events" else None
+
+    def _new_file(self, path: str, what: Classified, read: "FileRead") -> Outcome:
+        if isinstance(read, NotReadable):
+            self._not_readable(path, what, None, read.reason)
+            return Outcome()
+        if what.kind == "events":
+            exec_id, _ = self.store.execution(what.subject_id)
+            return self._store_log(path, what.subject_id, exec_id, Checkpoint(), read)
+        return self._store_document(path, what, read)
 
     # ------------------------------------------------------------------ not a readable file
 
@@ -118,18 +138,16 @@ class Ingestor:
 
     # ------------------------------------------------------------------ event logs
 
-    def _event_log(self, path: str, execution_id: str, fd: int, st: os.stat_result,
-                   cp: Checkpoint | None) -> Outcome:
+    def _event_log(self, path: str, execution_id: str, fd: int, st: os.stat_result, cp: Checkpoint) -> Outcome:
+        """A tracked event log: read on from its checkpoint, or again from its first byte."""
         exec_id, _ = self.store.execution(execution_id)
-        if cp is not None and cp.state == "error":
+        if cp.state == "error":
             # It was unreadable (a symlink, say) and is a file now: whatever it held before,
             # we lost track of it, so read it from its first byte.
             self.store.clear_file_error(path)
             self.store.reset_event_log(exec_id)
             self.store.clear_line_errors(path)
             cp = Checkpoint(state="error")
-        if cp is None:
-            cp = Checkpoint()
         else:
             reason = reader.change_reason(fd, st, cp)
             if reason:
@@ -139,55 +157,55 @@ class Ingestor:
                 cp = Checkpoint()
             elif reader.unchanged(st, cp) and cp.state == "ok":
                 return Outcome()
-        lines, new_cp, more = reader.read_lines(
-            fd, st, cp, self.limits.max_line_bytes, self.limits.read_budget_bytes)
+        # Read from the first line, nothing earlier can be open (the common back-fill case).
+        earlier = NOTHING_EARLIER if not cp.line_no else EarlierCalls(
+            partial(self.store.open_tool_inputs, exec_id), partial(self.store.last_legacy_calls, exec_id))
+        return self._store_log(path, execution_id, exec_id, cp, read_event_log(fd, st, cp, exec_id, earlier,
+                                                                              self.limits))
+
+    def _store_log(self, path: str, execution_id: str, exec_id: int, cp: Checkpoint, read: "LogRead") -> Outcome:
+        """Write what reading an event log from `cp` gave, with its new checkpoint."""
+        new_cp, more, rows = read
         stored = bad = 0
-        if lines:
-            # Read from the first line, nothing earlier can be open (the common back-fill case).
-            earlier = NOTHING_EARLIER if not cp.line_no else EarlierCalls(
-                partial(self.store.open_tool_inputs, exec_id), partial(self.store.last_legacy_calls, exec_id))
-            rows = EventRows.build(exec_id, lines, self.limits.max_line_bytes, earlier)
+        if rows is not None:
             rows.write(self.store, exec_id)
             for err in rows.errors:
                 if self.store.record_error(path, err.line, err.offset, err.reason):
                     log.warning("%s:%d: %s (byte offset %d)", path, err.line, err.reason, err.offset)
             stored, bad = len(rows.events), len(rows.errors)
             log.debug("%s: %d lines to line %d", path, stored, new_cp.line_no)
-        if cp.state != "ok" or lines or new_cp.offset != cp.offset or cp.inode is None:
+        if cp.state != "ok" or rows is not None or new_cp.offset != cp.offset or cp.inode is None:
             self.store.mark_changed()
-        self.store.save_checkpoint(path, "events", execution_id, new_cp, ingested=bool(lines))
-        return Outcome(lines=stored, more=more, bytes_read=new_cp.size - cp.offset,
-                       bad_lines=bad)
+        self.store.save_checkpoint(path, "events", execution_id, new_cp, ingested=rows is not None)
+        return Outcome(lines=stored, more=more, bytes_read=new_cp.size - cp.offset, bad_lines=bad)
 
     # ------------------------------------------------------------------ whole documents
 
-    def _document(self, path: str, what: Classified, fd: int, st: os.stat_result,
-                  cp: Checkpoint | None) -> Outcome:
-        if cp is not None and reader.unchanged(st, cp) and cp.state in ("ok", "error"):
+    def _document(self, path: str, what: Classified, fd: int, st: os.stat_result, cp: Checkpoint) -> Outcome:
+        if reader.unchanged(st, cp) and cp.state in ("ok", "error"):
             return Outcome()
-        try:
-            data = reader.read_document(fd, st, self.limits.max_document_bytes)
-        except ValueError as e:
-            return self._bad_document(path, what, st, str(e), settle=False)
-        digest = reader.content_hash(data)
+        known = cp.content_hash if cp.state == "ok" else None
+        return self._store_document(path, what, read_document_file(fd, st, what, self.limits, known))
+
+    def _store_document(self, path: str, what: Classified, read: "DocumentRead") -> Outcome:
+        st = read.st
+        if read.error is not None:
+            return self._bad_document(path, what, st, read.error, settle=read.settle)
         new_cp = Checkpoint(dev=st.st_dev, inode=st.st_ino, size=st.st_size,
-                            mtime_ns=st.st_mtime_ns, content_hash=digest, state="ok")
-        if cp is not None and cp.content_hash == digest and cp.state == "ok":
+                            mtime_ns=st.st_mtime_ns, content_hash=read.digest, state="ok")
+        if read.parsed is None:          # the content it had: only the file's identity changed
             self.store.save_checkpoint(path, what.kind, what.subject_id, new_cp, ingested=False)
             return Outcome()
-        try:
-            if what.kind == "session":
-                self._session(what.subject_id, parse.parse_session_file(data))
-            else:
-                duplicate = self._benchmark(path, parse.parse_benchmark(data, what.subject_id))
-                if duplicate:
-                    return self._bad_document(path, what, st, duplicate, settle=False)
-        except BadInput as e:
-            return self._bad_document(path, what, st, str(e), settle=True)
+        if what.kind == "session":
+            self._session(what.subject_id, read.parsed)
+        else:
+            duplicate = self._benchmark(path, read.parsed)
+            if duplicate:
+                return self._bad_document(path, what, st, duplicate, settle=False)
         self.store.clear_file_error(path)
         self.store.save_checkpoint(path, what.kind, what.subject_id, new_cp, ingested=True)
         log.debug("%s: ingested", path)
-        return Outcome(bytes_read=len(data))
+        return Outcome(bytes_read=read.size)
 
     def _bad_document(self, path: str, what: Classified, st: os.stat_result, reason: str,
                       settle: bool) -> Outcome:
@@ -238,6 +256,75 @@ class EarlierCalls(NamedTuple):
 
 
 NOTHING_EARLIER = EarlierCalls(list, dict)
+
+
+# ---------------------------------------------------------------------- reading (no database)
+
+class LogRead(NamedTuple):
+    """What reading an event log from a checkpoint gave: the advanced checkpoint, whether a
+    limit stopped the read short, and the rows of the lines read (None: no complete line)."""
+    checkpoint: Checkpoint
+    more: bool
+    rows: "EventRows | None"
+
+
+class DocumentRead(NamedTuple):
+    """What reading a whole session or benchmark file gave."""
+    st: os.stat_result
+    size: int                   # bytes read
+    digest: bytes | None        # content hash (None: not read)
+    parsed: "parse.ParsedSession | parse.ParsedBenchmark | None"   # None: the known content, or bad
+    error: str | None = None    # why it is bad input
+    settle: bool = False        # ... which may change while the file is being written
+
+
+class NotReadable(NamedTuple):
+    """A path that is no regular file to read (gone, a folder, a symlink, a FIFO, ...)."""
+    reason: str
+
+
+FileRead = LogRead | DocumentRead | NotReadable
+
+
+def read_event_log(fd: int, st: os.stat_result, cp: Checkpoint, exec_id: int, earlier: EarlierCalls,
+                   limits: Limits) -> LogRead:
+    lines, new_cp, more = reader.read_lines(fd, st, cp, limits.max_line_bytes, limits.read_budget_bytes)
+    rows = EventRows.build(exec_id, lines, limits.max_line_bytes, earlier) if lines else None
+    return LogRead(new_cp, more, rows)
+
+
+def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Limits,
+                       known: bytes | None) -> DocumentRead:
+    """Read and parse a whole document, unless its content hash is `known` (nothing changed)."""
+    try:
+        data = reader.read_document(fd, st, limits.max_document_bytes)
+    except ValueError as e:
+        return DocumentRead(st, 0, None, None, str(e), settle=False)
+    digest = reader.content_hash(data)
+    if digest == known:
+        return DocumentRead(st, len(data), digest, None)
+    try:
+        parsed = (parse.parse_session_file(data) if what.kind == "session"
+                  else parse.parse_benchmark(data, what.subject_id))
+    except BadInput as e:
+        return DocumentRead(st, len(data), digest, None, str(e), settle=True)
+    return DocumentRead(st, len(data), digest, parsed)
+
+
+def read_new_file(path: str, what: Classified, exec_id: int | None, limits: Limits) -> FileRead:
+    """Read a file that has no checkpoint yet from its first byte, as Ingestor.process stores
+    it; `exec_id`: the id an event log's rows carry (Ingestor.reserve). Touches no database,
+    so the read-ahead worker runs it too."""
+    try:
+        fd, st = reader.open_regular(path)
+    except NotAFile as e:
+        return NotReadable(str(e))
+    try:
+        if what.kind == "events":
+            return read_event_log(fd, st, Checkpoint(), exec_id, NOTHING_EARLIER, limits)
+        return read_document_file(fd, st, what, limits, None)
+    finally:
+        os.close(fd)
 
 
 class BadLine(NamedTuple):

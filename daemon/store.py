@@ -217,6 +217,7 @@ class Store:
         self.new: dict[int, NewExecution] = {}     # executions first seen in this batch, by id
         self._new_ids: dict[str, int] = {}          # ... their execution_id → id
         self._next_id: int | None = None            # the id the next new execution gets
+        self._reserved: dict[str, int] = {}         # execution_id → id, for one not created yet
         self._undo: dict[int, NewExecution | None] | None = None   # inside a savepoint: new[] before it
         self._files_written: set[str] = set()       # paths whose checkpoint this batch wrote
         self.marked_missing = 0    # files found gone since the start (a count, for the scan)
@@ -456,16 +457,33 @@ class Store:
         exec_id = self._new_ids.get(execution_id)
         if exec_id is not None:
             return exec_id, self.new[exec_id].status
-        row = self.conn.execute(
-            "SELECT id, status FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
-        if row:
-            return row[0], row[1]
-        if self._next_id is None:
-            self._next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM executions").fetchone()[0]
-        exec_id, self._next_id = self._next_id, self._next_id + 1
+        exec_id = self._reserved.get(execution_id)
+        if exec_id is None:
+            row = self.conn.execute(
+                "SELECT id, status FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
+            if row:
+                return row[0], row[1]
+            exec_id = self._allocate_id()
         self._set_new(exec_id, NewExecution(exec_id, execution_id))
         self.mark_changed()
         return exec_id, "Running"
+
+    def reserve_execution_id(self, execution_id: str) -> int:
+        """The id execution() gives this execution in this batch, without creating it: rows
+        can be built with it before the execution exists (a new one gets it when it does)."""
+        exec_id = self._new_ids.get(execution_id) or self._reserved.get(execution_id)
+        if exec_id is None:
+            row = self.conn.execute("SELECT id FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
+            if row:
+                return row[0]
+            exec_id = self._reserved[execution_id] = self._allocate_id()
+        return exec_id
+
+    def _allocate_id(self) -> int:
+        if self._next_id is None:
+            self._next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM executions").fetchone()[0]
+        exec_id, self._next_id = self._next_id, self._next_id + 1
+        return exec_id
 
     def _changing_new(self, exec_id: int) -> NewExecution | None:
         """The new execution `exec_id`, ready to be changed (a savepoint can undo it); None if
@@ -497,6 +515,7 @@ class Store:
         """After a commit or a rollback: nothing is new any more, and ids are counted again."""
         self.new.clear()
         self._new_ids.clear()
+        self._reserved.clear()
         self._next_id = None
 
     def update_session(self, exec_id: int, status: str, s, finished_now: bool):
