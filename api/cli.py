@@ -1,11 +1,9 @@
 """`reev-api`: serve the database read-only over HTTP."""
 
 import argparse
-import ctypes
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -13,9 +11,9 @@ from granian import Granian
 
 from api.app import create_app, serve
 from daemon.config import default_db_path, logging_config, setup_logging
+from daemon.parentage import die_with_parent
 
 _CONFIG_ENV = "REEV_API_CONFIG"   # carries the parsed options to each worker process
-PR_SET_PDEATHSIG = 1              # prctl(2)
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -43,23 +41,10 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def die_with_server(server_pid: int):
-    """A worker whose server process is killed outright (SIGKILL leaves it no time to stop its
-    workers) would go on holding the port alone: have Linux send it SIGTERM when its parent
-    goes, and go now if that has already happened."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):    # not Linux: nothing to ask for
-        return
-    if os.getppid() != server_pid:
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def app_from_env():
     """The app factory each server worker calls."""
     cfg = json.loads(os.environ[_CONFIG_ENV])
-    die_with_server(cfg["server_pid"])
+    die_with_parent(cfg["server_pid"])     # not left holding the port alone
     return serve(create_app(Path(cfg["db"]), cfg["cors_origins"], cfg["query_timeout"], cfg["max_streams"],
                             cfg["stream_heartbeat"]))
 

@@ -20,6 +20,7 @@ from daemon.ids import Classified, partner_file_name
 from daemon.ingest import Ingestor, Limits, Outcome, Scanned
 from daemon.notify import Notifier
 from daemon.prefetch import Prefetcher
+from daemon.readahead import Job, ReadAhead
 from daemon.reader import Checkpoint, unchanged
 from daemon.store import Store
 
@@ -54,6 +55,7 @@ class Service:
         self.dirty = DirtyPaths()
         self.ingestor = Ingestor(store, config.sessions_dir, config.benchmarks_dir, config.limits)
         self.prefetcher = Prefetcher(config.limits.read_budget_bytes)
+        self.readahead = ReadAhead(config.limits)
         self.retry_at: dict[str, float] = {}    # unsettled documents: path → wall time
         self.stopping = False
         self.rescan_requested = False
@@ -167,11 +169,12 @@ class Service:
         self.ingestor.take_requeue()
         try:
             with self.store.batch():
+                ahead = self.readahead.start_batch(self._new_files(items)) if self.catching_up else set()
                 for path, scanned in items:
                     if done and (size >= MAX_BATCH_BYTES or self.stopping
                                  or time.monotonic() - started > self.batch_seconds):
                         break     # bounded transactions; on SIGTERM, commit what is in hand
-                    outcome = self._process_one(path, scanned)
+                    outcome = self._process_one(path, scanned, self.readahead.take(path) if path in ahead else None)
                     done += 1
                     size += outcome.bytes_read
                     lines += outcome.lines
@@ -202,10 +205,16 @@ class Service:
                      done, lines, size / 1e6, ms, self.store.generation)
         return True
 
-    def _process_one(self, path: str, scanned: Scanned | None):
+    def _new_files(self, items: list[tuple[str, Scanned | None]]) -> list[Job]:
+        """The session files and event logs the scan found without a checkpoint (a back-fill's):
+        read from their first byte whatever happens, so they can be read ahead."""
+        return [Job(path, s.what, self.ingestor.reserve(s.what)) for path, s in items
+                if s is not None and s.checkpoint is None and s.what.kind != "benchmark"]
+
+    def _process_one(self, path: str, scanned: Scanned | None, ahead):
         try:
             with self.store.savepoint():
-                return self.ingestor.process(path, scanned)
+                return self.ingestor.process(path, scanned, ahead)
         except apsw.Error:
             raise          # the database itself failed: abort the batch, back off, retry
         except Exception as e:   # a bug on one file must not stop the others
@@ -242,6 +251,7 @@ class Service:
             if not len(self.dirty) and next_at is not None:
                 time.sleep(max(0.0, min(next_at - time.time(), 0.5)))
             self.drain()
+        self.readahead.close()
         self.store.tune(catching_up=False)     # (and the WAL is cut back when it closes)
         if not self.stopping:
             self.store.heartbeat(time.time())
@@ -282,6 +292,7 @@ class Service:
                 if self.catching_up and not len(self.dirty) and self.scanning is None:
                     self.catching_up = False     # everything found by the scan is committed
                     self.store.tune(catching_up=False)
+                    self.readahead.close()
                     self.notify.ready(self.status_line())
                     next_status = now + STATUS_SECONDS
                 elif self.catching_up:
@@ -324,6 +335,7 @@ class Service:
                     timeout = min(timeout, watchdog)
                 self.dirty.wait(max(0.0, timeout))
         watcher.stop()
+        self.readahead.close()
         log.info("stopped: %d batches, %d lines ingested", self.totals["batches"], self.totals["lines"])
         return 0
 

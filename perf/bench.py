@@ -28,6 +28,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import defaultdict
@@ -82,15 +83,62 @@ def run(cmd: list, timeout: float, env: dict | None = None, **kw) -> subprocess.
     return subprocess.run([str(c) for c in cmd], timeout=timeout, env=full_env, **kw)
 
 
+class TreeRss:
+    """The peak of the summed RSS of a process's descendants (the daemon and its read-ahead
+    worker: /usr/bin/time -v reports the largest single process, not their sum), sampled."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        self.pid, self.interval, self.peak_mb = pid, interval, 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _descendants(self, pid: int) -> list[int]:
+        try:
+            kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            return []
+        return kids + [d for k in kids for d in self._descendants(k)]
+
+    def _run(self):
+        while not self._done.wait(self.interval):
+            total = 0
+            for pid in self._descendants(self.pid):
+                with contextlib.suppress(OSError, AttributeError):
+                    total += int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+            self.peak_mb = max(self.peak_mb, total / 1024)
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return self.peak_mb
+
+
+def time_v_rss(tfile: Path) -> float:
+    return int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", tfile.read_text()).group(1)) / 1024
+
+
 def timed(cmd: list, timeout: float, tmp: Path, env: dict | None = None, check=True) -> dict:
-    """Run under /usr/bin/time -v: wall seconds, peak RSS (MB), exit status, stderr tail."""
+    """Run under /usr/bin/time -v: wall seconds, peak RSS (MB: the larger of time's figure and
+    the sampled sum over its processes), exit status, stderr tail."""
     tfile = tmp / "time.txt"
-    p = run([TIME, "-v", "-o", tfile] + cmd, timeout, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+    cmd = [TIME, "-v", "-o", tfile] + cmd
+    note_cmd(cmd, env)
+    with subprocess.Popen([str(c) for c in cmd], env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as popen:
+        sampler = TreeRss(popen.pid)
+        try:
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            raise
+        finally:
+            tree_mb = sampler.stop()
+    p = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
     t = tfile.read_text()
     m = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", t)
     wall = int(m.group(1) or 0) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)) / 1024
+    rss = max(time_v_rss(tfile), tree_mb)
     if check and p.returncode != 0:
         raise RuntimeError(f"{shown(cmd)} exited {p.returncode}: {p.stderr[-2000:]}")
     return {"wall": wall, "rss_mb": rss, "rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr[-4000:]}
@@ -176,6 +224,7 @@ class Proc:
         self.p = subprocess.Popen([str(c) for c in cmd], stdout=self.log, stderr=subprocess.STDOUT,
                                   env={**os.environ, **(env or {})}, start_new_session=True)
         self.pid = self.p.pid
+        self.tree_rss = TreeRss(self.pid) if self.timed else None
 
     def child_pid(self) -> int:
         """The program's pid when started under /usr/bin/time (its only child)."""
@@ -198,6 +247,8 @@ class Proc:
                     os.killpg(self.pid, signal.SIGKILL)     # our own process group only
                 self.p.wait(10)
         self.log.close()
+        if self.tree_rss is not None:
+            self.tree_rss.stop()
         return self.p.returncode
 
 
@@ -624,8 +675,7 @@ def bench_memory(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
                 lines = p.read_bytes().split(b"\n")
                 if len(lines) > 4:
                     p.write_bytes(b"\n".join(lines[:3]) + b"\n")
-        t = tfile.read_text()
-        rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)) / 1024
+        rss = max(time_v_rss(tfile), daemon.tree_rss.peak_mb)
         watch.append({"files": n, "rss": rss, "catch_up": caught_up})
         log(f"watching {n} files: peak RSS {rss:.0f} MB (caught up in {caught_up:.0f} s)")
         rm_db(db)

@@ -797,6 +797,73 @@ def test_an_execution_is_the_same_whether_its_files_come_together_or_one_after_t
     assert sum(r["finished"] for r in stats) == 3      # finished, session-only, sid-from-lines
 
 
+def test_files_read_ahead_by_the_worker_give_the_database_the_loop_gives(workspace, run_once, tmp_path):
+    """A back-fill batch with many new files has a worker process read and parse them while the
+    loop writes (daemon/readahead.py); a batch with few reads them in the loop. Both must give
+    the same database, bad input included."""
+    import shutil
+    import subprocess
+
+    from daemon.readahead import MIN_FILES
+    from tests.conftest import clean_env, daemon_command
+
+    bench = "301-test-transfer"
+    prompt = "Send 0.3 SOL to the second wallet."
+    workspace.write_benchmark(bench, fx.benchmark_yaml(bench, prompt=prompt))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    for i in range(40):
+        run = f"run-{i:02d}"
+        if i % 5:
+            doc = fx.session_doc(f"s{i}", benchmark_id=bench, score=i / 40, finished=i % 3 != 0)
+            (staging / f"session_{run}.json").write_bytes(fx.session_bytes(doc))
+        lines = [fx.prompt_line(prompt, at=i), fx.tool_input_line("sol_transfer", {"n": i}, at=i + 1)]
+        if i % 2:
+            lines.append(fx.tool_output_line(i % 4 == 1, "[]", at=i + 2))
+        if i % 4 == 0:
+            lines[1:1] = ['{"event_type":"Prom', b'{"x":"\xff"}', '"bare"']    # bad lines amid good ones
+        data = fx.jsonl(lines)
+        if i % 7 == 0:
+            data += b'{"event_type":"StepComp'                                  # a partial last line
+        (staging / f"enhanced_otel_{run}.jsonl").write_bytes(data)
+    (staging / "enhanced_otel_empty.jsonl").write_bytes(b"")
+    (staging / "session_broken.json").write_bytes(b"{ not json")
+    for path in staging.iterdir():
+        age(path)
+    files = sorted(staging.iterdir())
+    assert len(files) >= MIN_FILES + 8
+
+    def ingest(db, *waves):
+        for f in workspace.sessions.iterdir():
+            f.unlink()
+        os.symlink(files[0], workspace.sessions / "enhanced_otel_link.jsonl")    # not a regular file
+        stderr = ""
+        for wave in waves:
+            for path in wave:
+                shutil.copy2(path, workspace.sessions / path.name)
+            stderr += run_once("--log-level", "info", base_args=[
+                "--sessions-dir", str(workspace.sessions), "--benchmarks-dir", str(workspace.benchmarks),
+                "--db", str(db)]).stderr
+        out = subprocess.run(daemon_command() + ["dump", "--db", str(db)], capture_output=True, text=True,
+                             env=clean_env(), check=True).stdout.splitlines()
+        return [json.loads(line) for line in out], stderr
+
+    ahead, ahead_log = ingest(tmp_path / "ahead.db", files)
+    assert "read-ahead worker started" in ahead_log
+    wave = MIN_FILES // 2
+    in_loop, loop_log = ingest(tmp_path / "loop.db", *(files[i:i + wave] for i in range(0, len(files), wave)))
+    assert "read-ahead worker started" not in loop_log
+    assert ahead == in_loop
+    assert "Traceback" not in ahead_log
+    tables = {}
+    for r in ahead:
+        tables[r["table"]] = tables.get(r["table"], 0) + 1
+    assert tables["execution"] == 40 + 1 and tables["ingest_error"] == 10 * 3 + 2    # + the empty log; + broken, link
+    errors = [r for r in ahead if r["table"] == "ingest_error"]
+    assert any("enhanced_otel_link.jsonl" in r["path"] and "cannot read" in r["reason"] for r in errors)
+    assert any("session_broken.json" in r["path"] for r in errors)
+
+
 def test_a_file_gone_while_the_daemon_was_stopped_is_marked_missing_and_a_back_fill_does_not_look(
         workspace, run_once, db):
     """The scan looks for tracked files that are gone only when it found fewer than are tracked:

@@ -473,3 +473,55 @@ def test_prefetcher_brings_the_files_a_batch_will_read_into_the_page_cache(tmp_p
              what="the second file read ahead from its offset")
     assert _resident_pages(files[1]) < 0.7 * os.path.getsize(files[1]) // 4096
     assert _resident_pages(files[2]) < 16
+
+
+def _event_logs(folder, count: int) -> list:
+    from daemon.readahead import Job
+
+    jobs = []
+    for i in range(count):
+        path = folder / f"enhanced_otel_run-{i}.jsonl"
+        path.write_bytes(fx.jsonl([fx.prompt_line(f"prompt {i}", at=i), '{"bad', fx.tool_input_line("t", at=i + 1)]))
+        jobs.append(Job(str(path), classify_session_file(path.name), 1000 + i))
+    return jobs
+
+
+def test_read_ahead_worker_answers_what_reading_in_the_loop_gives_and_skips_what_was_not_taken(tmp_path):
+    from daemon.ingest import Limits, read_new_file
+    from daemon.readahead import MIN_FILES, ReadAhead
+
+    limits = Limits()
+    jobs = _event_logs(tmp_path, 3 * MIN_FILES)
+    ra = ReadAhead(limits)
+    try:
+        assert ra.start_batch(jobs[:MIN_FILES - 1]) == set()          # too few to be worth a process
+        first, second = jobs[:2 * MIN_FILES], jobs[2 * MIN_FILES:]
+        assert ra.start_batch(first) == {j.path for j in first}
+        for job in first[:5]:
+            assert ra.take(job.path) == read_new_file(*job, limits)
+        assert ra.take(first[9].path) == read_new_file(*first[9], limits)   # 5 to 8 not taken: skipped
+        # a new batch before the first was all taken: the answers still to come are skipped
+        ra.start_batch(second)
+        for job in second:
+            assert ra.take(job.path) == read_new_file(*job, limits)
+        assert not ra.broken
+    finally:
+        ra.close()
+
+
+def test_read_ahead_worker_killed_mid_batch_leaves_the_loop_to_read(tmp_path):
+    from daemon.ingest import Limits
+    from daemon.readahead import MIN_FILES, ReadAhead
+
+    jobs = _event_logs(tmp_path, 2 * MIN_FILES)
+    ra = ReadAhead(Limits())
+    try:
+        ra.start_batch(jobs)
+        assert ra.take(jobs[0].path) is not None
+        ra._proc.kill()
+        ra._proc.join()
+        taken = [ra.take(job.path) for job in jobs[1:]]
+        assert taken[-1] is None and ra.broken       # (those it sent before it died may still come)
+        assert ra.start_batch(jobs) == set()          # from now on the loop reads everything
+    finally:
+        ra.close()
