@@ -99,6 +99,8 @@ class Ingestor:
             return Outcome()
         if what.kind == "events":
             exec_id, _ = self.store.execution(what.subject_id)
+            if read.exec_id != exec_id:    # read ahead with an id lost since (Store.reserve_execution_id)
+                read = read_new_file(path, what, exec_id, self.limits)
             return self._store_log(path, what.subject_id, exec_id, Checkpoint(), read)
         return self._store_document(path, what, read)
 
@@ -165,7 +167,7 @@ class Ingestor:
 
     def _store_log(self, path: str, execution_id: str, exec_id: int, cp: Checkpoint, read: "LogRead") -> Outcome:
         """Write what reading an event log from `cp` gave, with its new checkpoint."""
-        new_cp, more, rows = read
+        new_cp, more, rows, _ = read
         stored = bad = 0
         if rows is not None:
             rows.write(self.store, exec_id)
@@ -266,6 +268,7 @@ class LogRead(NamedTuple):
     checkpoint: Checkpoint
     more: bool
     rows: "EventRows | None"
+    exec_id: int                # the execution id the rows carry
 
 
 class DocumentRead(NamedTuple):
@@ -290,7 +293,7 @@ def read_event_log(fd: int, st: os.stat_result, cp: Checkpoint, exec_id: int, ea
                    limits: Limits) -> LogRead:
     lines, new_cp, more = reader.read_lines(fd, st, cp, limits.max_line_bytes, limits.read_budget_bytes)
     rows = EventRows.build(exec_id, lines, limits.max_line_bytes, earlier) if lines else None
-    return LogRead(new_cp, more, rows)
+    return LogRead(new_cp, more, rows, exec_id)
 
 
 def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Limits,

@@ -1,22 +1,25 @@
-"""Read-ahead: a helper process reads and parses a batch's new files while this one writes.
+"""Read-ahead: a helper process reads and parses the back-fill's new files while this one writes.
 
 A back-fill spends about a third of its time reading files and parsing their lines (Python,
 so one core) and the rest writing the database, and one process cannot do both at once (APSW
 takes the GIL back between rows). A file the reconcile scan found without a checkpoint is read
 from its first byte whatever the database holds, by `ingest.read_new_file`, which touches no
-database: a worker process runs it for the batch's new files, in the batch's order and a few
-files ahead, and the service loop stores each when its turn comes. Anything else (files read on
-from a checkpoint, identity checks, benchmarks) stays in the loop, and so does every decision:
-the worker only reads. If it dies, the loop reads the files itself.
+database: a worker process runs it for the new files in the order the loop will take them, up
+to AHEAD files before their turn, and the loop stores each read when its turn comes. A file
+asked for but not taken in a batch stays asked for: batches put back what they did not get to
+first in line, so its read is the next batch's. Anything else (files read on from a
+checkpoint, identity checks, benchmarks) stays in the loop, and so does every decision: the
+worker only reads. If it dies, the loop reads the files itself.
 """
 
+import itertools
 import logging
 import multiprocessing
 import os
 import pickle
 import signal
 from collections import deque
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator
 
 from daemon.ids import Classified
 from daemon.ingest import FileRead, Limits, read_new_file
@@ -24,98 +27,107 @@ from daemon.parentage import die_with_parent
 
 log = logging.getLogger("reev.readahead")
 
-AHEAD = 64        # files asked for before their turn (the socket holds the worker back beyond)
+AHEAD = 64        # files asked for and not yet taken, at most (a few MB of answers in flight)
 CHUNK = 16        # files asked for in one message
-MIN_FILES = 64    # fewer new files in a batch are not worth a process (it takes 0.2 s to start)
-
-
-class Job(NamedTuple):
-    path: str
-    what: Classified
-    exec_id: int | None     # the id an event log's rows carry (Ingestor.reserve)
+MIN_FILES = 64    # fewer new files in a batch are not worth starting a process (0.2 s)
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class ReadAhead:
-    def __init__(self, limits: Limits):
+    def __init__(self, limits: Limits, reserve: Callable[[Classified], int | None]):
         self.limits = limits
+        self.reserve = reserve      # the execution id an event log's rows will carry
         self._proc: multiprocessing.Process | None = None
         self._conn = None
         self._seq = 0
-        self._unsent: deque[Job] = deque()
-        self._sent: deque[tuple[int, str]] = deque()    # (seq, path) asked for, answers to come
-        self._stale = 0                                 # answers still to come for earlier batches
-        self.broken = False                             # the worker died: read in the loop
+        self._todo: Iterator[tuple[str, Classified]] = iter(())   # new files of the batch, not asked for
+        self._sent: deque[tuple[int, str]] = deque()     # (seq, path) asked for, in order, answer to come
+        self._in_flight: set[str] = set()                # ... their paths
+        self._passed: set[str] = set()                   # paths the loop took since the plan
+        self.broken = False                              # the worker died: read in the loop
 
-    def start_batch(self, jobs: list[Job]) -> set[str]:
-        """Ask for these reads; the paths it will answer for (none: read them in the loop)."""
-        self._end_batch()
-        if self.broken or len(jobs) < MIN_FILES and self._proc is None:
-            return set()
+    def plan(self, new_files: Iterable[tuple[str, Classified]]):
+        """The new files (path, what) of a batch, in the order the loop takes them; consumed
+        as their reads are asked for."""
+        self._passed.clear()
+        # (lazily: by the time one is asked for, the loop may have taken it, read in the loop)
+        todo = (f for f in new_files if f[0] not in self._in_flight and f[0] not in self._passed)
+        if self.broken:
+            return
         if self._proc is None:
+            first = list(itertools.islice(todo, MIN_FILES))
+            if len(first) < MIN_FILES:
+                return
             self._start()
-        self._unsent = deque(jobs)
+            todo = itertools.chain(first, todo)
+        self._todo = todo
         self._send()
-        return {job.path for job in jobs}
 
     def take(self, path: str) -> FileRead | None:
-        """The read of `path` (asked for in this batch, in order), or None: read it yourself."""
+        """The read of `path` if it was asked for, else None: read it yourself. Answers for
+        files asked for earlier and not taken are dropped (those files are read in the loop)."""
+        self._passed.add(path)
+        if path not in self._in_flight:
+            return None
         try:
             while self._sent:
                 seq, sent_path = self._sent.popleft()
-                while self._stale:           # answers for an earlier batch's jobs come first
-                    self._conn.recv_bytes()
-                    self._stale -= 1
+                self._in_flight.discard(sent_path)
+                self._passed.add(sent_path)      # taken now, or gone past
                 got_seq, read = pickle.loads(self._conn.recv_bytes())
-                self._send()
                 if got_seq != seq:
-                    raise RuntimeError(f"answer {got_seq} for job {seq}")
+                    raise RuntimeError(f"answer {got_seq} for request {seq}")
+                self._send()
                 if sent_path == path:
                     return read
-                # (a job skipped: the loop did not take it; its read is of no use now)
-        except (EOFError, OSError, RuntimeError) as e:
+        except Exception as e:        # EOF, a broken pipe, a bad answer: the loop reads from now on
             self._fail(e)
         return None
 
-    def _end_batch(self):
-        """Jobs of the batch that ended not taken: not sent any more; answers still to come skipped."""
-        self._unsent.clear()
-        self._stale += len(self._sent)
-        self._sent.clear()
-
     def _send(self):
-        """Keep AHEAD jobs asked for, CHUNK at a time."""
-        while self._unsent and len(self._sent) + CHUNK <= AHEAD and not self.broken:
+        """Keep up to AHEAD files asked for, CHUNK at a time."""
+        while len(self._sent) + CHUNK <= AHEAD and not self.broken:
             chunk = []
-            while self._unsent and len(chunk) < CHUNK:
-                job = self._unsent.popleft()
+            for path, what in itertools.islice(self._todo, CHUNK):
                 self._seq += 1
-                chunk.append((self._seq, tuple(job)))
-                self._sent.append((self._seq, job.path))
+                chunk.append((self._seq, path, what, self.reserve(what)))
+                self._sent.append((self._seq, path))
+                self._in_flight.add(path)
+            if not chunk:
+                return
             try:
                 self._conn.send_bytes(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL))
             except OSError as e:
                 self._fail(e)
-                return
 
     def _start(self):
         ctx = multiprocessing.get_context("spawn")   # not fork: this process has threads and SQLite
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, args=(child, self.limits, os.getpid()), name="reev-readahead",
                                  daemon=True)
-        self._proc.start()
+        # The worker must not die of the signals that stop the daemon (systemd sends SIGTERM to
+        # the whole group, Ctrl-C SIGINT): the loop closes it. Blocked before it starts, so
+        # not even its interpreter's start-up sees them; _serve ignores them and unblocks.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            self._proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         child.close()
         log.info("read-ahead worker started (pid %d)", self._proc.pid)
 
     def _fail(self, error: Exception):
-        log.warning("read-ahead worker failed (%s): reading files in the loop from now on", error)
+        log.warning("read-ahead worker failed (%s: %s): reading files in the loop from now on",
+                    type(error).__name__, error)
         self.broken = True
         self.close()
 
     def close(self):
-        """Stop the worker (a later batch may start another)."""
-        self._unsent.clear()
+        """Stop the worker; nothing is asked for any more (plan starts another)."""
+        self._todo = iter(())
         self._sent.clear()
-        self._stale = 0
+        self._in_flight.clear()
+        self._passed.clear()
         if self._conn is not None:
             self._conn.close()        # the worker sees the end and exits
             self._conn = None
@@ -128,15 +140,17 @@ class ReadAhead:
 
 
 def _serve(conn, limits: Limits, parent_pid: int):
-    """The worker: read each job's file as it comes and answer (seq, read), until the end."""
+    """The worker: read each file as it is asked for and answer (seq, read), until the end."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     die_with_parent(parent_pid, signal.SIGKILL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is for the loop, which closes us
     while True:
         try:
             chunk = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
-        for seq, (path, what, exec_id) in chunk:
+        for seq, path, what, exec_id in chunk:
             try:
                 read = read_new_file(path, what, exec_id, limits)
             except Exception:        # a bug: the loop reads the file itself, and says what failed

@@ -20,7 +20,7 @@ from daemon.ids import Classified, partner_file_name
 from daemon.ingest import Ingestor, Limits, Outcome, Scanned
 from daemon.notify import Notifier
 from daemon.prefetch import Prefetcher
-from daemon.readahead import Job, ReadAhead
+from daemon.readahead import ReadAhead
 from daemon.reader import Checkpoint, unchanged
 from daemon.store import Store
 
@@ -48,6 +48,12 @@ class Config:
     limits: Limits = Limits()
 
 
+def _new_file(scanned: Scanned | None) -> bool:
+    """A session file or event log the scan found without a checkpoint (a back-fill's): read
+    from its first byte whatever happens, so it can be read ahead."""
+    return scanned is not None and scanned.checkpoint is None and scanned.what.kind != "benchmark"
+
+
 class Service:
     def __init__(self, config: Config, store: Store, notify: Notifier):
         self.config = config
@@ -55,7 +61,7 @@ class Service:
         self.dirty = DirtyPaths()
         self.ingestor = Ingestor(store, config.sessions_dir, config.benchmarks_dir, config.limits)
         self.prefetcher = Prefetcher(config.limits.read_budget_bytes)
-        self.readahead = ReadAhead(config.limits)
+        self.readahead = ReadAhead(config.limits, self.ingestor.reserve)
         self.retry_at: dict[str, float] = {}    # unsettled documents: path → wall time
         self.stopping = False
         self.rescan_requested = False
@@ -169,12 +175,15 @@ class Service:
         self.ingestor.take_requeue()
         try:
             with self.store.batch():
-                ahead = self.readahead.start_batch(self._new_files(items)) if self.catching_up else set()
+                if self.catching_up:
+                    self.readahead.plan((path, s.what) for path, s in items if _new_file(s))
                 for path, scanned in items:
                     if done and (size >= MAX_BATCH_BYTES or self.stopping
                                  or time.monotonic() - started > self.batch_seconds):
                         break     # bounded transactions; on SIGTERM, commit what is in hand
-                    outcome = self._process_one(path, scanned, self.readahead.take(path) if path in ahead else None)
+                    # (a put-back path an event has queued since may have changed after its read)
+                    ahead = self.readahead.take(path) if _new_file(scanned) else None
+                    outcome = self._process_one(path, scanned, ahead)
                     done += 1
                     size += outcome.bytes_read
                     lines += outcome.lines
@@ -205,11 +214,14 @@ class Service:
                      done, lines, size / 1e6, ms, self.store.generation)
         return True
 
-    def _new_files(self, items: list[tuple[str, Scanned | None]]) -> list[Job]:
-        """The session files and event logs the scan found without a checkpoint (a back-fill's):
-        read from their first byte whatever happens, so they can be read ahead."""
-        return [Job(path, s.what, self.ingestor.reserve(s.what)) for path, s in items
-                if s is not None and s.checkpoint is None and s.what.kind != "benchmark"]
+    def _set_catching_up(self, catching_up: bool):
+        """Throughput while catching up, latency after (Store.tune); the read-ahead worker only
+        while catching up."""
+        self.catching_up = catching_up
+        self.store.tune(catching_up)
+        if not catching_up:
+            self.readahead.close()
+            self.store.drop_reservations()
 
     def _process_one(self, path: str, scanned: Scanned | None, ahead):
         try:
@@ -242,7 +254,7 @@ class Service:
 
     def run_once(self) -> int:
         self._install_signals()
-        self.store.tune(catching_up=True)
+        self._set_catching_up(True)
         self.scan()
         self.drain()
         # Documents caught mid-write get their settle period, then count as what they are.
@@ -251,8 +263,7 @@ class Service:
             if not len(self.dirty) and next_at is not None:
                 time.sleep(max(0.0, min(next_at - time.time(), 0.5)))
             self.drain()
-        self.readahead.close()
-        self.store.tune(catching_up=False)     # (and the WAL is cut back when it closes)
+        self._set_catching_up(False)     # (and the WAL is cut back when the store closes)
         if not self.stopping:
             self.store.heartbeat(time.time())
         log.info("--once: %d files looked at, %d lines ingested%s", self.totals["files"],
@@ -272,7 +283,7 @@ class Service:
         watcher = Watcher([self.config.sessions_dir, self.config.benchmarks_dir], self.dirty.add)
         watcher.start()          # before the first scan, so nothing written meanwhile is missed
         self.store.set_started(time.time())
-        self.store.tune(catching_up=True)
+        self._set_catching_up(True)
         self.scan()
         next_heartbeat = next_status = 0.0
         status_stale = False        # a batch ran since the last STATUS= line
@@ -290,9 +301,9 @@ class Service:
                 worked = self.run_batch()
                 now = time.monotonic()
                 if self.catching_up and not len(self.dirty) and self.scanning is None:
-                    self.catching_up = False     # everything found by the scan is committed
-                    self.store.tune(catching_up=False)
-                    self.readahead.close()
+                    self._set_catching_up(False)     # everything found by the scan is committed
+                    log.info("caught up: %d files looked at, %d lines ingested", self.totals["files"],
+                             self.totals["lines"])
                     self.notify.ready(self.status_line())
                     next_status = now + STATUS_SECONDS
                 elif self.catching_up:
@@ -307,8 +318,7 @@ class Service:
                 if now >= next_rescan or self.rescan_requested:
                     if self.rescan_requested:
                         self.notify.reloading()
-                        self.catching_up = True      # READY=1 again once the rescan is committed
-                        self.store.tune(catching_up=True)
+                        self._set_catching_up(True)      # READY=1 again once the rescan is committed
                     if not watcher.healthy():
                         watcher.restart()
                     # a periodic scan waits for the one in progress (a long catch-up); SIGHUP does not
@@ -335,7 +345,7 @@ class Service:
                     timeout = min(timeout, watchdog)
                 self.dirty.wait(max(0.0, timeout))
         watcher.stop()
-        self.readahead.close()
+        self._set_catching_up(False)
         log.info("stopped: %d batches, %d lines ingested", self.totals["batches"], self.totals["lines"])
         return 0
 

@@ -216,7 +216,8 @@ class Store:
         self.changed = False
         self.new: dict[int, NewExecution] = {}     # executions first seen in this batch, by id
         self._new_ids: dict[str, int] = {}          # ... their execution_id → id
-        self._next_id: int | None = None            # the id the next new execution gets
+        self._next_id: int | None = None            # the id the next new execution gets (None: count)
+        self._ids_from = 0                          # ids below were handed out (maybe only reserved)
         self._reserved: dict[str, int] = {}         # execution_id → id, for one not created yet
         self._undo: dict[int, NewExecution | None] | None = None   # inside a savepoint: new[] before it
         self._files_written: set[str] = set()       # paths whose checkpoint this batch wrote
@@ -457,7 +458,7 @@ class Store:
         exec_id = self._new_ids.get(execution_id)
         if exec_id is not None:
             return exec_id, self.new[exec_id].status
-        exec_id = self._reserved.get(execution_id)
+        exec_id = self._reserved.pop(execution_id, None)
         if exec_id is None:
             row = self.conn.execute(
                 "SELECT id, status FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
@@ -469,8 +470,10 @@ class Store:
         return exec_id, "Running"
 
     def reserve_execution_id(self, execution_id: str) -> int:
-        """The id execution() gives this execution in this batch, without creating it: rows
-        can be built with it before the execution exists (a new one gets it when it does)."""
+        """The id execution() gives this execution, in this batch or a later one, without
+        creating it: rows can be built with it before it exists. (A reservation is lost when
+        a batch that created the execution rolls back: the rows' id no longer matches, and
+        whoever built them must build them again.)"""
         exec_id = self._new_ids.get(execution_id) or self._reserved.get(execution_id)
         if exec_id is None:
             row = self.conn.execute("SELECT id FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
@@ -479,10 +482,16 @@ class Store:
             exec_id = self._reserved[execution_id] = self._allocate_id()
         return exec_id
 
+    def drop_reservations(self):
+        """Nothing built with a reserved id is left to store (the read-ahead stopped)."""
+        self._reserved.clear()
+
     def _allocate_id(self) -> int:
-        if self._next_id is None:
-            self._next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM executions").fetchone()[0]
-        exec_id, self._next_id = self._next_id, self._next_id + 1
+        if self._next_id is None:     # counted once a batch, above the reserved ones too
+            in_db = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM executions").fetchone()[0]
+            self._next_id = max(in_db, self._ids_from)
+        exec_id = self._next_id
+        self._next_id = self._ids_from = exec_id + 1
         return exec_id
 
     def _changing_new(self, exec_id: int) -> NewExecution | None:
@@ -515,7 +524,6 @@ class Store:
         """After a commit or a rollback: nothing is new any more, and ids are counted again."""
         self.new.clear()
         self._new_ids.clear()
-        self._reserved.clear()
         self._next_id = None
 
     def update_session(self, exec_id: int, status: str, s, finished_now: bool):

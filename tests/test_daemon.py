@@ -797,10 +797,12 @@ def test_an_execution_is_the_same_whether_its_files_come_together_or_one_after_t
     assert sum(r["finished"] for r in stats) == 3      # finished, session-only, sid-from-lines
 
 
-def test_files_read_ahead_by_the_worker_give_the_database_the_loop_gives(workspace, run_once, tmp_path):
+def test_files_read_ahead_by_the_worker_give_the_database_the_loop_gives(workspace, run_once, live_daemon,
+                                                                          tmp_path):
     """A back-fill batch with many new files has a worker process read and parse them while the
     loop writes (daemon/readahead.py); a batch with few reads them in the loop. Both must give
-    the same database, bad input included."""
+    the same database, bad input included, and so must a live start's catch-up (batches of a
+    few milliseconds, the worker's reads carried over from one to the next)."""
     import shutil
     import subprocess
 
@@ -844,9 +846,12 @@ def test_files_read_ahead_by_the_worker_give_the_database_the_loop_gives(workspa
             stderr += run_once("--log-level", "info", base_args=[
                 "--sessions-dir", str(workspace.sessions), "--benchmarks-dir", str(workspace.benchmarks),
                 "--db", str(db)]).stderr
+        return dump(db), stderr
+
+    def dump(db):
         out = subprocess.run(daemon_command() + ["dump", "--db", str(db)], capture_output=True, text=True,
                              env=clean_env(), check=True).stdout.splitlines()
-        return [json.loads(line) for line in out], stderr
+        return [json.loads(line) for line in out]
 
     ahead, ahead_log = ingest(tmp_path / "ahead.db", files)
     assert "read-ahead worker started" in ahead_log
@@ -855,6 +860,12 @@ def test_files_read_ahead_by_the_worker_give_the_database_the_loop_gives(workspa
     assert "read-ahead worker started" not in loop_log
     assert ahead == in_loop
     assert "Traceback" not in ahead_log
+    live = live_daemon(log_level="info")
+    live.wait_log("caught up", timeout=60)
+    assert live.stop() == 0
+    assert "read-ahead worker started" in live.stderr() and "Traceback" not in live.stderr()
+    assert "read-ahead worker failed" not in live.stderr()
+    assert dump(workspace.db_path) == ahead
     tables = {}
     for r in ahead:
         tables[r["table"]] = tables.get(r["table"], 0) + 1

@@ -475,53 +475,98 @@ def test_prefetcher_brings_the_files_a_batch_will_read_into_the_page_cache(tmp_p
     assert _resident_pages(files[2]) < 16
 
 
-def _event_logs(folder, count: int) -> list:
-    from daemon.readahead import Job
-
-    jobs = []
+def _event_logs(folder, count: int) -> list[tuple[str, object]]:
+    """(path, what) of `count` event logs, bad lines among good ones."""
+    files = []
     for i in range(count):
         path = folder / f"enhanced_otel_run-{i}.jsonl"
         path.write_bytes(fx.jsonl([fx.prompt_line(f"prompt {i}", at=i), '{"bad', fx.tool_input_line("t", at=i + 1)]))
-        jobs.append(Job(str(path), classify_session_file(path.name), 1000 + i))
-    return jobs
+        files.append((str(path), classify_session_file(path.name)))
+    return files
 
 
-def test_read_ahead_worker_answers_what_reading_in_the_loop_gives_and_skips_what_was_not_taken(tmp_path):
+class _Ids:
+    """Execution ids for the read-ahead, as Store.reserve_execution_id would hand them out."""
+
+    def __init__(self):
+        self.ids, self.calls = {}, 0
+
+    def __call__(self, what) -> int:
+        self.calls += 1
+        return self.ids.setdefault(what.subject_id, 1000 + len(self.ids))
+
+
+def test_read_ahead_answers_what_the_loop_would_read_across_batches(tmp_path):
     from daemon.ingest import Limits, read_new_file
-    from daemon.readahead import MIN_FILES, ReadAhead
+    from daemon.readahead import AHEAD, MIN_FILES, ReadAhead
 
-    limits = Limits()
-    jobs = _event_logs(tmp_path, 3 * MIN_FILES)
-    ra = ReadAhead(limits)
+    limits, ids = Limits(), _Ids()
+    files = _event_logs(tmp_path, 3 * MIN_FILES)
+
+    def direct(path, what):
+        return read_new_file(path, what, ids.ids[what.subject_id], limits)
+
+    ra = ReadAhead(limits, ids)
     try:
-        assert ra.start_batch(jobs[:MIN_FILES - 1]) == set()          # too few to be worth a process
-        first, second = jobs[:2 * MIN_FILES], jobs[2 * MIN_FILES:]
-        assert ra.start_batch(first) == {j.path for j in first}
-        for job in first[:5]:
-            assert ra.take(job.path) == read_new_file(*job, limits)
-        assert ra.take(first[9].path) == read_new_file(*first[9], limits)   # 5 to 8 not taken: skipped
-        # a new batch before the first was all taken: the answers still to come are skipped
-        ra.start_batch(second)
-        for job in second:
-            assert ra.take(job.path) == read_new_file(*job, limits)
+        ra.plan(iter(files[:MIN_FILES - 1]))           # too few to be worth a process
+        assert ra.take(files[0][0]) is None and ids.calls == 0
+        ra.plan(iter(files))
+        for path, what in files[:5]:
+            assert ra.take(path) == direct(path, what)
+        # the batch ends; the next starts with what it did not get to, which stays asked for
+        ra.plan(iter(files[5:]))
+        assert ra.take(files[5][0]) == direct(*files[5])
+        assert ra.take(files[9][0]) == direct(*files[9])   # 6 to 8 skipped: their answers dropped
+        assert ra.take(files[6][0]) is None
+        for path, what in files[10:]:
+            assert ra.take(path) == direct(path, what)
+        assert ids.calls == len(files)                  # each asked for once
         assert not ra.broken
     finally:
         ra.close()
+    assert AHEAD < len(files) - 10                      # (so the answers came while it took them)
 
 
 def test_read_ahead_worker_killed_mid_batch_leaves_the_loop_to_read(tmp_path):
     from daemon.ingest import Limits
     from daemon.readahead import MIN_FILES, ReadAhead
 
-    jobs = _event_logs(tmp_path, 2 * MIN_FILES)
-    ra = ReadAhead(Limits())
+    files = _event_logs(tmp_path, 2 * MIN_FILES)
+    ra = ReadAhead(Limits(), _Ids())
     try:
-        ra.start_batch(jobs)
-        assert ra.take(jobs[0].path) is not None
+        ra.plan(iter(files))
+        assert ra.take(files[0][0]) is not None
         ra._proc.kill()
         ra._proc.join()
-        taken = [ra.take(job.path) for job in jobs[1:]]
-        assert taken[-1] is None and ra.broken       # (those it sent before it died may still come)
-        assert ra.start_batch(jobs) == set()          # from now on the loop reads everything
+        taken = [ra.take(path) for path, _ in files[1:]]
+        assert taken[-1] is None and ra.broken       # (answers it sent before it died may still come)
+        ra.plan(iter(files))
+        assert ra._proc is None and ra.take(files[0][0]) is None    # from now on the loop reads
     finally:
         ra.close()
+
+
+def test_a_read_made_with_an_execution_id_lost_since_is_read_again_with_the_right_one(tmp_path):
+    """Read-ahead builds an event log's rows with a reserved id; if a rolled-back batch lost
+    the reservation, the execution gets another id, and the rows must carry that one."""
+    from daemon.ids import classify_session_file as classify
+    from daemon.ingest import Ingestor, Limits, Scanned, read_new_file
+    from daemon.store import Store
+
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    path = sessions / "enhanced_otel_run-1.jsonl"
+    path.write_bytes(fx.jsonl([fx.prompt_line("p", at=0), fx.tool_input_line("t", at=1)]))
+    what = classify(path.name)
+    store = Store(tmp_path / "reev.db")
+    try:
+        ingestor = Ingestor(store, sessions, tmp_path / "benchmarks", Limits())
+        with store.batch():
+            stale = read_new_file(str(path), what, 999, Limits())
+            ingestor.process(str(path), Scanned(what, None), stale)
+        rows = store.conn.execute("SELECT DISTINCT exec_id FROM events").fetchall()
+        ids = store.conn.execute("SELECT id FROM executions").fetchall()
+        assert rows == ids and ids != [(999,)]
+        assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+    finally:
+        store.close()
