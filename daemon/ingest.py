@@ -95,6 +95,8 @@ class Ingestor:
 
     def _new_file(self, path: str, what: Classified, read: "FileRead") -> Outcome:
         if isinstance(read, NotReadable):
+            if what.kind == "events":
+                self.store.drop_reservation(what.subject_id)    # no execution: nothing to read
             self._not_readable(path, what, None, read.reason)
             return Outcome()
         if what.kind == "events":
@@ -167,7 +169,7 @@ class Ingestor:
 
     def _store_log(self, path: str, execution_id: str, exec_id: int, cp: Checkpoint, read: "LogRead") -> Outcome:
         """Write what reading an event log from `cp` gave, with its new checkpoint."""
-        new_cp, more, rows, _ = read
+        _, new_cp, more, rows, _ = read
         stored = bad = 0
         if rows is not None:
             rows.write(self.store, exec_id)
@@ -265,6 +267,7 @@ NOTHING_EARLIER = EarlierCalls(list, dict)
 class LogRead(NamedTuple):
     """What reading an event log from a checkpoint gave: the advanced checkpoint, whether a
     limit stopped the read short, and the rows of the lines read (None: no complete line)."""
+    st: os.stat_result          # the file when it was read
     checkpoint: Checkpoint
     more: bool
     rows: "EventRows | None"
@@ -293,7 +296,7 @@ def read_event_log(fd: int, st: os.stat_result, cp: Checkpoint, exec_id: int, ea
                    limits: Limits) -> LogRead:
     lines, new_cp, more = reader.read_lines(fd, st, cp, limits.max_line_bytes, limits.read_budget_bytes)
     rows = EventRows.build(exec_id, lines, limits.max_line_bytes, earlier) if lines else None
-    return LogRead(new_cp, more, rows, exec_id)
+    return LogRead(st, new_cp, more, rows, exec_id)
 
 
 def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Limits,

@@ -5,11 +5,12 @@ so one core) and the rest writing the database, and one process cannot do both a
 takes the GIL back between rows). A file the reconcile scan found without a checkpoint is read
 from its first byte whatever the database holds, by `ingest.read_new_file`, which touches no
 database: a worker process runs it for the new files in the order the loop will take them, up
-to AHEAD files before their turn, and the loop stores each read when its turn comes. A file
-asked for but not taken in a batch stays asked for: batches put back what they did not get to
-first in line, so its read is the next batch's. Anything else (files read on from a
-checkpoint, identity checks, benchmarks) stays in the loop, and so does every decision: the
-worker only reads. If it dies, the loop reads the files itself.
+to AHEAD files before their turn, and the loop stores each read when its turn comes, if the
+file is still as it was read. A file asked for but not taken in a batch stays asked for: a
+batch puts back what it did not get to first in line, so the read is usually the next
+batch's; one the loop goes past instead is read in the loop. Anything else (files read on
+from a checkpoint, identity checks, benchmarks) stays in the loop, and so does every
+decision: the worker only reads. If it dies, the loop reads the files itself.
 """
 
 import itertools
@@ -22,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
 from daemon.ids import Classified
-from daemon.ingest import FileRead, Limits, read_new_file
+from daemon.ingest import FileRead, Limits, NotReadable, read_new_file
 from daemon.parentage import die_with_parent
 
 log = logging.getLogger("reev.readahead")
@@ -66,35 +67,41 @@ class ReadAhead:
     def take(self, path: str) -> FileRead | None:
         """The read of `path` if it was asked for, else None: read it yourself. Answers for
         files asked for earlier and not taken are dropped (those files are read in the loop)."""
+        if self._proc is None:
+            return None
         self._passed.add(path)
         if path not in self._in_flight:
             return None
-        try:
-            while self._sent:
-                seq, sent_path = self._sent.popleft()
-                self._in_flight.discard(sent_path)
-                self._passed.add(sent_path)      # taken now, or gone past
+        while self._sent:
+            seq, sent_path = self._sent.popleft()
+            self._in_flight.discard(sent_path)
+            self._passed.add(sent_path)      # taken now, or gone past
+            try:
                 got_seq, read = pickle.loads(self._conn.recv_bytes())
                 if got_seq != seq:
                     raise RuntimeError(f"answer {got_seq} for request {seq}")
-                self._send()
-                if sent_path == path:
-                    return read
-        except Exception as e:        # EOF, a broken pipe, a bad answer: the loop reads from now on
-            self._fail(e)
+            except Exception as e:    # EOF, a broken pipe, a bad answer: the loop reads from now on
+                self._fail(e)
+                return None
+            self._send()              # (a database error reserving an id is the batch's)
+            if sent_path == path:
+                return read if _still_as_read(path, read) else None
         return None
 
     def _send(self):
         """Keep up to AHEAD files asked for, CHUNK at a time."""
         while len(self._sent) + CHUNK <= AHEAD and not self.broken:
+            # the ids first: reserving one may raise a database error, which must leave nothing
+            # half asked for
+            files = [(path, what, self.reserve(what)) for path, what in itertools.islice(self._todo, CHUNK)]
+            if not files:
+                return
             chunk = []
-            for path, what in itertools.islice(self._todo, CHUNK):
+            for path, what, exec_id in files:
                 self._seq += 1
-                chunk.append((self._seq, path, what, self.reserve(what)))
+                chunk.append((self._seq, path, what, exec_id))
                 self._sent.append((self._seq, path))
                 self._in_flight.add(path)
-            if not chunk:
-                return
             try:
                 self._conn.send_bytes(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL))
             except OSError as e:
@@ -137,6 +144,20 @@ class ReadAhead:
                 self._proc.kill()
                 self._proc.join()
             self._proc = None
+
+
+def _still_as_read(path: str, read: FileRead | None) -> bool:
+    """The file is as the worker found it. (Its read may be a batch old, and a change since
+    may have been queued into the very entry being processed: then it is read again.)"""
+    if read is None or isinstance(read, NotReadable):
+        return False          # (rare: the loop finds out why itself)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    was = read.st
+    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) == (was.st_ino, was.st_dev, was.st_size,
+                                                                   was.st_mtime_ns)
 
 
 def _serve(conn, limits: Limits, parent_pid: int):

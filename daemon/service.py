@@ -181,9 +181,7 @@ class Service:
                     if done and (size >= MAX_BATCH_BYTES or self.stopping
                                  or time.monotonic() - started > self.batch_seconds):
                         break     # bounded transactions; on SIGTERM, commit what is in hand
-                    # (a put-back path an event has queued since may have changed after its read)
-                    ahead = self.readahead.take(path) if _new_file(scanned) else None
-                    outcome = self._process_one(path, scanned, ahead)
+                    outcome = self._process_one(path, scanned, self.readahead.take(path))
                     done += 1
                     size += outcome.bytes_read
                     lines += outcome.lines
@@ -218,10 +216,10 @@ class Service:
         """Throughput while catching up, latency after (Store.tune); the read-ahead worker only
         while catching up."""
         self.catching_up = catching_up
-        self.store.tune(catching_up)
         if not catching_up:
             self.readahead.close()
             self.store.drop_reservations()
+        self.store.tune(catching_up)
 
     def _process_one(self, path: str, scanned: Scanned | None, ahead):
         try:

@@ -482,6 +482,10 @@ class Store:
             exec_id = self._reserved[execution_id] = self._allocate_id()
         return exec_id
 
+    def drop_reservation(self, execution_id: str):
+        """What was to be built with the reserved id will not be (the file was no file)."""
+        self._reserved.pop(execution_id, None)
+
     def drop_reservations(self):
         """Nothing built with a reserved id is left to store (the read-ahead stopped)."""
         self._reserved.clear()
