@@ -15,12 +15,15 @@ decision: the worker only reads. If it dies, the loop reads the files itself.
 
 import itertools
 import logging
-import multiprocessing
 import os
 import pickle
 import signal
+import socket
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.connection import Connection
 
 from daemon.ids import Classified
 from daemon.ingest import FileRead, Limits, NotReadable, read_new_file
@@ -38,8 +41,8 @@ class ReadAhead:
     def __init__(self, limits: Limits, reserve: Callable[[Classified], int | None]):
         self.limits = limits
         self.reserve = reserve      # the execution id an event log's rows will carry
-        self._proc: multiprocessing.Process | None = None
-        self._conn = None
+        self._proc: subprocess.Popen | None = None
+        self._conn: Connection | None = None
         self._seq = 0
         self._todo: Iterator[tuple[str, Classified]] = iter(())   # new files of the batch, not asked for
         self._sent: deque[tuple[int, str]] = deque()     # (seq, path) asked for, in order, answer to come
@@ -108,19 +111,23 @@ class ReadAhead:
                 self._fail(e)
 
     def _start(self):
-        ctx = multiprocessing.get_context("spawn")   # not fork: this process has threads and SQLite
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, self.limits, os.getpid()), name="reev-readahead",
-                                 daemon=True)
+        # A fresh interpreter (not fork: this process has threads and SQLite; not
+        # multiprocessing's spawn, which re-imports the whole daemon and starts a resource
+        # tracker process too) that imports only what reading takes; -P: not from the cwd.
+        ours, theirs = socket.socketpair()
         # The worker must not die of the signals that stop the daemon (systemd sends SIGTERM to
         # the whole group, Ctrl-C SIGINT): the loop closes it. Blocked before it starts, so
         # not even its interpreter's start-up sees them; _serve ignores them and unblocks.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            self._proc.start()
+            self._proc = subprocess.Popen(
+                [sys.executable, "-P", "-m", "daemon.readahead", str(theirs.fileno()), str(os.getpid())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        child.close()
+            theirs.close()
+        self._conn = Connection(ours.detach())
+        self._conn.send_bytes(pickle.dumps(self.limits, pickle.HIGHEST_PROTOCOL))
         log.info("read-ahead worker started (pid %d)", self._proc.pid)
 
     def _fail(self, error: Exception):
@@ -139,10 +146,11 @@ class ReadAhead:
             self._conn.close()        # the worker sees the end and exits
             self._conn = None
         if self._proc is not None:
-            self._proc.join(timeout=2)
-            if self._proc.is_alive():
+            try:
+                self._proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
                 self._proc.kill()
-                self._proc.join()
+                self._proc.wait()
             self._proc = None
 
 
@@ -160,12 +168,17 @@ def _still_as_read(path: str, read: FileRead | None) -> bool:
                                                                    was.st_mtime_ns)
 
 
-def _serve(conn, limits: Limits, parent_pid: int):
+def _serve(fd: int, parent_pid: int):
     """The worker: read each file as it is asked for and answer (seq, read), until the end."""
     for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     die_with_parent(parent_pid, signal.SIGKILL)
+    conn = Connection(fd)
+    try:
+        limits = pickle.loads(conn.recv_bytes())
+    except (EOFError, OSError):
+        return
     while True:
         try:
             chunk = pickle.loads(conn.recv_bytes())
@@ -180,3 +193,7 @@ def _serve(conn, limits: Limits, parent_pid: int):
                 conn.send_bytes(pickle.dumps((seq, read), pickle.HIGHEST_PROTOCOL))
             except OSError:
                 return
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]), int(sys.argv[2]))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import msgspec
 import pytest
@@ -516,6 +517,9 @@ def test_read_ahead_answers_what_the_loop_would_read_across_batches(tmp_path):
         ra.plan(iter(files[:MIN_FILES - 1]))           # too few to be worth a process
         assert ra.take(files[0][0]) is None and ids.calls == 0
         ra.plan(iter(files))
+        # systemd's stop signals the whole group: the loop, not the signal, ends the worker
+        os.kill(ra._proc.pid, signal.SIGTERM)
+        os.kill(ra._proc.pid, signal.SIGINT)
         for path, what in files[:5]:
             assert _content(ra.take(path)) == _content(direct(path, what))
         # the batch ends; the next starts with what it did not get to, which stays asked for
@@ -542,7 +546,7 @@ def test_read_ahead_worker_killed_mid_batch_leaves_the_loop_to_read(tmp_path):
         ra.plan(iter(files))
         assert ra.take(files[0][0]) is not None
         ra._proc.kill()
-        ra._proc.join()
+        ra._proc.wait()
         taken = [ra.take(path) for path, _ in files[1:]]
         assert taken[-1] is None and ra.broken       # (answers it sent before it died may still come)
         ra.plan(iter(files))
