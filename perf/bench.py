@@ -928,8 +928,6 @@ STANDING_NOTES = [
     "ETags alone. wrk's Lua is not told which request an answer belongs to, so `perf/polling.lua` files each "
     "ETag under the scope letter it carries and sends it with the paths of that letter; the mix names one "
     "resource per scope, so that is the ETag a client keeping one per URL would send.",
-    "The product tree changed during the runs (other engineers committed to daemon/ and api/); the figures are "
-    "for the code installed (editable) when each process started.",
 ]
 
 
@@ -967,7 +965,9 @@ METHOD = """
    a shuffled order as a back-fill leaves them (ids and pages do not follow time). One API
    per size, wrk -t1 -c1 (one request at a time: the p50 is the service time) per route after a
    1 s warm-up.
-5. **Memory.** Peak RSS from `/usr/bin/time -v`: `--once` over one event log of the given size;
+5. **Memory.** Peak RSS of the daemon and its read-ahead worker together (the larger of
+   `/usr/bin/time -v`'s figure, which is the largest single process, and the sum of their RSS
+   sampled every 50 ms): `--once` over one event log of the given size;
    and the live daemon over a folder of N small event logs until it has caught up, then a SIGHUP
    full rescan and appends to 50 of the files, then SIGTERM.
 """
