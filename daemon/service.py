@@ -48,7 +48,7 @@ class Config:
     limits: Limits = Limits()
 
 
-def _new_file(scanned: Scanned | None) -> bool:
+def _found_without_checkpoint(scanned: Scanned | None) -> bool:
     """A session file or event log the scan found without a checkpoint (a back-fill's): read
     from its first byte whatever happens, so it can be read ahead."""
     return scanned is not None and scanned.checkpoint is None and scanned.what.kind != "benchmark"
@@ -176,7 +176,7 @@ class Service:
         try:
             with self.store.batch():
                 if self.catching_up:
-                    self.readahead.plan((path, s.what) for path, s in items if _new_file(s))
+                    self.readahead.plan((path, s.what) for path, s in items if _found_without_checkpoint(s))
                 for path, scanned in items:
                     if done and (size >= MAX_BATCH_BYTES or self.stopping
                                  or time.monotonic() - started > self.batch_seconds):

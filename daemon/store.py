@@ -217,7 +217,6 @@ class Store:
         self.new: dict[int, NewExecution] = {}     # executions first seen in this batch, by id
         self._new_ids: dict[str, int] = {}          # ... their execution_id → id
         self._next_id: int | None = None            # the id the next new execution gets (None: count)
-        self._ids_from = 0                          # ids below were handed out (maybe only reserved)
         self._reserved: dict[str, int] = {}         # execution_id → id, for one not created yet
         self._undo: dict[int, NewExecution | None] | None = None   # inside a savepoint: new[] before it
         self._files_written: set[str] = set()       # paths whose checkpoint this batch wrote
@@ -491,11 +490,11 @@ class Store:
         self._reserved.clear()
 
     def _allocate_id(self) -> int:
-        if self._next_id is None:     # counted once a batch, above the reserved ones too
-            in_db = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM executions").fetchone()[0]
-            self._next_id = max(in_db, self._ids_from)
-        exec_id = self._next_id
-        self._next_id = self._ids_from = exec_id + 1
+        # Counted once: this is the only writer, and an id is never handed out twice, not even
+        # one a rolled-back batch or a reservation left unused.
+        if self._next_id is None:
+            self._next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM executions").fetchone()[0]
+        exec_id, self._next_id = self._next_id, self._next_id + 1
         return exec_id
 
     def _changing_new(self, exec_id: int) -> NewExecution | None:
@@ -525,10 +524,9 @@ class Store:
                 self._set_new(exec_id, None)
 
     def _forget_new(self):
-        """After a commit or a rollback: nothing is new any more, and ids are counted again."""
+        """After a commit or a rollback: nothing is new any more."""
         self.new.clear()
         self._new_ids.clear()
-        self._next_id = None
 
     def update_session(self, exec_id: int, status: str, s, finished_now: bool):
         """Columns fed by the session file. `s` is a parse.ParsedSession."""
