@@ -436,9 +436,9 @@ def big_logs(workspace, runs: int = 24, lines: int = 1000) -> int:
 
 
 def test_the_wal_grows_while_catching_up_and_is_cut_back_once_following_live_files(workspace, live_daemon, db):
-    """A back-fill copies its WAL into the database only every 256 MiB (a page that several
-    batches rewrote is copied once); once caught up the WAL is cut back to 16 MiB when it
-    restarts, so the file does not keep the back-fill's size."""
+    """A back-fill restarts its WAL only every 256 MiB (the copier thread copies it behind the
+    loop meanwhile); once caught up the WAL is cut back to 16 MiB when it restarts, so the
+    file does not keep the back-fill's size."""
     from daemon.store import LIVE
 
     total = big_logs(workspace)

@@ -601,3 +601,51 @@ def test_a_read_ahead_of_a_file_changed_since_is_not_used(tmp_path):
         assert ra.take(files[-1][0]) is not None and not ra.broken
     finally:
         ra.close()
+
+
+# ------------------------------------------------------------------------------ the WAL copier
+
+
+def test_catching_up_the_wal_is_copied_behind_the_loop_and_restarted_by_it(tmp_path, monkeypatch):
+    """While catching up, the copier thread copies the WAL into the database as batches commit:
+    the database file grows before the WAL is long enough for the loop to copy anything itself.
+    Once the WAL holds checkpoint_pages, the loop copies what is left and the WAL starts again
+    from its beginning, so its file stays near that size however much is written. (The real
+    thresholds are 8 and 256 MiB; here 64 and 1024 pages.)"""
+    import time
+
+    import daemon.store as store_module
+    from daemon.ids import classify_session_file as classify
+    from daemon.ingest import Ingestor, Limits, Scanned
+
+    tuning = store_module.CATCHING_UP._replace(copy_pages=64, checkpoint_pages=1024)
+    monkeypatch.setattr(store_module, "CATCHING_UP", tuning)
+    sessions, db = tmp_path / "sessions", tmp_path / "reev.db"
+    sessions.mkdir()
+    store = store_module.Store(db)
+    try:
+        store.tune(True)
+        page = store.conn.execute("PRAGMA page_size").fetchone()[0]
+        ingestor = Ingestor(store, sessions, tmp_path / "benchmarks", Limits())
+        empty = os.path.getsize(db)
+
+        def ingest_run(r: int):           # about 0.5 MB of lines, one batch
+            path = sessions / f"enhanced_otel_run-{r}.jsonl"
+            path.write_bytes(fx.jsonl([fx.prompt_line("p" * 5000, at=i) for i in range(100)]))
+            with store.batch():
+                ingestor.process(str(path), Scanned(classify(path.name), None))
+
+        for r in range(3):                # past copy_pages, short of checkpoint_pages
+            ingest_run(r)
+        wal_pages = os.path.getsize(f"{db}-wal") // page
+        assert tuning.copy_pages < wal_pages < tuning.checkpoint_pages
+        deadline = time.monotonic() + 30
+        while os.path.getsize(db) < empty + 1_000_000:
+            assert time.monotonic() < deadline, "the copier never copied the WAL into the database"
+            time.sleep(0.01)
+        for r in range(3, 40):            # 20 MB in all: five times checkpoint_pages
+            ingest_run(r)
+        assert os.path.getsize(f"{db}-wal") < 2 * tuning.checkpoint_pages * page
+        assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 4000
+    finally:
+        store.close()
