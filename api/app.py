@@ -693,6 +693,7 @@ def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeo
                                allow_headers=["*"], expose_headers=["ETag"], max_age=600),
         openapi_config=OpenAPIConfig(title="reev-ingest API", version=VERSION, path="/schema",
                                      render_plugins=[JsonRenderPlugin()]),
+        logging_config=None,    # the programs' own (daemon/logs.py); Litestar's would replace it
     )
     db = Database(db_path, query_timeout=query_timeout)
     app.state.db = db

@@ -10,7 +10,8 @@ from pathlib import Path
 from granian import Granian
 
 from api.app import create_app, serve
-from daemon.config import default_db_path, logging_config, setup_logging
+from daemon.config import default_db_path
+from daemon.logs import logging_config, setup_logging
 from daemon.parentage import die_with_parent
 
 _CONFIG_ENV = "REEV_API_CONFIG"   # carries the parsed options to each worker process

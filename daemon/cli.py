@@ -6,8 +6,9 @@ import sys
 import apsw
 
 from daemon import tools
-from daemon.config import daemon_arguments, setup_logging
+from daemon.config import daemon_arguments
 from daemon.ingest import Limits
+from daemon.logs import setup_logging
 from daemon.notify import Notifier
 from daemon.service import Config, Service
 from daemon.store import Store

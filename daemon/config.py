@@ -1,8 +1,6 @@
-"""Defaults shared by both programs, and the daemon's command line."""
+"""The database's default path (shared by both programs), and the daemon's command line."""
 
 import argparse
-import logging
-import logging.config
 import os
 from pathlib import Path
 
@@ -15,53 +13,6 @@ def default_db_path() -> Path:
         return Path(os.environ["REEV_DB"])
     state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
     return Path(state or "state") / "reev.db"
-
-
-# syslog priorities, for journald's `<N>` line prefix
-_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-
-class JournalFormatter(logging.Formatter):
-    """journald adds its own timestamps and reads a `<N>` priority prefix on each line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        prefix = f"<{_PRIORITY.get(record.levelno, 6)}>"
-        return "\n".join(prefix + line for line in super().format(record).splitlines())
-
-
-def writing_to_journal() -> bool:
-    """True when stderr is the journal stream systemd set up ($JOURNAL_STREAM is dev:inode)."""
-    stream = os.environ.get("JOURNAL_STREAM", "")
-    try:
-        st = os.fstat(2)
-    except OSError:
-        return False
-    return stream == f"{st.st_dev}:{st.st_ino}"
-
-
-def logging_config(level: str) -> dict:
-    """One logging setup for both programs (and for Granian's own loggers): plain lines on
-    stderr, or journald's format under systemd."""
-    numeric = getattr(logging, level.upper(), logging.INFO)
-    formatter = ({"()": JournalFormatter, "fmt": "%(name)s: %(message)s"} if writing_to_journal()
-                 else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"})
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"main": formatter},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}},
-        "root": {"handlers": ["stderr"], "level": numeric},
-        "loggers": {
-            # watchdog logs every inotify event at debug level: far too much even for our debug.
-            "watchdog": {"level": max(numeric, logging.INFO)},
-            "_granian": {"level": numeric, "handlers": [], "propagate": True},
-            "granian.access": {"level": logging.WARNING, "handlers": [], "propagate": True},
-        },
-    }
-
-
-def setup_logging(level: str):
-    logging.config.dictConfig(logging_config(level))
 
 
 def daemon_arguments(argv: list[str] | None) -> argparse.Namespace:

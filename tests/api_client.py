@@ -40,14 +40,18 @@ class Reply:
 
 
 class Api:
-    def __init__(self, db_path: Path, log_path: Path, *extra: str):
-        self.port = free_port()
+    def __init__(self, db_path: Path | None, log_path: Path, *extra: str, env: dict[str, str] | None = None):
+        """`env`: added to the environment without REEV_* settings. Without `db_path` there is
+        no --db, and with REEV_API_PORT in `env` no --port: the API takes them from there."""
+        env = clean_env() | (env or {})
+        self.port = int(env.get("REEV_API_PORT") or free_port())
         self.base = f"http://127.0.0.1:{self.port}"
         self._log = open(log_path, "wb")
         self.log_path = log_path
-        self.proc = subprocess.Popen(
-            api_command() + ["--db", str(db_path), "--port", str(self.port), *extra],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log, env=clean_env())
+        flags = ([] if db_path is None else ["--db", str(db_path)]) + (
+            [] if "REEV_API_PORT" in env else ["--port", str(self.port)])
+        self.proc = subprocess.Popen(api_command() + flags + list(extra), stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=self._log, env=env)
         wait_for(lambda: self._up(), timeout=30, what="reev-api to answer", alive=self.check_alive)
 
     def _up(self) -> bool:
