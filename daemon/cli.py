@@ -17,13 +17,12 @@ log = logging.getLogger("reev.daemon")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["dump"]:
-        return tools.dump(argv[1:])
-    if argv[:1] == ["status"]:
-        return tools.status(argv[1:])
     args = daemon_arguments(argv)
     setup_logging(args.log_level)
+    if args.command == "status":
+        return tools.status(args.db, args.json)
+    if args.command == "dump":
+        return tools.dump(args.db)
     config = Config(
         sessions_dir=args.sessions_dir.absolute(), benchmarks_dir=args.benchmarks_dir.absolute(),
         db=args.db, once=args.once, rescan_interval=args.rescan_interval,

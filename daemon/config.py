@@ -1,50 +1,58 @@
-"""The database's default path (shared by both programs), and the daemon's command line."""
+"""The daemon's settings and command line: `reev-ingestd [options]`, and its read-only
+subcommands `status` and `dump` (daemon/tools.py)."""
 
 import argparse
 import os
 from pathlib import Path
 
 from daemon.ingest import Limits
+from daemon.settings import DB, LOG_LEVEL, ArgumentParser, Setting, add_settings, integer, resolve, seconds
+
+SETTINGS = (
+    Setting("sessions_dir", "--sessions-dir", "REEV_SESSIONS_DIR", Path, Path("logs/sessions"), "logs/sessions",
+            "folder of session_<id>.json and enhanced_otel_<id>.jsonl", metavar="DIR"),
+    Setting("benchmarks_dir", "--benchmarks-dir", "REEV_BENCHMARKS_DIR", Path, Path("benchmarks"), "benchmarks",
+            "folder of benchmark *.yml files", metavar="DIR"),
+    DB._replace(help="the database file, created with its folder if missing"),
+    Setting("rescan_interval", "--rescan-interval", "REEV_RESCAN_INTERVAL", seconds(0.1), 30.0, "30 s",
+            "seconds between reconcile scans, at least 0.1", metavar="SECONDS"),
+    LOG_LEVEL,
+    # Bounded above too: the longest line is what a read may hold in memory.
+    Setting("max_line_bytes", "--max-line-bytes", "REEV_MAX_LINE_BYTES", integer(1, Limits.max_document_bytes),
+            Limits.max_line_bytes, f"{Limits.max_line_bytes} (8 MiB)",
+            f"longest event line accepted, 1 to {Limits.max_document_bytes}: a longer one is bad input",
+            metavar="N"),
+    Setting("settle_seconds", "--settle-seconds", "REEV_SETTLE_SECONDS", seconds(0, inclusive=False),
+            Limits.settle_seconds, f"{Limits.settle_seconds:g} s",
+            "seconds an invalid session file may keep changing before it is an error, more than 0",
+            metavar="SECONDS"),
+)
+# What the subcommands use too, on either side of the subcommand's name.
+COMMON = (DB, LOG_LEVEL)
 
 
-def default_db_path() -> Path:
-    """$REEV_DB, else reev.db in systemd's $STATE_DIRECTORY, else ./state/reev.db."""
-    if os.environ.get("REEV_DB"):
-        return Path(os.environ["REEV_DB"])
-    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(state or "state") / "reev.db"
-
-
-def daemon_arguments(argv: list[str] | None) -> argparse.Namespace:
-    env = os.environ.get
-    p = argparse.ArgumentParser(
+def daemon_arguments(argv: list[str] | None, environ=os.environ) -> argparse.Namespace:
+    """The parsed command line, every setting resolved; `command` is None (run the daemon),
+    "status" or "dump"."""
+    p = ArgumentParser(
         prog="reev-ingestd",
-        description="Follow reev's session files and benchmark definitions into one SQLite database.",
-        epilog="Operator commands (read-only): `reev-ingestd status [--db PATH] [--json]` summarises the "
-               "database (exit 1 when degraded); `reev-ingestd dump [--db PATH]` prints the ingested data "
-               "as canonical JSON lines.")
-    p.add_argument("--sessions-dir", type=Path, default=Path(env("REEV_SESSIONS_DIR") or "logs/sessions"),
-                   help="folder of session_<id>.json and enhanced_otel_<id>.jsonl (env REEV_SESSIONS_DIR; default logs/sessions)")
-    p.add_argument("--benchmarks-dir", type=Path, default=Path(env("REEV_BENCHMARKS_DIR") or "benchmarks"),
-                   help="folder of benchmark *.yml files (env REEV_BENCHMARKS_DIR; default benchmarks)")
-    p.add_argument("--db", type=Path, default=None,
-                   help="database file, created if missing (env REEV_DB; default $STATE_DIRECTORY/reev.db or state/reev.db)")
+        description="Follow reev's session files and benchmark definitions into one SQLite database. "
+                    "Every option has an environment variable; the option wins.")
+    add_settings(p, SETTINGS)
     p.add_argument("--once", action="store_true", help="ingest everything complete, then exit")
-    p.add_argument("--rescan-interval", type=_positive, default=float(env("REEV_RESCAN_INTERVAL") or 30),
-                   metavar="SECONDS", help="reconcile scan period (default 30)")
-    p.add_argument("--log-level", default=env("REEV_LOG_LEVEL") or "info",
-                   choices=["debug", "info", "warning", "error"], help="default info")
-    p.add_argument("--max-line-bytes", type=int, default=Limits.max_line_bytes,
-                   help=f"longest accepted event line (default {Limits.max_line_bytes})")
-    p.add_argument("--settle-seconds", type=_positive, default=Limits.settle_seconds,
-                   help="how long an invalid session file may keep changing before it is an error")
+    commands = p.add_subparsers(dest="command", title="read-only subcommands")
+    status = commands.add_parser("status", help="one-screen summary of the database; exit 1 when degraded",
+                                 description="One-screen summary of the ingest database; exit 0 healthy, 1 degraded.")
+    add_settings(status, COMMON, again=True)
+    status.add_argument("--json", action="store_true", help="print the summary as JSON")
+    dump = commands.add_parser("dump", help="the ingested data as canonical JSON lines",
+                               description="Print the ingested data as canonical JSON lines.")
+    add_settings(dump, COMMON, again=True)
     args = p.parse_args(argv)
-    args.db = args.db or default_db_path()
+    if args.command:
+        common = {s.name for s in COMMON}
+        given = [s.flag for s in SETTINGS if s.name not in common and getattr(args, s.name) is not None]
+        if given or args.once:
+            p.error(f"{(given or ['--once'])[0]} is an option of the daemon, not of {args.command}")
+    resolve(p, args, COMMON if args.command else SETTINGS, environ)
     return args
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value

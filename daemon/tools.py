@@ -1,7 +1,6 @@
 """The operator's subcommands of reev-ingestd, both read-only:
 `reev-ingestd status` (a one-screen summary) and `reev-ingestd dump` (canonical JSON lines)."""
 
-import argparse
 import contextlib
 import os
 import sys
@@ -11,7 +10,6 @@ from pathlib import Path
 import apsw
 import msgspec
 
-from daemon.config import default_db_path
 from daemon.store import canonical_dump, status_report
 
 STALE_SECONDS = 30.0      # the API's health uses the same threshold
@@ -84,25 +82,17 @@ def render(s: dict) -> str:
     return "\n".join(out)
 
 
-def status(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="reev-ingestd status",
-                                description="One-screen summary of the ingest database; exit 0 healthy, 1 degraded.")
-    p.add_argument("--db", type=Path, default=None, help="database (default: as for the daemon)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    args = p.parse_args(argv)
-    s = summarise(args.db or default_db_path())
+def status(db: Path, as_json: bool) -> int:
+    """`reev-ingestd status [--json]`: exit 0 healthy, 1 degraded."""
+    s = summarise(db)
     with stdout_to_a_pipe():
-        print(msgspec.json.encode(s).decode() if args.json else render(s))
+        print(msgspec.json.encode(s).decode() if as_json else render(s))
     return 0 if s["healthy"] else 1
 
 
-def dump(argv: list[str]) -> int:
-    """The ingested data as canonical JSON lines, for comparing two databases with diff."""
-    p = argparse.ArgumentParser(prog="reev-ingestd dump",
-                                description="Print the ingested data as canonical JSON lines.")
-    p.add_argument("--db", type=Path, default=None, help="database (default: as for the daemon)")
-    args = p.parse_args(argv)
-    db = args.db or default_db_path()
+def dump(db: Path) -> int:
+    """`reev-ingestd dump`: the ingested data as canonical JSON lines, for comparing two
+    databases with diff."""
     try:
         with stdout_to_a_pipe():
             for record in canonical_dump(db):

@@ -40,7 +40,8 @@ class Reply:
 
 
 class Api:
-    def __init__(self, db_path: Path | None, log_path: Path, *extra: str, env: dict[str, str] | None = None):
+    def __init__(self, db_path: Path | None, log_path: Path, *extra: str, env: dict[str, str] | None = None,
+                 cwd: Path | None = None):
         """`env`: added to the environment without REEV_* settings. Without `db_path` there is
         no --db, and with REEV_API_PORT in `env` no --port: the API takes them from there."""
         env = clean_env() | (env or {})
@@ -51,7 +52,7 @@ class Api:
         flags = ([] if db_path is None else ["--db", str(db_path)]) + (
             [] if "REEV_API_PORT" in env else ["--port", str(self.port)])
         self.proc = subprocess.Popen(api_command() + flags + list(extra), stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=self._log, env=env)
+                                     stdout=self._log, stderr=self._log, env=env, cwd=cwd)
         wait_for(lambda: self._up(), timeout=30, what="reev-api to answer", alive=self.check_alive)
 
     def _up(self) -> bool:

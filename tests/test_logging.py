@@ -1,6 +1,6 @@
 """One log format for both programs: every line of the daemon, the API server and its worker
 processes is a record line or a traceback's continuation line; under journald each carries
-its `<N>` priority; no input can forge a line."""
+its `<N>` priority; no input can forge a line; paths are absolute in both programs' logs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from daemon.logs import CONTINUATION, LineFormatter
 from tests import fixtures as fx
 from tests.api_client import Api
-from tests.conftest import clean_env, daemon_command
+from tests.conftest import clean_env, daemon_command, wait_for
 
 RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
 JOURNAL_RECORD = re.compile(r"<[2-7]>[\w.]+: ")
@@ -133,3 +133,29 @@ def test_an_uncaught_exception_is_one_logged_record(tmp_path):
     assert records == ["<2>reev: uncaught ZeroDivisionError in thread worker",
                        "<2>reev: uncaught RuntimeError: the program stops"], lines
     assert lines[-2:] == ["<2>" + CONTINUATION + "RuntimeError: boom", "<2>" + CONTINUATION + FORGED]
+
+
+# ---------------------------------------------------------------------- paths
+
+
+def test_both_programs_log_the_database_path_absolute(workspace, tmp_path):
+    """Given relative, as `make run` gives it: the daemon, `status` and the API all name the
+    same absolute file."""
+    workspace.append_events("run-1", [fx.prompt_line("p")])
+    absolute = str(tmp_path / "state" / "reev.db")
+    args = ["--sessions-dir", "logs/sessions", "--benchmarks-dir", "benchmarks", "--db", "state/reev.db"]
+    with open(tmp_path / "daemon.log", "wb") as log:
+        daemon = subprocess.Popen(daemon_command() + args, cwd=tmp_path, env=clean_env(), stdout=log, stderr=log)
+    try:
+        wait_for(lambda: "caught up" in (tmp_path / "daemon.log").read_text(), timeout=20, what="the daemon's start")
+        status = subprocess.run(daemon_command() + ["status", "--db", "state/reev.db"], cwd=tmp_path, env=clean_env(),
+                                capture_output=True, text=True, timeout=30)
+        api = Api(Path("state/reev.db"), tmp_path / "api.log", cwd=tmp_path)
+        assert api.get("/api/v1/health")["database"]["path"] == absolute
+        api.close()
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+    assert f"database {absolute}" in (tmp_path / "daemon.log").read_text()
+    assert f"database   {absolute}" in status.stdout
+    assert f"serving {absolute} on http://127.0.0.1:{api.port}" in api.log_path.read_text()

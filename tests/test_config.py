@@ -1,0 +1,345 @@
+"""Configuration of both programs: each setting declared once, its option and its REEV_*
+variable checked alike (one line and exit status 2 for a bad value of either); the real
+programs configured from the environment alone, deploy/systemd/reev-ingest.env's contents and
+$STATE_DIRECTORY included; `reev-ingestd status` and `dump` on either side of their options;
+and the README's tables against the declarations."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from api.config import SETTINGS as API_SETTINGS, api_arguments
+from daemon.config import SETTINGS as DAEMON_SETTINGS, daemon_arguments
+from tests import fixtures as fx
+from tests.api_client import Api, api_command, free_port
+from tests.conftest import clean_env, daemon_command, wait_for
+from tests.test_live_feed import StreamClient
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_FILE = ROOT / "deploy" / "systemd" / "reev-ingest.env"
+
+# A valid value of each setting, other than its default, as an operator would write it.
+SAMPLES = {
+    "REEV_SESSIONS_DIR": "/srv/reev/logs/sessions", "REEV_BENCHMARKS_DIR": "/srv/reev/benchmarks",
+    "REEV_DB": "/var/lib/reev-ingest/reev.db", "REEV_RESCAN_INTERVAL": "0.5", "REEV_LOG_LEVEL": "WARNING",
+    "REEV_MAX_LINE_BYTES": "500", "REEV_SETTLE_SECONDS": "0.25", "REEV_API_HOST": "::1", "REEV_API_PORT": "8080",
+    "REEV_API_WORKERS": "3", "REEV_API_CORS_ORIGINS": "http://ui.example", "REEV_API_QUERY_TIMEOUT": "0.5",
+    "REEV_API_MAX_STREAMS": "7", "REEV_API_STREAM_HEARTBEAT": "0.2",
+}
+
+
+def run(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+        timeout: float = 20) -> subprocess.CompletedProcess:
+    """Run a program to its end; one that is still running after `timeout` s (it took a value it
+    should have refused, and serves) fails the test."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, env=clean_env() | (env or {}), cwd=cwd,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{command} still running after {timeout} s: it accepted its settings; stderr:\n{e.stderr}")
+
+
+# ---------------------------------------------------------------------- the declarations
+
+
+def test_every_setting_has_a_variable_and_the_variable_means_what_the_option_means():
+    """For each declared setting: the option and the variable, given the same text, give the
+    same value, and that value is not the default (so the setting reached the namespace)."""
+    for settings, parse in ((DAEMON_SETTINGS, daemon_arguments), (API_SETTINGS, api_arguments)):
+        for s in settings:
+            assert s.env.startswith("REEV_") and s.env in SAMPLES, f"{s.flag}: declare a variable and a sample"
+            from_flag = getattr(parse([s.flag, SAMPLES[s.env]], {}), s.name)
+            from_env = getattr(parse([], {s.env: SAMPLES[s.env]}), s.name)
+            assert from_flag == from_env != getattr(parse([], {}), s.name), s.flag
+            both = getattr(parse([s.flag, SAMPLES[s.env]], {s.env: "nonsense"}), s.name)
+            assert both == from_flag, f"{s.flag} wins over {s.env} (whose bad value is then not read)"
+    shared = {s.env for s in DAEMON_SETTINGS} & {s.env for s in API_SETTINGS}
+    assert shared == {"REEV_DB", "REEV_LOG_LEVEL"}
+
+
+def test_the_database_is_found_alike_by_both_programs_and_status():
+    state = {"STATE_DIRECTORY": "/var/lib/reev-ingest:/var/lib/other"}
+    for parse, argv in ((daemon_arguments, []), (daemon_arguments, ["status"]), (daemon_arguments, ["dump"]),
+                        (api_arguments, [])):
+        assert parse(argv, {}).db == Path("state/reev.db").absolute()
+        assert parse(argv, state).db == Path("/var/lib/reev-ingest/reev.db")
+        assert parse(argv, state | {"REEV_DB": "x.db"}).db == Path("x.db").absolute()
+        assert parse(argv + ["--db", "/y.db"], state | {"REEV_DB": "x.db"}).db == Path("/y.db")
+
+
+# ---------------------------------------------------------------------- refusing bad values
+
+
+DAEMON_REFUSES = [
+    ([], {"REEV_RESCAN_INTERVAL": "0"}, "REEV_RESCAN_INTERVAL"),
+    ([], {"REEV_RESCAN_INTERVAL": "30s"}, "REEV_RESCAN_INTERVAL"),
+    (["--rescan-interval", "0"], {}, "--rescan-interval"),
+    (["--rescan-interval", "inf"], {}, "--rescan-interval"),
+    (["--max-line-bytes", "-1"], {}, "--max-line-bytes"),
+    ([], {"REEV_MAX_LINE_BYTES": "8MB"}, "REEV_MAX_LINE_BYTES"),
+    ([], {"REEV_SETTLE_SECONDS": "nan"}, "REEV_SETTLE_SECONDS"),
+    (["--settle-seconds", "0"], {}, "--settle-seconds"),
+    (["--log-level", "verbose"], {}, "--log-level"),
+    ([], {"REEV_LOG_LEVEL": "verbose"}, "REEV_LOG_LEVEL"),
+]
+API_REFUSES = [
+    ([], {"REEV_API_PORT": "abc"}, "REEV_API_PORT"),
+    (["--port", "99999"], {}, "--port"),
+    (["--port", "0"], {}, "--port"),
+    ([], {"REEV_API_HOST": "localhost"}, "REEV_API_HOST"),
+    (["--max-streams", "0"], {}, "--max-streams"),
+    ([], {"REEV_API_MAX_STREAMS": "-5"}, "REEV_API_MAX_STREAMS"),
+    (["--query-timeout", "-1"], {}, "--query-timeout"),
+    (["--workers", "0"], {}, "--workers"),
+    ([], {"REEV_API_WORKERS": "two"}, "REEV_API_WORKERS"),
+    (["--stream-heartbeat", "0"], {}, "--stream-heartbeat"),
+    ([], {"REEV_API_STREAM_HEARTBEAT": "0"}, "REEV_API_STREAM_HEARTBEAT"),
+    (["--log-level", "verbose"], {}, "--log-level"),
+    ([], {"REEV_LOG_LEVEL": "verbose"}, "REEV_LOG_LEVEL"),
+]
+
+
+def _refused_in_one_line(proc: subprocess.CompletedProcess, program: str, name: str, value: str):
+    assert proc.returncode == 2, f"exit status {proc.returncode}; stderr:\n{proc.stderr}"
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, f"one line, not:\n{proc.stderr}"
+    assert lines[0].startswith(f"{program}: error: ") and name in lines[0] and repr(value) in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("argv, env, name", DAEMON_REFUSES, ids=lambda v: v if isinstance(v, str) else None)
+def test_daemon_refuses_a_bad_value_of_an_option_or_a_variable_alike(workspace, argv, env, name):
+    proc = run(daemon_command() + workspace.args() + argv + ["--once"], env)
+    _refused_in_one_line(proc, "reev-ingestd", name, argv[-1] if argv else env[name])
+    assert not workspace.db_path.exists(), "refused before anything started"
+
+
+@pytest.mark.parametrize("argv, env, name", API_REFUSES, ids=lambda v: v if isinstance(v, str) else None)
+def test_api_refuses_a_bad_value_of_an_option_or_a_variable_alike(tmp_path, argv, env, name):
+    port = [] if "--port" in argv or "REEV_API_PORT" in env else ["--port", str(free_port())]
+    proc = run(api_command() + ["--db", str(tmp_path / "reev.db"), *port, *argv], env, timeout=10)
+    _refused_in_one_line(proc, "reev-api", name, argv[-1] if argv else env[name])
+
+
+def test_help_names_every_variable_and_the_subcommands():
+    for command, settings in ((daemon_command(), DAEMON_SETTINGS), (api_command(), API_SETTINGS)):
+        text = run(command + ["--help"]).stdout
+        for s in settings:
+            assert s.flag in text and s.env in text, (command, s.flag)
+    usage = run(daemon_command() + ["--help"]).stdout.split("\n\n")[0]
+    assert "{status,dump}" in usage, usage
+
+
+# ---------------------------------------------------------------------- log levels as people type them
+
+
+def test_log_levels_in_any_case_in_both_programs(workspace, tmp_path):
+    workspace.append_events("run-1", [fx.prompt_line("p")])
+    workspace.append_raw(workspace.events_path("run-1"), b"{bad json\n")
+    for n, (argv, env) in enumerate(((["--log-level", "WARNING"], {}), ([], {"REEV_LOG_LEVEL": "Warning"}))):
+        proc = run(daemon_command() + workspace.args() + ["--once", "--db", str(tmp_path / f"{n}.db"), *argv], env)
+        assert proc.returncode == 0, proc.stderr
+        assert " WARNING reev.ingest: " in proc.stderr and " INFO " not in proc.stderr, proc.stderr
+    for n, (argv, env) in enumerate(((["--log-level", "WARNING"], {}), ([], {"REEV_LOG_LEVEL": "WARNING"}))):
+        api = Api(tmp_path / f"{n}.db", tmp_path / f"api-{n}.log", *argv, env=env)
+        try:
+            assert api.get("/api/v1/sessions/run-1")["summary"]["execution_id"] == "run-1"
+        finally:
+            assert api.close() == 0
+        log = api.log_path.read_text()
+        assert " INFO " not in log and "Traceback" not in log, log
+
+
+# ---------------------------------------------------------------------- the real programs from REEV_* alone
+
+
+def _env_file(text: str) -> dict[str, str]:
+    """KEY=VALUE lines as systemd's EnvironmentFile= reads this file (comments and blank lines
+    skipped); commented-out settings as well, under the key `#KEY`."""
+    out = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r"(#?)([A-Z_]+)=(.*)", line.strip())
+        if m:
+            out[m[1] + m[2]] = m[3]
+    return out
+
+
+def test_the_deploy_environment_file_names_every_setting_and_only_settings():
+    entries = _env_file(ENV_FILE.read_text())
+    declared = {s.env for s in DAEMON_SETTINGS + API_SETTINGS}
+    assert {key.lstrip("#") for key in entries} == declared
+    for s in DAEMON_SETTINGS + API_SETTINGS:
+        value = entries.get(s.env, entries.get("#" + s.env))
+        assert value == "" or s.from_environment({s.env: value}) is not None, (s.env, value)
+
+
+def _deployed_env(tmp_path: Path) -> dict[str, str]:
+    """deploy/systemd/reev-ingest.env's settings, with its folders moved under tmp_path and a
+    free port."""
+    env = {k: v for k, v in _env_file(ENV_FILE.read_text()).items() if not k.startswith("#")}
+    for key, value in env.items():
+        if value.startswith("/"):
+            env[key] = str(tmp_path / value.lstrip("/"))
+    env["REEV_API_PORT"] = str(free_port())
+    return env
+
+
+def test_both_programs_run_from_the_deploy_environment_file_alone(tmp_path):
+    env = _deployed_env(tmp_path)
+    assert env["REEV_API_HOST"] == "127.0.0.1"
+    sessions, benchmarks, db = Path(env["REEV_SESSIONS_DIR"]), Path(env["REEV_BENCHMARKS_DIR"]), Path(env["REEV_DB"])
+    (sessions.mkdir(parents=True), benchmarks.mkdir(parents=True), db.parent.mkdir(parents=True))
+    (sessions / "enhanced_otel_deployed.jsonl").write_bytes(fx.jsonl([fx.prompt_line("p")]))
+    (benchmarks / "001-sol-transfer.yml").write_text(fx.benchmark_yaml("001-sol-transfer"))
+    cwd = tmp_path / "elsewhere"         # where the defaults would put things
+    cwd.mkdir()
+    with open(tmp_path / "daemon.log", "wb") as log:
+        daemon = subprocess.Popen(daemon_command(), cwd=cwd, env=clean_env() | env, stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=log)
+    api = None
+    try:
+        wait_for(lambda: status_of(env).get("executions") == {"Running": 1}, timeout=20,
+                 what="the daemon to ingest into REEV_DB", alive=lambda: daemon.poll() is None or pytest.fail(
+                     (tmp_path / "daemon.log").read_text()))
+        api = Api(None, tmp_path / "api.log", env=env)
+        assert api.get("/api/v1/health")["database"]["path"] == str(db)
+        assert api.get("/api/v1/sessions/deployed")["summary"]["execution_id"] == "deployed"
+        assert [b["id"] for b in api.get("/api/v1/benchmarks")] == ["001-sol-transfer"]
+    finally:
+        if api is not None:
+            api.close()
+        daemon.terminate()
+        assert daemon.wait(10) == 0
+    assert list(cwd.iterdir()) == [], "nothing on the defaults"
+    for log in ("daemon.log", "api.log"):
+        assert " INFO " in (tmp_path / log).read_text(), "REEV_LOG_LEVEL=info from the file"
+
+
+def status_of(env: dict[str, str], *argv: str) -> dict:
+    proc = run(daemon_command() + [*argv, "status", "--json"], env)
+    return json.loads(proc.stdout)
+
+
+def test_state_directory_is_where_the_daemon_api_and_status_find_the_database(tmp_path, workspace):
+    """As systemd's StateDirectory= sets it (several folders are colon-separated: the first)."""
+    state = tmp_path / "var" / "lib" / "reev-ingest"
+    state.mkdir(parents=True)
+    env = {"STATE_DIRECTORY": f"{state}:{tmp_path / 'other'}", "REEV_SESSIONS_DIR": str(workspace.sessions),
+           "REEV_BENCHMARKS_DIR": str(workspace.benchmarks)}
+    workspace.append_events("run-1", [fx.prompt_line("p")])
+    proc = run(daemon_command() + ["--once"], env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (state / "reev.db").exists() and not (tmp_path / "state").exists()
+    report = status_of(env)
+    assert report["database"] == str(state / "reev.db") and report["executions"] == {"Running": 1}
+    api = Api(None, tmp_path / "api.log", env=env)
+    try:
+        assert api.get("/api/v1/health")["database"]["path"] == str(state / "reev.db")
+    finally:
+        api.close()
+
+
+def test_daemon_settings_from_the_environment_take_effect(workspace):
+    workspace.append_events("long", [fx.prompt_line("x" * 600), fx.prompt_line("short")])
+    proc = run(daemon_command() + ["--once"], {
+        "REEV_SESSIONS_DIR": str(workspace.sessions), "REEV_BENCHMARKS_DIR": str(workspace.benchmarks),
+        "REEV_DB": str(workspace.db_path), "REEV_MAX_LINE_BYTES": "500", "REEV_LOG_LEVEL": "DEBUG"})
+    assert proc.returncode == 0, proc.stderr
+    assert [e["reason"] for e in workspace.db.errors()] == ["line longer than 500 bytes"]
+    assert workspace.db.event_count("long") == 1
+    assert " DEBUG " in proc.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def test_api_settings_from_the_environment_take_effect(workspace, run_once, tmp_path):
+    run_once()
+    env = {"REEV_DB": str(workspace.db_path), "REEV_API_HOST": "127.0.0.1", "REEV_API_PORT": str(free_port()),
+           "REEV_API_WORKERS": "2", "REEV_API_MAX_STREAMS": "1", "REEV_API_STREAM_HEARTBEAT": "0.2",
+           "REEV_API_CORS_ORIGINS": "http://a.example, http://b.example"}
+    api = Api(None, tmp_path / "api.log", env=env)
+    try:
+        wait_for(lambda: len(_children(api.proc.pid)) == 2, what="two worker processes")
+        # One stream per worker: with two workers, a third stream finds both full.
+        streams = [StreamClient(api), StreamClient(api)]
+        wait_for(lambda: all(s.comments >= 3 for s in streams if s.response.status == 200), timeout=5,
+                 what="keep-alives every 0.2 s")
+        if all(s.response.status == 200 for s in streams):
+            assert StreamClient(api).response.status == 503
+        else:
+            assert sorted(s.response.status for s in streams) == [200, 503]
+        for origin, allowed in (("http://b.example", True), ("http://c.example", False)):
+            reply = api.request("/api/v1/benchmarks", method="OPTIONS", headers={
+                "Origin": origin, "Access-Control-Request-Method": "GET"})
+            assert (reply.headers.get("access-control-allow-origin") == origin) is allowed, (origin, reply.headers)
+        for s in streams:
+            s.close()
+    finally:
+        api.close()
+
+
+# ---------------------------------------------------------------------- status and dump
+
+
+def test_status_and_dump_take_their_options_on_either_side(workspace, run_once):
+    workspace.append_events("run-1", [fx.prompt_line("p")])
+    run_once()
+    db = str(workspace.db_path)
+    for argv in (["--db", db, "status"], ["status", "--db", db], ["--db", "/nowhere.db", "status", "--db", db]):
+        proc = run(daemon_command() + argv)
+        assert proc.returncode == 0 and f"database   {db}" in proc.stdout, (argv, proc.stdout, proc.stderr)
+    for argv in (["--db", db, "dump"], ["dump", "--db", db]):
+        proc = run(daemon_command() + argv)
+        assert proc.returncode == 0 and '"run-1"' in proc.stdout, (argv, proc.stderr)
+    proc = run(daemon_command() + ["--once", "status", "--db", db])
+    assert proc.returncode == 2 and "--once" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+# ---------------------------------------------------------------------- the README
+
+
+def _readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {title}")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+@pytest.mark.parametrize("title, settings", [("The daemon: `reev-ingestd`", DAEMON_SETTINGS),
+                                             ("The API: `reev-api`", API_SETTINGS)])
+def test_readme_synopsis_and_table_list_every_declared_setting(title, settings):
+    section = _readme_section(title)
+    synopsis = section.split("```")[1]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `--") and len(cells) == 3:
+            rows[re.match(r"`(--[a-z-]+)`", cells[0])[1]] = cells
+    assert set(rows) == {s.flag for s in settings}, "one row per declared setting, no other"
+    for s in settings:
+        assert f"[{s.flag} " in synopsis, f"{s.flag} missing from the synopsis"
+        _, env, default = rows[s.flag]
+        assert env.startswith(f"`{s.env}`"), (s.flag, env)
+        assert default.replace("`", "").startswith(s.shown_default), (s.flag, default, s.shown_default)
+
+
+def test_the_api_does_not_import_the_daemons_ingestion_or_storage():
+    """The shared settings and logging live apart from the daemon's machinery (the API loaded
+    the writer's store and ingestion through the daemon's command line before)."""
+    script = "import sys, api.cli; print(' '.join(sorted(m for m in sys.modules if m.startswith('daemon.'))))"
+    loaded = set(run([sys.executable, "-c", script], cwd=ROOT).stdout.split())
+    assert loaded and not loaded & {"daemon.ingest", "daemon.store", "daemon.service", "daemon.config",
+                                    "daemon.reader", "daemon.parse", "daemon.discovery"}, loaded
