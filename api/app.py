@@ -8,7 +8,6 @@ import hashlib
 import logging
 import os
 import time
-from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from api.stream import EVENT_TYPES, GenerationWatcher, StreamFilter, event_strea
 from daemon.ids import normalise_benchmark_id
 from daemon.notify import Notifier
 from daemon.status import progress
+from daemon.timestamps import iso
 
 log = logging.getLogger("reev.api")
 
@@ -75,16 +75,6 @@ class BadParameter(Exception):
     def __init__(self, name: str, problem: str):
         super().__init__(f"query parameter `{name}` {problem}")
         self.name = name
-
-
-def iso(ts: float | None) -> str | None:
-    """Unix seconds → RFC 3339 UTC; None for unknown (0 or absurd)."""
-    if not ts:
-        return None
-    try:
-        return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
-    except (OverflowError, OSError, ValueError):
-        return None
 
 
 def int_param(value: str | None, name: str, default: int, low: int = 1, high: int = MAX_LIMIT) -> int:

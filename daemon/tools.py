@@ -11,6 +11,7 @@ import apsw
 import msgspec
 
 from daemon.store import canonical_dump, status_report
+from daemon.timestamps import iso
 
 STALE_SECONDS = 30.0      # the API's health uses the same threshold
 
@@ -27,8 +28,8 @@ def lag_bytes(logs: list[tuple[str, int]]) -> int:
 
 
 def summarise(db: Path) -> dict:
-    """The status as data; `healthy` is False when the database can't be read or the daemon's
-    heartbeat is missing or stale."""
+    """The status as data (times in RFC 3339, as the API gives them); `healthy` is False when
+    the database can't be read or the daemon's heartbeat is missing or stale."""
     now = time.time()
     if not db.exists():
         return {"database": str(db), "healthy": False, "problems": [f"{db} does not exist: has reev-ingestd run?"]}
@@ -50,8 +51,8 @@ def summarise(db: Path) -> dict:
         files.setdefault(kind, {})[state] = n
     return {
         "database": str(db), "database_bytes": size, "healthy": not problems, "problems": problems,
-        "heartbeat_age_seconds": age, "data_generation": meta.get("data_generation"),
-        "last_ingest_at": meta.get("last_ingest_at"), "files": files, "lag_bytes": lag_bytes(r["logs"]),
+        "heartbeat_at": iso(beat), "heartbeat_age_seconds": age, "data_generation": meta.get("data_generation"),
+        "last_ingest_at": iso(meta.get("last_ingest_at")), "files": files, "lag_bytes": lag_bytes(r["logs"]),
         "executions": dict(r["statuses"]), "error_count": r["error_count"],
         "last_errors": [{"path": p, "line": line, "byte_offset": off, "reason": reason}
                         for p, line, off, reason, _ in r["errors"]],

@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -307,6 +308,16 @@ def test_status_and_dump_take_their_options_on_either_side(workspace, run_once):
         assert proc.returncode == 0 and '"run-1"' in proc.stdout, (argv, proc.stderr)
     proc = run(daemon_command() + ["--once", "status", "--db", db])
     assert proc.returncode == 2 and "--once" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_status_json_gives_times_in_rfc3339_like_the_api(workspace, run_once):
+    workspace.append_events("run-1", [fx.prompt_line("p")])
+    run_once()
+    report = status_of({"REEV_DB": str(workspace.db_path)})
+    for key in ("heartbeat_at", "last_ingest_at"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", report[key]), (key, report[key])
+    beat = time.mktime(time.strptime(report["heartbeat_at"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    assert abs(time.time() - report["heartbeat_age_seconds"] - beat) < 5
 
 
 # ---------------------------------------------------------------------- the README
