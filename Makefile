@@ -21,13 +21,14 @@ test: install
 reliability: install
 	REEV_RELIABILITY_LONG=1 $(BIN)/python -m pytest tests/reliability -m reliability $(PYTEST_ARGS)
 
-# Both programs on their defaults; Ctrl-C (or either one exiting) stops both.
+# Both programs on their defaults (or REEV_* settings); Ctrl-C (or either one exiting) stops
+# both. The exit status is the first one to exit's: non-zero when either fails to start.
 run: install
-	@trap 'kill $$daemon $$api 2>/dev/null; wait' INT TERM; \
+	@trap 'kill $$daemon $$api 2>/dev/null' INT TERM; \
+	echo "reev-ingest: starting the daemon and the API (Ctrl-C stops both)"; \
 	$(BIN)/reev-ingestd & daemon=$$!; \
 	$(BIN)/reev-api & api=$$!; \
-	echo "reev-ingest: API on http://$${REEV_API_HOST:-127.0.0.1}:$${REEV_API_PORT:-3001}/api/v1/health (Ctrl-C stops both)"; \
-	wait -n; kill $$daemon $$api 2>/dev/null; wait
+	wait -n; status=$$?; kill $$daemon $$api 2>/dev/null; wait; exit $$status
 
 # Benchmarks (perf/bench.py): BENCH_SIZE=small (about 5 minutes) or large (the real one, long).
 # Prints one Markdown table and writes perf/RESULTS.md; generated data goes to perf/data/.

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -36,9 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     log.info("serving %s on http://%s", args.db, address)
     # Granian over uvicorn: measured faster on this machine for the UI's polling load
     # (README, "Choosing the ASGI server"; perf/asgi_servers.sh).
-    Granian("api.cli:app_from_env", factory=True, address=args.host, port=args.port, interface="asgi",
-            workers=args.workers, websockets=False, log_level=args.log_level, log_access=False,
-            log_dictconfig=logging_config(args.log_level)).serve()
+    server = Granian("api.cli:app_from_env", factory=True, address=args.host, port=args.port, interface="asgi",
+                     workers=args.workers, websockets=False, log_level=args.log_level, log_access=False,
+                     log_dictconfig=logging_config(args.log_level))
+    try:
+        server.serve()
+    except RuntimeError as e:
+        # Granian reports a socket it cannot bind (busy port, no such address, no permission)
+        # as Rust's io::Error, "<reason> (os error N)", followed by a Rust backtrace.
+        reason = (str(e).splitlines() or [""])[0]
+        if not re.search(r"\(os error \d+\)$", reason):
+            raise
+        log.critical("cannot listen on %s: %s", address, reason)
+        return 1
     return 0
 
 

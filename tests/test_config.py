@@ -2,12 +2,14 @@
 variable checked alike (one line and exit status 2 for a bad value of either); the real
 programs configured from the environment alone, deploy/systemd/reev-ingest.env's contents and
 $STATE_DIRECTORY included; `reev-ingestd status` and `dump` on either side of their options;
-and the README's tables against the declarations."""
+`make run` failing when a program fails; and the README's tables against the declarations."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -291,6 +293,41 @@ def test_api_settings_from_the_environment_take_effect(workspace, run_once, tmp_
             s.close()
     finally:
         api.close()
+
+
+# ---------------------------------------------------------------------- a port already taken, make run
+
+
+def test_a_port_already_taken_is_one_line_and_a_failure(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = run(api_command() + ["--db", str(tmp_path / "reev.db"), "--port", str(port)], timeout=20)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "backtrace" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " INFO " not in line]
+    assert len(errors) == 1 and f"CRITICAL reev.api: cannot listen on 127.0.0.1:{port}: Address already in use" in \
+        errors[0], proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("broken", ["api", "daemon"])
+def test_make_run_fails_when_either_program_fails_to_start(workspace, broken):
+    env = {"REEV_SESSIONS_DIR": str(workspace.sessions), "REEV_BENCHMARKS_DIR": str(workspace.benchmarks),
+           "REEV_DB": str(workspace.db_path), "REEV_API_PORT": str(free_port())}
+    if broken == "daemon":
+        env["REEV_RESCAN_INTERVAL"] = "0"
+    with socket.socket() as holder:
+        if broken == "api":
+            holder.bind(("127.0.0.1", int(env["REEV_API_PORT"])))
+            holder.listen()
+        # The venv this suite runs in; -o install: not reinstalled.
+        proc = run(["make", "-C", str(ROOT), "-o", "install", "run", f"BIN={Path(sys.executable).parent}"], env,
+                   timeout=60)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    expected = "cannot listen on" if broken == "api" else "REEV_RESCAN_INTERVAL"
+    assert expected in proc.stderr, proc.stderr
 
 
 # ---------------------------------------------------------------------- status and dump
