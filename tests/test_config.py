@@ -7,8 +7,10 @@ $STATE_DIRECTORY included; `reev-ingestd status` and `dump` on either side of th
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -322,12 +324,20 @@ def test_make_run_fails_when_either_program_fails_to_start(workspace, broken):
         if broken == "api":
             holder.bind(("127.0.0.1", int(env["REEV_API_PORT"])))
             holder.listen()
-        # The venv this suite runs in; -o install: not reinstalled.
-        proc = run(["make", "-C", str(ROOT), "-o", "install", "run", f"BIN={Path(sys.executable).parent}"], env,
-                   timeout=60)
-    assert proc.returncode != 0, proc.stdout + proc.stderr
+        # The venv this suite runs in (-o install: not reinstalled); a session of its own, so
+        # that a make run that does not stop is stopped with both its programs.
+        make = subprocess.Popen(["make", "-C", str(ROOT), "-o", "install", "run", f"BIN={Path(sys.executable).parent}"],
+                                env=clean_env() | env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _, stderr = make.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(make.pid, signal.SIGTERM)
+            make.communicate(timeout=30)
+            pytest.fail(f"make run still running after 60 s with a broken {broken}")
+    assert make.returncode != 0, stderr
     expected = "cannot listen on" if broken == "api" else "REEV_RESCAN_INTERVAL"
-    assert expected in proc.stderr, proc.stderr
+    assert expected in stderr, stderr
 
 
 # ---------------------------------------------------------------------- status and dump
