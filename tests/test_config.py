@@ -260,17 +260,6 @@ def test_daemon_settings_from_the_environment_take_effect(workspace):
     assert " DEBUG " in proc.stderr
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
-
-
 def test_api_settings_from_the_environment_take_effect(workspace, run_once, tmp_path):
     run_once()
     env = {"REEV_DB": str(workspace.db_path), "REEV_API_HOST": "127.0.0.1", "REEV_API_PORT": str(free_port()),
@@ -278,7 +267,8 @@ def test_api_settings_from_the_environment_take_effect(workspace, run_once, tmp_
            "REEV_API_CORS_ORIGINS": "http://a.example, http://b.example"}
     api = Api(None, tmp_path / "api.log", env=env)
     try:
-        wait_for(lambda: len(_children(api.proc.pid)) == 2, what="two worker processes")
+        wait_for(lambda: all(f"Started worker-{n}" in api.log_path.read_text() for n in (1, 2)),
+                 what="two worker processes")
         # One stream per worker: with two workers, a third stream finds both full.
         streams = [StreamClient(api), StreamClient(api)]
         wait_for(lambda: all(s.comments >= 3 for s in streams if s.response.status == 200), timeout=5,
