@@ -3,6 +3,7 @@ benchmarks as whole documents. Called by the service loop; all SQL goes through 
 
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from daemon import parse, reader
-from daemon.ids import Classified, classify_benchmark_file, classify_session_file
+from daemon.ids import NOT_UTF8, Classified, Refused, classify_benchmark_file, classify_session_file, is_text, shown
 from daemon.parse import BadInput, ParsedLine
 from daemon.reader import Checkpoint, Line, NotAFile
 from daemon.status import TERMINAL, status_from_session
@@ -38,7 +39,7 @@ class Outcome(NamedTuple):
 
 class Scanned(NamedTuple):
     """What the reconcile scan found out about a path it queued."""
-    what: Classified
+    what: Classified | Refused
     checkpoint: Checkpoint | None
 
 
@@ -55,14 +56,18 @@ class Ingestor:
         paths, self.requeue = self.requeue, set()
         return paths
 
-    def classify(self, path: str) -> Classified | None:
+    def classify(self, path: str) -> Classified | Refused | None:
         """What a path is, if it is directly inside one of the watched folders."""
         folder, name = os.path.split(path)     # str, not pathlib: this runs for every file
         if folder == self._sessions_str:
-            return classify_session_file(name)
-        if folder == self._benchmarks_str:
-            return classify_benchmark_file(name)
-        return None
+            what = classify_session_file(name)
+        elif folder == self._benchmarks_str:
+            what = classify_benchmark_file(name)
+        else:
+            return None
+        if isinstance(what, Classified) and not is_text(path):   # (a folder named so)
+            return Refused(what.kind, NOT_UTF8)
+        return what
 
     def process(self, path: str, scanned: Scanned | None = None, ahead: "FileRead | None" = None) -> Outcome:
         """Bring the database up to date with one file. Runs inside Store.batch().
@@ -71,6 +76,9 @@ class Ingestor:
         beforehand by the read-ahead worker (`ahead`, read while it had no checkpoint)."""
         what = self.classify(path) if scanned is None else scanned.what
         if what is None:
+            return Outcome()
+        if isinstance(what, Refused):
+            self._refused(path, what)
             return Outcome()
         cp = self.store.checkpoint(path) if scanned is None else self.store.checkpoint(path, scanned.checkpoint)
         if cp is None:
@@ -107,6 +115,18 @@ class Ingestor:
         return self._store_document(path, what, read)
 
     # ------------------------------------------------------------------ not a readable file
+
+    def _refused(self, path: str, what: Refused):
+        """A name of ours that cannot be ingested: one error under the name as it can be shown
+        (the database holds text, and a file name need not be UTF-8); the file is not opened."""
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                return            # folders are never ours, whatever their name
+        except OSError:
+            return                # gone: nothing to say
+        name = shown(path)
+        if self.store.error_reason(name) != what.reason and self.store.record_error(name, 0, 0, what.reason):
+            log.warning("%s: %s", name, what.reason)
 
     def _not_readable(self, path: str, what: Classified, cp: Checkpoint | None, reason: str):
         st = None

@@ -16,7 +16,7 @@ from pathlib import Path
 import apsw
 
 from daemon.discovery import DirtyPaths, Watcher, scan_dir
-from daemon.ids import Classified, partner_file_name
+from daemon.ids import Classified, Refused, partner_file_name, shown
 from daemon.ingest import Ingestor, Limits, Outcome, Scanned
 from daemon.notify import Notifier
 from daemon.prefetch import Prefetcher
@@ -51,7 +51,8 @@ class Config:
 def _found_without_checkpoint(scanned: Scanned | None) -> bool:
     """A session file or event log the scan found without a checkpoint (a back-fill's): read
     from its first byte whatever happens, so it can be read ahead."""
-    return scanned is not None and scanned.checkpoint is None and scanned.what.kind != "benchmark"
+    return (scanned is not None and scanned.checkpoint is None and isinstance(scanned.what, Classified)
+            and scanned.what.kind != "benchmark")
 
 
 class Service:
@@ -94,6 +95,11 @@ class Service:
                 path = entry.path
                 what = self.ingestor.classify(path)
                 if what is None or entry.is_dir(follow_symlinks=False):   # folders are never ours
+                    continue
+                if isinstance(what, Refused):        # an error, recorded once
+                    if self.store.error_reason(shown(path)) != what.reason:
+                        queued += 1
+                        yield path, Scanned(what, None)
                     continue
                 cp = self.store.checkpoint(path)     # holds the lstat of what was there
                 if cp is not None:                   # (a new file needs no lstat)
@@ -169,7 +175,8 @@ class Service:
         # What the scan queued may not be in the page cache (a back-fill); what events queued was
         # just written.
         self.prefetcher.warm([(path, scanned.checkpoint.offset if scanned.checkpoint else 0)
-                              for path, scanned in items if scanned is not None])
+                              for path, scanned in items
+                              if scanned is not None and isinstance(scanned.what, Classified)])
         started = time.monotonic()
         lines, size, bad, again, done = 0, 0, 0, [], 0
         self.ingestor.take_requeue()
@@ -228,8 +235,8 @@ class Service:
         except apsw.Error:
             raise          # the database itself failed: abort the batch, back off, retry
         except Exception as e:   # a bug on one file must not stop the others
-            log.exception("%s: unexpected failure", path)
-            self.store.record_error(path, 0, 0, f"internal error: {type(e).__name__}: {e}")
+            log.exception("%s: unexpected failure", shown(path))
+            self.store.record_error(shown(path), 0, 0, f"internal error: {type(e).__name__}: {e}")
             return Outcome()
 
     def drain(self):

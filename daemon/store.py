@@ -507,6 +507,11 @@ class Store:
         self.mark_changed()
         return before is None or before[0] != reason
 
+    def error_reason(self, path: str) -> str | None:
+        """The reason of the whole-file error recorded for a path, if any."""
+        row = self.conn.execute("SELECT reason FROM ingest_errors WHERE path = ? AND line = 0", (path,)).fetchone()
+        return row[0] if row else None
+
     def clear_line_errors(self, path: str):
         """The line errors of an event log that is read again from its first byte."""
         self.conn.execute("DELETE FROM ingest_errors WHERE path = ? AND line > 0", (path,))

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from daemon import parse, reader, status
-from daemon.ids import classify_benchmark_file, classify_session_file, normalise_benchmark_id
+from daemon.ids import Refused, classify_benchmark_file, classify_session_file, normalise_benchmark_id, shown
 from daemon.parse import BadInput
 from daemon.reader import Checkpoint, Line
 from tests import fixtures as fx
@@ -179,21 +179,48 @@ def test_normalise_benchmark_id(value, expected):
     ("enhanced_otel_300-swap-test.jsonl", ("events", "300-swap-test")),
     ("enhanced_otel_a.b_c.jsonl", ("events", "a.b_c")),
     ("otel_abc.jsonl", None), ("session_abc.json.tmp", None), (".session_abc.json.swp", None),
-    ("session_.json", None), ("session_..json", None), ("session_a b.json", None),
-    ("enhanced_otel_abc.json", None),
+    ("enhanced_otel_abc.json", None), ("session_abc.jsonl", None), ("Session_abc.json", None),
 ])
 def test_classify_session_file(name, expected):
     got = classify_session_file(name)
     assert (tuple(got) if got else None) == expected
 
 
+@pytest.mark.parametrize("name, kind, says", [
+    ("session_.json", "session", "'' is no execution id"),
+    ("session_..json", "session", "'.' is no execution id"),
+    ("session_a b.json", "session", "'a b' is no execution id"),
+    ("enhanced_otel_café.jsonl", "events", "'café' is no execution id"),
+    ("enhanced_otel_x\n.jsonl", "events", "'x\\n' is no execution id"),
+    ("session_\udcff.json", "session", "not valid UTF-8"),
+])
+def test_names_of_our_forms_without_an_execution_id_are_refused_with_a_reason(name, kind, says):
+    got = classify_session_file(name)
+    assert isinstance(got, Refused) and got.kind == kind and says in got.reason, got
+
+
 @pytest.mark.parametrize("name, expected", [
-    ("001-sol-transfer.yml", "001-sol-transfer"), ("x.yaml", "x"),
+    ("001-sol-transfer.yml", "001-sol-transfer"), ("x.yaml", "x"), ("café.yml", "café"),
     (".hidden.yml", None), ("x.yml.swp", None), ("README.md", None),
 ])
 def test_classify_benchmark_file(name, expected):
     got = classify_benchmark_file(name)
     assert (got.subject_id if got else None) == expected
+
+
+def test_a_benchmark_name_that_is_not_utf8_is_refused():
+    got = classify_benchmark_file(os.fsdecode(b"bad\xff.yml"))
+    assert isinstance(got, Refused) and "not valid UTF-8" in got.reason
+
+
+@pytest.mark.parametrize("raw, text", [
+    (b"/s/session_x.json", "/s/session_x.json"), ("/s/café.yml".encode(), "/s/café.yml"),
+    (b"/s/bad\xff\xfe.yml", "/s/bad\\xff\\xfe.yml"), (b"/s/session_\xc3.json", "/s/session_\\xc3.json"),
+])
+def test_a_path_is_shown_as_storable_text(raw, text):
+    got = shown(os.fsdecode(raw))
+    assert got == text
+    got.encode("utf-8")           # SQLite binds it
 
 
 # ------------------------------------------------------------------------------ reader

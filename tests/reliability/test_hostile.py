@@ -564,50 +564,61 @@ def test_file_replaced_by_rename(workspace, live_daemon, db):
     still_ingesting(d, workspace, db)
 
 
-def test_names_with_spaces_and_unicode_are_ignored(workspace, live_daemon, db):
+def test_odd_names_are_one_error_each_or_ignored_and_never_fatal(workspace, live_daemon, db):
+    """Any bytes a name can hold, in either folder, over several rescans (each of which used to
+    meet a name that is not UTF-8 again, and crash). A name of the session or event-log form
+    whose id is none reev writes is one error under its name as text; other names are not ours."""
     d = live_daemon()
     log_bytes, session_bytes = fx.jsonl(good_lines(3)), fx.session_bytes(fx.session_doc())
-    s = workspace.sessions
-    names = ["enhanced_otel_my run.jsonl", "session_my run.json", "enhanced_otel_ünïcödé.jsonl",
-             "session_日本語.json", "enhanced_otel_x\n.jsonl", "session_tab\t.json", "enhanced_otel_１２３.jsonl",
-             "session_\u200bzero-width.json", "enhanced_otel_emoji🙂.jsonl", " session_lead.json",
-             "session_trail.json ", "ENHANCED_OTEL_upper.jsonl"]
-    for name in names:
-        (s / name).write_bytes(session_bytes if name.strip().startswith("session") else log_bytes)
-    os.close(os.open(os.fsencode(s) + b"/enhanced_otel_\xff\xfe.jsonl", os.O_CREAT | os.O_WRONLY, 0o644))
-    with open(os.fsencode(s) + b"/session_\xc3.json", "wb") as f:
-        f.write(session_bytes)
-    wait_scans(d)
+    s, b = workspace.sessions, workspace.benchmarks
+    refused = ["enhanced_otel_my run.jsonl", "session_my run.json", "enhanced_otel_ünïcödé.jsonl",
+               "session_日本語.json", "enhanced_otel_x\n.jsonl", "session_tab\t.json", "enhanced_otel_１２３.jsonl",
+               "session_\u200bzero-width.json", "enhanced_otel_emoji🙂.jsonl", "session_esc\x1b[31m.json"]
+    ignored = [" session_lead.json", "session_trail.json ", "ENHANCED_OTEL_upper.jsonl", "session_x.json\n"]
+    for name in refused + ignored:
+        (s / name).write_bytes(session_bytes if name.strip().lower().startswith("session") else log_bytes)
+    not_utf8 = [os.fsencode(s) + b"/enhanced_otel_\xff\xfe.jsonl", os.fsencode(s) + b"/session_\xc3.json",
+                os.fsencode(b) + b"/bad\xff.yml", os.fsencode(b) + b"/\xe9t\xe9.yaml"]
+    for raw in not_utf8:
+        with open(raw, "wb") as f:
+            f.write(b"id: x\n" if raw.endswith((b".yml", b".yaml")) else session_bytes)
+    want = sorted([str(s / name) for name in refused] + [raw.decode("utf-8", "backslashreplace") for raw in not_utf8])
+    d.wait_for(lambda: sorted(e["path"] for e in db.errors()) == want, what="one error per refused name")
+    wait_scans(d, 3)
     still_ingesting(d, workspace, db)
     assert len(db.executions()) == 1                  # the good file written afterwards
     assert db.scalar("SELECT count(*) FROM files") == 1
-    assert db.errors() == []
-    assert warnings(d) == []
+    errors = db.errors()
+    assert sorted(e["path"] for e in errors) == want
+    assert all(e["count"] == 1 and e["line"] == 0 and e["reason"].startswith("not ingested: ") for e in errors)
+    assert d.stderr().count(": not ingested: ") == len(want)    # one warning each, whatever the rescans
 
 
 def test_ids_with_dots_and_path_tricks(workspace, live_daemon, db):
     d = live_daemon()
     s = workspace.sessions
     log_bytes, session_bytes = fx.jsonl(good_lines(3)), fx.session_bytes(fx.session_doc())
-    ignored = ["session_..json", "enhanced_otel_...jsonl", "enhanced_otel_....jsonl", "session_.hidden.json",
-               "enhanced_otel_..%2F..%2Fetc%2Fpasswd.jsonl", "session_..\\..\\x.json", "enhanced_otel_a/b.jsonl",
+    refused = ["session_..json", "enhanced_otel_...jsonl", "enhanced_otel_....jsonl", "session_.hidden.json",
+               "enhanced_otel_..%2F..%2Fetc%2Fpasswd.jsonl", "session_..\\..\\x.json",
                "session_$(reboot).json", "enhanced_otel_a;b.jsonl", "session_.json", "enhanced_otel_.jsonl"]
-    for name in ignored:
-        if "/" in name:                       # cannot be a file name; a folder trick instead
-            (s / "enhanced_otel_a").mkdir()
+    (s / "enhanced_otel_a").mkdir()                   # `enhanced_otel_a/b.jsonl`: not a name, a folder trick
+    (s / "enhanced_otel_a" / "b.jsonl").write_bytes(log_bytes)
+    for name in refused:
         (s / name).write_bytes(session_bytes if name.startswith("session") else log_bytes)
     plain = ["a..b", "x.", "x..", "-rf", "z.-", "___", "1.2.3"]
     for execution_id in plain:
         workspace.append_events(execution_id, good_lines(3))
     d.wait_for(lambda: sorted(e["execution_id"] for e in db.executions()) == sorted(plain),
                what="the plain ids ingested")
+    d.wait_for(lambda: len(db.errors()) == len(refused), what="the path tricks refused")
     wait_scans(d)
     for execution_id in plain:
         assert db.event_count(execution_id) == 3
     assert sorted(e["execution_id"] for e in db.executions()) == sorted(plain)
     assert db.scalar("SELECT count(*) FROM files") == len(plain)
-    assert db.errors() == []
-    assert warnings(d) == []
+    assert sorted(e["path"] for e in db.errors()) == sorted(str(s / name) for name in refused)
+    assert all("is no execution id" in e["reason"] and e["count"] == 1 for e in db.errors())
+    assert len(warnings(d)) == len(refused)
     still_ingesting(d, workspace, db)
 
 
