@@ -88,7 +88,7 @@ class Ingestor:
         try:
             fd, st = reader.open_regular(path)
         except NotAFile as e:
-            self._not_readable(path, what, cp, str(e))
+            self._not_readable(path, what, cp, str(e), e.retry)
             return Outcome()
         try:
             if what.kind == "events":
@@ -105,7 +105,7 @@ class Ingestor:
         if isinstance(read, NotReadable):
             if what.kind == "events":
                 self.store.drop_reservation(what.subject_id)    # no execution: nothing to read
-            self._not_readable(path, what, None, read.reason)
+            self._not_readable(path, what, None, read.reason, read.retry)
             return Outcome()
         if what.kind == "events":
             exec_id, _ = self.store.execution(what.subject_id)
@@ -128,7 +128,14 @@ class Ingestor:
         if self.store.error_reason(name) != what.reason and self.store.record_error(name, 0, 0, what.reason):
             log.warning("%s: %s", name, what.reason)
 
-    def _not_readable(self, path: str, what: Classified, cp: Checkpoint | None, reason: str):
+    def read_failed(self, path: str, scanned: Scanned | None, error: OSError):
+        """Reading a file failed midway (an I/O error): what it had done is undone (the
+        caller's savepoint), and the file is tried again, as one that cannot be opened."""
+        what = self.classify(path) if scanned is None else scanned.what
+        if isinstance(what, Classified):
+            self._not_readable(path, what, self.store.checkpoint(path), error.strerror or str(error), retry=True)
+
+    def _not_readable(self, path: str, what: Classified, cp: Checkpoint | None, reason: str, retry: bool):
         st = None
         try:
             st = os.lstat(path)
@@ -147,27 +154,33 @@ class Ingestor:
                 self.store.remove_benchmarks_of(path)
                 self._released_benchmark_ids(released)
             return
-        # A symlink, FIFO, socket, or no permission: an error, recorded once. The checkpoint
-        # (of the lstat the scans compare with) keeps the scans from queueing it again.
+        # A symlink, FIFO or socket: an error, recorded once; the checkpoint (of the lstat the
+        # scans compare with) keeps the scans from queueing it again until it changes. A file
+        # that cannot be read now (permissions, I/O) may become readable without changing: it
+        # is left pending, which every scan (and SIGHUP, and the next run) looks at again,
+        # and its error goes once it reads. (Nothing is written while it stays as it was.)
+        reason = f"cannot read: {reason}"
+        state = "pending" if retry else "error"
         if st is not None:
-            if cp is not None and cp.state == "error" and reader.unchanged(st, cp):
+            if (cp is not None and cp.state == state and reader.unchanged(st, cp)
+                    and self.store.error_reason(path) == reason):
                 return
             # offset = size: nothing of it counts as bytes still to read
             self.store.save_checkpoint(path, what.kind, what.subject_id, Checkpoint(
                 dev=st.st_dev, inode=st.st_ino, size=st.st_size, offset=st.st_size,
-                mtime_ns=st.st_mtime_ns, state="error"), ingested=False)
+                mtime_ns=st.st_mtime_ns, state=state), ingested=False)
             self.store.mark_changed()
-        if self.store.record_error(path, 0, 0, f"cannot read: {reason}"):
-            log.warning("%s: cannot read: %s", path, reason)
+        if self.store.record_error(path, 0, 0, reason):
+            log.warning("%s: %s", path, reason)
 
     # ------------------------------------------------------------------ event logs
 
     def _event_log(self, path: str, execution_id: str, fd: int, st: os.stat_result, cp: Checkpoint) -> Outcome:
         """A tracked event log: read on from its checkpoint, or again from its first byte."""
         exec_id, _ = self.store.execution(execution_id)
-        if cp.state == "error":
-            # It was unreadable (a symlink, say) and is a file now: whatever it held before,
-            # we lost track of it, so read it from its first byte.
+        if cp.state != "ok":
+            # It was unreadable (a symlink, no permission) and reads now: whatever it held
+            # before, we lost track of it, so read it from its first byte.
             self.store.clear_file_error(path)
             self.store.reset_event_log(exec_id)
             self.store.clear_line_errors(path)
@@ -305,8 +318,10 @@ class DocumentRead(NamedTuple):
 
 
 class NotReadable(NamedTuple):
-    """A path that is no regular file to read (gone, a folder, a symlink, a FIFO, ...)."""
+    """A path that is no regular file to read (gone, a folder, a symlink, a FIFO, ...), or a
+    file that cannot be read now (`retry`: see NotAFile)."""
     reason: str
+    retry: bool = False
 
 
 FileRead = LogRead | DocumentRead | NotReadable
@@ -344,11 +359,13 @@ def read_new_file(path: str, what: Classified, exec_id: int | None, limits: Limi
     try:
         fd, st = reader.open_regular(path)
     except NotAFile as e:
-        return NotReadable(str(e))
+        return NotReadable(str(e), e.retry)
     try:
         if what.kind == "events":
             return read_event_log(fd, st, Checkpoint(), exec_id, NOTHING_EARLIER, limits)
         return read_document_file(fd, st, what, limits, None)
+    except OSError as e:      # an I/O error midway
+        return NotReadable(e.strerror or str(e), retry=True)
     finally:
         os.close(fd)
 

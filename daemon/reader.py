@@ -46,10 +46,16 @@ class Line(NamedTuple):
 
 
 class NotAFile(Exception):
-    """The path is missing, a directory, a FIFO, a symlink or otherwise not a regular file."""
+    """The path is missing, a directory, a FIFO, a symlink or otherwise not a regular file; or
+    a regular file that cannot be opened (`retry`: permissions, I/O), which may change without
+    the file changing (chmod, the daemon's user added to a group), so it is tried again."""
 
     VANISHED = "vanished"
     DIRECTORY = "a directory"
+
+    def __init__(self, reason: str, retry: bool = False):
+        super().__init__(reason)
+        self.retry = retry
 
 
 def open_regular(path: str) -> tuple[int, os.stat_result]:
@@ -62,9 +68,11 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
         # O_NOFOLLOW on a symlink says "too many levels of symbolic links": name what it is.
         try:
             what = _what_is(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            raise NotAFile(NotAFile.VANISHED) from None
         except OSError:
             what = None
-        raise NotAFile(what or e.strerror or str(e)) from None
+        raise NotAFile(what or e.strerror or str(e), retry=what is None) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)

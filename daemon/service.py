@@ -234,6 +234,10 @@ class Service:
                 return self.ingestor.process(path, scanned, ahead)
         except apsw.Error:
             raise          # the database itself failed: abort the batch, back off, retry
+        except OSError as e:     # reading failed midway: what the file did is undone; tried again
+            with self.store.savepoint():
+                self.ingestor.read_failed(path, scanned, e)
+            return Outcome()
         except Exception as e:   # a bug on one file must not stop the others
             log.exception("%s: unexpected failure", shown(path))
             self.store.record_error(shown(path), 0, 0, f"internal error: {type(e).__name__}: {e}")

@@ -324,14 +324,15 @@ def run_once(workspace, request):
 class Daemon:
     """One live `reev-ingestd` process on a workspace; stderr goes to a file in tmp_path."""
 
-    def __init__(self, workspace: Workspace, args: list[str], stderr_path: Path):
+    def __init__(self, workspace: Workspace, args: list[str], stderr_path: Path, **popen):
+        """`popen`: more arguments for subprocess.Popen (who the process runs as)."""
         self.workspace = workspace
         self.args = args
         self.stderr_path = stderr_path
         self.launched_at = time.time()
         self._stderr = open(stderr_path, "wb")
         self.proc = subprocess.Popen(daemon_command() + workspace.args() + args, stdin=subprocess.DEVNULL,
-                                     stdout=self._stderr, stderr=self._stderr, env=clean_env())
+                                     stdout=self._stderr, stderr=self._stderr, env=clean_env(), **popen)
 
     @property
     def pid(self) -> int:
