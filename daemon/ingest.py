@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from daemon import parse, reader
 from daemon.ids import NOT_UTF8, Classified, Refused, classify_benchmark_file, classify_session_file, is_text, shown
+from daemon.offloop import OffLoop
 from daemon.parse import BadInput, ParsedLine
 from daemon.reader import Checkpoint, Line, NotAFile
 from daemon.status import TERMINAL, status_from_session
@@ -24,7 +25,12 @@ log = logging.getLogger("reev.ingest")
 @dataclass(frozen=True)
 class Limits:
     max_line_bytes: int = 8 << 20          # a longer event line is bad input
-    max_document_bytes: int = 64 << 20     # a larger session or benchmark file is bad input
+    # A larger session file is bad input: storing one takes about 8 times its size in memory
+    # for a moment (its text, its final_result, and SQLite's copies of both); reev's are KBs.
+    max_session_bytes: int = 8 << 20
+    # A larger benchmark definition is bad input: YAML takes about 100 times its size in memory
+    # and a second a megabyte to parse (libyaml); reev's are a few KB.
+    max_benchmark_bytes: int = 256 << 10
     read_budget_bytes: int = 8 << 20       # per file per batch, so one huge file can't stall others
     settle_seconds: float = 2.0            # an invalid document that stays unchanged this long is an error
 
@@ -44,8 +50,11 @@ class Scanned(NamedTuple):
 
 
 class Ingestor:
-    def __init__(self, store: Store, sessions_dir: Path, benchmarks_dir: Path, limits: Limits):
+    def __init__(self, store: Store, sessions_dir: Path, benchmarks_dir: Path, limits: Limits,
+                 parses: OffLoop | None = None):
+        """`parses` parses benchmark definitions off the loop (its `done` queues them again)."""
         self.store = store
+        self.parses = parses or OffLoop(done=lambda path: None)
         self.sessions_dir = sessions_dir
         self.benchmarks_dir = benchmarks_dir
         self._sessions_str, self._benchmarks_str = str(sessions_dir), str(benchmarks_dir)
@@ -72,8 +81,9 @@ class Ingestor:
     def process(self, path: str, scanned: Scanned | None = None, ahead: "FileRead | None" = None) -> Outcome:
         """Bring the database up to date with one file. Runs inside Store.batch().
 
-        A file without a checkpoint is read from its first byte by read_new_file, here or
-        beforehand by the read-ahead worker (`ahead`, read while it had no checkpoint)."""
+        A session file or event log without a checkpoint is read from its first byte by
+        read_new_file, here or beforehand by the read-ahead worker (`ahead`, read while it
+        had no checkpoint)."""
         what = self.classify(path) if scanned is None else scanned.what
         if what is None:
             return Outcome()
@@ -81,7 +91,7 @@ class Ingestor:
             self._refused(path, what)
             return Outcome()
         cp = self.store.checkpoint(path) if scanned is None else self.store.checkpoint(path, scanned.checkpoint)
-        if cp is None:
+        if cp is None and what.kind != "benchmark":
             if ahead is None:
                 ahead = read_new_file(path, what, self.reserve(what), self.limits)
             return self._new_file(path, what, ahead)
@@ -218,11 +228,17 @@ class Ingestor:
 
     # ------------------------------------------------------------------ whole documents
 
-    def _document(self, path: str, what: Classified, fd: int, st: os.stat_result, cp: Checkpoint) -> Outcome:
-        if reader.unchanged(st, cp) and cp.state in ("ok", "error"):
+    def _document(self, path: str, what: Classified, fd: int, st: os.stat_result, cp: Checkpoint | None) -> Outcome:
+        if cp is not None and reader.unchanged(st, cp) and cp.state in ("ok", "error"):
             return Outcome()
-        known = cp.content_hash if cp.state == "ok" else None
-        return self._store_document(path, what, read_document_file(fd, st, what, self.limits, known))
+        known = cp.content_hash if cp is not None and cp.state == "ok" else None
+        read = read_document_file(fd, st, what, self.limits, known, partial(self._parse_benchmark, path, what))
+        if read is None:
+            return Outcome()        # being parsed off the loop: queued again once it is
+        return self._store_document(path, what, read)
+
+    def _parse_benchmark(self, path: str, what: Classified, data: bytes, digest: bytes):
+        return self.parses.result(path, digest, partial(parse.parse_benchmark, data, what.subject_id))
 
     def _store_document(self, path: str, what: Classified, read: "DocumentRead") -> Outcome:
         st = read.st
@@ -334,28 +350,36 @@ def read_event_log(fd: int, st: os.stat_result, cp: Checkpoint, exec_id: int, ea
     return LogRead(st, new_cp, more, rows, exec_id)
 
 
-def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Limits,
-                       known: bytes | None) -> DocumentRead:
-    """Read and parse a whole document, unless its content hash is `known` (nothing changed)."""
+def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Limits, known: bytes | None,
+                       parse_benchmark: Callable[[bytes, bytes], object] | None = None) -> DocumentRead | None:
+    """Read and parse a whole document, unless its content hash is `known` (nothing changed).
+    A benchmark is parsed by `parse_benchmark(data, digest)` (off the loop: OffLoop.result),
+    which gives None until it is done: then so does this."""
+    limit = limits.max_session_bytes if what.kind == "session" else limits.max_benchmark_bytes
     try:
-        data = reader.read_document(fd, st, limits.max_document_bytes)
+        data = reader.read_document(fd, st, limit)
     except ValueError as e:
         return DocumentRead(st, 0, None, None, str(e), settle=False)
     digest = reader.content_hash(data)
     if digest == known:
         return DocumentRead(st, len(data), digest, None)
     try:
-        parsed = (parse.parse_session_file(data) if what.kind == "session"
-                  else parse.parse_benchmark(data, what.subject_id))
+        parsed = parse.parse_session_file(data) if what.kind == "session" else parse_benchmark(data, digest)
     except BadInput as e:
-        return DocumentRead(st, len(data), digest, None, str(e), settle=True)
+        parsed = e
+    if parsed is None:
+        return None
+    if isinstance(parsed, BadInput):
+        return DocumentRead(st, len(data), digest, None, str(parsed), settle=True)
+    if isinstance(parsed, Exception):
+        raise parsed              # a bug, met off the loop: this file's internal error
     return DocumentRead(st, len(data), digest, parsed)
 
 
 def read_new_file(path: str, what: Classified, exec_id: int | None, limits: Limits) -> FileRead:
-    """Read a file that has no checkpoint yet from its first byte, as Ingestor.process stores
-    it; `exec_id`: the id an event log's rows carry (Ingestor.reserve). Touches no database,
-    so the read-ahead worker runs it too."""
+    """Read a session file or event log that has no checkpoint yet from its first byte, as
+    Ingestor.process stores it; `exec_id`: the id an event log's rows carry
+    (Ingestor.reserve). Touches no database, so the read-ahead worker runs it too."""
     try:
         fd, st = reader.open_regular(path)
     except NotAFile as e:

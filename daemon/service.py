@@ -19,6 +19,7 @@ from daemon.discovery import DirtyPaths, Watcher, scan_dir
 from daemon.ids import Classified, Refused, partner_file_name, shown
 from daemon.ingest import Ingestor, Limits, Outcome, Scanned
 from daemon.notify import Notifier
+from daemon.offloop import OffLoop
 from daemon.prefetch import Prefetcher
 from daemon.readahead import ReadAhead
 from daemon.reader import Checkpoint, unchanged
@@ -60,7 +61,8 @@ class Service:
         self.config = config
         self.store = store
         self.dirty = DirtyPaths()
-        self.ingestor = Ingestor(store, config.sessions_dir, config.benchmarks_dir, config.limits)
+        self.parses = OffLoop(done=self.dirty.add)      # benchmark definitions, parsed off the loop
+        self.ingestor = Ingestor(store, config.sessions_dir, config.benchmarks_dir, config.limits, self.parses)
         self.prefetcher = Prefetcher(config.limits.read_budget_bytes)
         self.readahead = ReadAhead(config.limits, self.ingestor.reserve)
         self.retry_at: dict[str, float] = {}    # unsettled documents: path → wall time
@@ -266,11 +268,12 @@ class Service:
         self._set_catching_up(True)
         self.scan()
         self.drain()
-        # Documents caught mid-write get their settle period, then count as what they are.
-        while self.retry_at and not self.stopping:
+        # Documents caught mid-write get their settle period, then count as what they are;
+        # benchmark definitions parsed off the loop come back to be stored.
+        while (self.retry_at or self.parses.busy or len(self.dirty)) and not self.stopping:
             next_at = self.due_retries()
-            if not len(self.dirty) and next_at is not None:
-                time.sleep(max(0.0, min(next_at - time.time(), 0.5)))
+            if not len(self.dirty):
+                self.dirty.wait(0.5 if next_at is None else max(0.0, min(next_at - time.time(), 0.5)))
             self.drain()
         self._set_catching_up(False)     # (and the WAL is cut back when the store closes)
         if not self.stopping:
@@ -309,7 +312,7 @@ class Service:
                 self._advance_scan(SCAN_SLICE_SECONDS)
                 worked = self.run_batch()
                 now = time.monotonic()
-                if self.catching_up and not len(self.dirty) and self.scanning is None:
+                if self.catching_up and not len(self.dirty) and self.scanning is None and not self.parses.busy:
                     self._set_catching_up(False)     # everything found by the scan is committed
                     log.info("caught up: %d files looked at, %d lines ingested", self.totals["files"],
                              self.totals["lines"])

@@ -676,3 +676,51 @@ def test_catching_up_the_wal_is_copied_behind_the_loop_and_restarted_by_it(tmp_p
         assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 4000
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------------------ benchmarks, parsed off the loop
+
+
+def test_a_benchmark_is_parsed_off_the_loop_and_stored_when_it_comes_back(tmp_path):
+    """Ingestor.process hands the YAML to the parse thread and returns at once; the thread's
+    `done` queues the path again, and the next look stores the parse, if the file still holds
+    the bytes that were parsed: a file changed meanwhile is parsed again."""
+    import queue
+
+    from daemon.ids import Classified
+    from daemon.ingest import Ingestor, Limits, Scanned
+    from daemon.offloop import OffLoop
+    from daemon.store import Store
+
+    benchmarks = tmp_path / "benchmarks"
+    benchmarks.mkdir()
+    path = benchmarks / "301-a.yml"
+    path.write_text(fx.benchmark_yaml("301-a", description="first"))
+    came_back: queue.Queue[str] = queue.Queue()
+    store = Store(tmp_path / "reev.db")
+    try:
+        ingestor = Ingestor(store, tmp_path / "sessions", benchmarks, Limits(), OffLoop(done=came_back.put))
+        what = Scanned(Classified("benchmark", "301-a"), None)
+
+        def look():
+            with store.batch():
+                ingestor.process(str(path), what)
+            return store.conn.execute("SELECT description FROM benchmarks").fetchall()
+
+        assert look() == []                            # not parsed in the loop
+        assert came_back.get(timeout=10) == str(path)
+        path.write_text(fx.benchmark_yaml("301-a", description="second"))   # changed meanwhile
+        assert look() == []                            # that parse was of other bytes
+        assert came_back.get(timeout=10) == str(path)
+        assert look() == [("second",)]
+        assert not ingestor.parses.busy
+    finally:
+        store.close()
+
+
+def test_parse_benchmark_uses_libyaml_where_it_is_installed():
+    import yaml
+    if getattr(yaml, "__with_libyaml__", False):
+        assert parse._YAML_LOADER is yaml.CSafeLoader
+    else:
+        assert parse._YAML_LOADER is yaml.SafeLoader

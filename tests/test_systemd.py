@@ -153,6 +153,41 @@ def test_a_stuck_writer_loop_stops_petting_the_watchdog(workspace, notify_socket
         wait_for(lambda: workspace.db.event_count("run-2") == 1, timeout=20)
 
 
+def test_a_huge_benchmark_definition_holds_no_line_back_and_the_watchdog_is_petted(workspace, notify_socket,
+                                                                                    tmp_path):
+    """A 6.6 MB definition of 400 000 keys took 30 s in one batch: a live line waited 39 s and
+    WATCHDOG=1 came 29 s apart (systemd kills at 30). Now a definition over the size limit is
+    refused unread, and one under it is parsed off the loop."""
+    env = clean_env() | {"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "1000000"}
+    with launched(daemon_command() + workspace.args(), tmp_path / "daemon.log", env):
+        notify_socket.wait_for_field("READY=1")
+        pets: list[float] = []
+
+        def watch_pets():
+            got = notify_socket.fields()
+            pets.extend([time.monotonic()] * (got.count("WATCHDOG=1") - len(pets)))
+
+        huge = "".join(f"key{i}: value{i}\n" for i in range(100_000))          # 1.8 MB
+        big = fx.benchmark_yaml("402-big") + "initial_state:\n" + "".join(f"  k{i}: {i}\n" for i in range(16_000))
+        assert len(big) < 256 << 10 < len(huge)
+        workspace.write_benchmark("401-huge", "id: 401-huge\n" + huge)
+        workspace.write_benchmark("402-big", big)
+        latencies = []
+        for n in range(1, 31):
+            workspace.append_events("live", [fx.step_complete_line(f"step-{n}", at=n)])
+            written = time.monotonic()
+            wait_for(lambda: workspace.db.event_count("live") == n, timeout=60, interval=0.005)
+            latencies.append(time.monotonic() - written)
+            watch_pets()
+            time.sleep(0.05)
+        gaps = [b - a for a, b in zip(pets, pets[1:])]
+        assert max(latencies) < 1.0, f"a line took {max(latencies):.2f} s to show"
+        assert len(pets) >= 3 and max(gaps) < 2.0, f"WATCHDOG=1 gaps {gaps}"
+        [err] = wait_for(lambda: workspace.db.errors(workspace.benchmark_path("401-huge")))
+        assert f"over the {256 << 10}-byte limit" in err["reason"], err
+        wait_for(lambda: workspace.db.benchmark("402-big"), what="the big definition under the limit")
+
+
 def test_api_says_ready_once_it_listens_and_stopping_on_sigterm(tmp_path, notify_socket):
     port = free_port()
     env = clean_env() | {"NOTIFY_SOCKET": notify_socket.path}

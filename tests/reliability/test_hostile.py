@@ -759,7 +759,8 @@ def test_many_files_in_the_folder(workspace, live_daemon, db):
 
 
 def test_session_file_over_the_size_limit(workspace, live_daemon, db):
-    """A 100 MB session file (sparse: created at once) is refused by its size, never read."""
+    """A 100 MB session file (sparse: created at once) is refused by its size, never read; so is
+    one of 20 MB (a 60 MB one took 269 MB, where the README promised about 135)."""
     d = live_daemon()
     path = workspace.session_path(X)
     with open(path, "wb") as f:
@@ -767,11 +768,32 @@ def test_session_file_over_the_size_limit(workspace, live_daemon, db):
         f.truncate(100 * MB)
     workspace.append_events(X, good_lines(3))
     err = session_error(d, db, path)
-    assert f"over the {64 * MB}-byte limit" in err["reason"]
+    assert f"over the {8 * MB}-byte limit" in err["reason"]
     d.wait_for(lambda: db.event_count(X) == 3)
     rss = peak_rss_mb(d.pid)
     report("100 MB session file", peak_rss=f"{rss:.0f} MiB")
     assert rss < 100, f"daemon peak RSS {rss:.0f} MiB: the file was read"
+    other = workspace.write_session("other", fx.session_bytes(fx.session_doc(result_tools=[
+        fx.tool_record(params={"pad": "x" * 4000}) for _ in range(5000)])))
+    assert other.stat().st_size > 16 * MB
+    assert f"over the {8 * MB}-byte limit" in session_error(d, db, other)["reason"]
+    rss = peak_rss_mb(d.pid)
+    assert rss < 100, f"daemon peak RSS {rss:.0f} MiB: the file was read"
+    still_ingesting(d, workspace, db)
+
+
+def test_session_file_at_the_size_limit_is_stored_in_bounded_memory(workspace, live_daemon, db):
+    """What the README says a session file may cost: about 8 times its size, for a moment."""
+    d = live_daemon()
+    doc = fx.session_doc(result_tools=[fx.tool_record(params={"pad": "x" * 4000}) for _ in range(1950)])
+    path = workspace.write_session(X, fx.session_bytes(doc))
+    size = path.stat().st_size
+    assert 7.5 * MB < size <= 8 * MB
+    d.wait_for(lambda: (e := db.execution(X)) is not None and e["session_doc"] is not None, timeout=30)
+    assert db.errors() == []
+    rss = peak_rss_mb(d.pid)
+    report("8 MiB session file", size=f"{size / MB:.1f} MiB", peak_rss=f"{rss:.0f} MiB")
+    assert rss < 40 + 8 * size / MB, f"daemon peak RSS {rss:.0f} MiB"
     still_ingesting(d, workspace, db)
 
 
