@@ -1,6 +1,7 @@
 """`reev-ingestd`: the only writer of the database."""
 
 import logging
+import signal
 import sys
 
 import apsw
@@ -10,7 +11,7 @@ from daemon.config import daemon_arguments, setup_logging
 from daemon.ingest import Limits
 from daemon.lock import DatabaseBusy, WriterLock
 from daemon.notify import Notifier
-from daemon.service import Config, Service
+from daemon.service import HANDLED_SIGNALS, Config, Service
 from daemon.store import Store
 
 log = logging.getLogger("reev.daemon")
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         db=args.db, once=args.once, rescan_interval=args.rescan_interval,
         limits=Limits(max_line_bytes=args.max_line_bytes, settle_seconds=args.settle_seconds))
     notify = Notifier()
+    # A stop that comes while the database opens waits for the service's handlers (they unblock
+    # it): an exit 0 with nothing half done, never a death by SIGTERM halfway through start-up.
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     lock = WriterLock(config.db)       # one writer: taken before the database is opened
     try:
         lock.acquire()

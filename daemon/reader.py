@@ -62,13 +62,13 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
     """Open for reading without following symlinks or blocking on FIFOs; regular files only."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):     # (gone, or its folder is a file now)
         raise NotAFile(NotAFile.VANISHED) from None
     except OSError as e:
         # O_NOFOLLOW on a symlink says "too many levels of symbolic links": name what it is.
         try:
             what = _what_is(os.lstat(path).st_mode)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise NotAFile(NotAFile.VANISHED) from None
         except OSError:
             what = None

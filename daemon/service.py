@@ -15,7 +15,7 @@ from pathlib import Path
 
 import apsw
 
-from daemon.discovery import DirtyPaths, Watcher, scan_dir
+from daemon.discovery import DirtyPaths, Watcher, folder_problem, scan_dir
 from daemon.ids import Classified, Refused, partner_file_name, shown
 from daemon.ingest import Ingestor, Limits, Outcome, Scanned
 from daemon.notify import Notifier
@@ -29,12 +29,15 @@ log = logging.getLogger("reev.daemon")
 
 HEARTBEAT_SECONDS = 5.0
 STATUS_SECONDS = 1.0           # at most one systemd STATUS= line per second
+PROGRESS_SECONDS = 5.0         # at most one info line about ingestion this often (batches: debug)
+FOLDER_CHECK_SECONDS = 1.0     # how often the watched folders are looked at (cheap: a few stats)
 MAX_FILES_PER_BATCH = 4096
 MAX_BATCH_BYTES = 64 << 20     # a batch stops taking files past this much input
 LIVE_BATCH_SECONDS = 0.003     # ... or, following live files, past this long: a line becomes
                                # visible when its batch commits, so latency wants short batches
                                # (commits are cheap: WAL with synchronous=NORMAL does not fsync)
 MAX_BACKOFF_SECONDS = 30.0
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 SCAN_SLICE_SECONDS = 0.005     # live, a scan advances this long between batches
 SWITCH_INTERVAL_SECONDS = 0.0005
 
@@ -74,6 +77,25 @@ class Service:
         # --once only wants throughput; live, a batch is also bounded in time (latency)
         self.batch_seconds = float("inf") if config.once else LIVE_BATCH_SECONDS
         self.totals = {"batches": 0, "files": 0, "lines": 0}
+        self._catch_up_from = (dict(self.totals), time.monotonic())   # the catch-up in progress, since
+        self._progress_from = (dict(self.totals), time.monotonic())   # the last progress line, since
+        self._status_sent: str | None = None
+        self._folder_problems: dict[Path, str | None] = {}
+
+    # ------------------------------------------------------------------ the watched folders
+
+    def check_folders(self):
+        """Warn when a watched path is missing, not a folder or not readable (at start and
+        whenever that changes); say so when it is a folder again."""
+        for folder, option in ((self.config.sessions_dir, "--sessions-dir"),
+                               (self.config.benchmarks_dir, "--benchmarks-dir")):
+            problem = folder_problem(folder)
+            if problem != self._folder_problems.get(folder):
+                if problem is not None:
+                    log.warning("%s (%s) %s: nothing is read from it until it is a folder", folder, option, problem)
+                elif folder in self._folder_problems:
+                    log.info("%s (%s) is a folder now: reading it", folder, option)
+                self._folder_problems[folder] = problem
 
     # ------------------------------------------------------------------ scans
 
@@ -127,7 +149,7 @@ class Service:
             for path in self.store.present_paths():
                 try:
                     gone = stat.S_ISDIR(os.lstat(path).st_mode)
-                except FileNotFoundError:
+                except (FileNotFoundError, NotADirectoryError):    # (its folder is a file now)
                     gone = True
                 except OSError:
                     gone = False      # not ours to judge (permissions): the watcher will tell
@@ -212,19 +234,41 @@ class Service:
         self.dirty.put_back(items[done:])
         self.dirty.add_many(again)
         self.dirty.add_many(self.ingestor.take_requeue())
-        ms = (time.monotonic() - started) * 1000
+        now = time.monotonic()
         self.totals["batches"] += 1
         self.totals["files"] += done
         self.totals["lines"] += lines
         if lines or self.store.changed:
-            log.info("batch: %d files, %d lines, %.1f MB, %.1f ms (generation %d)",
-                     done, lines, size / 1e6, ms, self.store.generation)
+            log.debug("batch: %d files, %d lines, %.1f MB, %.1f ms (generation %d)",
+                      done, lines, size / 1e6, (now - started) * 1000, self.store.generation)
+        if now - self._progress_from[1] >= PROGRESS_SECONDS:
+            self._log_progress(now)
         return True
+
+    def _log_progress(self, now: float):
+        """One info line for what was ingested since the last one (if anything was)."""
+        (then, at), self._progress_from = self._progress_from, (dict(self.totals), now)
+        files, lines = self.totals["files"] - then["files"], self.totals["lines"] - then["lines"]
+        if self.catching_up:
+            since = self._catch_up_from[0]
+            log.info("catching up: %d files looked at, %d lines ingested so far",
+                     self.totals["files"] - since["files"], self.totals["lines"] - since["lines"])
+        elif lines:
+            log.info("%d lines ingested from %d file reads in the last %.0f s", lines, files, now - at)
+
+    def _caught_up(self) -> str:
+        """What the catch-up that just ended did (a live start's, a SIGHUP's, a --once run)."""
+        (then, at), now = self._catch_up_from, time.monotonic()
+        self._progress_from = (dict(self.totals), now)
+        return (f"{self.totals['files'] - then['files']} files looked at, {self.totals['lines'] - then['lines']}"
+                f" lines ingested in {now - at:.1f} s")
 
     def _set_catching_up(self, catching_up: bool):
         """Throughput while catching up, latency after (Store.tune); the read-ahead worker only
         while catching up."""
         self.catching_up = catching_up
+        if catching_up:
+            self._catch_up_from = (dict(self.totals), time.monotonic())
         if not catching_up:
             self.readahead.close()
             self.store.drop_reservations()
@@ -265,6 +309,7 @@ class Service:
 
     def run_once(self) -> int:
         self._install_signals()
+        self.check_folders()
         self._set_catching_up(True)
         self.scan()
         self.drain()
@@ -275,11 +320,11 @@ class Service:
             if not len(self.dirty):
                 self.dirty.wait(0.5 if next_at is None else max(0.0, min(next_at - time.time(), 0.5)))
             self.drain()
+        done = self._caught_up()
         self._set_catching_up(False)     # (and the WAL is cut back when the store closes)
         if not self.stopping:
             self.store.heartbeat(time.time())
-        log.info("--once: %d files looked at, %d lines ingested%s", self.totals["files"],
-                 self.totals["lines"], " (stopped early by a signal)" if self.stopping else "")
+        log.info("--once: %s%s", done, " (stopped early by a signal)" if self.stopping else "")
         return 0
 
     def run_live(self) -> int:
@@ -287,17 +332,15 @@ class Service:
         # A change reaches this loop through watchdog's threads (inotify reader, emitter,
         # observer): each hand-over waits for the GIL, by default up to 5 ms while a batch runs.
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-        for folder in (self.config.sessions_dir, self.config.benchmarks_dir):
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                log.warning("cannot create %s: %s", folder, e)
+        # Folders are not made here: a mistyped path would be watched, empty, for ever. One that
+        # is missing is a warning, and is read once it appears.
+        self.check_folders()
         watcher = Watcher([self.config.sessions_dir, self.config.benchmarks_dir], self.dirty.add)
         watcher.start()          # before the first scan, so nothing written meanwhile is missed
         self.store.set_started(time.time())
         self._set_catching_up(True)
         self.scan()
-        next_heartbeat = next_status = 0.0
+        next_heartbeat = next_status = next_folder_check = 0.0
         status_stale = False        # a batch ran since the last STATUS= line
         next_rescan = time.monotonic() + self.config.rescan_interval
         backoff = 0.0
@@ -313,26 +356,33 @@ class Service:
                 worked = self.run_batch()
                 now = time.monotonic()
                 if self.catching_up and not len(self.dirty) and self.scanning is None and not self.parses.busy:
+                    log.info("caught up: %s", self._caught_up())
                     self._set_catching_up(False)     # everything found by the scan is committed
-                    log.info("caught up: %d files looked at, %d lines ingested", self.totals["files"],
-                             self.totals["lines"])
-                    self.notify.ready(self.status_line())
+                    self._status_sent = self.status_line()
+                    self.notify.ready(self._status_sent)
                     next_status = now + STATUS_SECONDS
                 elif self.catching_up:
                     self.notify.send("EXTEND_TIMEOUT_USEC=30000000")   # a long back-fill is progress
                 status_stale = status_stale or worked
                 if status_stale and now >= next_status and self.notify.enabled:
-                    self.notify.status(self.status_line())
+                    self._send_status()
                     next_status, status_stale = now + STATUS_SECONDS, False
                 if now >= next_heartbeat:
                     self.store.heartbeat(time.time())
                     next_heartbeat = now + HEARTBEAT_SECONDS
+                if now >= next_folder_check:
+                    # A folder that appeared, went, or whose symlink leads elsewhere now: watch
+                    # what is there, and scan it (what happened meanwhile raised no event).
+                    self.check_folders()
+                    why = watcher.check()
+                    if why is not None:
+                        watcher.restart(why)
+                        self.scan()
+                    next_folder_check = now + FOLDER_CHECK_SECONDS
                 if now >= next_rescan or self.rescan_requested:
                     if self.rescan_requested:
                         self.notify.reloading()
                         self._set_catching_up(True)      # READY=1 again once the rescan is committed
-                    if not watcher.healthy():
-                        watcher.restart()
                     # a periodic scan waits for the one in progress (a long catch-up); SIGHUP does not
                     if self.rescan_requested or self.scanning is None:
                         self.scan()
@@ -347,7 +397,7 @@ class Service:
                 continue
             if not len(self.dirty) and self.scanning is None and not self.rescan_requested:
                 next_retry = self.due_retries()
-                timeout = min(next_heartbeat, next_rescan) - time.monotonic()
+                timeout = min(next_heartbeat, next_rescan, next_folder_check) - time.monotonic()
                 if next_retry is not None:
                     timeout = min(timeout, next_retry - time.time())
                 if status_stale and self.notify.enabled:
@@ -362,9 +412,16 @@ class Service:
         return 0
 
     def status_line(self) -> str:
-        files, errors = self.store.counts()
+        files, errors, lag = self.store.counts()
         return (f"{files} files tracked, {self.totals['lines']} lines ingested since start, "
-                f"{errors} input errors recorded")
+                f"{errors} input errors recorded, {lag} bytes not ingested yet")
+
+    def _send_status(self):
+        """systemd's STATUS= line, when it says something new."""
+        line = self.status_line()
+        if line != self._status_sent:
+            self.notify.status(line)
+            self._status_sent = line
 
     def _sleep(self, seconds: float):
         """Back off. Not dirty.wait(): the paths of the failed batch are queued again, so it
@@ -391,6 +448,7 @@ class Service:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, rescan)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)    # (blocked by cli.main)
 
 
 def _differs(st: os.stat_result, cp: Checkpoint | None) -> bool:

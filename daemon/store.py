@@ -468,11 +468,14 @@ class Store:
         self.marked_missing += changed and state == "missing"
         return changed
 
-    def counts(self) -> tuple[int, int]:
-        """(files tracked, input errors recorded), for the one-line status."""
-        files = self.conn.execute("SELECT count(*) FROM files").fetchone()[0]
+    def counts(self) -> tuple[int, int, int]:
+        """(files tracked, input errors recorded, bytes of event logs not read yet as of their
+        last read), for the one-line status."""
+        files, lag = self.conn.execute(
+            "SELECT count(*), coalesce(sum(CASE WHEN kind = 'events' AND state != 'missing' AND size > offset"
+            " THEN size - offset END), 0) FROM files").fetchone()
         errors = self.conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
-        return files, errors
+        return files, errors, lag
 
     def count_present(self, seen_before: float) -> int:
         """Files tracked since before `seen_before` and not known to be gone, for the scan."""

@@ -109,6 +109,30 @@ def test_daemon_speaks_sd_notify_in_order(workspace, notify_socket, tmp_path):
         stop_and_expect_stopping(proc, notify_socket)
 
 
+def test_status_comes_with_ready_and_then_only_when_it_changes(workspace, notify_socket, tmp_path):
+    """With empty folders, READY=1 carries the STATUS= line (systemctl status shows it); after
+    that a STATUS= line comes when what it says changes (files, lines, errors, lag), not after
+    every batch."""
+    env = clean_env() | {"NOTIFY_SOCKET": notify_socket.path}
+    with launched(daemon_command() + workspace.args(), tmp_path / "daemon.log", env):
+        notify_socket.wait_for_field("READY=1")
+        [ready] = [m for m in notify_socket.drain() if "READY=1" in m.split("\n")]
+        assert ("STATUS=0 files tracked, 0 lines ingested since start, 0 input errors recorded,"
+                " 0 bytes not ingested yet") in ready.split("\n"), ready
+
+        partial = b'{"event_type": "StepComp'
+        path = workspace.append_raw(workspace.events_path("run-1"), fx.jsonl([fx.prompt_line("p")]) + partial)
+        lag = notify_socket.wait_for_field("STATUS=1 files tracked, 1 lines ingested")
+        assert notify_socket.fields()[lag].endswith(f", {len(partial)} bytes not ingested yet")
+
+        mark = len(notify_socket.fields())
+        os.utime(path, ns=(time.time_ns(), time.time_ns() - 10**9))      # a batch that changes nothing
+        wait_for(lambda: workspace.db.file(path)["mtime_ns"] == path.stat().st_mtime_ns)
+        workspace.append_raw(workspace.events_path("run-2"), b"{not json\n")   # one that does
+        changed = notify_socket.wait_for_field("STATUS=", after=mark)
+        assert "1 input errors recorded" in notify_socket.fields()[changed], notify_socket.fields()[mark:]
+
+
 def test_a_schema_migration_asks_systemd_for_the_time_it_takes(workspace, notify_socket):
     """A migration rewrites tables (minutes on a big database): before it starts, the daemon
     extends its start timeout and says what it is doing."""
