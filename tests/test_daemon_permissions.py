@@ -8,38 +8,15 @@ it needs nothing dropped: they apply already."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests import fixtures as fx
-from tests.conftest import Daemon, clean_env, daemon_command
+from tests.conftest import Daemon, as_a_user, clean_env, daemon_command
 
-PR_CAPBSET_DROP = 24                        # prctl(2)
-CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
 RUNNERS_GROUP = 4242                        # a group the daemon is not in (no name needed)
 NOT_THE_DAEMON = 65534                      # the owner of the runner's files (nobody)
-
-
-def without_permission_override():
-    """preexec_fn: from the exec on, file permission bits apply to this process, root or not."""
-    if os.geteuid() != 0:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")
-
-
-def as_a_user(groups: list[int]) -> dict:
-    """subprocess arguments: permission bits apply, with these supplementary groups (as root;
-    a plain user keeps its own, and these tests then use chmod alone)."""
-    if os.geteuid() != 0:
-        return {}
-    return {"preexec_fn": without_permission_override, "extra_groups": groups}
 
 
 def once(workspace, groups: list[int] = ()) -> subprocess.CompletedProcess:
