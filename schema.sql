@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS files (
     ingested_at   REAL                    -- last time rows from this file were committed
 );
 CREATE INDEX IF NOT EXISTS files_by_subject ON files (kind, subject_id);
+-- The files read short of their end (a partial last line, a read the budget cut): the daemon's
+-- status line sums their lag once a second without reading every file's row.
+CREATE INDEX IF NOT EXISTS files_behind ON files (kind) WHERE size > offset AND state != 'missing';
 
 -- Benchmark definitions from <benchmarks-dir>/*.yml. A deleted file marks its benchmark
 -- removed; it is never forgotten, since executions still point at it.

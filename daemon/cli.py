@@ -1,6 +1,7 @@
 """`reev-ingestd`: the only writer of the database."""
 
 import logging
+import signal
 import sys
 
 import apsw
@@ -8,9 +9,10 @@ import apsw
 from daemon import tools
 from daemon.config import daemon_arguments
 from daemon.ingest import Limits
+from daemon.lock import DatabaseBusy, WriterLock
 from daemon.logs import setup_logging
 from daemon.notify import Notifier
-from daemon.service import Config, Service
+from daemon.service import HANDLED_SIGNALS, Config, Service
 from daemon.store import Store
 
 log = logging.getLogger("reev.daemon")
@@ -28,12 +30,21 @@ def main(argv: list[str] | None = None) -> int:
         db=args.db, once=args.once, rescan_interval=args.rescan_interval,
         limits=Limits(max_line_bytes=args.max_line_bytes, settle_seconds=args.settle_seconds))
     notify = Notifier()
+    # A stop that comes while the database opens waits for the service's handlers (they unblock
+    # it): an exit 0 with nothing half done, never a death by SIGTERM halfway through start-up.
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    lock = WriterLock(config.db)       # one writer: taken before the database is opened
     try:
+        lock.acquire()
         # A migration rewrites tables: under systemd, ask for 10 more minutes each time the
         # store says it is still at it (every minute).
         store = Store(config.db, migrating=lambda what: notify.send(
             "EXTEND_TIMEOUT_USEC=600000000", f"STATUS={what}"))
-    except (apsw.Error, OSError, RuntimeError) as e:
+    except DatabaseBusy as e:
+        log.error("%s", e)
+        return 2
+    except (apsw.Error, OSError, RuntimeError, ValueError) as e:   # (ValueError: a path SQLite can't take)
+        lock.release()
         log.error("cannot open the database %s: %s", config.db, e)
         return 2
     try:
@@ -41,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return service.run_once() if config.once else service.run_live()
     finally:
         store.close()
+        lock.release()
 
 
 if __name__ == "__main__":

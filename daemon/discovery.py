@@ -11,20 +11,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from watchdog.events import (
-    FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
+    FileAttribEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
     FileSystemEvent, FileSystemEventHandler)
 from watchdog.observers import Observer
 
 log = logging.getLogger("reev.discovery")
 
-# Events that can mean new bytes or a new file. Our own reads raise FileOpenedEvent and
-# FileClosedNoWriteEvent: reacting to those would re-read our reads forever. Given to
-# schedule() as its event filter, this also narrows the inotify mask, so the kernel does not
-# queue an open and a close for each of our reads (two events per read through watchdog's
-# threads, which compete with the service loop for the GIL).
-_RELEVANT = [FileModifiedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent, FileClosedEvent]
+# Events that can mean new bytes, a new file, or a file readable now (a chmod: FileAttribEvent,
+# whose IN_ATTRIB the mask holds for FileModifiedEvent anyway). Our own reads raise
+# FileOpenedEvent and FileClosedNoWriteEvent: reacting to those would re-read our reads
+# forever. Given to schedule() as its event filter, this also narrows the inotify mask, so the
+# kernel does not queue an open and a close for each of our reads (two events per read through
+# watchdog's threads, which compete with the service loop for the GIL).
+_RELEVANT = [FileModifiedEvent, FileAttribEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent,
+             FileClosedEvent]
 
 
 class DirtyPaths:
@@ -94,69 +97,108 @@ class DirtyPaths:
 
 
 def scan_dir(folder: Path) -> Iterator[os.DirEntry]:
-    """Every entry directly in `folder` (its type comes with the listing; lstat on demand)."""
+    """Every entry directly in `folder` (its type comes with the listing; lstat on demand);
+    nothing if it is no folder that can be listed (folder_problem says why)."""
     try:
         with os.scandir(folder) as it:
             yield from it
-    except FileNotFoundError:
+    except OSError:
         return
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why a watched path is no folder to read now (missing, a file, not readable); None when
+    it is one."""
+    try:
+        with os.scandir(folder):
+            return None
+    except FileNotFoundError:
+        return "does not exist"
+    except NotADirectoryError:
+        return "is not a folder"
+    except OSError as e:
+        return f"cannot be read: {e.strerror}"
+
+
 class _Handler(FileSystemEventHandler):
-    def __init__(self, on_path: Callable[[str], None]):
+    """Hands on the paths of a folder's events, as paths in the folder as configured: inotify
+    watches what a symlink resolves to, and names its files there."""
+
+    def __init__(self, on_path: Callable[[str], None], watched: str, configured: str):
         self.on_path = on_path
+        self._watched = os.path.join(watched, "")
+        self._configured = os.path.join(configured, "")
+
+    def _path(self, raw: str | bytes) -> str:
+        path = os.fsdecode(raw)
+        return self._configured + path[len(self._watched):] if path.startswith(self._watched) else path
 
     def dispatch(self, event: FileSystemEvent) -> None:
-        self.on_path(os.fsdecode(event.src_path))
+        self.on_path(self._path(event.src_path))
         if isinstance(event, FileMovedEvent):
-            self.on_path(os.fsdecode(event.dest_path))
+            self.on_path(self._path(event.dest_path))
 
 
-def _identity(folder: Path) -> tuple[int, int] | None:
-    """(device, inode) of a folder, None if there is no folder there."""
+class _Where(NamedTuple):
+    """A folder to watch: what its path resolves to (through symlinks), and its identity."""
+    real: str
+    identity: tuple[int, int]
+
+
+def _where(folder: Path) -> _Where | None:
+    """Where a watched path leads, None if to no folder."""
     try:
-        st = os.stat(folder)
-    except OSError:
+        real = os.path.realpath(folder)
+        st = os.stat(real)
+    except (OSError, ValueError):
         return None
-    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+    return _Where(real, (st.st_dev, st.st_ino)) if stat.S_ISDIR(st.st_mode) else None
 
 
 class Watcher:
-    """A watchdog observer over a few folders (not recursive), restarted if it dies."""
+    """A watchdog observer over a few folders (not recursive), restarted when it dies or when a
+    folder changes under it. watchdog does not follow a symlinked folder (IN_DONT_FOLLOW): it
+    is given what the path resolves to, and a link repointed is noticed (check)."""
 
     def __init__(self, folders: list[Path], on_path: Callable[[str], None]):
         self.folders = folders
         self.on_path = on_path
         self.observer = None
-        self.watching: dict[Path, tuple[int, int]] = {}   # folder → identity when scheduled
+        self.watching: dict[Path, _Where] = {}   # folder → where it led when scheduled
 
     def start(self):
         observer = Observer()
-        handler = _Handler(self.on_path)
         self.watching = {}
         for folder in self.folders:
-            identity = _identity(folder)
-            if identity is not None:
-                observer.schedule(handler, str(folder), recursive=False, event_filter=_RELEVANT)
-                self.watching[folder] = identity
-            else:
-                log.warning("%s does not exist (yet): found by the periodic scan when it does", folder)
+            where = _where(folder)
+            if where is not None:          # (no folder there: the service says so)
+                observer.schedule(_Handler(self.on_path, where.real, str(folder)), where.real,
+                                  recursive=False, event_filter=_RELEVANT)
+                self.watching[folder] = where
         observer.daemon = True
         observer.start()
         self.observer = observer
 
-    def healthy(self) -> bool:
-        """False when the observer thread or one of its per-folder emitters died (inotify
-        stops watching a folder that is deleted), or when a watched folder was replaced by
-        another (deleted or renamed, then made again) or appeared since the start."""
+    def check(self) -> str | None:
+        """What went wrong since the start, if anything: the observer thread or one of its
+        per-folder emitters died (inotify stops watching a folder that is deleted), or a
+        folder was replaced, appeared, went away, or its symlink leads elsewhere now."""
         if self.observer is None or not self.observer.is_alive():
-            return False
+            return "the observer is not running"
         if not all(emitter.is_alive() for emitter in self.observer.emitters):
-            return False
-        return all(self.watching.get(f) == _identity(f) for f in self.folders if _identity(f) is not None)
+            return "an emitter died"
+        for folder in self.folders:
+            was, now = self.watching.get(folder), _where(folder)
+            if was != now:
+                if now is None:
+                    return f"{folder} is no folder any more"
+                if was is None:
+                    return f"{folder} is a folder now"
+                return f"{folder} leads to {now.real} now" if was.real != now.real else f"{folder} was replaced"
+        return None
 
-    def restart(self):
-        log.warning("file watcher is not running or misses a folder; restarting it")
+    def restart(self, why: str):
+        log.info("file watcher: %s; restarting it", why)
         self.stop()
         self.start()
 

@@ -9,10 +9,14 @@ from typing import Literal, NamedTuple
 
 FileKind = Literal["session", "events", "benchmark"]
 
-_ID = r"[A-Za-z0-9._-]+"
-_SESSION = re.compile(rf"session_({_ID})\.json")
-_EVENTS = re.compile(rf"enhanced_otel_({_ID})\.jsonl")
-_BENCHMARK = re.compile(r"([^/\\]+)\.ya?ml")
+_ID = re.compile(r"[A-Za-z0-9._-]+")
+# Any name of the two forms, whatever sits between prefix and suffix (newlines included): one
+# whose middle is no execution id is refused with a reason, never dropped without a word.
+_SESSION = re.compile(r"session_(.*)\.json", re.DOTALL)
+_EVENTS = re.compile(r"enhanced_otel_(.*)\.jsonl", re.DOTALL)
+_BENCHMARK = re.compile(r"([^/\\]+)\.ya?ml", re.DOTALL)
+
+NOT_UTF8 = "not ingested: the path is not valid UTF-8 (shown here with \\x escapes): rename it"
 
 
 class Classified(NamedTuple):
@@ -20,12 +24,25 @@ class Classified(NamedTuple):
     subject_id: str
 
 
-def classify_session_file(name: str) -> Classified | None:
+class Refused(NamedTuple):
+    """A name of one of our forms that cannot be ingested: an error for the operator."""
+    kind: FileKind
+    reason: str
+
+
+def classify_session_file(name: str) -> Classified | Refused | None:
     """Classify a file name found in the sessions folder; None for anything that isn't ours."""
     for kind, pattern in (("session", _SESSION), ("events", _EVENTS)):
         m = pattern.fullmatch(name)
-        if m and _is_plain_id(m.group(1)):
-            return Classified(kind, m.group(1))
+        if m:
+            subject = m.group(1)
+            if _ID.fullmatch(subject) and not subject.startswith("."):
+                return Classified(kind, subject)
+            if not is_text(name):
+                return Refused(kind, NOT_UTF8)
+            # `.`/`..`/`.hidden` are path tricks; anything else reev does not write (FORMATS §1)
+            return Refused(kind, f"not ingested: {subject!r} is no execution id (reev's are made of A-Z a-z 0-9"
+                                 " . _ - and do not start with a dot)")
     return None
 
 
@@ -38,17 +55,35 @@ def partner_file_name(c: Classified) -> str | None:
     return None
 
 
-def classify_benchmark_file(name: str) -> Classified | None:
+def classify_benchmark_file(name: str) -> Classified | Refused | None:
     """Classify a file name found in the benchmarks folder (`*.yml`, `*.yaml`, not hidden)."""
     m = _BENCHMARK.fullmatch(name)
     if m and not name.startswith("."):
-        return Classified("benchmark", m.group(1))
+        return Classified("benchmark", m.group(1)) if is_text(name) else Refused("benchmark", NOT_UTF8)
     return None
 
 
-def _is_plain_id(value: str) -> bool:
-    # `.`/`..` and hidden-file-like ids are path tricks, not executions.
-    return not value.startswith(".")
+def is_text(path: str) -> bool:
+    """Whether a name from the file system is valid UTF-8 (the database stores text). A name
+    that is not comes from os.fsdecode with its bad bytes as lone surrogates."""
+    if path.isascii():
+        return True
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(path: str) -> str:
+    """A path as text that can be stored and shown: bytes that are not UTF-8 as `\\xff`."""
+    if is_text(path):
+        return path
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:          # (a surrogate no file system gives)
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def normalise_benchmark_id(value: str) -> str:

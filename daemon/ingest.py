@@ -3,6 +3,7 @@ benchmarks as whole documents. Called by the service loop; all SQL goes through 
 
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +12,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from daemon import parse, reader
-from daemon.ids import Classified, classify_benchmark_file, classify_session_file
+from daemon.ids import NOT_UTF8, Classified, Refused, classify_benchmark_file, classify_session_file, is_text, shown
+from daemon.offloop import OffLoop
 from daemon.parse import BadInput, ParsedLine
 from daemon.reader import Checkpoint, Line, NotAFile
 from daemon.status import TERMINAL, status_from_session
@@ -23,7 +25,12 @@ log = logging.getLogger("reev.ingest")
 @dataclass(frozen=True)
 class Limits:
     max_line_bytes: int = 8 << 20          # a longer event line is bad input
-    max_document_bytes: int = 64 << 20     # a larger session or benchmark file is bad input
+    # A larger session file is bad input: storing one takes about 8 times its size in memory
+    # for a moment (its text, its final_result, and SQLite's copies of both); reev's are KBs.
+    max_session_bytes: int = 8 << 20
+    # A larger benchmark definition is bad input: YAML takes about 100 times its size in memory
+    # and a second a megabyte to parse (libyaml); reev's are a few KB.
+    max_benchmark_bytes: int = 256 << 10
     read_budget_bytes: int = 8 << 20       # per file per batch, so one huge file can't stall others
     settle_seconds: float = 2.0            # an invalid document that stays unchanged this long is an error
 
@@ -38,13 +45,16 @@ class Outcome(NamedTuple):
 
 class Scanned(NamedTuple):
     """What the reconcile scan found out about a path it queued."""
-    what: Classified
+    what: Classified | Refused
     checkpoint: Checkpoint | None
 
 
 class Ingestor:
-    def __init__(self, store: Store, sessions_dir: Path, benchmarks_dir: Path, limits: Limits):
+    def __init__(self, store: Store, sessions_dir: Path, benchmarks_dir: Path, limits: Limits,
+                 parses: OffLoop | None = None):
+        """`parses` parses benchmark definitions off the loop (its `done` queues them again)."""
         self.store = store
+        self.parses = parses or OffLoop(done=lambda path: None)
         self.sessions_dir = sessions_dir
         self.benchmarks_dir = benchmarks_dir
         self._sessions_str, self._benchmarks_str = str(sessions_dir), str(benchmarks_dir)
@@ -55,32 +65,40 @@ class Ingestor:
         paths, self.requeue = self.requeue, set()
         return paths
 
-    def classify(self, path: str) -> Classified | None:
+    def classify(self, path: str) -> Classified | Refused | None:
         """What a path is, if it is directly inside one of the watched folders."""
         folder, name = os.path.split(path)     # str, not pathlib: this runs for every file
         if folder == self._sessions_str:
-            return classify_session_file(name)
-        if folder == self._benchmarks_str:
-            return classify_benchmark_file(name)
-        return None
+            what = classify_session_file(name)
+        elif folder == self._benchmarks_str:
+            what = classify_benchmark_file(name)
+        else:
+            return None
+        if isinstance(what, Classified) and not is_text(path):   # (a folder named so)
+            return Refused(what.kind, NOT_UTF8)
+        return what
 
     def process(self, path: str, scanned: Scanned | None = None, ahead: "FileRead | None" = None) -> Outcome:
         """Bring the database up to date with one file. Runs inside Store.batch().
 
-        A file without a checkpoint is read from its first byte by read_new_file, here or
-        beforehand by the read-ahead worker (`ahead`, read while it had no checkpoint)."""
+        A session file or event log without a checkpoint is read from its first byte by
+        read_new_file, here or beforehand by the read-ahead worker (`ahead`, read while it
+        had no checkpoint)."""
         what = self.classify(path) if scanned is None else scanned.what
         if what is None:
             return Outcome()
+        if isinstance(what, Refused):
+            self._refused(path, what)
+            return Outcome()
         cp = self.store.checkpoint(path) if scanned is None else self.store.checkpoint(path, scanned.checkpoint)
-        if cp is None:
+        if cp is None and what.kind != "benchmark":
             if ahead is None:
                 ahead = read_new_file(path, what, self.reserve(what), self.limits)
             return self._new_file(path, what, ahead)
         try:
             fd, st = reader.open_regular(path)
         except NotAFile as e:
-            self._not_readable(path, what, cp, str(e))
+            self._not_readable(path, what, cp, str(e), e.retry)
             return Outcome()
         try:
             if what.kind == "events":
@@ -97,7 +115,7 @@ class Ingestor:
         if isinstance(read, NotReadable):
             if what.kind == "events":
                 self.store.drop_reservation(what.subject_id)    # no execution: nothing to read
-            self._not_readable(path, what, None, read.reason)
+            self._not_readable(path, what, None, read.reason, read.retry)
             return Outcome()
         if what.kind == "events":
             exec_id, _ = self.store.execution(what.subject_id)
@@ -108,7 +126,26 @@ class Ingestor:
 
     # ------------------------------------------------------------------ not a readable file
 
-    def _not_readable(self, path: str, what: Classified, cp: Checkpoint | None, reason: str):
+    def _refused(self, path: str, what: Refused):
+        """A name of ours that cannot be ingested: one error under the name as it can be shown
+        (the database holds text, and a file name need not be UTF-8); the file is not opened."""
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                return            # folders are never ours, whatever their name
+        except OSError:
+            return                # gone: nothing to say
+        name = shown(path)
+        if self.store.error_reason(name) != what.reason and self.store.record_error(name, 0, 0, what.reason):
+            log.warning("%s: %s", name, what.reason)
+
+    def read_failed(self, path: str, scanned: Scanned | None, error: OSError):
+        """Reading a file failed midway (an I/O error): what it had done is undone (the
+        caller's savepoint), and the file is tried again, as one that cannot be opened."""
+        what = self.classify(path) if scanned is None else scanned.what
+        if isinstance(what, Classified):
+            self._not_readable(path, what, self.store.checkpoint(path), error.strerror or str(error), retry=True)
+
+    def _not_readable(self, path: str, what: Classified, cp: Checkpoint | None, reason: str, retry: bool):
         st = None
         try:
             st = os.lstat(path)
@@ -127,27 +164,33 @@ class Ingestor:
                 self.store.remove_benchmarks_of(path)
                 self._released_benchmark_ids(released)
             return
-        # A symlink, FIFO, socket, or no permission: an error, recorded once. The checkpoint
-        # (of the lstat the scans compare with) keeps the scans from queueing it again.
+        # A symlink, FIFO or socket: an error, recorded once; the checkpoint (of the lstat the
+        # scans compare with) keeps the scans from queueing it again until it changes. A file
+        # that cannot be read now (permissions, I/O) may become readable without changing: it
+        # is left pending, which every scan (and SIGHUP, and the next run) looks at again,
+        # and its error goes once it reads. (Nothing is written while it stays as it was.)
+        reason = f"cannot read: {reason}"
+        state = "pending" if retry else "error"
         if st is not None:
-            if cp is not None and cp.state == "error" and reader.unchanged(st, cp):
+            if (cp is not None and cp.state == state and reader.unchanged(st, cp)
+                    and self.store.error_reason(path) == reason):
                 return
             # offset = size: nothing of it counts as bytes still to read
             self.store.save_checkpoint(path, what.kind, what.subject_id, Checkpoint(
                 dev=st.st_dev, inode=st.st_ino, size=st.st_size, offset=st.st_size,
-                mtime_ns=st.st_mtime_ns, state="error"), ingested=False)
+                mtime_ns=st.st_mtime_ns, state=state), ingested=False)
             self.store.mark_changed()
-        if self.store.record_error(path, 0, 0, f"cannot read: {reason}"):
-            log.warning("%s: cannot read: %s", path, reason)
+        if self.store.record_error(path, 0, 0, reason):
+            log.warning("%s: %s", path, reason)
 
     # ------------------------------------------------------------------ event logs
 
     def _event_log(self, path: str, execution_id: str, fd: int, st: os.stat_result, cp: Checkpoint) -> Outcome:
         """A tracked event log: read on from its checkpoint, or again from its first byte."""
         exec_id, _ = self.store.execution(execution_id)
-        if cp.state == "error":
-            # It was unreadable (a symlink, say) and is a file now: whatever it held before,
-            # we lost track of it, so read it from its first byte.
+        if cp.state != "ok":
+            # It was unreadable (a symlink, no permission) and reads now: whatever it held
+            # before, we lost track of it, so read it from its first byte.
             self.store.clear_file_error(path)
             self.store.reset_event_log(exec_id)
             self.store.clear_line_errors(path)
@@ -185,11 +228,17 @@ class Ingestor:
 
     # ------------------------------------------------------------------ whole documents
 
-    def _document(self, path: str, what: Classified, fd: int, st: os.stat_result, cp: Checkpoint) -> Outcome:
-        if reader.unchanged(st, cp) and cp.state in ("ok", "error"):
+    def _document(self, path: str, what: Classified, fd: int, st: os.stat_result, cp: Checkpoint | None) -> Outcome:
+        if cp is not None and reader.unchanged(st, cp) and cp.state in ("ok", "error"):
             return Outcome()
-        known = cp.content_hash if cp.state == "ok" else None
-        return self._store_document(path, what, read_document_file(fd, st, what, self.limits, known))
+        known = cp.content_hash if cp is not None and cp.state == "ok" else None
+        read = read_document_file(fd, st, what, self.limits, known, partial(self._parse_benchmark, path, what))
+        if read is None:
+            return Outcome()        # being parsed off the loop: queued again once it is
+        return self._store_document(path, what, read)
+
+    def _parse_benchmark(self, path: str, what: Classified, data: bytes, digest: bytes):
+        return self.parses.result(path, digest, partial(parse.parse_benchmark, data, what.subject_id))
 
     def _store_document(self, path: str, what: Classified, read: "DocumentRead") -> Outcome:
         st = read.st
@@ -285,8 +334,10 @@ class DocumentRead(NamedTuple):
 
 
 class NotReadable(NamedTuple):
-    """A path that is no regular file to read (gone, a folder, a symlink, a FIFO, ...)."""
+    """A path that is no regular file to read (gone, a folder, a symlink, a FIFO, ...), or a
+    file that cannot be read now (`retry`: see NotAFile)."""
     reason: str
+    retry: bool = False
 
 
 FileRead = LogRead | DocumentRead | NotReadable
@@ -299,36 +350,46 @@ def read_event_log(fd: int, st: os.stat_result, cp: Checkpoint, exec_id: int, ea
     return LogRead(st, new_cp, more, rows, exec_id)
 
 
-def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Limits,
-                       known: bytes | None) -> DocumentRead:
-    """Read and parse a whole document, unless its content hash is `known` (nothing changed)."""
+def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Limits, known: bytes | None,
+                       parse_benchmark: Callable[[bytes, bytes], object] | None = None) -> DocumentRead | None:
+    """Read and parse a whole document, unless its content hash is `known` (nothing changed).
+    A benchmark is parsed by `parse_benchmark(data, digest)` (off the loop: OffLoop.result),
+    which gives None until it is done: then so does this."""
+    limit = limits.max_session_bytes if what.kind == "session" else limits.max_benchmark_bytes
     try:
-        data = reader.read_document(fd, st, limits.max_document_bytes)
+        data = reader.read_document(fd, st, limit)
     except ValueError as e:
         return DocumentRead(st, 0, None, None, str(e), settle=False)
     digest = reader.content_hash(data)
     if digest == known:
         return DocumentRead(st, len(data), digest, None)
     try:
-        parsed = (parse.parse_session_file(data) if what.kind == "session"
-                  else parse.parse_benchmark(data, what.subject_id))
+        parsed = parse.parse_session_file(data) if what.kind == "session" else parse_benchmark(data, digest)
     except BadInput as e:
-        return DocumentRead(st, len(data), digest, None, str(e), settle=True)
+        parsed = e
+    if parsed is None:
+        return None
+    if isinstance(parsed, BadInput):
+        return DocumentRead(st, len(data), digest, None, str(parsed), settle=True)
+    if isinstance(parsed, Exception):
+        raise parsed              # a bug, met off the loop: this file's internal error
     return DocumentRead(st, len(data), digest, parsed)
 
 
 def read_new_file(path: str, what: Classified, exec_id: int | None, limits: Limits) -> FileRead:
-    """Read a file that has no checkpoint yet from its first byte, as Ingestor.process stores
-    it; `exec_id`: the id an event log's rows carry (Ingestor.reserve). Touches no database,
-    so the read-ahead worker runs it too."""
+    """Read a session file or event log that has no checkpoint yet from its first byte, as
+    Ingestor.process stores it; `exec_id`: the id an event log's rows carry
+    (Ingestor.reserve). Touches no database, so the read-ahead worker runs it too."""
     try:
         fd, st = reader.open_regular(path)
     except NotAFile as e:
-        return NotReadable(str(e))
+        return NotReadable(str(e), e.retry)
     try:
         if what.kind == "events":
             return read_event_log(fd, st, Checkpoint(), exec_id, NOTHING_EARLIER, limits)
         return read_document_file(fd, st, what, limits, None)
+    except OSError as e:      # an I/O error midway
+        return NotReadable(e.strerror or str(e), retry=True)
     finally:
         os.close(fd)
 

@@ -46,25 +46,33 @@ class Line(NamedTuple):
 
 
 class NotAFile(Exception):
-    """The path is missing, a directory, a FIFO, a symlink or otherwise not a regular file."""
+    """The path is missing, a directory, a FIFO, a symlink or otherwise not a regular file; or
+    a regular file that cannot be opened (`retry`: permissions, I/O), which may change without
+    the file changing (chmod, the daemon's user added to a group), so it is tried again."""
 
     VANISHED = "vanished"
     DIRECTORY = "a directory"
+
+    def __init__(self, reason: str, retry: bool = False):
+        super().__init__(reason)
+        self.retry = retry
 
 
 def open_regular(path: str) -> tuple[int, os.stat_result]:
     """Open for reading without following symlinks or blocking on FIFOs; regular files only."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):     # (gone, or its folder is a file now)
         raise NotAFile(NotAFile.VANISHED) from None
     except OSError as e:
         # O_NOFOLLOW on a symlink says "too many levels of symbolic links": name what it is.
         try:
             what = _what_is(os.lstat(path).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotAFile(NotAFile.VANISHED) from None
         except OSError:
             what = None
-        raise NotAFile(what or e.strerror or str(e)) from None
+        raise NotAFile(what or e.strerror or str(e), retry=what is None) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import apsw
 
-from daemon.discovery import DirtyPaths, Watcher, scan_dir
-from daemon.ids import Classified, partner_file_name
+from daemon.discovery import DirtyPaths, Watcher, folder_problem, scan_dir
+from daemon.ids import Classified, Refused, partner_file_name, shown
 from daemon.ingest import Ingestor, Limits, Outcome, Scanned
 from daemon.notify import Notifier
+from daemon.offloop import OffLoop
 from daemon.prefetch import Prefetcher
 from daemon.readahead import ReadAhead
 from daemon.reader import Checkpoint, unchanged
@@ -28,12 +29,15 @@ log = logging.getLogger("reev.daemon")
 
 HEARTBEAT_SECONDS = 5.0
 STATUS_SECONDS = 1.0           # at most one systemd STATUS= line per second
+PROGRESS_SECONDS = 5.0         # at most one info line about ingestion this often (batches: debug)
+FOLDER_CHECK_SECONDS = 1.0     # how often the watched folders are looked at (cheap: a few stats)
 MAX_FILES_PER_BATCH = 4096
 MAX_BATCH_BYTES = 64 << 20     # a batch stops taking files past this much input
 LIVE_BATCH_SECONDS = 0.003     # ... or, following live files, past this long: a line becomes
                                # visible when its batch commits, so latency wants short batches
                                # (commits are cheap: WAL with synchronous=NORMAL does not fsync)
 MAX_BACKOFF_SECONDS = 30.0
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 SCAN_SLICE_SECONDS = 0.005     # live, a scan advances this long between batches
 SWITCH_INTERVAL_SECONDS = 0.0005
 
@@ -51,7 +55,8 @@ class Config:
 def _found_without_checkpoint(scanned: Scanned | None) -> bool:
     """A session file or event log the scan found without a checkpoint (a back-fill's): read
     from its first byte whatever happens, so it can be read ahead."""
-    return scanned is not None and scanned.checkpoint is None and scanned.what.kind != "benchmark"
+    return (scanned is not None and scanned.checkpoint is None and isinstance(scanned.what, Classified)
+            and scanned.what.kind != "benchmark")
 
 
 class Service:
@@ -59,7 +64,8 @@ class Service:
         self.config = config
         self.store = store
         self.dirty = DirtyPaths()
-        self.ingestor = Ingestor(store, config.sessions_dir, config.benchmarks_dir, config.limits)
+        self.parses = OffLoop(done=self.dirty.add)      # benchmark definitions, parsed off the loop
+        self.ingestor = Ingestor(store, config.sessions_dir, config.benchmarks_dir, config.limits, self.parses)
         self.prefetcher = Prefetcher(config.limits.read_budget_bytes)
         self.readahead = ReadAhead(config.limits, self.ingestor.reserve)
         self.retry_at: dict[str, float] = {}    # unsettled documents: path → wall time
@@ -71,6 +77,25 @@ class Service:
         # --once only wants throughput; live, a batch is also bounded in time (latency)
         self.batch_seconds = float("inf") if config.once else LIVE_BATCH_SECONDS
         self.totals = {"batches": 0, "files": 0, "lines": 0}
+        self._catch_up_from = (dict(self.totals), time.monotonic())   # the catch-up in progress, since
+        self._progress_from = (dict(self.totals), time.monotonic())   # the last progress line, since
+        self._status_sent: str | None = None
+        self._folder_problems: dict[Path, str | None] = {}
+
+    # ------------------------------------------------------------------ the watched folders
+
+    def check_folders(self):
+        """Warn when a watched path is missing, not a folder or not readable (at start and
+        whenever that changes); say so when it is a folder again."""
+        for folder, option in ((self.config.sessions_dir, "--sessions-dir"),
+                               (self.config.benchmarks_dir, "--benchmarks-dir")):
+            problem = folder_problem(folder)
+            if problem != self._folder_problems.get(folder):
+                if problem is not None:
+                    log.warning("%s (%s) %s: nothing is read from it until it is a folder", folder, option, problem)
+                elif folder in self._folder_problems:
+                    log.info("%s (%s) is a folder now: reading it", folder, option)
+                self._folder_problems[folder] = problem
 
     # ------------------------------------------------------------------ scans
 
@@ -94,6 +119,11 @@ class Service:
                 path = entry.path
                 what = self.ingestor.classify(path)
                 if what is None or entry.is_dir(follow_symlinks=False):   # folders are never ours
+                    continue
+                if isinstance(what, Refused):        # an error, recorded once
+                    if self.store.error_reason(shown(path)) != what.reason:
+                        queued += 1
+                        yield path, Scanned(what, None)
                     continue
                 cp = self.store.checkpoint(path)     # holds the lstat of what was there
                 if cp is not None:                   # (a new file needs no lstat)
@@ -119,7 +149,7 @@ class Service:
             for path in self.store.present_paths():
                 try:
                     gone = stat.S_ISDIR(os.lstat(path).st_mode)
-                except FileNotFoundError:
+                except (FileNotFoundError, NotADirectoryError):    # (its folder is a file now)
                     gone = True
                 except OSError:
                     gone = False      # not ours to judge (permissions): the watcher will tell
@@ -169,7 +199,8 @@ class Service:
         # What the scan queued may not be in the page cache (a back-fill); what events queued was
         # just written.
         self.prefetcher.warm([(path, scanned.checkpoint.offset if scanned.checkpoint else 0)
-                              for path, scanned in items if scanned is not None])
+                              for path, scanned in items
+                              if scanned is not None and isinstance(scanned.what, Classified)])
         started = time.monotonic()
         lines, size, bad, again, done = 0, 0, 0, [], 0
         self.ingestor.take_requeue()
@@ -203,19 +234,41 @@ class Service:
         self.dirty.put_back(items[done:])
         self.dirty.add_many(again)
         self.dirty.add_many(self.ingestor.take_requeue())
-        ms = (time.monotonic() - started) * 1000
+        now = time.monotonic()
         self.totals["batches"] += 1
         self.totals["files"] += done
         self.totals["lines"] += lines
         if lines or self.store.changed:
-            log.info("batch: %d files, %d lines, %.1f MB, %.1f ms (generation %d)",
-                     done, lines, size / 1e6, ms, self.store.generation)
+            log.debug("batch: %d files, %d lines, %.1f MB, %.1f ms (generation %d)",
+                      done, lines, size / 1e6, (now - started) * 1000, self.store.generation)
+        if now - self._progress_from[1] >= PROGRESS_SECONDS:
+            self._log_progress(now)
         return True
+
+    def _log_progress(self, now: float):
+        """One info line for what was ingested since the last one (if anything was)."""
+        (then, at), self._progress_from = self._progress_from, (dict(self.totals), now)
+        files, lines = self.totals["files"] - then["files"], self.totals["lines"] - then["lines"]
+        if self.catching_up:
+            since = self._catch_up_from[0]
+            log.info("catching up: %d files looked at, %d lines ingested so far",
+                     self.totals["files"] - since["files"], self.totals["lines"] - since["lines"])
+        elif lines:
+            log.info("%d lines ingested from %d file reads in the last %.0f s", lines, files, now - at)
+
+    def _caught_up(self) -> str:
+        """What the catch-up that just ended did (a live start's, a SIGHUP's, a --once run)."""
+        (then, at), now = self._catch_up_from, time.monotonic()
+        self._progress_from = (dict(self.totals), now)
+        return (f"{self.totals['files'] - then['files']} files looked at, {self.totals['lines'] - then['lines']}"
+                f" lines ingested in {now - at:.1f} s")
 
     def _set_catching_up(self, catching_up: bool):
         """Throughput while catching up, latency after (Store.tune); the read-ahead worker only
         while catching up."""
         self.catching_up = catching_up
+        if catching_up:
+            self._catch_up_from = (dict(self.totals), time.monotonic())
         if not catching_up:
             self.readahead.close()
             self.store.drop_reservations()
@@ -227,9 +280,13 @@ class Service:
                 return self.ingestor.process(path, scanned, ahead)
         except apsw.Error:
             raise          # the database itself failed: abort the batch, back off, retry
+        except OSError as e:     # reading failed midway: what the file did is undone; tried again
+            with self.store.savepoint():
+                self.ingestor.read_failed(path, scanned, e)
+            return Outcome()
         except Exception as e:   # a bug on one file must not stop the others
-            log.exception("%s: unexpected failure", path)
-            self.store.record_error(path, 0, 0, f"internal error: {type(e).__name__}: {e}")
+            log.exception("%s: unexpected failure", shown(path))
+            self.store.record_error(shown(path), 0, 0, f"internal error: {type(e).__name__}: {e}")
             return Outcome()
 
     def drain(self):
@@ -252,20 +309,22 @@ class Service:
 
     def run_once(self) -> int:
         self._install_signals()
+        self.check_folders()
         self._set_catching_up(True)
         self.scan()
         self.drain()
-        # Documents caught mid-write get their settle period, then count as what they are.
-        while self.retry_at and not self.stopping:
+        # Documents caught mid-write get their settle period, then count as what they are;
+        # benchmark definitions parsed off the loop come back to be stored.
+        while (self.retry_at or self.parses.busy or len(self.dirty)) and not self.stopping:
             next_at = self.due_retries()
-            if not len(self.dirty) and next_at is not None:
-                time.sleep(max(0.0, min(next_at - time.time(), 0.5)))
+            if not len(self.dirty):
+                self.dirty.wait(0.5 if next_at is None else max(0.0, min(next_at - time.time(), 0.5)))
             self.drain()
+        done = self._caught_up()
         self._set_catching_up(False)     # (and the WAL is cut back when the store closes)
         if not self.stopping:
             self.store.heartbeat(time.time())
-        log.info("--once: %d files looked at, %d lines ingested%s", self.totals["files"],
-                 self.totals["lines"], " (stopped early by a signal)" if self.stopping else "")
+        log.info("--once: %s%s", done, " (stopped early by a signal)" if self.stopping else "")
         return 0
 
     def run_live(self) -> int:
@@ -273,17 +332,15 @@ class Service:
         # A change reaches this loop through watchdog's threads (inotify reader, emitter,
         # observer): each hand-over waits for the GIL, by default up to 5 ms while a batch runs.
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-        for folder in (self.config.sessions_dir, self.config.benchmarks_dir):
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                log.warning("cannot create %s: %s", folder, e)
+        # Folders are not made here: a mistyped path would be watched, empty, for ever. One that
+        # is missing is a warning, and is read once it appears.
+        self.check_folders()
         watcher = Watcher([self.config.sessions_dir, self.config.benchmarks_dir], self.dirty.add)
         watcher.start()          # before the first scan, so nothing written meanwhile is missed
         self.store.set_started(time.time())
         self._set_catching_up(True)
         self.scan()
-        next_heartbeat = next_status = 0.0
+        next_heartbeat = next_status = next_folder_check = 0.0
         status_stale = False        # a batch ran since the last STATUS= line
         next_rescan = time.monotonic() + self.config.rescan_interval
         backoff = 0.0
@@ -298,27 +355,36 @@ class Service:
                 self._advance_scan(SCAN_SLICE_SECONDS)
                 worked = self.run_batch()
                 now = time.monotonic()
-                if self.catching_up and not len(self.dirty) and self.scanning is None:
+                if self.catching_up and not len(self.dirty) and self.scanning is None and not self.parses.busy:
+                    log.info("caught up: %s", self._caught_up())
                     self._set_catching_up(False)     # everything found by the scan is committed
-                    log.info("caught up: %d files looked at, %d lines ingested", self.totals["files"],
-                             self.totals["lines"])
-                    self.notify.ready(self.status_line())
+                    self._status_sent = self.status_line()
+                    self.notify.ready(self._status_sent)
                     next_status = now + STATUS_SECONDS
                 elif self.catching_up:
                     self.notify.send("EXTEND_TIMEOUT_USEC=30000000")   # a long back-fill is progress
                 status_stale = status_stale or worked
                 if status_stale and now >= next_status and self.notify.enabled:
-                    self.notify.status(self.status_line())
-                    next_status, status_stale = now + STATUS_SECONDS, False
+                    self._send_status()
+                    # (counting the files takes a few ms a 10 000: less often while catching up)
+                    next_status = now + (PROGRESS_SECONDS if self.catching_up else STATUS_SECONDS)
+                    status_stale = False
                 if now >= next_heartbeat:
                     self.store.heartbeat(time.time())
                     next_heartbeat = now + HEARTBEAT_SECONDS
+                if now >= next_folder_check:
+                    # A folder that appeared, went, or whose symlink leads elsewhere now: watch
+                    # what is there, and scan it (what happened meanwhile raised no event).
+                    self.check_folders()
+                    why = watcher.check()
+                    if why is not None:
+                        watcher.restart(why)
+                        self.scan()
+                    next_folder_check = now + FOLDER_CHECK_SECONDS
                 if now >= next_rescan or self.rescan_requested:
                     if self.rescan_requested:
                         self.notify.reloading()
                         self._set_catching_up(True)      # READY=1 again once the rescan is committed
-                    if not watcher.healthy():
-                        watcher.restart()
                     # a periodic scan waits for the one in progress (a long catch-up); SIGHUP does not
                     if self.rescan_requested or self.scanning is None:
                         self.scan()
@@ -333,7 +399,7 @@ class Service:
                 continue
             if not len(self.dirty) and self.scanning is None and not self.rescan_requested:
                 next_retry = self.due_retries()
-                timeout = min(next_heartbeat, next_rescan) - time.monotonic()
+                timeout = min(next_heartbeat, next_rescan, next_folder_check) - time.monotonic()
                 if next_retry is not None:
                     timeout = min(timeout, next_retry - time.time())
                 if status_stale and self.notify.enabled:
@@ -348,9 +414,16 @@ class Service:
         return 0
 
     def status_line(self) -> str:
-        files, errors = self.store.counts()
+        files, errors, lag = self.store.counts()
         return (f"{files} files tracked, {self.totals['lines']} lines ingested since start, "
-                f"{errors} input errors recorded")
+                f"{errors} input errors recorded, {lag} bytes not ingested yet")
+
+    def _send_status(self):
+        """systemd's STATUS= line, when it says something new."""
+        line = self.status_line()
+        if line != self._status_sent:
+            self.notify.status(line)
+            self._status_sent = line
 
     def _sleep(self, seconds: float):
         """Back off. Not dirty.wait(): the paths of the failed batch are queued again, so it
@@ -377,6 +450,7 @@ class Service:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, rescan)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)    # (blocked by cli.main)
 
 
 def _differs(st: os.stat_result, cp: Checkpoint | None) -> bool:

@@ -468,11 +468,15 @@ class Store:
         self.marked_missing += changed and state == "missing"
         return changed
 
-    def counts(self) -> tuple[int, int]:
-        """(files tracked, input errors recorded), for the one-line status."""
+    def counts(self) -> tuple[int, int, int]:
+        """(files tracked, input errors recorded, bytes of event logs not read yet as of their
+        last read), for the one-line status."""
         files = self.conn.execute("SELECT count(*) FROM files").fetchone()[0]
         errors = self.conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
-        return files, errors
+        lag = self.conn.execute(   # (files_behind: only the few such rows are read)
+            "SELECT coalesce(sum(size - offset), 0) FROM files"
+            " WHERE kind = 'events' AND size > offset AND state != 'missing'").fetchone()[0]
+        return files, errors, lag
 
     def count_present(self, seen_before: float) -> int:
         """Files tracked since before `seen_before` and not known to be gone, for the scan."""
@@ -506,6 +510,11 @@ class Store:
             (path, line, byte_offset, reason, now, now))
         self.mark_changed()
         return before is None or before[0] != reason
+
+    def error_reason(self, path: str) -> str | None:
+        """The reason of the whole-file error recorded for a path, if any."""
+        row = self.conn.execute("SELECT reason FROM ingest_errors WHERE path = ? AND line = 0", (path,)).fetchone()
+        return row[0] if row else None
 
     def clear_line_errors(self, path: str):
         """The line errors of an event log that is read again from its first byte."""

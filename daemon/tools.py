@@ -10,6 +10,8 @@ from pathlib import Path
 import apsw
 import msgspec
 
+from daemon.lock import holder, lock_path
+from daemon.logs import escape
 from daemon.store import canonical_dump, status_report
 from daemon.timestamps import iso
 
@@ -27,12 +29,30 @@ def lag_bytes(logs: list[tuple[str, int]]) -> int:
     return total
 
 
+def daemon_problems(db: Path, pid: int | None | str, age: float | None) -> list[str]:
+    """What is wrong with the daemon, if anything: `pid` is the process that holds the database's
+    writer lock (None: no process does; a str: why that could not be told), `age` the age of
+    its heartbeat. Holding the lock says a daemon runs now; the heartbeat says it is not stuck."""
+    if pid is None:
+        return [f"no reev-ingestd holds {lock_path(db)}: it is not running"]
+    if age is None:
+        return ["the daemon has never written a heartbeat"]
+    if age > STALE_SECONDS:
+        running = "is reev-ingestd running?" if isinstance(pid, str) else f"is reev-ingestd (pid {pid}) stuck?"
+        return [f"the daemon's heartbeat is {age:.0f} s old: {running}"]
+    return []
+
+
 def summarise(db: Path) -> dict:
     """The status as data (times in RFC 3339, as the API gives them); `healthy` is False when
-    the database can't be read or the daemon's heartbeat is missing or stale."""
+    the database can't be read, no daemon holds it, or the daemon's heartbeat is missing or stale."""
     now = time.time()
     if not db.exists():
         return {"database": str(db), "healthy": False, "problems": [f"{db} does not exist: has reev-ingestd run?"]}
+    try:
+        pid: int | None | str = holder(db)
+    except OSError as e:      # (the lock file is the daemon's; an operator may not read it)
+        pid = f"cannot tell: {e.strerror}"
     try:
         r = status_report(db)
     except apsw.Error as e:
@@ -40,17 +60,15 @@ def summarise(db: Path) -> dict:
     meta = r["meta"]
     beat = meta.get("heartbeat_at")
     age = round(now - beat, 1) if isinstance(beat, (int, float)) else None
-    problems = []
-    if age is None:
-        problems.append("the daemon has never written a heartbeat")
-    elif age > STALE_SECONDS:
-        problems.append(f"the daemon's heartbeat is {age:.0f} s old: is reev-ingestd running?")
+    problems = daemon_problems(db, pid, age)
     size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
     files: dict[str, dict[str, int]] = {}
     for kind, state, n in r["files"]:
         files.setdefault(kind, {})[state] = n
     return {
         "database": str(db), "database_bytes": size, "healthy": not problems, "problems": problems,
+        "daemon_running": None if isinstance(pid, str) else pid is not None,
+        "daemon_pid": pid if isinstance(pid, int) else None,
         "heartbeat_at": iso(beat), "heartbeat_age_seconds": age, "data_generation": meta.get("data_generation"),
         "last_ingest_at": iso(meta.get("last_ingest_at")), "files": files, "lag_bytes": lag_bytes(r["logs"]),
         "executions": dict(r["statuses"]), "error_count": r["error_count"],
@@ -67,6 +85,9 @@ def render(s: dict) -> str:
     if "files" not in s:
         return "\n".join(out)
     out[-1 - len(s["problems"])] += f"  ({s['database_bytes'] / 1e6:.1f} MB, generation {s['data_generation']})"
+    running = s["daemon_running"]
+    out.append("daemon     " + ("unknown" if running is None else f"running (pid {s['daemon_pid']})" if running
+                                else "not running"))
     age = s["heartbeat_age_seconds"]
     out.append(f"heartbeat  {'never' if age is None else f'{age:.1f} s ago'}")
     for kind in ("events", "session", "benchmark"):
@@ -79,7 +100,7 @@ def render(s: dict) -> str:
     out.append(f"lines      {s['lines_ingested_total']} ingested in all")
     out.append(f"errors     {s['error_count']} recorded" + (", the latest:" if s["last_errors"] else ""))
     for e in s["last_errors"]:
-        out.append(f"  {e['path']}:{e['line']} (byte {e['byte_offset']}): {e['reason'][:120]}")
+        out.append(escape(f"  {e['path']}:{e['line']} (byte {e['byte_offset']}): {e['reason'][:120]}"))
     return "\n".join(out)
 
 

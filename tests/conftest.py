@@ -7,6 +7,7 @@ short-lived read-only connections whose cursors are read to the end.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -38,6 +39,32 @@ def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REEV_") and k != "STATE_DIRECTORY"}
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+# ------------------------------------------------------------------------------ file permissions
+
+PR_CAPBSET_DROP = 24                        # prctl(2)
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
+
+
+def without_permission_override():
+    """preexec_fn: from the exec on, file permission bits apply to this process. The suite runs
+    as root, whom they do not stop: the two capabilities that let root past them are dropped
+    from the bounding set (`nobody` cannot even reach this interpreter under /root)."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")
+
+
+def as_a_user(groups: list[int] = ()) -> dict:
+    """subprocess arguments for a daemon to which permission bits apply, with these
+    supplementary groups (as root; a plain user keeps its own, and chmod alone must do)."""
+    if os.geteuid() != 0:
+        return {}
+    return {"preexec_fn": without_permission_override, "extra_groups": list(groups)}
 
 
 # ------------------------------------------------------------------------------ waiting
@@ -324,14 +351,15 @@ def run_once(workspace, request):
 class Daemon:
     """One live `reev-ingestd` process on a workspace; stderr goes to a file in tmp_path."""
 
-    def __init__(self, workspace: Workspace, args: list[str], stderr_path: Path):
+    def __init__(self, workspace: Workspace, args: list[str], stderr_path: Path, **popen):
+        """`popen`: more arguments for subprocess.Popen (who the process runs as)."""
         self.workspace = workspace
         self.args = args
         self.stderr_path = stderr_path
         self.launched_at = time.time()
         self._stderr = open(stderr_path, "wb")
         self.proc = subprocess.Popen(daemon_command() + workspace.args() + args, stdin=subprocess.DEVNULL,
-                                     stdout=self._stderr, stderr=self._stderr, env=clean_env())
+                                     stdout=self._stderr, stderr=self._stderr, env=clean_env(), **popen)
 
     @property
     def pid(self) -> int:

@@ -284,8 +284,7 @@ def test_non_session_files_are_ignored_without_errors(workspace, run_once, db):
     (s / "session_abc.json.tmp").write_bytes(b"{")
     (s / ".session_abc.json.swp").write_bytes(b"\x00\x01binary")
     (s / "enhanced_otel_abc.jsonl~").write_bytes(line)
-    (s / "enhanced_otel_.jsonl").write_bytes(line)
-    (s / "session_.json").write_bytes(b"{}")
+    (s / "Session_abc.json").write_bytes(b"{}")
     (s / "notes.txt").write_text("hello")
     (s / "sub").mkdir()
     (s / "sub" / "session_abc.json").write_bytes(fx.session_bytes(fx.session_doc()))
@@ -305,6 +304,45 @@ def test_non_session_files_are_ignored_without_errors(workspace, run_once, db):
     assert db.rows("SELECT id FROM benchmarks") == []
     assert db.errors() == []
     assert "WARNING" not in proc.stderr and "ERROR" not in proc.stderr
+
+
+def test_names_of_our_forms_that_cannot_be_ingested_are_one_error_each_never_a_crash(workspace, run_once, db):
+    """Any bytes a name can hold: one that is not UTF-8 (either folder) or whose id is none reev
+    writes is recorded once, under its name as text (bad bytes as \\x escapes), and never read."""
+    line = fx.jsonl([fx.prompt_line("not read")])
+    s, b = os.fsencode(workspace.sessions), os.fsencode(workspace.benchmarks)
+    odd = {  # name as bytes → (folder, what the reason says)
+        b"bad\xff.yml": (b, "not valid UTF-8"),
+        b"enhanced_otel_\xff\xfe.jsonl": (s, "not valid UTF-8"),
+        b"session_\xc3.json": (s, "not valid UTF-8"),
+        "enhanced_otel_café.jsonl".encode(): (s, "'café' is no execution id"),
+        b"session_new\nline.json": (s, "'new\\nline' is no execution id"),
+        b"enhanced_otel_.jsonl": (s, "'' is no execution id"),
+        b"session_.hidden.json": (s, "'.hidden' is no execution id"),
+    }
+    for name, (folder, _) in odd.items():
+        with open(folder + b"/" + name, "wb") as f:
+            f.write(b"id: x\n" if name.endswith(b".yml") else line)
+    (workspace.benchmarks / "café.yml").write_text(fx.benchmark_yaml("401-cafe"))   # UTF-8: a fine name
+    workspace.append_events(X, [fx.prompt_line("a good run")])
+
+    proc = run_once()
+    want = {(folder + b"/" + name).decode("utf-8", "backslashreplace"): says for name, (folder, says) in odd.items()}
+    got = {e["path"]: e for e in db.errors()}
+    assert sorted(got) == sorted(want)
+    for path, says in want.items():
+        assert says in got[path]["reason"] and got[path]["line"] == 0 and got[path]["count"] == 1, got[path]
+        if "\n" not in path:      # (how a log line shows a newline is the log formatter's business)
+            assert f"WARNING reev.ingest: {path}: not ingested" in proc.stderr
+    assert proc.stderr.count("WARNING") == len(odd)
+    assert [e["execution_id"] for e in db.executions()] == [X]
+    assert db.benchmark("401-cafe")["path"] == str(workspace.benchmarks / "café.yml")
+    assert db.scalar("SELECT count(*) FROM files") == 2          # the good ones only
+    g = db.generation()
+    proc = run_once()                                 # recorded once: not again on every scan
+    assert "WARNING" not in proc.stderr
+    assert db.generation() == g
+    assert all(e["count"] == 1 for e in db.errors())
 
 
 def test_symlink_named_like_an_event_log_is_one_error_until_a_file_replaces_it(workspace, run_once, db):

@@ -3,6 +3,7 @@ reconcile scan, and exactly-once ingestion across a SIGKILL."""
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -243,6 +244,27 @@ def test_sigterm_during_once_commits_what_it_has_and_exits_zero(workspace, run_o
     assert db.scalar("SELECT count(*) FROM events") == many * 31
 
 
+@pytest.mark.parametrize("mode", [["--once"], []], ids=["once", "live"])
+def test_a_stop_during_start_up_is_a_clean_exit(workspace, mode):
+    """SIGTERM while the database opens (systemd stopping a unit that is starting; a test that
+    signals early) is taken once the daemon can finish cleanly: exit 0, never death by signal."""
+    import subprocess
+
+    from daemon.lock import lock_path
+    from tests.conftest import clean_env, daemon_command
+
+    workspace.append_events(X, [fx.prompt_line("p")])
+    proc = subprocess.Popen(daemon_command() + workspace.args() + mode, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, env=clean_env())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not lock_path(workspace.db_path).exists():
+        time.sleep(0.0005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert b"SIGTERM" in err
+
+
 # ------------------------------------------------------------------------------ discovery
 
 
@@ -450,3 +472,23 @@ def test_the_wal_grows_while_catching_up_and_is_cut_back_once_following_live_fil
         d.wait_for(lambda: db.event_count(X) == i + 1, what=f"live line {i + 1}")
     d.wait_for(lambda: os.path.getsize(wal) <= LIVE.wal_limit, what="the WAL cut back")
     assert db.scalar("SELECT count(*) FROM events") == total + 3
+
+
+def test_a_back_fill_logs_its_progress_not_its_batches_and_a_sighup_says_what_it_did(workspace, live_daemon):
+    """A 300-session back-fill logged 80 info lines (one per batch); after SIGHUP, `caught up`
+    gave the totals since the start instead of what that rescan did."""
+    for r in range(300):
+        workspace.append_events(f"run-{r}", [fx.prompt_line("p" * 2000, at=i) for i in range(40)])
+        workspace.write_session(f"run-{r}", fx.session_doc(f"run-{r}"))
+    started = time.monotonic()
+    d = live_daemon(log_level="info")
+    d.wait_log("caught up", timeout=120)
+    elapsed = time.monotonic() - started
+    info = [line for line in d.stderr().splitlines() if " INFO " in line]
+    assert re.search(r"caught up: 600 files looked at, 12000 lines ingested in \d+\.\d s", d.stderr()), info
+    assert not [line for line in info if "batch:" in line], info
+    assert len(info) <= 4 + elapsed / 5, info        # start-up, the worker, progress every 5 s, caught up
+    d.send(signal.SIGHUP)
+    d.wait_log("caught up", count=2)
+    first, again = [line.split("caught up: ")[1] for line in d.stderr().splitlines() if "caught up: " in line]
+    assert first.startswith("600 files looked at") and again.startswith("0 files looked at, 0 lines ingested"), again

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from daemon import parse, reader, status
-from daemon.ids import classify_benchmark_file, classify_session_file, normalise_benchmark_id
+from daemon.ids import Refused, classify_benchmark_file, classify_session_file, normalise_benchmark_id, shown
 from daemon.parse import BadInput
 from daemon.reader import Checkpoint, Line
 from tests import fixtures as fx
@@ -179,21 +179,48 @@ def test_normalise_benchmark_id(value, expected):
     ("enhanced_otel_300-swap-test.jsonl", ("events", "300-swap-test")),
     ("enhanced_otel_a.b_c.jsonl", ("events", "a.b_c")),
     ("otel_abc.jsonl", None), ("session_abc.json.tmp", None), (".session_abc.json.swp", None),
-    ("session_.json", None), ("session_..json", None), ("session_a b.json", None),
-    ("enhanced_otel_abc.json", None),
+    ("enhanced_otel_abc.json", None), ("session_abc.jsonl", None), ("Session_abc.json", None),
 ])
 def test_classify_session_file(name, expected):
     got = classify_session_file(name)
     assert (tuple(got) if got else None) == expected
 
 
+@pytest.mark.parametrize("name, kind, says", [
+    ("session_.json", "session", "'' is no execution id"),
+    ("session_..json", "session", "'.' is no execution id"),
+    ("session_a b.json", "session", "'a b' is no execution id"),
+    ("enhanced_otel_café.jsonl", "events", "'café' is no execution id"),
+    ("enhanced_otel_x\n.jsonl", "events", "'x\\n' is no execution id"),
+    ("session_\udcff.json", "session", "not valid UTF-8"),
+])
+def test_names_of_our_forms_without_an_execution_id_are_refused_with_a_reason(name, kind, says):
+    got = classify_session_file(name)
+    assert isinstance(got, Refused) and got.kind == kind and says in got.reason, got
+
+
 @pytest.mark.parametrize("name, expected", [
-    ("001-sol-transfer.yml", "001-sol-transfer"), ("x.yaml", "x"),
+    ("001-sol-transfer.yml", "001-sol-transfer"), ("x.yaml", "x"), ("café.yml", "café"),
     (".hidden.yml", None), ("x.yml.swp", None), ("README.md", None),
 ])
 def test_classify_benchmark_file(name, expected):
     got = classify_benchmark_file(name)
     assert (got.subject_id if got else None) == expected
+
+
+def test_a_benchmark_name_that_is_not_utf8_is_refused():
+    got = classify_benchmark_file(os.fsdecode(b"bad\xff.yml"))
+    assert isinstance(got, Refused) and "not valid UTF-8" in got.reason
+
+
+@pytest.mark.parametrize("raw, text", [
+    (b"/s/session_x.json", "/s/session_x.json"), ("/s/café.yml".encode(), "/s/café.yml"),
+    (b"/s/bad\xff\xfe.yml", "/s/bad\\xff\\xfe.yml"), (b"/s/session_\xc3.json", "/s/session_\\xc3.json"),
+])
+def test_a_path_is_shown_as_storable_text(raw, text):
+    got = shown(os.fsdecode(raw))
+    assert got == text
+    got.encode("utf-8")           # SQLite binds it
 
 
 # ------------------------------------------------------------------------------ reader
@@ -649,3 +676,51 @@ def test_catching_up_the_wal_is_copied_behind_the_loop_and_restarted_by_it(tmp_p
         assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 4000
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------------------ benchmarks, parsed off the loop
+
+
+def test_a_benchmark_is_parsed_off_the_loop_and_stored_when_it_comes_back(tmp_path):
+    """Ingestor.process hands the YAML to the parse thread and returns at once; the thread's
+    `done` queues the path again, and the next look stores the parse, if the file still holds
+    the bytes that were parsed: a file changed meanwhile is parsed again."""
+    import queue
+
+    from daemon.ids import Classified
+    from daemon.ingest import Ingestor, Limits, Scanned
+    from daemon.offloop import OffLoop
+    from daemon.store import Store
+
+    benchmarks = tmp_path / "benchmarks"
+    benchmarks.mkdir()
+    path = benchmarks / "301-a.yml"
+    path.write_text(fx.benchmark_yaml("301-a", description="first"))
+    came_back: queue.Queue[str] = queue.Queue()
+    store = Store(tmp_path / "reev.db")
+    try:
+        ingestor = Ingestor(store, tmp_path / "sessions", benchmarks, Limits(), OffLoop(done=came_back.put))
+        what = Scanned(Classified("benchmark", "301-a"), None)
+
+        def look():
+            with store.batch():
+                ingestor.process(str(path), what)
+            return store.conn.execute("SELECT description FROM benchmarks").fetchall()
+
+        assert look() == []                            # not parsed in the loop
+        assert came_back.get(timeout=10) == str(path)
+        path.write_text(fx.benchmark_yaml("301-a", description="second"))   # changed meanwhile
+        assert look() == []                            # that parse was of other bytes
+        assert came_back.get(timeout=10) == str(path)
+        assert look() == [("second",)]
+        assert not ingestor.parses.busy
+    finally:
+        store.close()
+
+
+def test_parse_benchmark_uses_libyaml_where_it_is_installed():
+    import yaml
+    if getattr(yaml, "__with_libyaml__", False):
+        assert parse._YAML_LOADER is yaml.CSafeLoader
+    else:
+        assert parse._YAML_LOADER is yaml.SafeLoader

@@ -109,6 +109,30 @@ def test_daemon_speaks_sd_notify_in_order(workspace, notify_socket, tmp_path):
         stop_and_expect_stopping(proc, notify_socket)
 
 
+def test_status_comes_with_ready_and_then_only_when_it_changes(workspace, notify_socket, tmp_path):
+    """With empty folders, READY=1 carries the STATUS= line (systemctl status shows it); after
+    that a STATUS= line comes when what it says changes (files, lines, errors, lag), not after
+    every batch."""
+    env = clean_env() | {"NOTIFY_SOCKET": notify_socket.path}
+    with launched(daemon_command() + workspace.args(), tmp_path / "daemon.log", env):
+        notify_socket.wait_for_field("READY=1")
+        [ready] = [m for m in notify_socket.drain() if "READY=1" in m.split("\n")]
+        assert ("STATUS=0 files tracked, 0 lines ingested since start, 0 input errors recorded,"
+                " 0 bytes not ingested yet") in ready.split("\n"), ready
+
+        partial = b'{"event_type": "StepComp'
+        path = workspace.append_raw(workspace.events_path("run-1"), fx.jsonl([fx.prompt_line("p")]) + partial)
+        lag = notify_socket.wait_for_field("STATUS=1 files tracked, 1 lines ingested")
+        assert notify_socket.fields()[lag].endswith(f", {len(partial)} bytes not ingested yet")
+
+        mark = len(notify_socket.fields())
+        os.utime(path, ns=(time.time_ns(), time.time_ns() - 10**9))      # a batch that changes nothing
+        wait_for(lambda: workspace.db.file(path)["mtime_ns"] == path.stat().st_mtime_ns)
+        workspace.append_raw(workspace.events_path("run-2"), b"{not json\n")   # one that does
+        changed = notify_socket.wait_for_field("STATUS=", after=mark)
+        assert "1 input errors recorded" in notify_socket.fields()[changed], notify_socket.fields()[mark:]
+
+
 def test_a_schema_migration_asks_systemd_for_the_time_it_takes(workspace, notify_socket):
     """A migration rewrites tables (minutes on a big database): before it starts, the daemon
     extends its start timeout and says what it is doing."""
@@ -151,6 +175,41 @@ def test_a_stuck_writer_loop_stops_petting_the_watchdog(workspace, notify_socket
         mark = len(notify_socket.fields())
         notify_socket.wait_for_field("WATCHDOG=1", after=mark)            # petting again
         wait_for(lambda: workspace.db.event_count("run-2") == 1, timeout=20)
+
+
+def test_a_huge_benchmark_definition_holds_no_line_back_and_the_watchdog_is_petted(workspace, notify_socket,
+                                                                                    tmp_path):
+    """A 6.6 MB definition of 400 000 keys took 30 s in one batch: a live line waited 39 s and
+    WATCHDOG=1 came 29 s apart (systemd kills at 30). Now a definition over the size limit is
+    refused unread, and one under it is parsed off the loop."""
+    env = clean_env() | {"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "1000000"}
+    with launched(daemon_command() + workspace.args(), tmp_path / "daemon.log", env):
+        notify_socket.wait_for_field("READY=1")
+        pets: list[float] = []
+
+        def watch_pets():
+            got = notify_socket.fields()
+            pets.extend([time.monotonic()] * (got.count("WATCHDOG=1") - len(pets)))
+
+        huge = "".join(f"key{i}: value{i}\n" for i in range(100_000))          # 1.8 MB
+        big = fx.benchmark_yaml("402-big") + "initial_state:\n" + "".join(f"  k{i}: {i}\n" for i in range(16_000))
+        assert len(big) < 256 << 10 < len(huge)
+        workspace.write_benchmark("401-huge", "id: 401-huge\n" + huge)
+        workspace.write_benchmark("402-big", big)
+        latencies = []
+        for n in range(1, 31):
+            workspace.append_events("live", [fx.step_complete_line(f"step-{n}", at=n)])
+            written = time.monotonic()
+            wait_for(lambda: workspace.db.event_count("live") == n, timeout=60, interval=0.005)
+            latencies.append(time.monotonic() - written)
+            watch_pets()
+            time.sleep(0.05)
+        gaps = [b - a for a, b in zip(pets, pets[1:])]
+        assert max(latencies) < 1.0, f"a line took {max(latencies):.2f} s to show"
+        assert len(pets) >= 3 and max(gaps) < 2.0, f"WATCHDOG=1 gaps {gaps}"
+        [err] = wait_for(lambda: workspace.db.errors(workspace.benchmark_path("401-huge")))
+        assert f"over the {256 << 10}-byte limit" in err["reason"], err
+        wait_for(lambda: workspace.db.benchmark("402-big"), what="the big definition under the limit")
 
 
 def test_api_says_ready_once_it_listens_and_stopping_on_sigterm(tmp_path, notify_socket):

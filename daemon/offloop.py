@@ -1,0 +1,65 @@
+"""Parsing a benchmark definition off the loop, on a thread of its own.
+
+A definition is YAML, parsed whole and slowly (libyaml's C loader about 1 s a megabyte of
+small keys, PyYAML's own loader four times that). Parsed in a batch, one big file held back
+every other file's lines and starved the watchdog (a 6.6 MB file: 30 s). Here the loop hands
+the parse over and goes on; when it is done, the path is queued again (`done`), and the loop
+stores the outcome if the file still holds the bytes that were parsed (their content hash).
+The size limit on definitions (ingest.Limits) bounds what one parse costs; this keeps even
+that out of the loop's way. One parse at a time, so at most one definition's worth of memory.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger("reev.offloop")
+
+
+class OffLoop:
+    def __init__(self, done: Callable[[str], None]):
+        self._done = done
+        self._cond = threading.Condition()
+        self._wanted: dict[str, tuple[bytes, Callable[[], object]]] = {}   # path → (digest, job), to start
+        self._running: tuple[str, bytes] | None = None
+        self._results: dict[str, tuple[bytes, object]] = {}   # path → (digest, outcome)
+        self._thread: threading.Thread | None = None
+
+    def result(self, path: str, digest: bytes, job: Callable[[], object]) -> object | None:
+        """What `job` (the parse of `path` whose bytes hash to `digest`) returned or raised,
+        once it is done; until then None, the job queued (in place of one for older bytes of
+        the same path), and `done(path)` called from the thread when it is."""
+        with self._cond:
+            got = self._results.pop(path, None)
+            if got is not None and got[0] == digest:
+                return got[1]
+            if self._running != (path, digest) and self._wanted.get(path, (None,))[0] != digest:
+                self._wanted[path] = (digest, job)
+                self._cond.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="offloop", daemon=True)
+                self._thread.start()
+        return None
+
+    @property
+    def busy(self) -> bool:
+        """A parse is waiting or under way (a --once run waits for it)."""
+        with self._cond:
+            return bool(self._wanted) or self._running is not None
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._wanted:
+                    self._cond.wait()
+                path, (digest, job) = next(iter(self._wanted.items()))
+                del self._wanted[path]
+                self._running = (path, digest)
+            try:
+                outcome = job()
+            except Exception as e:      # bad input, or a bug: the loop decides what it becomes
+                outcome = e
+            with self._cond:
+                self._results[path] = (digest, outcome)
+                self._done(path)        # before it stops being busy: a --once run waits on both
+                self._running = None
