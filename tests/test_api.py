@@ -4,6 +4,7 @@ database written by the real daemon from fixture files."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -544,6 +545,20 @@ def _alive(pid: int) -> bool:
         return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_worker_goes_when_its_server_is_gone_whatever_handler_it_inherited():
+    """Granian forks its workers, and a worker runs the server's own SIGTERM handler until its
+    event loop takes the signal over: the signal that tells it its server is gone (or the one it
+    sends itself when the server went before it asked for that signal) must not land there."""
+    script = ("import os, signal\n"
+              "signal.signal(signal.SIGTERM, lambda *_: None)      # as inherited from the server\n"
+              "from daemon.parentage import die_with_parent\n"
+              "die_with_parent(os.getppid() + 1)                 # a server other than its parent: gone\n"
+              "print('still running', flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
+                          env=clean_env())
+    assert proc.returncode == -signal.SIGTERM and "still running" not in proc.stdout, (proc.returncode, proc.stdout)
 
 
 def test_a_worker_does_not_outlive_a_killed_server(tmp_path):
