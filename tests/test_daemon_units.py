@@ -1,8 +1,12 @@
 """Pure unit tests of the daemon's parsing, incremental reading and status rules."""
 
+import hashlib
 import json
 import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -12,6 +16,7 @@ from daemon.ids import classify_benchmark_file, classify_session_file, normalise
 from daemon.parse import BadInput
 from daemon.reader import Checkpoint, Line
 from tests import fixtures as fx
+from tests.conftest import missing_precondition
 
 # ------------------------------------------------------------------------------ parse: event lines
 
@@ -450,23 +455,48 @@ def _resident_pages(path) -> int:
         return sum(v & 1 for v in vec)
 
 
-def test_prefetcher_brings_the_files_a_batch_will_read_into_the_page_cache(tmp_path):
+def _evicted_file(path, data: bytes):
+    """Write a file and drop its pages from the page cache; whether they went."""
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return _resident_pages(path) <= 16
+
+
+@pytest.fixture
+def page_cached_folder(tmp_path):
+    """A new folder on a file system whose files leave the page cache when told to: tmp_path,
+    else /var/tmp, else beside the repository (tmpfs keeps files in memory: nothing to read ahead)."""
+    for base in (tmp_path, Path("/var/tmp"), Path(__file__).resolve().parent.parent):
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="reev-prefetch-", dir=base))
+        except OSError:
+            continue
+        if _evicted_file(folder / "probe", b"p" * (1 << 20)):
+            try:
+                yield folder
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+    missing_precondition("no folder here whose files leave the page cache (all tmpfs?): nothing to read ahead")
+
+
+def test_prefetcher_brings_the_files_a_batch_will_read_into_the_page_cache(page_cached_folder):
     from tests.conftest import wait_for
     from daemon.prefetch import Prefetcher
 
     files = []
     for i in range(3):
-        path = tmp_path / f"enhanced_otel_{i}.jsonl"
-        path.write_bytes(b'{"event_type":"Prompt"}\n' * 40_000)     # about 1 MB
-        os.sync()
-        fd = os.open(path, os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)              # out of the page cache
-        os.close(fd)
+        path = page_cached_folder / f"enhanced_otel_{i}.jsonl"
+        assert _evicted_file(path, b'{"event_type":"Prompt"}\n' * 40_000)     # about 1 MB
         files.append(path)
-    if _resident_pages(files[0]) > 16:
-        pytest.skip("this file system keeps files in memory (tmpfs): nothing to read ahead")
     p = Prefetcher(length=8 << 20)
-    p.warm([(str(files[0]), 0), (str(files[1]), 512 << 10), (str(tmp_path / "gone.jsonl"), 0)])
+    p.warm([(str(files[0]), 0), (str(files[1]), 512 << 10), (str(page_cached_folder / "gone.jsonl"), 0)])
     wait_for(lambda: _resident_pages(files[0]) >= 0.9 * os.path.getsize(files[0]) // 4096,
              what="the first file read ahead")
     # from the offset on (where reading starts), not the bytes before it; a file not asked for stays out

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import fixtures as fx
-from tests.conftest import Db
+from tests.conftest import Db, missing_precondition
 from tests.reliability.conftest import scale
 from tests.reliability.support import (cpu_seconds, dump, event_logs_consistent, hold_database, once_db,
                                        wait_same_dump)
@@ -28,13 +28,13 @@ HEARTBEAT = 5.0             # daemon/service.py HEARTBEAT_SECONDS
 def small_filesystem(path: Path, size: str):
     """A tmpfs of `size` mounted on `path` (root only); unmounted afterwards."""
     if shutil.which("mount") is None:
-        pytest.skip("no mount(8) here: cannot make a small filesystem for the disk-full scenario")
+        missing_precondition("no mount(8) here: cannot make a small filesystem for the disk-full scenario")
     path.mkdir()
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a {size} tmpfs for the disk-full scenario (needs root or CAP_SYS_ADMIN):"
-                    f" {proc.stderr.strip()}")
+        missing_precondition(f"cannot mount a {size} tmpfs for the disk-full scenario (needs root or"
+                             f" CAP_SYS_ADMIN): {proc.stderr.strip()}")
     try:
         yield path
     finally:
