@@ -313,16 +313,18 @@ def test_read_lines_fingerprints_are_those_of_the_file(tmp_path, layout):
         "over-long": [b"s\n" + b"o" * 3000, b"o\n" + b"t" * 10 + b"\n"],         # skipped, across reads
         "partial": [b"p" * 200 + b"\n" + b"q" * 100, b"q\n"],                   # a line waits for its end
     }[layout]
+    def digest(data: bytes) -> bytes:       # the checkpoint's: BLAKE2b, 16 bytes
+        return hashlib.blake2b(data, digest_size=16).digest()
+
     for data in writes:
         f.append(data)
         while True:
             _, more = f.read(max_line=2000)
-            fd = os.open(f.path, os.O_RDONLY)
-            try:
-                expected = reader.fingerprint(fd, f.cp.fingerprint_len) + reader.tail_fingerprint(fd, f.cp.offset)
-            finally:
-                os.close(fd)
-            assert f.cp.fingerprint == expected
+            content = Path(f.path).read_bytes()
+            head = min(256, len(content))                   # the first 256 bytes (fewer in a short file)
+            tail = content[max(0, f.cp.offset - 256):f.cp.offset]      # the 256 before the offset
+            assert f.cp.fingerprint_len == head
+            assert f.cp.fingerprint == digest(content[:head]) + digest(tail)
             if not more:
                 break
     assert f.cp.offset == os.path.getsize(f.path)
@@ -640,8 +642,11 @@ def test_catching_up_the_wal_is_copied_behind_the_loop_and_restarted_by_it(tmp_p
     """While catching up, the copier thread copies the WAL into the database as batches commit:
     the database file grows before the WAL is long enough for the loop to copy anything itself.
     Once the WAL holds checkpoint_pages, the loop copies what is left and the WAL starts again
-    from its beginning, so its file stays near that size however much is written. (The real
-    thresholds are 8 and 256 MiB; here 64 and 1024 pages.)"""
+    from its beginning. (The real thresholds are 8 and 256 MiB; here 64 and 1024 pages.) The
+    restarts are counted (the WAL header's checkpoint sequence number), not the file's size: a
+    commit that finds the copier copying leaves the copy to the next, so how far past
+    checkpoint_pages the WAL gets between restarts depends on how busy the machine is (2.2 to
+    3.5 times on this 2-core machine under load)."""
     import time
 
     import daemon.store as store_module
@@ -673,9 +678,14 @@ def test_catching_up_the_wal_is_copied_behind_the_loop_and_restarted_by_it(tmp_p
         while os.path.getsize(db) < empty + 1_000_000:
             assert time.monotonic() < deadline, "the copier never copied the WAL into the database"
             time.sleep(0.01)
+        def restarts() -> int:            # the WAL header's checkpoint sequence number
+            with open(f"{db}-wal", "rb") as wal:
+                return int.from_bytes(wal.read(16)[12:16], "big")
+
+        before = restarts()
         for r in range(3, 40):            # 20 MB in all: five times checkpoint_pages
             ingest_run(r)
-        assert os.path.getsize(f"{db}-wal") < 2 * tuning.checkpoint_pages * page
+        assert restarts() - before >= 2, "the WAL was not started again from its beginning"
         assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 4000
     finally:
         store.close()
