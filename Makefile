@@ -31,7 +31,9 @@ run: install
 	wait -n; status=$$?; kill $$daemon $$api 2>/dev/null; wait; exit $$status
 
 # Benchmarks (perf/bench.py): BENCH_SIZE=small (about 5 minutes) or large (the real one, long).
-# Prints one Markdown table and writes perf/RESULTS.md; generated data goes to perf/data/.
+# Prints one Markdown table, records the run in perf/runs/$(BENCH_SIZE).json and rewrites
+# perf/RESULTS.md and README.md's results from the last run of each size; generated data goes
+# to perf/data/.
 BENCH_SIZE ?= small
 $(VENV)/.bench-installed: pyproject.toml $(BIN)/reev-ingestd
 	$(BIN)/pip install --quiet -e '.[test,bench]'

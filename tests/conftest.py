@@ -67,6 +67,68 @@ def as_a_user(groups: list[int] = ()) -> dict:
     return {"preexec_fn": without_permission_override, "extra_groups": list(groups)}
 
 
+# ------------------------------------------------------------------------------ preconditions
+
+# CI's machine (root, Debian, systemd-analyze installed) has every precondition a test asks
+# for, so there a missing one is a failure, not a skip nobody reads (.ci/run sets CI=true).
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing_precondition(reason: str):
+    """This test cannot run here: a skip on a developer's machine, a failure in CI."""
+    if CI:
+        pytest.fail(f"CI=true, and this machine lacks what the test needs: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+_SKIPPED: list[tuple[str, str]] = []      # (test, why), in the order they ran
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED.append((report.nodeid, reason.removeprefix("Skipped: ")))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The skipped tests and why, every run; with CI=true any skip fails the run."""
+    if not _SKIPPED:
+        return
+    terminalreporter.section(f"{len(_SKIPPED)} skipped" + (" (CI=true: the run fails)" if CI else ""))
+    for nodeid, reason in _SKIPPED:
+        terminalreporter.line(f"{nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session):
+    if CI and _SKIPPED and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+def children(pid: int) -> list[int]:
+    """The pids of a process's children (Linux /proc)."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 # ------------------------------------------------------------------------------ waiting
 
 

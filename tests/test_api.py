@@ -4,17 +4,20 @@ database written by the real daemon from fixture files."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import apsw
 import pytest
 
 from tests import fixtures as fx
 from tests.api_client import Api
-from tests.conftest import clean_env, daemon_command, wait_for
+from tests.conftest import alive, children, clean_env, daemon_command, wait_for
 
 DONE = "run-done"            # session + event log, deterministic, succeeded on 301
 FAILED = "run-failed"        # session only, glm-4.6, failed on 301 with a step error
@@ -77,11 +80,41 @@ def api(populated):
 # ---------------------------------------------------------------------- Part 1
 
 def test_health_reports_the_database(api):
+    """The module's database was written by `--once` moments ago: its heartbeat is fresh."""
     health = api.get("/api/v1/health")
-    assert health["status"] in ("healthy", "degraded")
+    assert health["status"] == "healthy" and health["reasons"] == []
     assert health["database"]["reachable"] is True
     assert health["database"]["data_generation"] >= 1
+    assert 0 <= health["database"]["heartbeat_age_seconds"] < 30
     assert health["version"] and health["timestamp"].endswith("Z")
+
+
+def test_health_is_degraded_when_the_heartbeat_is_stale(workspace, run_once, tmp_path):
+    """A daemon that stopped writing its heartbeat (here: one written 31 s and then 29 s ago,
+    as a daemon gone since would have left it) makes the API degraded past 30 s, and healthy
+    again once it beats."""
+    run_once()
+    server = Api(workspace.db_path, tmp_path / "api.log")
+
+    def beat(age: float):
+        conn = apsw.Connection(str(workspace.db_path))
+        try:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'heartbeat_at'", (time.time() - age,))
+        finally:
+            conn.close()
+
+    try:
+        beat(31)
+        health = server.get("/api/v1/health")
+        assert health["status"] == "degraded" and health["database"]["reachable"] is True
+        assert health["database"]["heartbeat_age_seconds"] >= 31
+        assert any("heartbeat is stale" in r for r in health["reasons"]), health["reasons"]
+        assert server.get("/api/v1/benchmarks") == [], "the data is still served"
+        beat(20)
+        health = server.get("/api/v1/health")
+        assert health["status"] == "healthy" and health["reasons"] == []
+    finally:
+        server.close()
 
 
 def test_benchmarks_sorted_with_shape(api):
@@ -154,6 +187,35 @@ def test_agent_performance_one_result_per_finished_run(api):
 def test_agent_results_pages(api):
     page = api.get("/api/v1/agent-performance/deterministic/results?limit=1")
     assert [r["session_id"] for r in page["items"]] == [DONE] and page["next_cursor"] is None
+
+
+def test_agent_results_pages_follow_their_cursor_to_the_end(workspace, run_once, tmp_path):
+    """Newest first (then by execution id, from the last), one page after the other, each run
+    once; runs still going and other agents' runs are not results."""
+    start = 1_761_000_000
+    for eid, at in [("r-a", start), ("r-b", start + 100), ("r-c", start + 100), ("r-d", start + 200),
+                    ("r-e", start + 50)]:
+        workspace.write_session(eid, fx.session_doc(eid, start_time=at, success=eid != "r-c", score=0.5))
+    workspace.write_session("other", fx.session_doc("other", agent_type="local", start_time=start + 300))
+    workspace.append_events("going", [fx.prompt_line("p", at=0)])
+    run_once()
+    server = Api(workspace.db_path, tmp_path / "api.log")
+    try:
+        seen, cursors, cursor = [], [], None
+        while True:
+            page = server.get("/api/v1/agent-performance/deterministic/results?limit=2"
+                              + (f"&cursor={cursor}" if cursor else ""))
+            assert len(page["items"]) <= 2
+            seen += [(r["session_id"], r["final_status"]) for r in page["items"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+            cursors.append(cursor)
+        assert seen == [("r-d", "Succeeded"), ("r-c", "Failed"), ("r-b", "Succeeded"), ("r-e", "Succeeded"),
+                        ("r-a", "Succeeded")]
+        assert len(cursors) == 2 and len(set(cursors)) == 2
+    finally:
+        server.close()
 
 
 def test_agents_sorted(api):
@@ -241,7 +303,7 @@ def test_events_in_file_order_with_pages(api):
     assert [e["line"] for e in items] == [1, 2, 3]
     assert [e["event_type"] for e in items] == ["Prompt", "ToolInput", "ToolOutput"]
     assert items[1]["data"]["tool_input"]["tool_name"] == "sol_transfer"
-    assert items[0]["timestamp"] == fx.rfc3339(0).replace("796472Z", "796472Z")
+    assert items[0]["timestamp"] == "2025-10-30T03:44:17.796472Z"       # as the line has it (fixtures.BASE_TIME)
 
 
 def test_tool_calls_paired_with_duration(api):
@@ -391,6 +453,46 @@ def test_missing_database_then_recovery_without_restart(workspace, live_daemon, 
         server.close()
 
 
+def test_a_database_file_replaced_under_the_api_is_read_from_then_on(tmp_path):
+    """Another database put in place of the one the API reads (the daemon stopped, the file and
+    its -wal and -shm replaced by rename, as a restore from a backup does): the API answers from
+    the new file, without a restart."""
+    def database(name: str) -> Path:
+        root = tmp_path / name
+        (root / "sessions").mkdir(parents=True)
+        (root / "benchmarks").mkdir()
+        (root / "sessions" / f"enhanced_otel_{name}-run.jsonl").write_bytes(fx.jsonl([fx.prompt_line("p", at=0)]))
+        proc = subprocess.run(daemon_command() + ["--sessions-dir", str(root / "sessions"), "--benchmarks-dir",
+                                                  str(root / "benchmarks"), "--db", str(root / "reev.db"), "--once"],
+                              capture_output=True, text=True, env=clean_env(), timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return root / "reev.db"
+
+    def put(source: Path, target: Path):
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{source}{suffix}").exists():
+                os.replace(f"{source}{suffix}", f"{target}{suffix}")
+            else:
+                Path(f"{target}{suffix}").unlink(missing_ok=True)
+
+    served = tmp_path / "state" / "reev.db"
+    served.parent.mkdir()
+    put(database("old"), served)
+    new = database("new")
+    server = Api(served, tmp_path / "api.log")
+    try:
+        def ids():
+            return [x["execution_id"] for x in server.get("/api/v1/sessions")["items"]]
+
+        assert ids() == ["old-run"]
+        put(new, served)
+        wait_for(lambda: ids() == ["new-run"], timeout=10, what="the API to read the new file")
+        assert server.get("/api/v1/sessions/old-run", expect=404)
+        assert server.get("/api/v1/health")["database"]["reachable"] is True
+    finally:
+        server.close()
+
+
 def test_scoped_etags_hold_while_other_executions_change(workspace, live_daemon, db, tmp_path):
     """A poller of one execution, one benchmark or the agents' results gets 304 while the daemon
     ingests other executions, and a new ETag as soon as what it shows changes."""
@@ -498,6 +600,7 @@ def test_reading_while_the_daemon_writes(workspace, live_daemon, tmp_path):
     daemon = live_daemon(log_level="info")
     server = Api(workspace.db_path, tmp_path / "api.log")
     statuses: dict[int, int] = {}
+    failures: list[str] = []          # resets, timeouts, anything but an answer: each one counts
     stop = threading.Event()
 
     def poll():
@@ -505,7 +608,11 @@ def test_reading_while_the_daemon_writes(workspace, live_daemon, tmp_path):
                  "/api/v1/benchmarks", "/api/v1/health"]
         while not stop.is_set():
             for p in paths:
-                s = server.request(p).status
+                try:
+                    s = server.request(p).status
+                except Exception as e:      # noqa: BLE001 - a poller that dies silently proves nothing
+                    failures.append(f"{p}: {type(e).__name__}: {e}")
+                    continue
                 statuses[s] = statuses.get(s, 0) + 1
 
     pollers = [threading.Thread(target=poll) for _ in range(6)]
@@ -519,31 +626,27 @@ def test_reading_while_the_daemon_writes(workspace, live_daemon, tmp_path):
     finally:
         stop.set()
         for t in pollers:
-            t.join(10)
+            t.join(15)
         server.close()
+    assert not any(t.is_alive() for t in pollers), "a poller never came back from its request"
+    assert failures == [], f"{len(failures)} requests failed: {failures[:10]}"
     assert sum(statuses.values()) > 100
     assert set(statuses) <= {200}, statuses
     assert "BusyError" not in daemon.stderr() and "database error" not in daemon.stderr()
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry.name))
-    return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+def test_a_worker_goes_when_its_server_is_gone_whatever_handler_it_inherited():
+    """Granian forks its workers, and a worker runs the server's own SIGTERM handler until its
+    event loop takes the signal over: the signal that tells it its server is gone (or the one it
+    sends itself when the server went before it asked for that signal) must not land there."""
+    script = ("import os, signal\n"
+              "signal.signal(signal.SIGTERM, lambda *_: None)      # as inherited from the server\n"
+              "from daemon.parentage import die_with_parent\n"
+              "die_with_parent(os.getppid() + 1)                 # a server other than its parent: gone\n"
+              "print('still running', flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
+                          env=clean_env())
+    assert proc.returncode == -signal.SIGTERM and "still running" not in proc.stdout, (proc.returncode, proc.stdout)
 
 
 def test_a_worker_does_not_outlive_a_killed_server(tmp_path):
@@ -551,11 +654,11 @@ def test_a_worker_does_not_outlive_a_killed_server(tmp_path):
     serving the port alone (it asks Linux for SIGTERM when its parent dies)."""
     server = Api(tmp_path / "reev.db", tmp_path / "api.log")
     try:
-        workers = _children(server.proc.pid)
+        workers = children(server.proc.pid)
         assert workers, "reev-api runs its server in worker processes"
         server.proc.kill()
         server.proc.wait()
-        wait_for(lambda: not any(_alive(w) for w in workers), timeout=10, what="the worker to exit")
+        wait_for(lambda: not any(alive(w) for w in workers), timeout=10, what="the worker to exit")
         with pytest.raises(OSError):
             server.request("/api/v1/health", timeout=2)
     finally:

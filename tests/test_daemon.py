@@ -4,14 +4,17 @@ written into tmp_path and read the real database it leaves behind."""
 
 import json
 import os
+import subprocess
 import time
+from pathlib import Path
 
+import apsw
 import pytest
 
 from daemon import store as store_module
 from daemon.store import SCHEMA_VERSION
 from tests import fixtures as fx
-from tests.conftest import OLD_RUN_EVENTS, OLD_RUN_LOG, write_old_database
+from tests.conftest import OLD_RUN_EVENTS, OLD_RUN_LOG, clean_env, daemon_command, write_old_database
 
 X = "0f3c6d2e-5b1a-4c8e-9d7f-a1b2c3d4e5f6"      # an execution id (UUID-like)
 Y = "run-with.dots_and-dashes"                   # an execution id that is not a UUID
@@ -616,6 +619,30 @@ def test_once_on_empty_folders_creates_the_database_with_its_schema(tmp_path, ru
     assert db.generation() == 0
     assert db.meta("heartbeat_at") == pytest.approx(time.time(), abs=30)
     assert db.executions() == []
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["once", "live"])
+def test_a_database_newer_than_the_program_is_refused_and_left_as_it_is(live, run_once, db, workspace):
+    """A database a newer reev-ingestd wrote (its schema version above this program's): this one
+    says so and exits 2 without writing to it, rather than ingest into a schema it does not know."""
+    workspace.append_events(X, [fx.prompt_line("p", at=0)])
+    run_once()
+    conn = apsw.Connection(str(workspace.db_path))
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    before = workspace.db_path.read_bytes()
+    workspace.append_events(X, [fx.tool_input_line("t", at=1)])       # (something to ingest)
+    if live:
+        proc = subprocess.run(daemon_command() + workspace.args(), capture_output=True, text=True, timeout=30,
+                              env=clean_env(), stdin=subprocess.DEVNULL)
+    else:
+        proc = run_once(expect_rc=None)
+    assert proc.returncode == 2, proc.stderr
+    assert f"database schema {SCHEMA_VERSION + 1} is newer than this daemon ({SCHEMA_VERSION})" in proc.stderr
+    wal = Path(f"{workspace.db_path}-wal")
+    assert workspace.db_path.read_bytes() == before and (not wal.exists() or wal.stat().st_size == 0), \
+        "it wrote to the database"
+    assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION + 1 and db.event_count(X) == 1
 
 
 @pytest.mark.parametrize("version", [2, 3, 4])

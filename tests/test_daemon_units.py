@@ -1,8 +1,12 @@
 """Pure unit tests of the daemon's parsing, incremental reading and status rules."""
 
+import hashlib
 import json
 import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -12,6 +16,7 @@ from daemon.ids import Refused, classify_benchmark_file, classify_session_file, 
 from daemon.parse import BadInput
 from daemon.reader import Checkpoint, Line
 from tests import fixtures as fx
+from tests.conftest import missing_precondition
 
 # ------------------------------------------------------------------------------ parse: event lines
 
@@ -335,16 +340,18 @@ def test_read_lines_fingerprints_are_those_of_the_file(tmp_path, layout):
         "over-long": [b"s\n" + b"o" * 3000, b"o\n" + b"t" * 10 + b"\n"],         # skipped, across reads
         "partial": [b"p" * 200 + b"\n" + b"q" * 100, b"q\n"],                   # a line waits for its end
     }[layout]
+    def digest(data: bytes) -> bytes:       # the checkpoint's: BLAKE2b, 16 bytes
+        return hashlib.blake2b(data, digest_size=16).digest()
+
     for data in writes:
         f.append(data)
         while True:
             _, more = f.read(max_line=2000)
-            fd = os.open(f.path, os.O_RDONLY)
-            try:
-                expected = reader.fingerprint(fd, f.cp.fingerprint_len) + reader.tail_fingerprint(fd, f.cp.offset)
-            finally:
-                os.close(fd)
-            assert f.cp.fingerprint == expected
+            content = Path(f.path).read_bytes()
+            head = min(256, len(content))                   # the first 256 bytes (fewer in a short file)
+            tail = content[max(0, f.cp.offset - 256):f.cp.offset]      # the 256 before the offset
+            assert f.cp.fingerprint_len == head
+            assert f.cp.fingerprint == digest(content[:head]) + digest(tail)
             if not more:
                 break
     assert f.cp.offset == os.path.getsize(f.path)
@@ -477,23 +484,48 @@ def _resident_pages(path) -> int:
         return sum(v & 1 for v in vec)
 
 
-def test_prefetcher_brings_the_files_a_batch_will_read_into_the_page_cache(tmp_path):
+def _evicted_file(path, data: bytes):
+    """Write a file and drop its pages from the page cache; whether they went."""
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return _resident_pages(path) <= 16
+
+
+@pytest.fixture
+def page_cached_folder(tmp_path):
+    """A new folder on a file system whose files leave the page cache when told to: tmp_path,
+    else /var/tmp, else beside the repository (tmpfs keeps files in memory: nothing to read ahead)."""
+    for base in (tmp_path, Path("/var/tmp"), Path(__file__).resolve().parent.parent):
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="reev-prefetch-", dir=base))
+        except OSError:
+            continue
+        if _evicted_file(folder / "probe", b"p" * (1 << 20)):
+            try:
+                yield folder
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+    missing_precondition("no folder here whose files leave the page cache (all tmpfs?): nothing to read ahead")
+
+
+def test_prefetcher_brings_the_files_a_batch_will_read_into_the_page_cache(page_cached_folder):
     from tests.conftest import wait_for
     from daemon.prefetch import Prefetcher
 
     files = []
     for i in range(3):
-        path = tmp_path / f"enhanced_otel_{i}.jsonl"
-        path.write_bytes(b'{"event_type":"Prompt"}\n' * 40_000)     # about 1 MB
-        os.sync()
-        fd = os.open(path, os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)              # out of the page cache
-        os.close(fd)
+        path = page_cached_folder / f"enhanced_otel_{i}.jsonl"
+        assert _evicted_file(path, b'{"event_type":"Prompt"}\n' * 40_000)     # about 1 MB
         files.append(path)
-    if _resident_pages(files[0]) > 16:
-        pytest.skip("this file system keeps files in memory (tmpfs): nothing to read ahead")
     p = Prefetcher(length=8 << 20)
-    p.warm([(str(files[0]), 0), (str(files[1]), 512 << 10), (str(tmp_path / "gone.jsonl"), 0)])
+    p.warm([(str(files[0]), 0), (str(files[1]), 512 << 10), (str(page_cached_folder / "gone.jsonl"), 0)])
     wait_for(lambda: _resident_pages(files[0]) >= 0.9 * os.path.getsize(files[0]) // 4096,
              what="the first file read ahead")
     # from the offset on (where reading starts), not the bytes before it; a file not asked for stays out
@@ -637,8 +669,11 @@ def test_catching_up_the_wal_is_copied_behind_the_loop_and_restarted_by_it(tmp_p
     """While catching up, the copier thread copies the WAL into the database as batches commit:
     the database file grows before the WAL is long enough for the loop to copy anything itself.
     Once the WAL holds checkpoint_pages, the loop copies what is left and the WAL starts again
-    from its beginning, so its file stays near that size however much is written. (The real
-    thresholds are 8 and 256 MiB; here 64 and 1024 pages.)"""
+    from its beginning. (The real thresholds are 8 and 256 MiB; here 64 and 1024 pages.) The
+    restarts are counted (the WAL header's checkpoint sequence number), not the file's size: a
+    commit that finds the copier copying leaves the copy to the next, so how far past
+    checkpoint_pages the WAL gets between restarts depends on how busy the machine is (2.2 to
+    3.5 times on this 2-core machine under load)."""
     import time
 
     import daemon.store as store_module
@@ -670,9 +705,14 @@ def test_catching_up_the_wal_is_copied_behind_the_loop_and_restarted_by_it(tmp_p
         while os.path.getsize(db) < empty + 1_000_000:
             assert time.monotonic() < deadline, "the copier never copied the WAL into the database"
             time.sleep(0.01)
+        def restarts() -> int:            # the WAL header's checkpoint sequence number
+            with open(f"{db}-wal", "rb") as wal:
+                return int.from_bytes(wal.read(16)[12:16], "big")
+
+        before = restarts()
         for r in range(3, 40):            # 20 MB in all: five times checkpoint_pages
             ingest_run(r)
-        assert os.path.getsize(f"{db}-wal") < 2 * tuning.checkpoint_pages * page
+        assert restarts() - before >= 2, "the WAL was not started again from its beginning"
         assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 4000
     finally:
         store.close()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import apsw
 import pytest
@@ -15,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import fixtures as fx
 from tests.api_client import Api
-from tests.conftest import clean_env, daemon_command, wait_for
+from tests.conftest import alive, children, clean_env, daemon_command, wait_for
 
 
 class StreamClient:
@@ -125,6 +127,114 @@ def test_stream_filters_and_error_events(workspace, feed):
     errors.close()
 
 
+def test_stream_resumes_from_further_back_than_the_watcher_keeps(workspace, feed):
+    """The watcher keeps the newest RECENT changes in memory; a client resuming from before them
+    reads its backlog from the database, then goes on from memory: every change after its
+    Last-Event-ID once, in order, as the `changes` table has them."""
+    from api.stream import RECENT
+
+    daemon, api = feed
+    live = StreamClient(api)
+    wait_for(lambda: live.comments >= 1, what="the stream to be open")
+    n = RECENT + 300
+    for i in range(n):                           # one change each: a new execution, Running
+        workspace.append_events(f"many-{i:05d}", [fx.prompt_line("p", at=i)])
+    daemon.wait_for(lambda: len(live.events) == n, timeout=120, what=f"{n} changes on the open stream")
+    resume_after = int(live.events[9]["id"])
+    feed_rows = workspace.db.rows("SELECT seq, execution_id FROM changes WHERE seq > ? ORDER BY seq", (resume_after,))
+    assert len(feed_rows) == n - 10
+    resumed = StreamClient(api, last_event_id=str(resume_after))
+    wait_for(lambda: len(resumed.events) >= n - 10, timeout=60, what="the backlog")
+    assert [(int(e["id"]), e["data"]["execution_id"]) for e in resumed.events] == feed_rows
+    run(workspace, "after-resume", None, 0)      # and then what comes next, from memory
+    daemon.wait_for(lambda: resumed.statuses()[-1:] == [("after-resume", "Running")], what="the next change")
+    assert len(resumed.events) == n - 10 + 1
+    live.close()
+    resumed.close()
+
+
+def test_stream_resume_past_pruned_changes_starts_at_the_oldest_kept(workspace, run_once, tmp_path):
+    """The daemon keeps the newest 100 000 changes. A client resuming from one pruned since gets
+    every change still kept, from the oldest, in order (what was pruned cannot be sent)."""
+    for i in range(30):
+        workspace.append_events(f"p-{i:02d}", [fx.prompt_line("p", at=i)])
+    run_once()
+    seqs = [r[0] for r in workspace.db.rows("SELECT seq FROM changes ORDER BY seq")]
+    assert len(seqs) == 30
+    conn = apsw.Connection(str(workspace.db_path))     # as the daemon's pruning would leave it
+    conn.execute("DELETE FROM changes WHERE seq <= ?", (seqs[19],))
+    conn.close()
+    api = Api(workspace.db_path, tmp_path / "api.log", "--stream-heartbeat", "0.5")
+    try:
+        client = StreamClient(api, last_event_id=str(seqs[4]))
+        wait_for(lambda: len(client.events) >= 10 and client.comments >= 1, what="the kept changes")
+        kept = workspace.db.rows("SELECT seq, execution_id FROM changes ORDER BY seq")
+        assert [(int(e["id"]), e["data"]["execution_id"]) for e in client.events] == kept
+        assert [seq for seq, _ in kept] == seqs[20:]
+        client.close()
+    finally:
+        api.close()
+
+
+def _holder(client: "StreamClient", pids: list[int]) -> int | None:
+    """Which of `pids` holds the server's end of a stream client's connection (its TCP socket's
+    inode, found in /proc/net/tcp by the client's port, among each process's descriptors)."""
+    port = f":{client.conn.sock.getsockname()[1]:04X}"
+    inodes = {f"socket:[{line.split()[9]}]" for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+              if line.split()[2].endswith(port)}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) in inodes:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def _a_stream_on_each_worker(api: Api, clients: list) -> dict[int, "StreamClient"]:
+    """Open streams until each of the server's two workers holds one (the kernel hands each
+    connection to one of them); worker pid → its stream. Every stream opened goes in `clients`."""
+    workers = wait_for(lambda: len(kids := children(api.proc.pid)) == 2 and kids, what="two workers")
+    by_worker: dict[int, StreamClient] = {}
+    for _ in range(40):
+        client = StreamClient(api)
+        clients.append(client)
+        assert client.response.status == 200
+        holder = wait_for(lambda: _holder(client, workers), what="the worker holding the stream")
+        by_worker.setdefault(holder, client)
+        if len(by_worker) == 2:
+            return by_worker
+    raise AssertionError(f"one worker took all of {len(clients)} connections")
+
+
+def test_two_workers_both_serve_streams_and_stop_together(workspace, live_daemon, tmp_path):
+    """`reev-api --workers 2`: two worker processes, each serving connections with its own
+    watcher of the database; SIGTERM stops both, open streams and all; SIGKILL of the server
+    leaves neither serving alone."""
+    daemon = live_daemon()
+    clients: list[StreamClient] = []
+    api = Api(workspace.db_path, tmp_path / "api.log", "--workers", "2", "--stream-heartbeat", "0.5")
+    try:
+        by_worker = _a_stream_on_each_worker(api, clients)
+        workspace.append_events("w-1", [fx.prompt_line("p")])
+        for client in by_worker.values():
+            daemon.wait_for(lambda: client.statuses() == [("w-1", "Running")], what="the change on each worker")
+        assert api.close() == 0
+        wait_for(lambda: not any(alive(w) for w in by_worker), timeout=10, what="both workers to exit")
+        wait_for(lambda: all(c.ended for c in by_worker.values()), what="the streams to end")
+
+        api = Api(workspace.db_path, tmp_path / "api-2.log", "--workers", "2", "--stream-heartbeat", "0.5")
+        by_worker = _a_stream_on_each_worker(api, clients)      # (both workers serving by now)
+        api.proc.kill()
+        api.proc.wait()
+        wait_for(lambda: not any(alive(w) for w in by_worker), timeout=10, what="both workers to exit")
+    finally:
+        for client in clients:
+            client.close()
+        api.close()
+
+
 def test_stream_bad_parameters_and_the_stream_limit(workspace, live_daemon, tmp_path):
     live_daemon()
     api = Api(workspace.db_path, tmp_path / "api.log", "--max-streams", "2")
@@ -143,16 +253,18 @@ def test_stream_bad_parameters_and_the_stream_limit(workspace, live_daemon, tmp_
 
 
 def test_streams_end_cleanly_when_the_api_stops(workspace, feed):
+    """A server drains open requests before it stops, and a stream never ends by itself: on
+    SIGTERM the streams end and the server exits 0 (Api.close waits 10 s, then kills: -9)."""
     _, api = feed
     client = StreamClient(api)
     wait_for(lambda: client.comments >= 1)
-    started = time.monotonic()
     assert api.close() == 0
-    assert time.monotonic() - started < 8
     wait_for(lambda: client.ended, what="the stream to end")
 
 
-def test_commit_to_event_latency(workspace, feed):
+def test_each_write_becomes_an_event_on_the_stream(workspace, feed):
+    """Each new execution reaches an open stream, within a deadline; how fast is measured by
+    perf/streams.py and perf/live.py (the figure here is printed, not held to a target)."""
     daemon, api = feed
     client = StreamClient(api)
     wait_for(lambda: client.comments >= 1)
@@ -160,11 +272,12 @@ def test_commit_to_event_latency(workspace, feed):
     for i in range(20):
         written = time.monotonic()
         workspace.append_events(f"lat-{i}", [fx.prompt_line("p", at=i)])
-        wait_for(lambda: len(client.events) == i + 1, interval=0.001)
+        wait_for(lambda: len(client.events) == i + 1, interval=0.001, what=f"the event of lat-{i}",
+                 alive=daemon.check_alive)
         latencies.append((time.monotonic() - written) * 1000)
+    assert client.statuses() == [(f"lat-{i}", "Running") for i in range(20)]
     latencies.sort()
     print(f"write-to-event latency over 20 runs: p50 {latencies[10]:.1f} ms, max {latencies[-1]:.1f} ms")
-    assert latencies[10] < 500        # generous: CI machines are shared; the figure is printed
     client.close()
 
 

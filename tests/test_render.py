@@ -450,7 +450,7 @@ def test_flow_tool_calls_in_order():
     assert "❌" in states["get_account_balance_2"] and "1.5 s" in states["get_account_balance_2"]
     assert "001-sol-transfer" in states["Prompt"]
     assert ("Completed", "[*]") in edges
-    assert len(states) == flow_state_count(tool_calls()) == 4
+    assert len(states) == 4 and flow_state_count(tool_calls()) == 4       # Prompt, two tools, Completed
 
 
 @pytest.mark.parametrize("status", ["Completed", "Failed", "Running", "Queued", "Stopped", "Timeout"])
@@ -459,7 +459,7 @@ def test_flow_without_tool_calls_goes_straight_to_status(status):
     assert chain(edges) == ["Prompt", status]
     assert status in states[status]
     assert (status, "[*]") in edges
-    assert flow_state_count([]) == 2
+    assert len(states) == 2 and flow_state_count([]) == 2                 # Prompt, the status
 
 
 def test_flow_unknown_status_is_safe():
@@ -505,7 +505,8 @@ def test_flow_many_tool_calls_collapse():
     states, edges = parse_flow(out)
     assert len(chain(edges)) == MAX_FLOW_TOOL_STATES + 3
     assert any("25 more tool calls" in label for label in states.values())
-    assert len(states) == flow_state_count(calls)
+    # Prompt, the first 100 tools, one state for the other 25, Completed
+    assert MAX_FLOW_TOOL_STATES == 100 and len(states) == flow_state_count(calls) == 103
     assert len(out) < 50_000  # Mermaid's default maxTextSize
 
 
@@ -677,5 +678,5 @@ def test_flow_diagram_is_always_valid(run, calls):
     states, edges = parse_flow(out)
     path = chain(edges)
     assert path[0] == "Prompt"
-    assert len(path) == len(calls) + 2
-    assert len(states) == flow_state_count(calls)
+    assert len(path) == len(calls) + 2      # (calls_lists stays far below the collapse)
+    assert len(states) == flow_state_count(calls) == len(calls) + 2

@@ -22,7 +22,7 @@ import pytest
 from daemon.store import SCHEMA_VERSION
 from tests import fixtures as fx
 from tests.api_client import api_command, free_port
-from tests.conftest import clean_env, daemon_command, wait_for, write_old_database
+from tests.conftest import clean_env, daemon_command, missing_precondition, wait_for, write_old_database
 
 
 class NotifySocket:
@@ -268,9 +268,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_unit_files_verify_without_warnings_and_rate_ok():
     if shutil.which("systemd-analyze") is None:
-        if os.environ.get("CI"):
-            pytest.fail("systemd-analyze is missing in CI: .ci/run should have installed Debian's systemd")
-        pytest.skip("systemd-analyze not installed (apt-get install systemd)")
+        missing_precondition("systemd-analyze not installed (apt-get install systemd; .ci/run installs it)")
     proc = subprocess.run(["bash", str(ROOT / "deploy" / "verify.sh"), str(Path(sys.executable).parent)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -303,11 +301,12 @@ def _can_make_read_only_mounts() -> bool:
         return False
 
 
-@pytest.mark.skipif(not _can_make_read_only_mounts(), reason="needs unshare -m and mount (root)")
 def test_api_reads_from_a_read_only_state_folder_while_the_daemon_writes(workspace, live_daemon, tmp_path):
     """As in reev-api.service: the state folder is read-only for the API (a read-only bind mount
     in its own mount namespace, which binds root too). It still reads what the daemon commits,
     and still opens the database after the daemon stopped."""
+    if not _can_make_read_only_mounts():
+        missing_precondition("cannot make a read-only bind mount in a mount namespace (unshare -m, mount: root)")
     workspace.append_events("run-1", [fx.prompt_line("p")])
     daemon = live_daemon()
     daemon.wait_for(lambda: workspace.db.event_count("run-1") == 1)

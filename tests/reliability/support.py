@@ -77,15 +77,18 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[k]
 
 
-def event_logs_consistent(db, sessions: Path) -> list[str]:
-    """Problems with the exactly-once invariant of every event log (for logs without bad
-    lines): its checkpoint covers exactly the rows stored, lines 1..line_no, and its offset is
-    the byte just after line line_no of the file."""
+def event_logs_consistent(db, logs) -> list[str]:
+    """Problems with the exactly-once invariant (for logs without bad lines): each of `logs` (the
+    event logs known to be ingested, by path) has a checkpoint, and every checkpointed event log
+    covers exactly the rows stored, lines 1..line_no, its offset the byte just after line
+    line_no of the file. A log missing from the database is a problem: an empty database does
+    not pass."""
     problems = []
     rows = db.rows(
         "SELECT f.path, f.offset, f.line_no, count(e.line), coalesce(max(e.line), 0) FROM files f"
-        " JOIN executions x ON x.execution_id = f.subject_id LEFT JOIN events e ON e.exec_id = x.id"
+        " LEFT JOIN executions x ON x.execution_id = f.subject_id LEFT JOIN events e ON e.exec_id = x.id"
         " WHERE f.kind = 'events' GROUP BY f.path")
+    problems += [f"{path}: no checkpoint" for path in sorted(set(map(str, logs)) - {row[0] for row in rows})]
     for path, offset, line_no, count, top in rows:
         if (count, top) != (line_no, line_no):
             problems.append(f"{path}: checkpoint at line {line_no} but {count} rows up to line {top}")

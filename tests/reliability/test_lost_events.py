@@ -7,7 +7,7 @@ written and the folder replaced while the daemon is stopped; and an observer tha
 (its folder deleted) being restarted by the next periodic rescan and delivering events again.
 """
 
-import contextlib
+import os
 import re
 import shutil
 import signal
@@ -15,40 +15,47 @@ import time
 from pathlib import Path
 
 from tests import fixtures as fx
+from tests.conftest import missing_precondition
 from tests.reliability.conftest import scale
 from tests.reliability.support import dump, first_difference, once_db, wait_same_dump
 
 QUEUE_SYSCTL = Path("/proc/sys/fs/inotify/max_queued_events")
-
-
-@contextlib.contextmanager
-def small_inotify_queue(size: int):
-    """Lower the kernel's inotify queue length for instances created meanwhile (root only);
-    yields whether it could. The old value is always put back."""
-    try:
-        old = QUEUE_SYSCTL.read_text().strip()
-        QUEUE_SYSCTL.write_text(str(size))
-    except OSError:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        QUEUE_SYSCTL.write_text(old)
+SCAN = re.compile(r"scan: \d+ files found, (\d+) to look at")
 
 
 def scans(d) -> int:
     return d.stderr().count("scan: ")
 
 
-def watcher_latency(d, workspace, db, execution_id: str, rescan: float) -> float:
-    """Right after a periodic scan, write a new event log and time how long it takes to be
-    ingested: well under the rescan interval only if the file watcher reported it."""
-    d.wait_log("scan: ", count=scans(d) + 1, timeout=rescan * 4)
-    started = time.monotonic()
-    workspace.append_events(execution_id, [fx.prompt_line("through the watcher")])
-    d.wait_for(lambda: db.event_count(execution_id) == 1, timeout=rescan * 3, what=f"{execution_id} ingested")
-    return time.monotonic() - started
+def reported_by_the_watcher(d, workspace, db, name: str, rescan: float, attempts: int = 3) -> bool:
+    """Write a new event log and wait (up to a deadline) until it is ingested; then wait for the
+    next reconcile scan. The watcher reported the file if no scan that ended from the write up to
+    that one had anything to look at (a scan that listed the folder before the write could not
+    have found it; one that listed it after would count it, ingested or not). A sample where a
+    scan may have found it proves nothing either way: another file is tried, `attempts` in all."""
+    for attempt in range(attempts):
+        execution_id = f"{name}-{attempt}"
+        before = len(SCAN.findall(d.stderr()))
+        workspace.append_events(execution_id, [fx.prompt_line("through the watcher")])
+        d.wait_for(lambda: db.event_count(execution_id) == 1, timeout=rescan * 3, what=f"{execution_id} ingested")
+        ingested = len(SCAN.findall(d.stderr()))
+        d.wait_for(lambda: len(SCAN.findall(d.stderr())) > ingested, timeout=rescan * 3, what="the next scan")
+        looked_at = [int(m) for m in SCAN.findall(d.stderr())[before:ingested + 1]]
+        if not any(looked_at):
+            return True
+    return False
+
+
+def fill_inotify_queue(folder: Path, events: int):
+    """`events` inotify events from writes to two files the daemon has no use for, in turn (the
+    kernel merges an event into the one before it when they are the same)."""
+    fds = [os.open(folder / f"filler-{k}.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND) for k in (0, 1)]
+    try:
+        for i in range(events):
+            os.write(fds[i % 2], b"x")
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def write_runs(workspace, prefix: str, n: int) -> int:
@@ -62,33 +69,36 @@ def write_runs(workspace, prefix: str, n: int) -> int:
 
 
 def test_inotify_queue_overflow_is_caught_by_the_reconcile_scan(workspace, live_daemon, db, run_once, tmp_path):
+    """With the daemon stopped, writes to two other files fill the kernel's queue for its inotify
+    instance (fs.inotify.max_queued_events, left as it is: lowering it would reach every process
+    that makes an instance meanwhile); every event of the runs written next is lost."""
     rescan = 2.0
-    with small_inotify_queue(64) as lowered:
-        d = live_daemon(rescan=rescan)      # its inotify instance gets the small queue
-    # Without root the default queue (16 384 events) needs a few thousand new files to overflow.
-    n = scale(400, 3000) if lowered else scale(8000, 20000)
+    queue = int(QUEUE_SYSCTL.read_text())
+    if queue > 1 << 20:
+        missing_precondition(f"fs.inotify.max_queued_events is {queue}: too many events to fill it")
+    n = scale(400, 3000)
+    d = live_daemon(rescan=rescan)
     d.send(signal.SIGSTOP)                   # the observer thread cannot read its queue
     try:
+        fill_inotify_queue(workspace.sessions, queue)
         lines = write_runs(workspace, "burst", n)
     finally:
         d.send(signal.SIGCONT)
     started = time.monotonic()
     d.wait_for(lambda: db.scalar("SELECT count(*) FROM events") == lines
                and db.scalar("SELECT count(*) FROM executions WHERE status != 'Running'") == (n + 1) // 2,
-               timeout=60, what=f"{n} runs ingested")
+               timeout=120, what=f"{n} runs ingested")
     found_in = time.monotonic() - started
     d.wait_log("Inotify queue overflowed", timeout=10)      # watchdog's own warning: events were lost
-    looked_at = [int(m) for m in re.findall(r"scan: \d+ files found, (\d+) to look at", d.stderr())]
-    latency = watcher_latency(d, workspace, db, "after-overflow", rescan)
+    looked_at = [int(m) for m in SCAN.findall(d.stderr())]
+    watcher_works = reported_by_the_watcher(d, workspace, db, "after-overflow", rescan)
 
     once_db(run_once, workspace, tmp_path / "once.db")
     assert first_difference(dump(tmp_path / "once.db"), dump(workspace.db_path)) is None
-    print(f"\ninotify queue {'lowered to 64 events' if lowered else 'at its default'}; {n} runs "
-          f"({lines} lines) written while the observer was stopped, all ingested {found_in:.2f} s after it"
-          f" resumed; most files queued by one scan: {max(looked_at)}; watcher latency afterwards"
-          f" {latency * 1000:.0f} ms (rescan every {rescan} s)")
+    print(f"\ninotify queue of {queue} events; {n} runs ({lines} lines) written while the observer was stopped, all"
+          f" ingested {found_in:.2f} s after it resumed; most files queued by one scan: {max(looked_at)}")
     assert max(looked_at) > n // 4, "the overflow lost hardly any event: the scan was not put to the test"
-    assert latency < rescan / 2, f"a new file took {latency:.2f} s: the watcher no longer reports files"
+    assert watcher_works, "new files were found by scans only: the watcher no longer reports files"
 
 
 def test_files_written_while_stopped_and_the_folder_replaced_are_found_at_start(
@@ -125,15 +135,11 @@ def test_a_dead_observer_is_restarted_by_the_next_rescan(workspace, live_daemon,
     without waiting for another scan."""
     rescan = 3.0
     d = live_daemon(rescan=rescan)
-    before = watcher_latency(d, workspace, db, "before", rescan)
+    assert reported_by_the_watcher(d, workspace, db, "before", rescan), "the watcher did not report files to begin with"
     shutil.rmtree(workspace.sessions)
     d.wait_log("restarting it", count=1, timeout=rescan * 3)
     workspace.sessions.mkdir()
     # If the restart above found no folder yet, the next scan restarts the watcher once more.
     d.wait_log("scan: ", count=scans(d) + 1, timeout=rescan * 3)
-    after = watcher_latency(d, workspace, db, "after", rescan)
-    restarts = d.stderr().count("restarting it")
-    print(f"\nwatcher latency {before * 1000:.0f} ms before the folder was deleted, {after * 1000:.0f} ms"
-          f" after the restarted watcher took over ({restarts} restarts; rescan every {rescan} s)")
-    assert before < rescan / 2
-    assert after < rescan / 2, f"a new file took {after:.2f} s: found by a scan, the watcher is not back"
+    assert reported_by_the_watcher(d, workspace, db, "after", rescan), \
+        "new files were found by scans only: the watcher is not back"
