@@ -341,7 +341,9 @@ def test_status_and_dump_take_their_options_on_either_side(workspace, run_once):
     db = str(workspace.db_path)
     for argv in (["--db", db, "status"], ["status", "--db", db], ["--db", "/nowhere.db", "status", "--db", db]):
         proc = run(daemon_command() + argv)
-        assert proc.returncode == 0 and f"database   {db}" in proc.stdout, (argv, proc.stdout, proc.stderr)
+        # (exit 1, degraded: after --once no daemon holds the database)
+        assert proc.returncode == 1 and f"database   {db}" in proc.stdout and "daemon     not running" in proc.stdout, (
+            argv, proc.stdout, proc.stderr)
     for argv in (["--db", db, "dump"], ["dump", "--db", db]):
         proc = run(daemon_command() + argv)
         assert proc.returncode == 0 and '"run-1"' in proc.stdout, (argv, proc.stderr)
