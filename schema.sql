@@ -96,6 +96,7 @@ CREATE TABLE IF NOT EXISTS executions (
     tool_call_count      INTEGER NOT NULL DEFAULT 0,
     step_count           INTEGER NOT NULL DEFAULT 0,   -- StepComplete lines
     changed_generation   INTEGER NOT NULL DEFAULT 0,   -- data_generation of the last change
+    stale_reason         TEXT,              -- status Timeout given by the stale rule: why (schema 6)
     -- "newest first" order with a total key: runs that carry no time at all sort last
     sort_at              REAL GENERATED ALWAYS AS (coalesce(created_at, 0)) VIRTUAL
 );
@@ -104,6 +105,9 @@ CREATE INDEX IF NOT EXISTS executions_by_benchmark ON executions (benchmark_id, 
 CREATE INDEX IF NOT EXISTS executions_by_agent ON executions (agent_type, sort_at DESC, execution_id DESC);
 CREATE INDEX IF NOT EXISTS executions_finished_by_agent ON executions (agent_type, sort_at DESC, execution_id DESC)
     WHERE success IS NOT NULL;
+-- The runs still Running (a few at any time, however many there were): the stale rule's
+-- candidates, looked up by the daemon when the next one is due (schema 6).
+CREATE INDEX IF NOT EXISTS executions_running ON executions (execution_id) WHERE status = 'Running';
 
 -- The session file of an execution as written, kept apart from `executions` so that the
 -- frequent updates of an execution's small columns do not rewrite kilobytes of JSON.

@@ -193,6 +193,8 @@ def progress_of(row: dict) -> float:
 
 
 def error_message_of(row: dict, result: dict | None) -> str | None:
+    if row["status"] == "Timeout":      # the daemon's stale rule says why (daemon/status.py)
+        return row["stale_reason"]
     if row["status"] != "Failed":
         return None
     for key in ("error", "error_message"):

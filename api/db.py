@@ -142,7 +142,7 @@ class Queries:
         "SELECT e.id, e.execution_id, e.recorded_session_id, e.benchmark_id, e.agent_type, e.status,"
         " e.success, e.score, e.final_status, e.execution_time_ms, e.start_time, e.end_time,"
         " e.first_event_at, e.last_event_at, e.created_at, e.updated_at, e.sort_at, e.event_count,"
-        " e.tool_call_count, e.step_count, coalesce(b.flow_steps, 0) AS flow_steps"
+        " e.tool_call_count, e.step_count, e.stale_reason, coalesce(b.flow_steps, 0) AS flow_steps"
         " FROM executions e LEFT JOIN benchmarks b ON b.id = e.benchmark_id")
 
     def execution(self, execution_id: str) -> dict | None:

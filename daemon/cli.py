@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         return tools.dump(args.db)
     config = Config(
         sessions_dir=args.sessions_dir.absolute(), benchmarks_dir=args.benchmarks_dir.absolute(),
-        db=args.db, once=args.once, rescan_interval=args.rescan_interval,
+        db=args.db, once=args.once, rescan_interval=args.rescan_interval, stale_after=args.stale_after,
         limits=Limits(max_line_bytes=args.max_line_bytes, settle_seconds=args.settle_seconds))
     notify = Notifier()
     # A stop that comes while the database opens waits for the service's handlers (they unblock

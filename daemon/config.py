@@ -30,6 +30,9 @@ SETTINGS = (
             Limits.settle_seconds, f"{Limits.settle_seconds:g} s",
             "seconds an invalid session file may keep changing before it is an error, more than 0",
             metavar="SECONDS"),
+    Setting("stale_after", "--stale-after", "REEV_STALE_AFTER", seconds(0), 1800.0, "1800 s",
+            "seconds without a new byte in a run's event log, and no session file, after which the run is"
+            " Timeout (its runner stopped); 0 turns this off", metavar="SECONDS"),
 )
 # What the subcommands use too, on either side of the subcommand's name.
 COMMON = (DB, LOG_LEVEL)

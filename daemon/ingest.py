@@ -16,8 +16,8 @@ from daemon.ids import NOT_UTF8, Classified, Refused, classify_benchmark_file, c
 from daemon.offloop import OffLoop
 from daemon.parse import BadInput, ParsedLine
 from daemon.reader import Checkpoint, Line, NotAFile
-from daemon.status import TERMINAL, status_from_session
-from daemon.store import Store
+from daemon.status import TERMINAL, status_from_event, status_from_session
+from daemon.store import Run, Store
 
 log = logging.getLogger("reev.ingest")
 
@@ -118,10 +118,10 @@ class Ingestor:
             self._not_readable(path, what, None, read.reason, read.retry)
             return Outcome()
         if what.kind == "events":
-            exec_id, _ = self.store.execution(what.subject_id)
-            if read.exec_id != exec_id:    # read ahead with an id lost since (Store.reserve_execution_id)
-                read = read_new_file(path, what, exec_id, self.limits)
-            return self._store_log(path, what.subject_id, exec_id, Checkpoint(), read)
+            run = self.store.execution(what.subject_id)
+            if read.exec_id != run.id:    # read ahead with an id lost since (Store.reserve_execution_id)
+                read = read_new_file(path, what, run.id, self.limits)
+            return self._store_log(path, what.subject_id, run, Checkpoint(), read)
         return self._store_document(path, what, read)
 
     # ------------------------------------------------------------------ not a readable file
@@ -187,7 +187,8 @@ class Ingestor:
 
     def _event_log(self, path: str, execution_id: str, fd: int, st: os.stat_result, cp: Checkpoint) -> Outcome:
         """A tracked event log: read on from its checkpoint, or again from its first byte."""
-        exec_id, _ = self.store.execution(execution_id)
+        run = self.store.execution(execution_id)
+        exec_id = run.id
         if cp.state != "ok":
             # It was unreadable (a symlink, no permission) and reads now: whatever it held
             # before, we lost track of it, so read it from its first byte.
@@ -207,15 +208,18 @@ class Ingestor:
         # Read from the first line, nothing earlier can be open (the common back-fill case).
         earlier = NOTHING_EARLIER if not cp.line_no else EarlierCalls(
             partial(self.store.open_tool_inputs, exec_id), partial(self.store.last_legacy_calls, exec_id))
-        return self._store_log(path, execution_id, exec_id, cp, read_event_log(fd, st, cp, exec_id, earlier,
-                                                                              self.limits))
+        return self._store_log(path, execution_id, run, cp, read_event_log(fd, st, cp, exec_id, earlier,
+                                                                          self.limits))
 
-    def _store_log(self, path: str, execution_id: str, exec_id: int, cp: Checkpoint, read: "LogRead") -> Outcome:
+    def _store_log(self, path: str, execution_id: str, run: Run, cp: Checkpoint, read: "LogRead") -> Outcome:
         """Write what reading an event log from `cp` gave, with its new checkpoint."""
         _, new_cp, more, rows, _ = read
         stored = bad = 0
         if rows is not None:
-            rows.write(self.store, exec_id)
+            rows.write(self.store, run.id)
+            status = status_from_event(run.status, run.stalled)   # a new line: its runner is back
+            if status != run.status:
+                self.store.set_status(run.id, status)
             for err in rows.errors:
                 if self.store.record_error(path, err.line, err.offset, err.reason):
                     log.warning("%s:%d: %s (byte offset %d)", path, err.line, err.reason, err.offset)
@@ -277,11 +281,11 @@ class Ingestor:
         return Outcome()
 
     def _session(self, execution_id: str, s: parse.ParsedSession):
-        exec_id, previous = self.store.execution(execution_id)
+        run = self.store.execution(execution_id)
         has_final = s.final is not None
-        status = status_from_session(previous, s.final.success if has_final else None,
+        status = status_from_session(run.status, run.stalled, s.final.success if has_final else None,
                                      s.final.status if has_final else None, has_final)
-        self.store.update_session(exec_id, status, s, finished_now=status in TERMINAL)
+        self.store.update_session(run.id, status, s, finished_now=status in TERMINAL)
 
     def _benchmark(self, path: str, b: parse.ParsedBenchmark) -> str | None:
         before = self.store.benchmark_ids_of(path)

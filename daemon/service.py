@@ -23,6 +23,7 @@ from daemon.offloop import OffLoop
 from daemon.prefetch import Prefetcher
 from daemon.readahead import ReadAhead
 from daemon.reader import Checkpoint, unchanged
+from daemon.stale import StaleRuns
 from daemon.store import Store
 
 log = logging.getLogger("reev.daemon")
@@ -49,6 +50,7 @@ class Config:
     db: Path
     once: bool = False
     rescan_interval: float = 30.0
+    stale_after: float = 1800.0     # seconds (0: off): daemon/stale.py
     limits: Limits = Limits()
 
 
@@ -68,6 +70,7 @@ class Service:
         self.ingestor = Ingestor(store, config.sessions_dir, config.benchmarks_dir, config.limits, self.parses)
         self.prefetcher = Prefetcher(config.limits.read_budget_bytes)
         self.readahead = ReadAhead(config.limits, self.ingestor.reserve)
+        self.stale = StaleRuns(store, config.stale_after, self.dirty.add)
         self.retry_at: dict[str, float] = {}    # unsettled documents: path → wall time
         self.stopping = False
         self.rescan_requested = False
@@ -204,6 +207,7 @@ class Service:
         started = time.monotonic()
         lines, size, bad, again, done = 0, 0, 0, [], 0
         self.ingestor.take_requeue()
+        missing_before = self.store.marked_missing
         try:
             with self.store.batch():
                 if self.catching_up:
@@ -234,6 +238,11 @@ class Service:
         self.dirty.put_back(items[done:])
         self.dirty.add_many(again)
         self.dirty.add_many(self.ingestor.take_requeue())
+        # What may give the stale rule a run due sooner than it knew: an old log, a file gone
+        # (a session file deleted leaves its run with only an event log).
+        self.stale.logs_written(self.store.take_oldest_log_mtime())
+        if self.store.marked_missing > missing_before:
+            self.stale.look_by()
         now = time.monotonic()
         self.totals["batches"] += 1
         self.totals["files"] += done
@@ -312,20 +321,37 @@ class Service:
         self.check_folders()
         self._set_catching_up(True)
         self.scan()
-        self.drain()
-        # Documents caught mid-write get their settle period, then count as what they are;
-        # benchmark definitions parsed off the loop come back to be stored.
-        while (self.retry_at or self.parses.busy or len(self.dirty)) and not self.stopping:
-            next_at = self.due_retries()
-            if not len(self.dirty):
-                self.dirty.wait(0.5 if next_at is None else max(0.0, min(next_at - time.time(), 0.5)))
-            self.drain()
+        self._finish_once()
+        # Then the stale rule, once everything is read; a log that changed meanwhile is read
+        # first, then looked at again (what changes after that waits for the next run).
+        self.stale.look_by()
+        if self._look_for_stale_runs():
+            self._finish_once()
+            self.stale.look_by()
+            self._look_for_stale_runs()
         done = self._caught_up()
         self._set_catching_up(False)     # (and the WAL is cut back when the store closes)
         if not self.stopping:
             self.store.heartbeat(time.time())
         log.info("--once: %s%s", done, " (stopped early by a signal)" if self.stopping else "")
         return 0
+
+    def _finish_once(self):
+        """--once: drain the queue, the documents caught mid-write after their settle period (then
+        they count as what they are) and the benchmark definitions parsed off the loop."""
+        self.drain()
+        while (self.retry_at or self.parses.busy or len(self.dirty)) and not self.stopping:
+            next_at = self.due_retries()
+            if not len(self.dirty):
+                self.dirty.wait(0.5 if next_at is None else max(0.0, min(next_at - time.time(), 0.5)))
+            self.drain()
+
+    def _look_for_stale_runs(self) -> int:
+        """--once: time out every run that is due now; how many logs were queued instead."""
+        queued = 0
+        while self.stale.due() and not self.stopping:
+            queued += self.stale.look()
+        return queued
 
     def run_live(self) -> int:
         self._install_signals()
@@ -358,6 +384,7 @@ class Service:
                 if self.catching_up and not len(self.dirty) and self.scanning is None and not self.parses.busy:
                     log.info("caught up: %s", self._caught_up())
                     self._set_catching_up(False)     # everything found by the scan is committed
+                    self.stale.look_by()             # (not while catching up: the files are ahead)
                     self._status_sent = self.status_line()
                     self.notify.ready(self._status_sent)
                     next_status = now + STATUS_SECONDS
@@ -369,6 +396,8 @@ class Service:
                     # (counting the files takes a few ms a 10 000: less often while catching up)
                     next_status = now + (PROGRESS_SECONDS if self.catching_up else STATUS_SECONDS)
                     status_stale = False
+                if not self.catching_up and self.stale.due():
+                    self.stale.look()        # one transaction; more due: the next round
                 if now >= next_heartbeat:
                     self.store.heartbeat(time.time())
                     next_heartbeat = now + HEARTBEAT_SECONDS
@@ -402,6 +431,8 @@ class Service:
                 timeout = min(next_heartbeat, next_rescan, next_folder_check) - time.monotonic()
                 if next_retry is not None:
                     timeout = min(timeout, next_retry - time.time())
+                if not self.catching_up:
+                    timeout = min(timeout, self.stale.due_at - time.time())
                 if status_stale and self.notify.enabled:
                     timeout = min(timeout, next_status - time.monotonic())
                 watchdog = self.notify.watchdog_due()

@@ -24,7 +24,7 @@ from daemon.reader import Checkpoint
 
 log = logging.getLogger("reev.store")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class Migration(NamedTuple):
@@ -57,6 +57,9 @@ MIGRATIONS = {
                "DROP TABLE files_v4",
                "ALTER TABLE tool_calls DROP COLUMN input",
                "ALTER TABLE tool_calls DROP COLUMN output"]),
+    # why a run is the stale rule's Timeout (no rewrite: ADD COLUMN only changes the schema);
+    # schema.sql then indexes the Running runs, one pass over executions
+    6: Migration(before=["ALTER TABLE executions ADD COLUMN stale_reason TEXT"], after=[]),
 }
 CHANGES_KEPT = 100_000
 NOT_LOOKED_UP = object()     # Store.checkpoint(): no scanned checkpoint given
@@ -116,7 +119,7 @@ _UPDATE_SESSION = (
     " score = CASE WHEN :keep THEN score ELSE :score END,"
     " final_status = CASE WHEN :keep THEN final_status ELSE :final_status END,"
     " execution_time_ms = CASE WHEN :keep THEN execution_time_ms ELSE :ms END,"
-    " start_time = :start, end_time = :end,"
+    " start_time = :start, end_time = :end, stale_reason = NULL,"
     " finished_at = CASE WHEN :finished THEN coalesce(finished_at, :now) ELSE finished_at END,"
     # the derived columns, from the new values
     f" created_at = {_CREATED_AT.format(start=':start', first='first_event_at')},"
@@ -152,6 +155,15 @@ _INSERT_NEW = (
     f" CASE WHEN :given THEN {_UPDATED_AT.format(last=':last', end=':end', start=':start')} END,"
     f" {_BENCHMARK.format(session_benchmark=':bench', prompt=':prompt')},"
     " :finished_at, :lines, :calls, :steps, :gen)")
+
+
+class Run(NamedTuple):
+    """An execution as the status rules see it."""
+    id: int
+    status: str
+    stalled: bool             # its Timeout is the stale rule's (daemon/status.py)
+
+
 _NO_SESSION = {"sid": None, "bench": None, "agent": None, "success": None, "score": None, "final_status": None,
                "ms": None, "start": None, "end": None, "finished_at": None}
 
@@ -270,6 +282,7 @@ class Store:
         self._undo: dict[int, NewExecution | None] | None = None   # inside a savepoint: new[] before it
         self._files_written: set[str] = set()       # paths whose checkpoint this batch wrote
         self.marked_missing = 0    # files found gone since the start (a count, for the scan)
+        self.oldest_log_mtime_ns: int | None = None    # of the event-log checkpoints written since taken
 
     def _pragma(self, text: str):
         # A PRAGMA that returns a row only runs to completion when the row is fetched.
@@ -445,6 +458,8 @@ class Store:
     def save_checkpoint(self, path: str, kind: str, subject_id: str, cp: Checkpoint, ingested: bool):
         now = time.time()
         self._files_written.add(path)
+        if kind == "events" and (self.oldest_log_mtime_ns is None or cp.mtime_ns < self.oldest_log_mtime_ns):
+            self.oldest_log_mtime_ns = cp.mtime_ns
         self.conn.execute(
             "INSERT INTO files (path, kind, subject_id, dev, inode, fingerprint, fingerprint_len,"
             " offset, line_no, skipping, size, mtime_ns, content_hash, state, first_seen_at, ingested_at)"
@@ -459,6 +474,12 @@ class Store:
             (path, kind, subject_id, cp.dev, cp.inode, cp.fingerprint, cp.fingerprint_len, cp.offset,
              cp.line_no, int(cp.skipping), cp.size, cp.mtime_ns, cp.content_hash, cp.state, now,
              now if ingested else None))
+
+    def take_oldest_log_mtime(self) -> int | None:
+        """The oldest mtime (ns) of the event-log checkpoints written since the last call: how
+        soon the stale rule may have a run to time out that it did not know of (a log found late)."""
+        oldest, self.oldest_log_mtime_ns = self.oldest_log_mtime_ns, None
+        return oldest
 
     def set_file_state(self, path: str, state: str) -> bool:
         """Returns True when the state changed."""
@@ -530,21 +551,21 @@ class Store:
 
     # ------------------------------------------------------------------ executions
 
-    def execution(self, execution_id: str) -> tuple[int, str]:
-        """(id, status) of an execution; a new one is Running, and inserted when the batch commits."""
+    def execution(self, execution_id: str) -> Run:
+        """An execution; a new one is Running, and inserted when the batch commits."""
         exec_id = self._new_ids.get(execution_id)
         if exec_id is not None:
-            return exec_id, self.new[exec_id].status
+            return Run(exec_id, self.new[exec_id].status, False)
         exec_id = self._reserved.pop(execution_id, None)
         if exec_id is None:
-            row = self.conn.execute(
-                "SELECT id, status FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
+            row = self.conn.execute("SELECT id, status, stale_reason IS NOT NULL FROM executions"
+                                    " WHERE execution_id = ?", (execution_id,)).fetchone()
             if row:
-                return row[0], row[1]
+                return Run(row[0], row[1], bool(row[2]))
             exec_id = self._allocate_id()
         self._set_new(exec_id, NewExecution(exec_id, execution_id))
         self.mark_changed()
-        return exec_id, "Running"
+        return Run(exec_id, "Running", False)
 
     def reserve_execution_id(self, execution_id: str) -> int:
         """The id execution() gives this execution, in this batch or a later one, without
@@ -659,6 +680,31 @@ class Store:
         if first_prompt is None and row and not row[0][0]:
             self._refresh_derived("id = ?", (exec_id,))   # an earlier timestamp came later
         self.mark_changed()
+
+    def set_status(self, exec_id: int, status: str, stale_reason: str | None = None):
+        """A status no file gave: the stale rule's Timeout (with why), or Running again after it.
+        (The triggers carry it to the change feed and the benchmark's ETag scope.)"""
+        self.conn.execute("UPDATE executions SET status = ?, stale_reason = ?, changed_generation = ? WHERE id = ?",
+                          (status, stale_reason, self.next_generation, exec_id))
+        self.mark_changed()
+
+    def stale_candidates(self, limit: int) -> list[tuple[int, str, int]]:
+        """The runs the stale rule applies to: Running, with an event log and no session file
+        (one gone does not count), through the index of Running runs. The one whose newest log
+        changed longest ago first: (id, execution_id, that log's mtime_ns), at most `limit`.
+        (Forced to go from the Running runs: without statistics SQLite would walk every event log.)"""
+        return self.conn.execute(
+            "SELECT x.id, x.execution_id, max(f.mtime_ns) AS last_ns FROM executions x INDEXED BY executions_running"
+            " CROSS JOIN files f ON f.kind = 'events' AND f.subject_id = x.execution_id"
+            " WHERE x.status = 'Running' AND NOT EXISTS (SELECT 1 FROM files s WHERE s.kind = 'session'"
+            "   AND s.subject_id = x.execution_id AND s.state != 'missing')"
+            " GROUP BY x.execution_id ORDER BY last_ns LIMIT ?", (limit,)).fetchall()
+
+    def event_logs(self, execution_id: str) -> list[tuple[str, Checkpoint]]:
+        """The event logs tracked for an execution (one, unless the sessions folder moved), with
+        their checkpoints."""
+        return [(path, self.checkpoint(path)) for (path,) in self.conn.execute(
+            "SELECT path FROM files WHERE kind = 'events' AND subject_id = ?", (execution_id,)).fetchall()]
 
     def reset_event_log(self, exec_id: int):
         """Forget what an event log contributed, before re-reading it from its first byte."""
@@ -779,7 +825,7 @@ DUMP_QUERIES = {
     "execution": "SELECT execution_id, recorded_session_id, benchmark_id, session_benchmark_id, first_prompt,"
                  " agent_type, status, success, score, final_status, execution_time_ms, start_time, end_time,"
                  " first_event_at, last_event_at, created_at, updated_at, event_count, tool_call_count,"
-                 " step_count, d.session_doc, d.result_doc"
+                 " step_count, stale_reason, d.session_doc, d.result_doc"
                  " FROM executions x LEFT JOIN session_docs d ON d.exec_id = x.id ORDER BY execution_id",
     "event": "SELECT x.execution_id, e.line, e.byte_offset, e.kind, e.event_type, e.ts, e.doc"
              " FROM events e JOIN executions x ON x.id = e.exec_id ORDER BY x.execution_id, e.line",

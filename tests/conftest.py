@@ -171,10 +171,10 @@ OLD_RUN_LOG = "/var/lib/reev/sessions/enhanced_otel_old-run.jsonl"   # its event
 
 
 def write_old_database(path: Path, version: int, session_doc: dict, filler_events: int = 0):
-    """A database as schema version 2, 3 or 4 left it (tests/data/schema_v<version>.sql),
+    """A database as schema version 2, 3, 4 or 5 left it (tests/data/schema_v<version>.sql),
     holding one finished run, `old-run` of 301-test-transfer by `deterministic`, with this
     session document, the event lines OLD_RUN_EVENTS (its log's checkpoint at OLD_RUN_LOG) and
-    the tool call of lines 3 and 4, its JSON copied as those versions did; and `filler_events`
+    the tool call of lines 3 and 4, its JSON copied as versions before 5 did; and `filler_events`
     lines of a run `filler` (for a migration that takes a while)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = apsw.Connection(str(path))
@@ -202,9 +202,11 @@ def write_old_database(path: Path, version: int, session_doc: dict, filler_event
                 lines += [(filler, n, 100 * n, "StepComplete", n, "{}") for n in range(1, filler_events + 1)]
             conn.executemany("INSERT INTO events (exec_id, line, byte_offset, kind, event_type, ts, doc)"
                              " VALUES (?, ?, ?, 'event', ?, ?, ?)", lines)
+            copies = version < 5
             conn.execute("INSERT INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at, ended_at,"
-                         " duration_ms, input, output, success) VALUES (?, 3, 'input', 4, 'sol_transfer', 3.5, 4.5,"
-                         " 1000, '{\"lamports\": 5}', '[\"sig\"]', 1)", (exec_id,))
+                         f" duration_ms{', input, output' if copies else ''}, success) VALUES (?, 3, 'input', 4,"
+                         f" 'sol_transfer', 3.5, 4.5, 1000{', ?, ?' if copies else ''}, 1)",
+                         (exec_id, *(('{"lamports": 5}', '["sig"]') if copies else ())))
             conn.execute("INSERT INTO files (path, kind, subject_id, offset, line_no, size, first_seen_at)"
                          " VALUES (?, 'events', 'old-run', 400, 4, 400, 1.0)", (OLD_RUN_LOG,))
     finally:

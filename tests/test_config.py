@@ -35,7 +35,7 @@ SAMPLES = {
     "REEV_DB": "/var/lib/reev-ingest/reev.db", "REEV_RESCAN_INTERVAL": "0.5", "REEV_LOG_LEVEL": "WARNING",
     "REEV_MAX_LINE_BYTES": "500", "REEV_SETTLE_SECONDS": "0.25", "REEV_API_HOST": "::1", "REEV_API_PORT": "8080",
     "REEV_API_WORKERS": "3", "REEV_API_CORS_ORIGINS": "http://ui.example", "REEV_API_QUERY_TIMEOUT": "0.5",
-    "REEV_API_MAX_STREAMS": "7", "REEV_API_STREAM_HEARTBEAT": "0.2",
+    "REEV_API_MAX_STREAMS": "7", "REEV_API_STREAM_HEARTBEAT": "0.2", "REEV_STALE_AFTER": "0",
 }
 
 
@@ -90,6 +90,8 @@ DAEMON_REFUSES = [
     ([], {"REEV_MAX_LINE_BYTES": "8MB"}, "REEV_MAX_LINE_BYTES"),
     ([], {"REEV_SETTLE_SECONDS": "nan"}, "REEV_SETTLE_SECONDS"),
     (["--settle-seconds", "0"], {}, "--settle-seconds"),
+    ([], {"REEV_STALE_AFTER": "30m"}, "REEV_STALE_AFTER"),
+    (["--stale-after", "-1"], {}, "--stale-after"),
     (["--log-level", "verbose"], {}, "--log-level"),
     ([], {"REEV_LOG_LEVEL": "verbose"}, "REEV_LOG_LEVEL"),
 ]
@@ -339,8 +341,8 @@ def test_status_and_dump_take_their_options_on_either_side(workspace, run_once):
     db = str(workspace.db_path)
     for argv in (["--db", db, "status"], ["status", "--db", db], ["--db", "/nowhere.db", "status", "--db", db]):
         proc = run(daemon_command() + argv)
-        # read, and degraded: the --once run has ended, so no daemon holds the database
-        assert proc.returncode == 1 and f"database   {db}" in proc.stdout and "not running" in proc.stdout, (
+        # (exit 1, degraded: after --once no daemon holds the database)
+        assert proc.returncode == 1 and f"database   {db}" in proc.stdout and "daemon     not running" in proc.stdout, (
             argv, proc.stdout, proc.stderr)
     for argv in (["--db", db, "dump"], ["dump", "--db", db]):
         proc = run(daemon_command() + argv)

@@ -645,19 +645,20 @@ def test_a_database_newer_than_the_program_is_refused_and_left_as_it_is(live, ru
     assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION + 1 and db.event_count(X) == 1
 
 
-@pytest.mark.parametrize("version", [2, 3, 4])
+@pytest.mark.parametrize("version", [2, 3, 4, 5])
 def test_an_older_database_is_migrated_in_place(version, run_once, db, workspace):
     """To version 3 (from 2): session files moved to their own table, the stats trigger
     replaced, an index dropped; to 4: events rebuilt as a rowid table; to 5: files rebuilt as
-    a rowid table, tool calls without their copies of the lines' JSON. Nothing ingested
-    before is lost, and ingestion goes on with the new schema."""
+    a rowid table, tool calls without their copies of the lines' JSON; to 6: a column for why a
+    run is the stale rule's Timeout, an index of the Running runs. Nothing ingested before is
+    lost, and ingestion goes on with the new schema."""
     doc = fx.session_doc("before", success=True, score=0.75)
     write_old_database(workspace.db_path, version, doc)
     workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml())
     workspace.write_session(X, fx.session_doc(success=False, score=0.25))
     workspace.append_events(X, [fx.prompt_line("p", at=0), fx.step_complete_line(at=1)])
     run_once()
-    assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 5
+    assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 6
     assert [(e["line"], e["event_type"], e["ts"], e["doc"]) for e in db.events("old-run")] == [
         (n, kind, ts, doc) for n, kind, ts, doc in OLD_RUN_EVENTS]
     assert [e["line"] for e in db.events(X)] == [1, 2]
@@ -678,6 +679,8 @@ def test_an_older_database_is_migrated_in_place(version, run_once, db, workspace
     assert (json.loads(call["input"]), json.loads(call["output"])) == ({"lamports": 5}, ["sig"])
     columns = {r[1] for r in db.rows("PRAGMA table_info(executions)")}
     assert "session_doc" not in columns and "result_doc" not in columns
+    assert "stale_reason" in columns and db.execution("old-run")["stale_reason"] is None
+    assert db.rows("SELECT tbl_name FROM sqlite_schema WHERE name = 'executions_running'") == [("executions",)]
     moved = db.execution("old-run")
     assert json.loads(moved["session_doc"]) == doc
     assert json.loads(moved["result_doc"]) == doc["final_result"]
@@ -703,7 +706,7 @@ def test_a_long_migration_says_so_until_it_ends_and_gives_the_wal_space_back(wor
     store = store_module.Store(workspace.db_path, migrating=told.append)
     try:
         assert len(told) >= 2
-        assert set(told) == {"migrating the database schema from version 3 to 5"}
+        assert set(told) == {f"migrating the database schema from version 3 to {SCHEMA_VERSION}"}
         assert os.path.getsize(f"{workspace.db_path}-wal") == 0
         assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 200_000 + len(OLD_RUN_EVENTS)
     finally:

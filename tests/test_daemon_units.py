@@ -439,17 +439,46 @@ def test_open_regular_refuses_what_is_not_a_regular_file(tmp_path):
     ("Queued", None, None, False, "Running"),
 ])
 def test_status_from_session(previous, success, final_status, has_final, expected):
-    assert status.status_from_session(previous, success, final_status, has_final) == expected
+    assert status.status_from_session(previous, False, success, final_status, has_final) == expected
 
 
-@pytest.mark.parametrize("previous, expected", [
-    (None, "Running"), ("Queued", "Queued"), ("Running", "Running"), ("Completed", "Completed"), ("Failed", "Failed")])
-def test_status_from_event_never_reopens(previous, expected):
-    assert status.status_from_event(previous) == expected
+@pytest.mark.parametrize("success, final_status, has_final, expected", [
+    (True, "Succeeded", True, "Completed"), (False, "Failed", True, "Failed"),
+    (None, None, False, "Running"),       # not a result a file gave: nothing to keep
+])
+def test_a_session_file_decides_a_stalled_run_as_a_running_one(success, final_status, has_final, expected):
+    assert status.status_from_session("Timeout", True, success, final_status, has_final) == expected
+
+
+@pytest.mark.parametrize("previous, stalled, expected", [
+    (None, False, "Running"), ("Queued", False, "Queued"), ("Running", False, "Running"),
+    ("Completed", False, "Completed"), ("Failed", False, "Failed"), ("Timeout", False, "Timeout"),
+    ("Timeout", True, "Running"),         # the stale rule's Timeout: its runner is back
+])
+def test_status_from_event_reopens_only_a_stalled_run(previous, stalled, expected):
+    assert status.status_from_event(previous, stalled) == expected
+
+
+@pytest.mark.parametrize("state, has_session, stale_after, expected", [
+    ("Running", False, 1800, 1_000_000 + 1800),
+    ("Running", False, 0.5, 1_000_000.5),
+    ("Running", False, 0, None),          # 0 turns the rule off
+    ("Running", True, 1800, None),        # a session file without final_result: still Running
+    ("Completed", False, 1800, None), ("Failed", False, 1800, None),
+    ("Timeout", False, 1800, None),       # already
+])
+def test_stale_at(state, has_session, stale_after, expected):
+    assert status.stale_at(state, has_session, 1_000_000.0, stale_after) == expected
+
+
+def test_stale_reason_says_since_when_and_why():
+    assert status.stale_reason(1_796_526_000.0, 1800) == (
+        "no new event line since 2026-12-06T03:00:00Z (--stale-after 1800 s) and no session file:"
+        " the runner probably stopped")
 
 
 @pytest.mark.parametrize("state, done, flow, expected", [
-    ("Completed", 0, 0, 1.0), ("Failed", 1, 4, 1.0), ("Running", 0, 0, 0.0),
+    ("Completed", 0, 0, 1.0), ("Failed", 1, 4, 1.0), ("Timeout", 1, 4, 1.0), ("Running", 0, 0, 0.0),
     ("Running", 1, 4, 0.25), ("Running", 4, 4, 0.99), ("Running", 9, 2, 0.99), ("Queued", 0, 3, 0.0),
 ])
 def test_progress(state, done, flow, expected):
