@@ -27,7 +27,7 @@ from api import render
 from api.db import Database, DatabaseUnavailable, Queries, QueryTimeout
 from api.metrics import CONTENT_TYPE, ApiMetrics, RequestMetrics
 from api.stream import EVENT_TYPES, GenerationWatcher, StreamFilter, event_stream, last_seq
-from daemon.ids import normalise_benchmark_id
+from daemon.ids import classify_benchmark_file, classify_session_file, normalise_benchmark_id
 from daemon.notify import Notifier
 from daemon.status import progress
 
@@ -188,6 +188,12 @@ def not_found(message: str) -> NotFoundException:
     return NotFoundException(detail=message)
 
 
+def file_name(path: str) -> str:
+    """A tracked file as answers name it: by its name in the watched folder it is directly in
+    (with its kind, that says which), never by where that folder is on this machine."""
+    return path.rsplit("/", 1)[-1]
+
+
 # ---------------------------------------------------------------------- converters
 
 def summary_of(row: dict) -> m.SessionSummary:
@@ -228,6 +234,14 @@ def run_facts(row: dict) -> render.RunFacts:
         execution_id=row["execution_id"], benchmark_id=row["benchmark_id"], agent_type=row["agent_type"],
         status=row["status"], score=row["score"], execution_time_ms=row["execution_time_ms"],
         created_at=row["created_at"], updated_at=row["updated_at"])
+
+
+def ingest_error(r: dict, error_id: int) -> m.IngestError:
+    name = file_name(r["path"])
+    known = classify_session_file(name) or classify_benchmark_file(name)
+    return m.IngestError(id=error_id, path=name, kind=known.kind if known else None, line=r["line"],
+                         byte_offset=r["byte_offset"], reason=r["reason"], first_seen_at=iso(r["first_seen_at"]),
+                         last_seen_at=iso(r["last_seen_at"]), count=r["count"])
 
 
 def tool_call_of(row: dict) -> m.ToolCall:
@@ -303,7 +317,7 @@ def health(request: Request) -> Response[m.Health]:
     body = m.Health(
         status="degraded" if reasons else "healthy", timestamp=iso(now), version=VERSION, reasons=reasons,
         database=m.DatabaseHealth(
-            path=str(db.path), reachable=reachable, data_generation=meta.get("data_generation"),
+            name=db.path.name, reachable=reachable, data_generation=meta.get("data_generation"),
             last_ingest_at=iso(meta.get("last_ingest_at")), heartbeat_at=iso(beat), heartbeat_age_seconds=age))
     return keyed_response(request, body, (body.status, reasons, meta.get("data_generation"), beat))
 
@@ -506,7 +520,7 @@ def session_detail(request: Request, execution_id: str) -> Response[m.SessionDet
     return data_response(m.SessionDetail(
         summary=summary_of(row), final_result=result, event_count=row["event_count"],
         tool_call_count=row["tool_call_count"], step_count=row["step_count"], progress=progress_of(row),
-        files=[m.SourceFile(path=f["path"], kind=f["kind"], state=f["state"], lines_read=f["line_no"],
+        files=[m.SourceFile(path=file_name(f["path"]), kind=f["kind"], state=f["state"], lines_read=f["line_no"],
                             bytes_read=f["offset"], size=f["size"], ingested_at=iso(f["ingested_at"]))
                for f in files]), tag)
 
@@ -565,18 +579,13 @@ def ingest_errors(request: Request, limit: str | None = None, cursor: str | None
         rows = q.errors(after[0] if after else None, n + 1)
     rows, next_cursor = paged(rows, n, lambda r: (r["id"],))
     return data_response(m.IngestErrorPage(
-        items=[m.IngestError(id=r["id"], path=r["path"], line=r["line"], byte_offset=r["byte_offset"],
-                             reason=r["reason"], first_seen_at=iso(r["first_seen_at"]),
-                             last_seen_at=iso(r["last_seen_at"]), count=r["count"]) for r in rows],
-        next_cursor=next_cursor), tag)
+        items=[ingest_error(r, r["id"]) for r in rows], next_cursor=next_cursor), tag)
 
 
 # ---------------------------------------------------------------------- live: stream and metrics
 
 def error_of(r: dict) -> m.IngestError:
-    return m.IngestError(id=r["error_id"], path=r["path"], line=r["line"], byte_offset=r["byte_offset"],
-                         reason=r["reason"], first_seen_at=iso(r["first_seen_at"]),
-                         last_seen_at=iso(r["last_seen_at"]), count=r["count"])
+    return ingest_error(r, r["error_id"])
 
 
 @get("/api/v1/stream", opt={"etag": "none"}, responses=RESPONSES, media_type="text/event-stream",

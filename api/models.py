@@ -6,6 +6,8 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Raw, Struct
 
+from daemon.ids import FileKind
+
 Status = Literal["Queued", "Running", "Completed", "Failed", "Stopped", "Timeout"]
 
 
@@ -15,7 +17,7 @@ class ErrorBody(Struct):
 
 
 class DatabaseHealth(Struct):
-    path: str
+    name: str                            # its file name: answers never show where files are
     reachable: bool
     data_generation: int | None
     last_ingest_at: str | None
@@ -168,7 +170,7 @@ class SessionPage(Struct):
 
 
 class SourceFile(Struct):
-    path: str
+    path: str                            # within the folder its kind is watched in
     kind: Literal["session", "events"]
     state: str
     lines_read: int
@@ -226,7 +228,8 @@ class IngestStatus(Struct):
 
 class IngestError(Struct):
     id: int
-    path: str
+    path: str                            # within the folder its kind is watched in
+    kind: FileKind | None                # None only for a name no longer read as any kind
     line: int
     byte_offset: int
     reason: str

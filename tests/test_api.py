@@ -230,6 +230,8 @@ def test_session_detail(api):
     assert got["event_count"] == 3 and got["tool_call_count"] == 1
     kinds = {f["kind"]: f for f in got["files"]}
     assert set(kinds) == {"session", "events"} and kinds["events"]["lines_read"] == 3
+    assert kinds["events"]["path"] == f"enhanced_otel_{DONE}.jsonl"
+    assert kinds["session"]["path"] == f"session_{DONE}.json"
     assert api.get("/api/v1/sessions/nope", expect=404)["message"]
 
 
@@ -262,7 +264,7 @@ def test_ingest_status_and_errors(api):
     errors = api.get("/api/v1/ingest/errors")["items"]
     assert len(errors) == 1
     e = errors[0]
-    assert e["path"].endswith(f"enhanced_otel_{RUNNING}.jsonl") and e["line"] == 2
+    assert e["path"] == f"enhanced_otel_{RUNNING}.jsonl" and e["kind"] == "events" and e["line"] == 2
     assert e["byte_offset"] == len(fx.jsonl([fx.prompt_line("Send 0.3 SOL to the second wallet.", at=200)]))
     assert "JSON" in e["reason"]
 
@@ -292,6 +294,18 @@ def test_head_answers_like_get_without_body(api):
 def test_unknown_route_is_json_404(api):
     reply = api.request("/api/v1/nothing-here")
     assert reply.status == 404 and reply.json()["error"] == "not_found"
+
+
+def test_no_answer_shows_where_files_are_on_this_machine(api, populated):
+    """Files are named within their watched folder (with their kind), the database by its name."""
+    root, _ = populated
+    paths = ["/api/v1/health", "/api/v1/ingest/status", "/api/v1/ingest/errors", "/metrics",
+             *[f"/api/v1/sessions/{x}" for x in (DONE, FAILED, RUNNING, FLOW, PATHID)]]
+    for path in paths:
+        reply = api.request(path)
+        assert reply.status == 200, path
+        assert str(root) not in reply.body.decode(), path
+    assert api.get("/api/v1/health")["database"]["name"] == "reev.db"
 
 
 def test_cors_preflight_and_simple_request(api):
@@ -382,6 +396,7 @@ def test_missing_database_then_recovery_without_restart(workspace, live_daemon, 
         assert health["status"] == "degraded" and health["database"]["reachable"] is False
         body = server.get("/api/v1/benchmarks", expect=503)
         assert body["error"] == "unavailable" and "reev-ingestd" in body["message"]
+        assert str(tmp_path) not in body["message"] and str(tmp_path) not in json.dumps(health)
         workspace.write_benchmark(B301, fx.benchmark_yaml(B301))
         live_daemon()
         wait_for(lambda: server.request("/api/v1/benchmarks").status == 200 and server.get("/api/v1/benchmarks"),
