@@ -52,6 +52,14 @@ class Database:
         if conn is not None and self._local.ino == ino:
             return conn
         self._drop()   # first use, or the file was replaced: reopen
+        # SQLite, even read-only, creates a WAL database's -wal and -shm files when they are
+        # missing and the folder is writable. The daemon creates them when it opens the
+        # database and keeps them (SQLITE_FCNTL_PERSIST_WAL); until then there is nothing to
+        # read anyway. Once open, the connection holds both.
+        missing = [suffix for suffix in ("-wal", "-shm") if not os.path.exists(f"{self.path}{suffix}")]
+        if missing:
+            raise DatabaseUnavailable(f"reev-ingestd has not opened the database {name} yet (no {' or '.join(missing)}"
+                                      " file beside it, and this API creates no files): is it running?")
         try:
             conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
             conn.set_busy_timeout(BUSY_TIMEOUT_MS)

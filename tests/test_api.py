@@ -4,6 +4,7 @@ database written by the real daemon from fixture files."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -383,6 +384,30 @@ def test_query_past_its_time_limit_is_503(workspace, run_once, tmp_path):
         reply = server.request("/api/v1/sessions/long/events?limit=500")
         assert reply.status == 503 and "longer than" in reply.json()["message"]
         assert server.request("/api/v1/health").status == 200, "the worker is still there"
+    finally:
+        server.close()
+
+
+def test_the_api_never_creates_the_wal_and_shm_files(workspace, run_once, tmp_path):
+    """A database without its -wal and -shm (copied, or restored from a backup, in a folder the
+    API could write): the API answers 503 until the daemon has opened it, and creates nothing."""
+    workspace.write_benchmark(B301, fx.benchmark_yaml(B301))
+    run_once()
+    state = workspace.db_path.parent
+    for suffix in ("-wal", "-shm"):
+        os.unlink(f"{workspace.db_path}{suffix}")     # after a clean stop, the WAL holds nothing
+    before = sorted(os.listdir(state))
+    server = Api(workspace.db_path, tmp_path / "api.log")
+    try:
+        body = server.get("/api/v1/benchmarks", expect=503)
+        assert "reev-ingestd has not opened" in body["message"] and str(state) not in body["message"]
+        health = server.get("/api/v1/health")
+        assert health["status"] == "degraded" and health["database"]["reachable"] is False
+        assert sorted(os.listdir(state)) == before
+        run_once()
+        wait_for(lambda: server.request("/api/v1/benchmarks").status == 200,
+                 what="the database once the daemon opened it")
+        assert [b["id"] for b in server.get("/api/v1/benchmarks")] == [B301]
     finally:
         server.close()
 
