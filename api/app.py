@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import msgspec
@@ -77,6 +77,14 @@ class BadParameter(Exception):
         self.name = name
 
 
+ECHOED = 64     # characters of a client's input that a message repeats
+
+
+def echo(value: str) -> str:
+    """A client's input quoted in a message, cut to ECHOED characters."""
+    return repr(value) if len(value) <= ECHOED else repr(value[:ECHOED]) + f"... ({len(value)} characters)"
+
+
 def iso(ts: float | None) -> str | None:
     """Unix seconds → RFC 3339 UTC; None for unknown (0 or absurd)."""
     if not ts:
@@ -93,34 +101,32 @@ def int_param(value: str | None, name: str, default: int, low: int = 1, high: in
     try:
         number = int(value)
     except ValueError:
-        raise BadParameter(name, f"must be an integer, got {value[:40]!r}") from None
+        raise BadParameter(name, f"must be an integer, got {echo(value)}") from None
     if not low <= number <= high:
         raise BadParameter(name, f"must be between {low} and {high}, got {number}")
     return number
+
+
+# What a cursor holds: the key of the last row of a page. A row id or line number is a
+# SQLite integer (never negative here); a time is a finite float (msgspec refuses one out of
+# range). A decoded cursor is one SQLite can bind as it is.
+RowKey = tuple[Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]]
+TimeKey = tuple[float, str]
 
 
 def encode_cursor(*key) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode().rstrip("=")
 
 
-def decode_cursor(value: str | None, shape: tuple[type, ...]) -> tuple | None:
-    """An opaque cursor back into its key; a 400 naming `cursor` if it was tampered with."""
+def decode_cursor(value: str | None, shape: type[tuple]) -> tuple | None:
+    """An opaque cursor back into its key of this shape; a 400 naming `cursor` for anything
+    else, before any query runs."""
     if value is None or value == "":
         return None
     try:
-        key = msgspec.json.decode(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        if not isinstance(key, list) or len(key) != len(shape):
-            raise ValueError
-        return tuple(t(k) if t is float and isinstance(k, int) and not isinstance(k, bool) else _checked(k, t)
-                     for k, t in zip(key, shape))
-    except (ValueError, TypeError, msgspec.DecodeError):
+        return msgspec.json.decode(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), type=shape)
+    except (ValueError, msgspec.DecodeError):     # binascii.Error and msgspec.ValidationError among them
         raise BadParameter("cursor", "is not a cursor this API returned") from None
-
-
-def _checked(value, kind):
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError
-    return value
 
 
 def paged(rows: list[dict], limit: int, key) -> tuple[list[dict], str | None]:
@@ -291,7 +297,7 @@ def facts_of_calls(calls: list[m.ToolCall], rows: list[dict] | None) -> list[ren
 def load_run(q: Queries, execution_id: str) -> tuple[dict, dict | None]:
     row = q.execution(execution_id)
     if row is None:
-        raise not_found(f"no execution with id {execution_id!r}")
+        raise not_found(f"no execution with id {echo(execution_id)}")
     docs = q.execution_docs(execution_id)
     return row, m.decode_object(docs["result_doc"]) if docs else None
 
@@ -340,7 +346,7 @@ def benchmark_detail(request: Request, benchmark_id: str) -> Response[m.Benchmar
         bench = q.benchmark(bench_id)
         runs = q.recent_executions(bench_id, 10)
     if bench is None and not runs:
-        raise not_found(f"no benchmark or execution with benchmark id {bench_id!r}")
+        raise not_found(f"no benchmark or execution with benchmark id {echo(bench_id)}")
     recent = [m.RecentExecution(execution_id=r["execution_id"], agent_type=r["agent_type"],
                                 status=r["status"].lower(), created_at=iso(r["created_at"]), score=r["score"])
               for r in runs]
@@ -366,7 +372,8 @@ def newest_status(request: Request, benchmark_id: str, agent: str | None = None)
         tag = etag_for(q, request)
         row = q.newest_execution(bench_id, agent or None)
         if row is None:
-            raise not_found(f"no execution of benchmark {bench_id!r}" + (f" by agent {agent!r}" if agent else ""))
+            by_agent = f" by agent {echo(agent)}" if agent else ""
+            raise not_found(f"no execution of benchmark {echo(bench_id)}{by_agent}")
         _, result = load_run(q, row["execution_id"])
     return data_response(state_of(row, result), tag)
 
@@ -406,7 +413,7 @@ def agent_performance(request: Request, limit: str | None = None) -> Response[li
 def agent_results(request: Request, agent_type: str, limit: str | None = None,
                   cursor: str | None = None) -> Response[m.AgentResultPage]:
     n = int_param(limit, "limit", DEFAULT_LIMIT)
-    after = decode_cursor(cursor, (float, str))
+    after = decode_cursor(cursor, TimeKey)
     with db_of(request).snapshot() as q:
         tag = etag_for(q, request)
         rows = q.finished_results(agent_type, after, n + 1)
@@ -426,7 +433,7 @@ def agents(request: Request) -> Response[list[str]]:
 
 @read_route("/api/v1/agents/config/{agent_type:str}", etag="keyed")
 def agent_config(agent_type: str) -> None:
-    raise not_found(f"no configuration for agent {agent_type!r}: this service holds no agent configuration"
+    raise not_found(f"no configuration for agent {echo(agent_type)}: this service holds no agent configuration"
                     " (agents are configured in the reev runner)")
 
 
@@ -465,7 +472,7 @@ def transaction_logs(request: Request, benchmark_id: str,
         return data_response(m.TransactionLogs(
             benchmark_id=bench_id, execution_id=None, agent_type=None, interface="web", status="unknown",
             final_status=None, transaction_logs="", is_running=False, progress=0.0, result={},
-            message=f"no executions of benchmark {bench_id!r} yet"), tag)
+            message=f"no executions of benchmark {echo(bench_id)} yet"), tag)
     return data_response(m.TransactionLogs(
         benchmark_id=bench_id, execution_id=row["execution_id"], agent_type=row["agent_type"], interface="web",
         status=row["status"].lower(), final_status=row["status"],
@@ -495,7 +502,7 @@ def flow(request: Request, session_id: str) -> Response[m.Flow]:
 def sessions(request: Request, benchmark_id: str | None = None, agent: str | None = None,
              status: str | None = None, limit: str | None = None, cursor: str | None = None) -> Response[m.SessionPage]:
     n = int_param(limit, "limit", DEFAULT_LIMIT)
-    after = decode_cursor(cursor, (float, str))
+    after = decode_cursor(cursor, TimeKey)
     if status is not None and status not in m.Status.__args__:
         wanted = {s.lower(): s for s in m.Status.__args__}.get(status.lower())
         if wanted is None:
@@ -528,7 +535,7 @@ def session_detail(request: Request, execution_id: str) -> Response[m.SessionDet
 def run_lines(request: Request, execution_id: str, limit: str | None, cursor: str | None, fetch):
     """A page of an execution's rows keyed by line (events, tool calls): (rows, next cursor, ETag)."""
     n = int_param(limit, "limit", 100)
-    after = decode_cursor(cursor, (int,))
+    after = decode_cursor(cursor, RowKey)
     with db_of(request).snapshot() as q:
         tag = etag_for(q, request)
         row, _ = load_run(q, execution_id)
@@ -573,7 +580,7 @@ def ingest_status(request: Request) -> Response[m.IngestStatus]:
 @read_route("/api/v1/ingest/errors")
 def ingest_errors(request: Request, limit: str | None = None, cursor: str | None = None) -> Response[m.IngestErrorPage]:
     n = int_param(limit, "limit", DEFAULT_LIMIT)
-    after = decode_cursor(cursor, (int,))
+    after = decode_cursor(cursor, RowKey)
     with db_of(request).snapshot() as q:
         tag = etag_for(q, request)
         rows = q.errors(after[0] if after else None, n + 1)
@@ -588,21 +595,27 @@ def error_of(r: dict) -> m.IngestError:
     return ingest_error(r, r["error_id"])
 
 
+def event_id(value: str) -> int:
+    """A Last-Event-ID: the decimal seq of a change (a SQLite integer), nothing else."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 19 and int(value) < 2**63):
+        raise BadParameter("last_event_id", f"(or the Last-Event-ID header) must be an event id: a whole"
+                                            f" number from 0 to 2^63-1, got {echo(value)}")
+    return int(value)
+
+
 @get("/api/v1/stream", opt={"etag": "none"}, responses=RESPONSES, media_type="text/event-stream",
      description="Server-Sent Events: `execution` (its session summary) when an execution appears or changes "
                  "status, score or benchmark; `ingest-error` for new bad input. Resume with Last-Event-ID.")
 async def stream(request: Request, execution_id: str | None = None, benchmark_id: str | None = None,
                  types: str | None = None, last_event_id: str | None = None) -> Stream:
+    """Everything is checked here, before the answer starts: past its 200 a stream can only end."""
     state = request.app.state
     wanted = frozenset(t.strip() for t in types.split(",") if t.strip()) if types else frozenset(EVENT_TYPES)
     if not wanted or not wanted <= set(EVENT_TYPES):
         raise BadParameter("types", f"must be a comma-separated subset of {', '.join(EVENT_TYPES)}")
     resume = request.headers.get("last-event-id") or last_event_id
     if resume is not None:
-        try:
-            after = int(resume)
-        except ValueError:
-            raise BadParameter("last_event_id", "(or the Last-Event-ID header) must be an event id") from None
+        after = event_id(resume)
     if state.watcher.open_streams >= state.max_streams:
         raise DatabaseUnavailable(f"too many open event streams ({state.max_streams}); try again later")
     if resume is None:                   # only what happens from now on
@@ -644,9 +657,9 @@ def on_http_error(request: Request, exc: HTTPException) -> Response:
         sync = request.url.path.rstrip("/") == "/api/v1/sync"
         return error(405, "method_not_allowed", SYNC_MESSAGE if sync else READ_ONLY_MESSAGE, {"Allow": ALLOW})
     if isinstance(exc, MethodNotAllowedException):
-        return error(405, "method_not_allowed", f"{request.method} is not allowed here", {"Allow": ALLOW})
+        return error(405, "method_not_allowed", f"{echo(request.method)} is not allowed here", {"Allow": ALLOW})
     if isinstance(exc, NotFoundException):
-        detail = exc.detail if exc.detail and exc.detail != "Not Found" else f"no route {request.url.path}"
+        detail = exc.detail if exc.detail and exc.detail != "Not Found" else f"no route {echo(request.url.path)}"
         return error(404, "not_found", detail)
     kind = {400: "bad_request", 503: "unavailable"}.get(exc.status_code, "error")
     return error(exc.status_code, kind, str(exc.detail))

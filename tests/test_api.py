@@ -3,6 +3,7 @@ database written by the real daemon from fixture files."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -225,6 +226,40 @@ def test_bad_parameters_are_400_naming_them(api, query, parameter):
     assert body["error"] == "bad_request" and f"`{parameter}`" in body["message"]
 
 
+def cursor(*key) -> str:
+    """A cursor as a client could craft it: any JSON, base64url without padding."""
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
+
+
+LINE_ROUTES = ["/api/v1/ingest/errors", f"/api/v1/sessions/{DONE}/events", f"/api/v1/sessions/{DONE}/tool-calls"]
+TIME_ROUTES = ["/api/v1/sessions", "/api/v1/agent-performance/deterministic/results"]
+
+
+@pytest.mark.parametrize("path, crafted", [
+    *[(p, "WzkyMjMzNzIwMzY4NTQ3NzU4MDhd") for p in LINE_ROUTES],          # [9223372036854775808]: past 64 bits
+    *[(p, c) for p in LINE_ROUTES for c in (cursor(-1), cursor(True), cursor(1.5), cursor("1"), cursor(1, 2),
+                                            cursor(10 ** 400))],
+    *[(p, cursor(10 ** 400, "x")) for p in TIME_ROUTES],                 # no float holds it
+    *[(p, c) for p in TIME_ROUTES for c in ("WzFlNDAwLCJ4Il0", cursor(1.0, 5), cursor(1.0), cursor(None, "x"),
+                                            cursor(True, "x"), cursor([1], "x"), cursor(9.0, "x", 1))],   # [1e400,"x"]
+    *[(p, c) for p in LINE_ROUTES + TIME_ROUTES for c in ("bnVsbA", "e30", "", "%%%", "W10")]])   # null, {}, []
+def test_crafted_cursors_are_400_naming_the_cursor(api, path, crafted):
+    reply = api.request(f"{path}?cursor={crafted}")
+    if crafted == "":
+        assert reply.status == 200           # no cursor: the first page
+        return
+    assert reply.status == 400, (reply.status, reply.body[:300])
+    body = reply.json()
+    assert body["error"] == "bad_request" and "`cursor`" in body["message"]
+
+
+def test_cursors_at_the_edges_of_their_range_are_pages(api):
+    assert api.get(f"/api/v1/ingest/errors?cursor={cursor(2 ** 63 - 1)}")["items"]
+    assert api.get(f"/api/v1/sessions/{DONE}/events?cursor={cursor(0)}")["items"]
+    assert api.get(f"/api/v1/sessions?cursor={cursor(1.7e308, 'x')}")["items"]
+    assert api.get(f"/api/v1/sessions?cursor={cursor(-1.7e308, 'x')}")["items"] == []
+
+
 def test_session_detail(api):
     got = api.get(f"/api/v1/sessions/{DONE}")
     assert got["summary"]["status"] == "Completed" and got["final_result"]["score"] == 1.0
@@ -307,6 +342,15 @@ def test_no_answer_shows_where_files_are_on_this_machine(api, populated):
         assert reply.status == 200, path
         assert str(root) not in reply.body.decode(), path
     assert api.get("/api/v1/health")["database"]["name"] == "reev.db"
+
+
+def test_a_404_does_not_echo_a_long_id_back(api):
+    long_id = "a" * 8000
+    for path in (f"/api/v1/sessions/{long_id}", f"/api/v1/benchmarks/{long_id}", f"/api/v1/nothing/{long_id}",
+                 f"/api/v1/agents/config/{long_id}", f"/api/v1/benchmarks/x/status?agent={long_id}"):
+        reply = api.request(path)
+        assert reply.status == 404 and len(reply.body) < 300, (path, reply.body[:400])
+        assert " characters)" in reply.json()["message"]
 
 
 def test_cors_preflight_and_simple_request(api):
