@@ -25,6 +25,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from api import models as m
 from api import render
 from api.db import Database, DatabaseUnavailable, Queries, QueryTimeout
+from api.edge import Edge
 from api.metrics import CONTENT_TYPE, ApiMetrics, RequestMetrics
 from api.stream import EVENT_TYPES, GenerationWatcher, StreamFilter, event_stream, last_seq
 from daemon.ids import classify_benchmark_file, classify_session_file, normalise_benchmark_id
@@ -647,55 +648,35 @@ async def not_modified(request: Request) -> Response | None:
     return None
 
 
-def error(status: int, kind: str, message: str, headers: dict | None = None) -> Response[m.ErrorBody]:
-    return Response(content=m.ErrorBody(error=kind, message=message), status_code=status, headers=headers)
+def error(status: int, message: str, headers: dict | None = None) -> Response[m.ErrorBody]:
+    return Response(content=m.ErrorBody(error=m.error_kind(status), message=message), status_code=status,
+                    headers=headers)
 
 
 def on_http_error(request: Request, exc: HTTPException) -> Response:
     writes = request.method not in ("GET", "HEAD", "OPTIONS")
     if writes and (isinstance(exc, (NotFoundException, MethodNotAllowedException))):
         sync = request.url.path.rstrip("/") == "/api/v1/sync"
-        return error(405, "method_not_allowed", SYNC_MESSAGE if sync else READ_ONLY_MESSAGE, {"Allow": ALLOW})
+        return error(405, SYNC_MESSAGE if sync else READ_ONLY_MESSAGE, {"Allow": ALLOW})
     if isinstance(exc, MethodNotAllowedException):
-        return error(405, "method_not_allowed", f"{echo(request.method)} is not allowed here", {"Allow": ALLOW})
+        return error(405, f"{echo(request.method)} is not allowed here", {"Allow": ALLOW})
     if isinstance(exc, NotFoundException):
         detail = exc.detail if exc.detail and exc.detail != "Not Found" else f"no route {echo(request.url.path)}"
-        return error(404, "not_found", detail)
-    kind = {400: "bad_request", 503: "unavailable"}.get(exc.status_code, "error")
-    return error(exc.status_code, kind, str(exc.detail))
+        return error(404, detail)
+    return error(exc.status_code, str(exc.detail))
 
 
 def on_bad_parameter(_request: Request, exc: BadParameter) -> Response:
-    return error(400, "bad_request", str(exc))
+    return error(400, str(exc))
 
 
 def on_unavailable(_request: Request, exc: Exception) -> Response:
-    return error(503, "unavailable", str(exc), {"Retry-After": "1"})
+    return error(503, str(exc), {"Retry-After": "1"})
 
 
 def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("%s %s failed", request.method, request.url.path)
-    return error(500, "internal_error", "the server failed to answer this request; see its log")
-
-
-class HeadAsGet:
-    """ASGI wrapper: answer HEAD like GET without the body (Litestar's @get routes only GET,
-    and its router rejects HEAD before any middleware could help)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "HEAD":
-            return await self.app(scope, receive, send)
-
-        async def send_without_body(message):
-            if message["type"] == "http.response.body":
-                message = {**message, "body": b""}
-            await send(message)
-
-        scope["method"] = "GET"     # in place: wrappers outside see the route it took
-        return await self.app(scope, receive, send_without_body)
+    return error(500, "the server failed to answer this request; see its log")
 
 
 def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeout: float = 2.0,
@@ -727,8 +708,8 @@ def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeo
 
 
 def serve(app: Litestar):
-    """The ASGI callable the server runs: request metrics around HEAD support around the app."""
-    return RequestMetrics(HeadAsGet(app), app.state.metrics)
+    """The ASGI callable the server runs: request metrics around the HTTP edge around the app."""
+    return RequestMetrics(Edge(app), app.state.metrics)
 
 
 def start_watching(app: Litestar):

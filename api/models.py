@@ -16,6 +16,15 @@ class ErrorBody(Struct):
     message: str
 
 
+_ERROR_KINDS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 414: "uri_too_long",
+                431: "headers_too_large", 503: "unavailable"}
+
+
+def error_kind(status: int) -> str:
+    """The `error` of an ErrorBody with this HTTP status."""
+    return _ERROR_KINDS.get(status, "internal_error" if status >= 500 else "error")
+
+
 class DatabaseHealth(Struct):
     name: str                            # its file name: answers never show where files are
     reachable: bool

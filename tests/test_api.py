@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import fixtures as fx
-from tests.api_client import Api
+from tests.api_client import Api, alive, read_reply
 from tests.conftest import clean_env, daemon_command, wait_for
 
 DONE = "run-done"            # session + event log, deterministic, succeeded on 301
@@ -344,6 +345,17 @@ def test_no_answer_shows_where_files_are_on_this_machine(api, populated):
     assert api.get("/api/v1/health")["database"]["name"] == "reev.db"
 
 
+def test_oversized_requests_are_json_414_and_431(api):
+    cases = [(f"/api/v1/sessions/{'x' * 9000}", {}, 414, "uri_too_long"),
+             (f"/api/v1/sessions?agent={'x' * 9000}", {}, 414, "uri_too_long"),
+             ("/api/v1/health", {f"X-Field-{i}": "1" for i in range(70)}, 431, "headers_too_large"),
+             ("/api/v1/health", {"X-Big": "x" * 40000}, 431, "headers_too_large")]
+    for path, headers, status, kind in cases:
+        reply = api.request(path, headers=headers)
+        assert reply.status == status and reply.headers["content-type"] == "application/json", reply
+        assert reply.json()["error"] == kind and reply.json()["message"]
+
+
 def test_a_404_does_not_echo_a_long_id_back(api):
     long_id = "a" * 8000
     for path in (f"/api/v1/sessions/{long_id}", f"/api/v1/benchmarks/{long_id}", f"/api/v1/nothing/{long_id}",
@@ -351,6 +363,26 @@ def test_a_404_does_not_echo_a_long_id_back(api):
         reply = api.request(path)
         assert reply.status == 404 and len(reply.body) < 300, (path, reply.body[:400])
         assert " characters)" in reply.json()["message"]
+
+
+def test_options_and_405_name_the_same_methods(api):
+    options = api.request("/api/v1/benchmarks", method="OPTIONS")
+    assert options.status == 204 and options.headers["allow"] == "GET, HEAD, OPTIONS"
+    post = api.request("/api/v1/benchmarks", method="POST")
+    assert post.status == 405 and post.headers["allow"] == "GET, HEAD, OPTIONS"
+
+
+def test_errors_to_head_have_no_body(api):
+    for path, status in (("/api/v1/sessions/nope", 404), (f"/api/v1/sessions/{'x' * 9000}", 414)):
+        with socket.create_connection(("127.0.0.1", api.port), timeout=10) as s:
+            s.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            reply = read_reply(s, body=False)
+            s.settimeout(0.5)
+            try:
+                extra = s.recv(100)
+            except TimeoutError:
+                extra = b""
+        assert reply.status == status and reply.body == b"" and extra == b"", (path, reply, extra)
 
 
 def test_cors_preflight_and_simple_request(api):
@@ -374,6 +406,8 @@ def test_cors_origins_can_be_restricted(populated, tmp_path):
         other = server.request("/api/v1/benchmarks", method="OPTIONS", headers={
             "Origin": "http://evil.example", "Access-Control-Request-Method": "GET"})
         assert other.headers.get("access-control-allow-origin") != "http://evil.example"
+        assert other.status == 400 and other.headers["content-type"] == "application/json"
+        assert other.json()["error"] == "bad_request" and "CORS" in other.json()["message"]
     finally:
         server.close()
 
@@ -610,36 +644,16 @@ def test_reading_while_the_daemon_writes(workspace, live_daemon, tmp_path):
     assert "BusyError" not in daemon.stderr() and "database error" not in daemon.stderr()
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry.name))
-    return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_worker_does_not_outlive_a_killed_server(tmp_path):
     """SIGKILL leaves reev-api no time to stop its worker process; the worker must not go on
     serving the port alone (it asks Linux for SIGTERM when its parent dies)."""
     server = Api(tmp_path / "reev.db", tmp_path / "api.log")
     try:
-        workers = _children(server.proc.pid)
+        workers = server.workers()
         assert workers, "reev-api runs its server in worker processes"
         server.proc.kill()
         server.proc.wait()
-        wait_for(lambda: not any(_alive(w) for w in workers), timeout=10, what="the worker to exit")
+        wait_for(lambda: not any(alive(w) for w in workers), timeout=10, what="the worker to exit")
         with pytest.raises(OSError):
             server.request("/api/v1/health", timeout=2)
     finally:
