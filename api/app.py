@@ -3,10 +3,10 @@
 Only reads: the database is opened read-only (api/db.py) and no route writes.
 """
 
+import asyncio
 import base64
 import hashlib
 import logging
-import os
 import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -27,7 +27,9 @@ from api import render
 from api.db import Database, DatabaseUnavailable, Queries, QueryTimeout
 from api.edge import Edge
 from api.metrics import CONTENT_TYPE, ApiMetrics, RequestMetrics
-from api.stream import EVENT_TYPES, GenerationWatcher, StreamFilter, event_stream, last_seq
+from api.serving import ready_once_listening
+from api.stream import (EVENT_TYPES, GenerationWatcher, StreamFilter, StreamSlots, TooManyStreams, event_stream,
+                        last_seq, take_a_stream_slot)
 from daemon.ids import classify_benchmark_file, classify_session_file, normalise_benchmark_id
 from daemon.notify import Notifier
 from daemon.status import progress
@@ -605,6 +607,7 @@ def event_id(value: str) -> int:
 
 
 @get("/api/v1/stream", opt={"etag": "none"}, responses=RESPONSES, media_type="text/event-stream",
+     middleware=[take_a_stream_slot],
      description="Server-Sent Events: `execution` (its session summary) when an execution appears or changes "
                  "status, score or benchmark; `ingest-error` for new bad input. Resume with Last-Event-ID.")
 async def stream(request: Request, execution_id: str | None = None, benchmark_id: str | None = None,
@@ -617,9 +620,7 @@ async def stream(request: Request, execution_id: str | None = None, benchmark_id
     resume = request.headers.get("last-event-id") or last_event_id
     if resume is not None:
         after = event_id(resume)
-    if state.watcher.open_streams >= state.max_streams:
-        raise DatabaseUnavailable(f"too many open event streams ({state.max_streams}); try again later")
-    if resume is None:                   # only what happens from now on
+    else:                                # only what happens from now on
         after = await anyio.to_thread.run_sync(last_seq, state.db)
     filt = StreamFilter(execution_id or None, normalise_benchmark_id(benchmark_id) if benchmark_id else None, wanted)
     return Stream(event_stream(state.db, state.watcher, filt, after, summary_of, error_of, state.stream_heartbeat),
@@ -674,23 +675,29 @@ def on_unavailable(_request: Request, exc: Exception) -> Response:
     return error(503, str(exc), {"Retry-After": "1"})
 
 
+def on_too_many_streams(_request: Request, exc: TooManyStreams) -> Response:
+    # closed after the answer: a client turned away does not keep a connection for nothing
+    return error(503, str(exc), {"Retry-After": "1", "Connection": "close"})
+
+
 def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("%s %s failed", request.method, request.url.path)
     return error(500, "the server failed to answer this request; see its log")
 
 
 def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeout: float = 2.0,
-               max_streams: int = 100, stream_heartbeat: float = 15.0) -> Litestar:
+               max_streams: int = 100, stream_heartbeat: float = 15.0, port: int | None = None) -> Litestar:
+    """`port`: the one the server listens on; READY=1 goes to systemd once this worker listens there."""
     app = Litestar(
         route_handlers=[health, list_benchmarks, benchmark_detail, execution_status, newest_status,
                         agent_performance, agent_results, agents, agent_config, execution_logs,
                         transaction_logs, flow, sessions, session_detail, session_events, session_tool_calls,
                         ingest_status, ingest_errors, stream, metrics],
         before_request=not_modified,
-        on_startup=[start_watching, tell_systemd_ready],
+        on_startup=[start_watching, tell_systemd_ready_once_listening],
         on_shutdown=[stop_watching, tell_systemd_stopping],
         exception_handlers={
-            HTTPException: on_http_error, BadParameter: on_bad_parameter,
+            HTTPException: on_http_error, BadParameter: on_bad_parameter, TooManyStreams: on_too_many_streams,
             DatabaseUnavailable: on_unavailable, QueryTimeout: on_unavailable, Exception: on_unexpected},
         cors_config=CORSConfig(allow_origins=cors_origins or ["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
                                allow_headers=["*"], expose_headers=["ETag"], max_age=600),
@@ -700,10 +707,11 @@ def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeo
     db = Database(db_path, query_timeout=query_timeout)
     app.state.db = db
     app.state.watcher = GenerationWatcher(db)
-    app.state.max_streams = max_streams
+    app.state.stream_slots = StreamSlots(max_streams)
     app.state.stream_heartbeat = stream_heartbeat
+    app.state.port = port
     app.state.metrics = ApiMetrics(db)
-    app.state.metrics.open_streams.set_function(lambda: app.state.watcher.open_streams)
+    app.state.metrics.open_streams.set_function(lambda: app.state.stream_slots.taken)
     return app
 
 
@@ -720,9 +728,13 @@ async def stop_watching(app: Litestar):
     await app.state.watcher.stop()
 
 
-def tell_systemd_ready():
-    """READY=1 (with NotifyAccess=all: this runs in the worker, after the server bound its socket)."""
-    Notifier().ready(f"serving on pid {os.getpid()}")
+def tell_systemd_ready_once_listening(app: Litestar):
+    """The server's worker runs this before it binds its socket: READY=1 waits for that
+    (NotifyAccess=all: it comes from the worker)."""
+    notifier = Notifier()
+    if notifier.enabled and app.state.port is not None:
+        ready = ready_once_listening(app.state.port, notifier)
+        app.state.ready_task = asyncio.get_running_loop().create_task(ready)
 
 
 def tell_systemd_stopping():
