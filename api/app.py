@@ -3,14 +3,14 @@
 Only reads: the database is opened read-only (api/db.py) and no route writes.
 """
 
+import asyncio
 import base64
 import hashlib
 import logging
-import os
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import msgspec
@@ -24,9 +24,12 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from api import models as m
 from api import render
 from api.db import Database, DatabaseUnavailable, Queries, QueryTimeout
+from api.edge import Edge
 from api.metrics import CONTENT_TYPE, ApiMetrics, RequestMetrics
-from api.stream import EVENT_TYPES, GenerationWatcher, StreamFilter, event_stream, last_seq
-from daemon.ids import normalise_benchmark_id
+from api.serving import ready_once_listening
+from api.stream import (EVENT_TYPES, GenerationWatcher, StreamFilter, StreamSlots, TooManyStreams, event_stream,
+                        last_seq, take_a_stream_slot)
+from daemon.ids import classify_benchmark_file, classify_session_file, normalise_benchmark_id
 from daemon.notify import Notifier
 from daemon.status import progress
 from daemon.timestamps import iso
@@ -77,40 +80,46 @@ class BadParameter(Exception):
         self.name = name
 
 
+ECHOED = 64     # characters of a client's input that a message repeats
+
+
+def echo(value: str) -> str:
+    """A client's input quoted in a message, cut to ECHOED characters."""
+    return repr(value) if len(value) <= ECHOED else repr(value[:ECHOED]) + f"... ({len(value)} characters)"
+
+
 def int_param(value: str | None, name: str, default: int, low: int = 1, high: int = MAX_LIMIT) -> int:
     if value is None or value == "":
         return default
     try:
         number = int(value)
     except ValueError:
-        raise BadParameter(name, f"must be an integer, got {value[:40]!r}") from None
+        raise BadParameter(name, f"must be an integer, got {echo(value)}") from None
     if not low <= number <= high:
         raise BadParameter(name, f"must be between {low} and {high}, got {number}")
     return number
+
+
+# What a cursor holds: the key of the last row of a page. A row id or line number is a
+# SQLite integer (never negative here); a time is a finite float (msgspec refuses one out of
+# range). A decoded cursor is one SQLite can bind as it is.
+RowKey = tuple[Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]]
+TimeKey = tuple[float, str]
 
 
 def encode_cursor(*key) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode().rstrip("=")
 
 
-def decode_cursor(value: str | None, shape: tuple[type, ...]) -> tuple | None:
-    """An opaque cursor back into its key; a 400 naming `cursor` if it was tampered with."""
+def decode_cursor(value: str | None, shape: type[tuple]) -> tuple | None:
+    """An opaque cursor back into its key of this shape; a 400 naming `cursor` for anything
+    else, before any query runs."""
     if value is None or value == "":
         return None
     try:
-        key = msgspec.json.decode(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        if not isinstance(key, list) or len(key) != len(shape):
-            raise ValueError
-        return tuple(t(k) if t is float and isinstance(k, int) and not isinstance(k, bool) else _checked(k, t)
-                     for k, t in zip(key, shape))
-    except (ValueError, TypeError, msgspec.DecodeError):
+        return msgspec.json.decode(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), type=shape)
+    except (ValueError, msgspec.DecodeError):     # binascii.Error and msgspec.ValidationError among them
         raise BadParameter("cursor", "is not a cursor this API returned") from None
-
-
-def _checked(value, kind):
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError
-    return value
 
 
 def paged(rows: list[dict], limit: int, key) -> tuple[list[dict], str | None]:
@@ -178,6 +187,12 @@ def not_found(message: str) -> NotFoundException:
     return NotFoundException(detail=message)
 
 
+def file_name(path: str) -> str:
+    """A tracked file as answers name it: by its name in the watched folder it is directly in
+    (with its kind, that says which), never by where that folder is on this machine."""
+    return path.rsplit("/", 1)[-1]
+
+
 # ---------------------------------------------------------------------- converters
 
 def summary_of(row: dict) -> m.SessionSummary:
@@ -220,6 +235,14 @@ def run_facts(row: dict) -> render.RunFacts:
         execution_id=row["execution_id"], benchmark_id=row["benchmark_id"], agent_type=row["agent_type"],
         status=row["status"], score=row["score"], execution_time_ms=row["execution_time_ms"],
         created_at=row["created_at"], updated_at=row["updated_at"])
+
+
+def ingest_error(r: dict, error_id: int) -> m.IngestError:
+    name = file_name(r["path"])
+    known = classify_session_file(name) or classify_benchmark_file(name)
+    return m.IngestError(id=error_id, path=name, kind=known.kind if known else None, line=r["line"],
+                         byte_offset=r["byte_offset"], reason=r["reason"], first_seen_at=iso(r["first_seen_at"]),
+                         last_seen_at=iso(r["last_seen_at"]), count=r["count"])
 
 
 def tool_call_of(row: dict) -> m.ToolCall:
@@ -269,7 +292,7 @@ def facts_of_calls(calls: list[m.ToolCall], rows: list[dict] | None) -> list[ren
 def load_run(q: Queries, execution_id: str) -> tuple[dict, dict | None]:
     row = q.execution(execution_id)
     if row is None:
-        raise not_found(f"no execution with id {execution_id!r}")
+        raise not_found(f"no execution with id {echo(execution_id)}")
     docs = q.execution_docs(execution_id)
     return row, m.decode_object(docs["result_doc"]) if docs else None
 
@@ -295,7 +318,7 @@ def health(request: Request) -> Response[m.Health]:
     body = m.Health(
         status="degraded" if reasons else "healthy", timestamp=iso(now), version=VERSION, reasons=reasons,
         database=m.DatabaseHealth(
-            path=str(db.path), reachable=reachable, data_generation=meta.get("data_generation"),
+            name=db.path.name, reachable=reachable, data_generation=meta.get("data_generation"),
             last_ingest_at=iso(meta.get("last_ingest_at")), heartbeat_at=iso(beat), heartbeat_age_seconds=age))
     return keyed_response(request, body, (body.status, reasons, meta.get("data_generation"), beat))
 
@@ -318,7 +341,7 @@ def benchmark_detail(request: Request, benchmark_id: str) -> Response[m.Benchmar
         bench = q.benchmark(bench_id)
         runs = q.recent_executions(bench_id, 10)
     if bench is None and not runs:
-        raise not_found(f"no benchmark or execution with benchmark id {bench_id!r}")
+        raise not_found(f"no benchmark or execution with benchmark id {echo(bench_id)}")
     recent = [m.RecentExecution(execution_id=r["execution_id"], agent_type=r["agent_type"],
                                 status=r["status"].lower(), created_at=iso(r["created_at"]), score=r["score"])
               for r in runs]
@@ -344,7 +367,8 @@ def newest_status(request: Request, benchmark_id: str, agent: str | None = None)
         tag = etag_for(q, request)
         row = q.newest_execution(bench_id, agent or None)
         if row is None:
-            raise not_found(f"no execution of benchmark {bench_id!r}" + (f" by agent {agent!r}" if agent else ""))
+            by_agent = f" by agent {echo(agent)}" if agent else ""
+            raise not_found(f"no execution of benchmark {echo(bench_id)}{by_agent}")
         _, result = load_run(q, row["execution_id"])
     return data_response(state_of(row, result), tag)
 
@@ -384,7 +408,7 @@ def agent_performance(request: Request, limit: str | None = None) -> Response[li
 def agent_results(request: Request, agent_type: str, limit: str | None = None,
                   cursor: str | None = None) -> Response[m.AgentResultPage]:
     n = int_param(limit, "limit", DEFAULT_LIMIT)
-    after = decode_cursor(cursor, (float, str))
+    after = decode_cursor(cursor, TimeKey)
     with db_of(request).snapshot() as q:
         tag = etag_for(q, request)
         rows = q.finished_results(agent_type, after, n + 1)
@@ -404,7 +428,7 @@ def agents(request: Request) -> Response[list[str]]:
 
 @read_route("/api/v1/agents/config/{agent_type:str}", etag="keyed")
 def agent_config(agent_type: str) -> None:
-    raise not_found(f"no configuration for agent {agent_type!r}: this service holds no agent configuration"
+    raise not_found(f"no configuration for agent {echo(agent_type)}: this service holds no agent configuration"
                     " (agents are configured in the reev runner)")
 
 
@@ -443,7 +467,7 @@ def transaction_logs(request: Request, benchmark_id: str,
         return data_response(m.TransactionLogs(
             benchmark_id=bench_id, execution_id=None, agent_type=None, interface="web", status="unknown",
             final_status=None, transaction_logs="", is_running=False, progress=0.0, result={},
-            message=f"no executions of benchmark {bench_id!r} yet"), tag)
+            message=f"no executions of benchmark {echo(bench_id)} yet"), tag)
     return data_response(m.TransactionLogs(
         benchmark_id=bench_id, execution_id=row["execution_id"], agent_type=row["agent_type"], interface="web",
         status=row["status"].lower(), final_status=row["status"],
@@ -473,7 +497,7 @@ def flow(request: Request, session_id: str) -> Response[m.Flow]:
 def sessions(request: Request, benchmark_id: str | None = None, agent: str | None = None,
              status: str | None = None, limit: str | None = None, cursor: str | None = None) -> Response[m.SessionPage]:
     n = int_param(limit, "limit", DEFAULT_LIMIT)
-    after = decode_cursor(cursor, (float, str))
+    after = decode_cursor(cursor, TimeKey)
     if status is not None and status not in m.Status.__args__:
         wanted = {s.lower(): s for s in m.Status.__args__}.get(status.lower())
         if wanted is None:
@@ -498,7 +522,7 @@ def session_detail(request: Request, execution_id: str) -> Response[m.SessionDet
     return data_response(m.SessionDetail(
         summary=summary_of(row), final_result=result, event_count=row["event_count"],
         tool_call_count=row["tool_call_count"], step_count=row["step_count"], progress=progress_of(row),
-        files=[m.SourceFile(path=f["path"], kind=f["kind"], state=f["state"], lines_read=f["line_no"],
+        files=[m.SourceFile(path=file_name(f["path"]), kind=f["kind"], state=f["state"], lines_read=f["line_no"],
                             bytes_read=f["offset"], size=f["size"], ingested_at=iso(f["ingested_at"]))
                for f in files]), tag)
 
@@ -506,7 +530,7 @@ def session_detail(request: Request, execution_id: str) -> Response[m.SessionDet
 def run_lines(request: Request, execution_id: str, limit: str | None, cursor: str | None, fetch):
     """A page of an execution's rows keyed by line (events, tool calls): (rows, next cursor, ETag)."""
     n = int_param(limit, "limit", 100)
-    after = decode_cursor(cursor, (int,))
+    after = decode_cursor(cursor, RowKey)
     with db_of(request).snapshot() as q:
         tag = etag_for(q, request)
         row, _ = load_run(q, execution_id)
@@ -551,44 +575,44 @@ def ingest_status(request: Request) -> Response[m.IngestStatus]:
 @read_route("/api/v1/ingest/errors")
 def ingest_errors(request: Request, limit: str | None = None, cursor: str | None = None) -> Response[m.IngestErrorPage]:
     n = int_param(limit, "limit", DEFAULT_LIMIT)
-    after = decode_cursor(cursor, (int,))
+    after = decode_cursor(cursor, RowKey)
     with db_of(request).snapshot() as q:
         tag = etag_for(q, request)
         rows = q.errors(after[0] if after else None, n + 1)
     rows, next_cursor = paged(rows, n, lambda r: (r["id"],))
     return data_response(m.IngestErrorPage(
-        items=[m.IngestError(id=r["id"], path=r["path"], line=r["line"], byte_offset=r["byte_offset"],
-                             reason=r["reason"], first_seen_at=iso(r["first_seen_at"]),
-                             last_seen_at=iso(r["last_seen_at"]), count=r["count"]) for r in rows],
-        next_cursor=next_cursor), tag)
+        items=[ingest_error(r, r["id"]) for r in rows], next_cursor=next_cursor), tag)
 
 
 # ---------------------------------------------------------------------- live: stream and metrics
 
 def error_of(r: dict) -> m.IngestError:
-    return m.IngestError(id=r["error_id"], path=r["path"], line=r["line"], byte_offset=r["byte_offset"],
-                         reason=r["reason"], first_seen_at=iso(r["first_seen_at"]),
-                         last_seen_at=iso(r["last_seen_at"]), count=r["count"])
+    return ingest_error(r, r["error_id"])
+
+
+def event_id(value: str) -> int:
+    """A Last-Event-ID: the decimal seq of a change (a SQLite integer), nothing else."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 19 and int(value) < 2**63):
+        raise BadParameter("last_event_id", f"(or the Last-Event-ID header) must be an event id: a whole"
+                                            f" number from 0 to 2^63-1, got {echo(value)}")
+    return int(value)
 
 
 @get("/api/v1/stream", opt={"etag": "none"}, responses=RESPONSES, media_type="text/event-stream",
+     middleware=[take_a_stream_slot],
      description="Server-Sent Events: `execution` (its session summary) when an execution appears or changes "
                  "status, score or benchmark; `ingest-error` for new bad input. Resume with Last-Event-ID.")
 async def stream(request: Request, execution_id: str | None = None, benchmark_id: str | None = None,
                  types: str | None = None, last_event_id: str | None = None) -> Stream:
+    """Everything is checked here, before the answer starts: past its 200 a stream can only end."""
     state = request.app.state
     wanted = frozenset(t.strip() for t in types.split(",") if t.strip()) if types else frozenset(EVENT_TYPES)
     if not wanted or not wanted <= set(EVENT_TYPES):
         raise BadParameter("types", f"must be a comma-separated subset of {', '.join(EVENT_TYPES)}")
     resume = request.headers.get("last-event-id") or last_event_id
     if resume is not None:
-        try:
-            after = int(resume)
-        except ValueError:
-            raise BadParameter("last_event_id", "(or the Last-Event-ID header) must be an event id") from None
-    if state.watcher.open_streams >= state.max_streams:
-        raise DatabaseUnavailable(f"too many open event streams ({state.max_streams}); try again later")
-    if resume is None:                   # only what happens from now on
+        after = event_id(resume)
+    else:                                # only what happens from now on
         after = await anyio.to_thread.run_sync(last_seq, state.db)
     filt = StreamFilter(execution_id or None, normalise_benchmark_id(benchmark_id) if benchmark_id else None, wanted)
     return Stream(event_stream(state.db, state.watcher, filt, after, summary_of, error_of, state.stream_heartbeat),
@@ -617,69 +641,55 @@ async def not_modified(request: Request) -> Response | None:
     return None
 
 
-def error(status: int, kind: str, message: str, headers: dict | None = None) -> Response[m.ErrorBody]:
-    return Response(content=m.ErrorBody(error=kind, message=message), status_code=status, headers=headers)
+def error(status: int, message: str, headers: dict | None = None) -> Response[m.ErrorBody]:
+    return Response(content=m.ErrorBody(error=m.error_kind(status), message=message), status_code=status,
+                    headers=headers)
 
 
 def on_http_error(request: Request, exc: HTTPException) -> Response:
     writes = request.method not in ("GET", "HEAD", "OPTIONS")
     if writes and (isinstance(exc, (NotFoundException, MethodNotAllowedException))):
         sync = request.url.path.rstrip("/") == "/api/v1/sync"
-        return error(405, "method_not_allowed", SYNC_MESSAGE if sync else READ_ONLY_MESSAGE, {"Allow": ALLOW})
+        return error(405, SYNC_MESSAGE if sync else READ_ONLY_MESSAGE, {"Allow": ALLOW})
     if isinstance(exc, MethodNotAllowedException):
-        return error(405, "method_not_allowed", f"{request.method} is not allowed here", {"Allow": ALLOW})
+        return error(405, f"{echo(request.method)} is not allowed here", {"Allow": ALLOW})
     if isinstance(exc, NotFoundException):
-        detail = exc.detail if exc.detail and exc.detail != "Not Found" else f"no route {request.url.path}"
-        return error(404, "not_found", detail)
-    kind = {400: "bad_request", 503: "unavailable"}.get(exc.status_code, "error")
-    return error(exc.status_code, kind, str(exc.detail))
+        detail = exc.detail if exc.detail and exc.detail != "Not Found" else f"no route {echo(request.url.path)}"
+        return error(404, detail)
+    return error(exc.status_code, str(exc.detail))
 
 
 def on_bad_parameter(_request: Request, exc: BadParameter) -> Response:
-    return error(400, "bad_request", str(exc))
+    return error(400, str(exc))
 
 
 def on_unavailable(_request: Request, exc: Exception) -> Response:
-    return error(503, "unavailable", str(exc), {"Retry-After": "1"})
+    return error(503, str(exc), {"Retry-After": "1"})
+
+
+def on_too_many_streams(_request: Request, exc: TooManyStreams) -> Response:
+    # closed after the answer: a client turned away does not keep a connection for nothing
+    return error(503, str(exc), {"Retry-After": "1", "Connection": "close"})
 
 
 def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("%s %s failed", request.method, request.url.path)
-    return error(500, "internal_error", "the server failed to answer this request; see its log")
-
-
-class HeadAsGet:
-    """ASGI wrapper: answer HEAD like GET without the body (Litestar's @get routes only GET,
-    and its router rejects HEAD before any middleware could help)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "HEAD":
-            return await self.app(scope, receive, send)
-
-        async def send_without_body(message):
-            if message["type"] == "http.response.body":
-                message = {**message, "body": b""}
-            await send(message)
-
-        scope["method"] = "GET"     # in place: wrappers outside see the route it took
-        return await self.app(scope, receive, send_without_body)
+    return error(500, "the server failed to answer this request; see its log")
 
 
 def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeout: float = 2.0,
-               max_streams: int = 100, stream_heartbeat: float = 15.0) -> Litestar:
+               max_streams: int = 100, stream_heartbeat: float = 15.0, port: int | None = None) -> Litestar:
+    """`port`: the one the server listens on; READY=1 goes to systemd once this worker listens there."""
     app = Litestar(
         route_handlers=[health, list_benchmarks, benchmark_detail, execution_status, newest_status,
                         agent_performance, agent_results, agents, agent_config, execution_logs,
                         transaction_logs, flow, sessions, session_detail, session_events, session_tool_calls,
                         ingest_status, ingest_errors, stream, metrics],
         before_request=not_modified,
-        on_startup=[start_watching, tell_systemd_ready],
+        on_startup=[start_watching, tell_systemd_ready_once_listening],
         on_shutdown=[stop_watching, tell_systemd_stopping],
         exception_handlers={
-            HTTPException: on_http_error, BadParameter: on_bad_parameter,
+            HTTPException: on_http_error, BadParameter: on_bad_parameter, TooManyStreams: on_too_many_streams,
             DatabaseUnavailable: on_unavailable, QueryTimeout: on_unavailable, Exception: on_unexpected},
         cors_config=CORSConfig(allow_origins=cors_origins or ["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
                                allow_headers=["*"], expose_headers=["ETag"], max_age=600),
@@ -690,16 +700,17 @@ def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeo
     db = Database(db_path, query_timeout=query_timeout)
     app.state.db = db
     app.state.watcher = GenerationWatcher(db)
-    app.state.max_streams = max_streams
+    app.state.stream_slots = StreamSlots(max_streams)
     app.state.stream_heartbeat = stream_heartbeat
+    app.state.port = port
     app.state.metrics = ApiMetrics(db)
-    app.state.metrics.open_streams.set_function(lambda: app.state.watcher.open_streams)
+    app.state.metrics.open_streams.set_function(lambda: app.state.stream_slots.taken)
     return app
 
 
 def serve(app: Litestar):
-    """The ASGI callable the server runs: request metrics around HEAD support around the app."""
-    return RequestMetrics(HeadAsGet(app), app.state.metrics)
+    """The ASGI callable the server runs: request metrics around the HTTP edge around the app."""
+    return RequestMetrics(Edge(app), app.state.metrics)
 
 
 def start_watching(app: Litestar):
@@ -710,9 +721,13 @@ async def stop_watching(app: Litestar):
     await app.state.watcher.stop()
 
 
-def tell_systemd_ready():
-    """READY=1 (with NotifyAccess=all: this runs in the worker, after the server bound its socket)."""
-    Notifier().ready(f"serving on pid {os.getpid()}")
+def tell_systemd_ready_once_listening(app: Litestar):
+    """The server's worker runs this before it binds its socket: READY=1 waits for that
+    (NotifyAccess=all: it comes from the worker)."""
+    notifier = Notifier()
+    if notifier.enabled and app.state.port is not None:
+        ready = ready_once_listening(app.state.port, notifier)
+        app.state.ready_task = asyncio.get_running_loop().create_task(ready)
 
 
 def tell_systemd_stopping():

@@ -11,6 +11,7 @@ from granian import Granian
 
 from api.app import create_app, serve
 from api.config import api_arguments
+from api.serving import server_settings
 from daemon.logs import logging_config, setup_logging
 from daemon.parentage import die_with_parent
 
@@ -24,7 +25,7 @@ def app_from_env():
     cfg = json.loads(os.environ[_CONFIG_ENV])
     die_with_parent(cfg["server_pid"])     # not left holding the port alone
     return serve(create_app(Path(cfg["db"]), cfg["cors_origins"], cfg["query_timeout"], cfg["max_streams"],
-                            cfg["stream_heartbeat"]))
+                            cfg["stream_heartbeat"], port=cfg["port"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,14 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     os.environ[_CONFIG_ENV] = json.dumps({"db": str(args.db), "cors_origins": args.cors_origins,
                                           "query_timeout": args.query_timeout, "max_streams": args.max_streams,
-                                          "stream_heartbeat": args.stream_heartbeat, "server_pid": os.getpid()})
+                                          "stream_heartbeat": args.stream_heartbeat, "server_pid": os.getpid(),
+                                          "port": args.port})
     address = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
     log.info("serving %s on http://%s", args.db, address)
     # Granian over uvicorn: measured faster on this machine for the UI's polling load
     # (README, "Choosing the ASGI server"; perf/asgi_servers.sh).
     server = Granian("api.cli:app_from_env", factory=True, address=args.host, port=args.port, interface="asgi",
                      workers=args.workers, websockets=False, log_level=args.log_level, log_access=False,
-                     log_dictconfig=logging_config(args.log_level))
+                     log_dictconfig=logging_config(args.log_level), **server_settings())
     try:
         server.serve()
     except RuntimeError as e:

@@ -19,7 +19,8 @@ BUSY_TIMEOUT_MS = 2000
 
 
 class DatabaseUnavailable(Exception):
-    """The database file does not exist (yet) or cannot be opened."""
+    """The database file does not exist (yet) or cannot be opened. (Its message names the file
+    by its name only: it is shown to clients.)"""
 
 
 class QueryTimeout(Exception):
@@ -42,14 +43,23 @@ class Database:
 
     def _connection(self) -> apsw.Connection:
         conn = getattr(self._local, "conn", None)
+        name = self.path.name
         try:
             ino = os.stat(self.path).st_ino
         except OSError:
             self._drop()
-            raise DatabaseUnavailable(f"the database {self.path} does not exist yet: is reev-ingestd running?") from None
+            raise DatabaseUnavailable(f"the database {name} does not exist yet: is reev-ingestd running?") from None
         if conn is not None and self._local.ino == ino:
             return conn
         self._drop()   # first use, or the file was replaced: reopen
+        # SQLite, even read-only, creates a WAL database's -wal and -shm files when they are
+        # missing and the folder is writable. The daemon creates them when it opens the
+        # database and keeps them (SQLITE_FCNTL_PERSIST_WAL); until then there is nothing to
+        # read anyway. Once open, the connection holds both.
+        missing = [suffix for suffix in ("-wal", "-shm") if not os.path.exists(f"{self.path}{suffix}")]
+        if missing:
+            raise DatabaseUnavailable(f"reev-ingestd has not opened the database {name} yet (no {' or '.join(missing)}"
+                                      " file beside it, and this API creates no files): is it running?")
         try:
             conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
             conn.set_busy_timeout(BUSY_TIMEOUT_MS)
@@ -59,7 +69,7 @@ class Database:
                 conn.close()
                 raise DatabaseUnavailable("the database has no schema yet: is reev-ingestd running?")
         except apsw.Error as e:
-            raise DatabaseUnavailable(f"cannot open the database {self.path}: {e}") from None
+            raise DatabaseUnavailable(f"cannot open the database {name}: {e}") from None
         self._local.conn, self._local.ino = conn, ino
         return conn
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Raw, Struct
 
+from daemon.ids import FileKind
+
 Status = Literal["Queued", "Running", "Completed", "Failed", "Stopped", "Timeout"]
 
 
@@ -14,8 +16,17 @@ class ErrorBody(Struct):
     message: str
 
 
+_ERROR_KINDS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 414: "uri_too_long",
+                431: "headers_too_large", 503: "unavailable"}
+
+
+def error_kind(status: int) -> str:
+    """The `error` of an ErrorBody with this HTTP status."""
+    return _ERROR_KINDS.get(status, "internal_error" if status >= 500 else "error")
+
+
 class DatabaseHealth(Struct):
-    path: str
+    name: str                            # its file name: answers never show where files are
     reachable: bool
     data_generation: int | None
     last_ingest_at: str | None
@@ -168,7 +179,7 @@ class SessionPage(Struct):
 
 
 class SourceFile(Struct):
-    path: str
+    path: str                            # within the folder its kind is watched in
     kind: Literal["session", "events"]
     state: str
     lines_read: int
@@ -226,7 +237,8 @@ class IngestStatus(Struct):
 
 class IngestError(Struct):
     id: int
-    path: str
+    path: str                            # within the folder its kind is watched in
+    kind: FileKind | None                # None only for a name no longer read as any kind
     line: int
     byte_offset: int
     reason: str

@@ -60,7 +60,6 @@ class GenerationWatcher:
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.stopping = False
-        self.open_streams = 0
 
     def start(self):
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -176,27 +175,56 @@ def format_event(row: dict, summary, error) -> bytes:
 async def event_stream(db: Database, watcher: GenerationWatcher, filt: StreamFilter, after: int,
                        summary, error, heartbeat: float) -> AsyncIterator[bytes]:
     """`heartbeat`: seconds between comment lines that keep proxies and clients from timing out."""
-    watcher.open_streams += 1
-    try:
-        yield b"retry: 2000\n\n"
-        next_beat = time.monotonic() + heartbeat
-        while not watcher.stopping:
-            rows = watcher.changes_after(after)
-            if rows is None:              # behind what the watcher keeps: read the backlog
-                try:
-                    rows = await anyio.to_thread.run_sync(read_changes, db, after, READ_LIMIT)
-                except (DatabaseUnavailable, QueryTimeout) as e:
-                    log.debug("stream: %s", e)
-                    rows = []
-            for row in collapse(rows):
-                if filt.accepts(row):
-                    yield format_event(row, summary, error)
-            if rows:
-                after = rows[-1]["seq"]
-                continue                  # more may have come meanwhile: look before waiting
-            await watcher.wait(max(0.0, next_beat - time.monotonic()))
-            if time.monotonic() >= next_beat:
-                yield b": keep-alive\n\n"
-                next_beat = time.monotonic() + heartbeat
-    finally:
-        watcher.open_streams -= 1
+    yield b"retry: 2000\n\n"
+    next_beat = time.monotonic() + heartbeat
+    while not watcher.stopping:
+        rows = watcher.changes_after(after)
+        if rows is None:              # behind what the watcher keeps: read the backlog
+            try:
+                rows = await anyio.to_thread.run_sync(read_changes, db, after, READ_LIMIT)
+            except (DatabaseUnavailable, QueryTimeout) as e:
+                log.debug("stream: %s", e)
+                rows = []
+        for row in collapse(rows):
+            if filt.accepts(row):
+                yield format_event(row, summary, error)
+        if rows:
+            after = rows[-1]["seq"]
+            continue                  # more may have come meanwhile: look before waiting
+        await watcher.wait(max(0.0, next_beat - time.monotonic()))
+        if time.monotonic() >= next_beat:
+            yield b": keep-alive\n\n"
+            next_beat = time.monotonic() + heartbeat
+
+
+# ---------------------------------------------------------------------- the stream limit
+
+class TooManyStreams(Exception):
+    """A new stream past --max-streams (503)."""
+
+
+class StreamSlots:
+    """--max-streams: how many event streams this worker serves at once, and how many it does."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.taken = 0
+
+
+def take_a_stream_slot(app):
+    """Route middleware of the stream: a slot is taken before the route runs, counted and taken
+    with no await between (so a burst of requests cannot all pass the count before any takes
+    one), and given back when the answer ends however it ends (the client left, a bad
+    parameter, the worker stopping)."""
+
+    async def middleware(scope, receive, send):
+        slots: StreamSlots = scope["litestar_app"].state.stream_slots
+        if slots.taken >= slots.limit:
+            raise TooManyStreams(f"too many open event streams ({slots.limit} per worker); try again later")
+        slots.taken += 1
+        try:
+            await app(scope, receive, send)
+        finally:
+            slots.taken -= 1
+
+    return middleware

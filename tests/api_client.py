@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import clean_env, wait_for
+import pytest
+
+from tests.conftest import alive, children, clean_env, wait_for
 
 
 def api_command() -> list[str]:
@@ -41,9 +45,10 @@ class Reply:
 
 class Api:
     def __init__(self, db_path: Path | None, log_path: Path, *extra: str, env: dict[str, str] | None = None,
-                 cwd: Path | None = None):
+                 cwd: Path | None = None, open_files: tuple[int, int] | None = None):
         """`env`: added to the environment without REEV_* settings. Without `db_path` there is
-        no --db, and with REEV_API_PORT in `env` no --port: the API takes them from there."""
+        no --db, and with REEV_API_PORT in `env` no --port: the API takes them from there.
+        `open_files`: the (soft, hard) limit on open files the server starts with."""
         env = clean_env() | (env or {})
         self.port = int(env.get("REEV_API_PORT") or free_port())
         self.base = f"http://127.0.0.1:{self.port}"
@@ -51,8 +56,9 @@ class Api:
         self.log_path = log_path
         flags = ([] if db_path is None else ["--db", str(db_path)]) + (
             [] if "REEV_API_PORT" in env else ["--port", str(self.port)])
+        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, open_files)) if open_files else None
         self.proc = subprocess.Popen(api_command() + flags + list(extra), stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=self._log, env=env, cwd=cwd)
+                                     stdout=self._log, stderr=self._log, env=env, cwd=cwd, preexec_fn=limit)
         wait_for(lambda: self._up(), timeout=30, what="reev-api to answer", alive=self.check_alive)
 
     def _up(self) -> bool:
@@ -79,6 +85,10 @@ class Api:
         assert reply.status == expect, f"GET {path}: {reply.status} {reply.body[:500]!r}"
         return reply.json() if reply.body else None
 
+    def workers(self) -> list[int]:
+        """The server's worker processes."""
+        return children(self.proc.pid)
+
     def close(self) -> int | None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -89,3 +99,81 @@ class Api:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+# ---------------------------------------------------------------------- raw connections
+# For what urllib hides: keep-alive connections left open, requests sent all at once,
+# headers as given, and the exact status line and body the server sent.
+
+
+def allow_open_files(n: int):
+    """Raise this process's soft limit on open files to at least n (skip the test if the hard
+    limit does not allow it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= n:
+        return
+    if hard != resource.RLIM_INFINITY and hard < n:
+        pytest.skip(f"needs {n} open files, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+
+
+def send_get(sock: socket.socket, path: str, headers: dict[str, str] | None = None):
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"] + [f"{k}: {v}" for k, v in (headers or {}).items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+
+def read_reply(sock: socket.socket, body: bool = True) -> Reply:
+    """One HTTP/1.1 answer: the status line and headers, and (if `body`) a Content-Length body;
+    a streamed answer's body is left to the caller."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a whole answer: {data[:200]!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    length = int(headers.get("content-length", 0)) if body else 0
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return Reply(int(status_line.split()[1]), headers, rest)
+
+
+def idle_connections(port: int, n: int, path: str = "/api/v1/health", timeout: float = 30) -> list[socket.socket]:
+    """n keep-alive connections that each asked one thing, read the answer, and went silent."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        socks.append(s)
+        send_get(s, path)
+        read_reply(s)
+    return socks
+
+
+def close_all(socks):
+    for s in socks:
+        s.close()
+
+
+def closed_by_server(sock: socket.socket, timeout: float) -> float | None:
+    """Seconds until the server closed this (silent) connection, or None if it did not within
+    `timeout`."""
+    started = time.monotonic()
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - started
+
+
+# ---------------------------------------------------------------------- processes
+
+

@@ -3,9 +3,11 @@ database written by the real daemon from fixture files."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +18,7 @@ import apsw
 import pytest
 
 from tests import fixtures as fx
-from tests.api_client import Api
+from tests.api_client import Api, read_reply
 from tests.conftest import alive, children, clean_env, daemon_command, wait_for
 
 DONE = "run-done"            # session + event log, deterministic, succeeded on 301
@@ -286,12 +288,48 @@ def test_bad_parameters_are_400_naming_them(api, query, parameter):
     assert body["error"] == "bad_request" and f"`{parameter}`" in body["message"]
 
 
+def cursor(*key) -> str:
+    """A cursor as a client could craft it: any JSON, base64url without padding."""
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
+
+
+LINE_ROUTES = ["/api/v1/ingest/errors", f"/api/v1/sessions/{DONE}/events", f"/api/v1/sessions/{DONE}/tool-calls"]
+TIME_ROUTES = ["/api/v1/sessions", "/api/v1/agent-performance/deterministic/results"]
+
+
+@pytest.mark.parametrize("path, crafted", [
+    *[(p, "WzkyMjMzNzIwMzY4NTQ3NzU4MDhd") for p in LINE_ROUTES],          # [9223372036854775808]: past 64 bits
+    *[(p, c) for p in LINE_ROUTES for c in (cursor(-1), cursor(True), cursor(1.5), cursor("1"), cursor(1, 2),
+                                            cursor(10 ** 400))],
+    *[(p, cursor(10 ** 400, "x")) for p in TIME_ROUTES],                 # no float holds it
+    *[(p, c) for p in TIME_ROUTES for c in ("WzFlNDAwLCJ4Il0", cursor(1.0, 5), cursor(1.0), cursor(None, "x"),
+                                            cursor(True, "x"), cursor([1], "x"), cursor(9.0, "x", 1))],   # [1e400,"x"]
+    *[(p, c) for p in LINE_ROUTES + TIME_ROUTES for c in ("bnVsbA", "e30", "", "%%%", "W10")]])   # null, {}, []
+def test_crafted_cursors_are_400_naming_the_cursor(api, path, crafted):
+    reply = api.request(f"{path}?cursor={crafted}")
+    if crafted == "":
+        assert reply.status == 200           # no cursor: the first page
+        return
+    assert reply.status == 400, (reply.status, reply.body[:300])
+    body = reply.json()
+    assert body["error"] == "bad_request" and "`cursor`" in body["message"]
+
+
+def test_cursors_at_the_edges_of_their_range_are_pages(api):
+    assert api.get(f"/api/v1/ingest/errors?cursor={cursor(2 ** 63 - 1)}")["items"]
+    assert api.get(f"/api/v1/sessions/{DONE}/events?cursor={cursor(0)}")["items"]
+    assert api.get(f"/api/v1/sessions?cursor={cursor(1.7e308, 'x')}")["items"]
+    assert api.get(f"/api/v1/sessions?cursor={cursor(-1.7e308, 'x')}")["items"] == []
+
+
 def test_session_detail(api):
     got = api.get(f"/api/v1/sessions/{DONE}")
     assert got["summary"]["status"] == "Completed" and got["final_result"]["score"] == 1.0
     assert got["event_count"] == 3 and got["tool_call_count"] == 1
     kinds = {f["kind"]: f for f in got["files"]}
     assert set(kinds) == {"session", "events"} and kinds["events"]["lines_read"] == 3
+    assert kinds["events"]["path"] == f"enhanced_otel_{DONE}.jsonl"
+    assert kinds["session"]["path"] == f"session_{DONE}.json"
     assert api.get("/api/v1/sessions/nope", expect=404)["message"]
 
 
@@ -324,7 +362,7 @@ def test_ingest_status_and_errors(api):
     errors = api.get("/api/v1/ingest/errors")["items"]
     assert len(errors) == 1
     e = errors[0]
-    assert e["path"].endswith(f"enhanced_otel_{RUNNING}.jsonl") and e["line"] == 2
+    assert e["path"] == f"enhanced_otel_{RUNNING}.jsonl" and e["kind"] == "events" and e["line"] == 2
     assert e["byte_offset"] == len(fx.jsonl([fx.prompt_line("Send 0.3 SOL to the second wallet.", at=200)]))
     assert "JSON" in e["reason"]
 
@@ -356,6 +394,58 @@ def test_unknown_route_is_json_404(api):
     assert reply.status == 404 and reply.json()["error"] == "not_found"
 
 
+def test_no_answer_shows_where_files_are_on_this_machine(api, populated):
+    """Files are named within their watched folder (with their kind), the database by its name."""
+    root, _ = populated
+    paths = ["/api/v1/health", "/api/v1/ingest/status", "/api/v1/ingest/errors", "/metrics",
+             *[f"/api/v1/sessions/{x}" for x in (DONE, FAILED, RUNNING, FLOW, PATHID)]]
+    for path in paths:
+        reply = api.request(path)
+        assert reply.status == 200, path
+        assert str(root) not in reply.body.decode(), path
+    assert api.get("/api/v1/health")["database"]["name"] == "reev.db"
+
+
+def test_oversized_requests_are_json_414_and_431(api):
+    cases = [(f"/api/v1/sessions/{'x' * 9000}", {}, 414, "uri_too_long"),
+             (f"/api/v1/sessions?agent={'x' * 9000}", {}, 414, "uri_too_long"),
+             ("/api/v1/health", {f"X-Field-{i}": "1" for i in range(70)}, 431, "headers_too_large"),
+             ("/api/v1/health", {"X-Big": "x" * 40000}, 431, "headers_too_large")]
+    for path, headers, status, kind in cases:
+        reply = api.request(path, headers=headers)
+        assert reply.status == status and reply.headers["content-type"] == "application/json", reply
+        assert reply.json()["error"] == kind and reply.json()["message"]
+
+
+def test_a_404_does_not_echo_a_long_id_back(api):
+    long_id = "a" * 8000
+    for path in (f"/api/v1/sessions/{long_id}", f"/api/v1/benchmarks/{long_id}", f"/api/v1/nothing/{long_id}",
+                 f"/api/v1/agents/config/{long_id}", f"/api/v1/benchmarks/x/status?agent={long_id}"):
+        reply = api.request(path)
+        assert reply.status == 404 and len(reply.body) < 300, (path, reply.body[:400])
+        assert " characters)" in reply.json()["message"]
+
+
+def test_options_and_405_name_the_same_methods(api):
+    options = api.request("/api/v1/benchmarks", method="OPTIONS")
+    assert options.status == 204 and options.headers["allow"] == "GET, HEAD, OPTIONS"
+    post = api.request("/api/v1/benchmarks", method="POST")
+    assert post.status == 405 and post.headers["allow"] == "GET, HEAD, OPTIONS"
+
+
+def test_errors_to_head_have_no_body(api):
+    for path, status in (("/api/v1/sessions/nope", 404), (f"/api/v1/sessions/{'x' * 9000}", 414)):
+        with socket.create_connection(("127.0.0.1", api.port), timeout=10) as s:
+            s.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            reply = read_reply(s, body=False)
+            s.settimeout(0.5)
+            try:
+                extra = s.recv(100)
+            except TimeoutError:
+                extra = b""
+        assert reply.status == status and reply.body == b"" and extra == b"", (path, reply, extra)
+
+
 def test_cors_preflight_and_simple_request(api):
     reply = api.request("/api/v1/benchmarks", method="OPTIONS", headers={
         "Origin": "http://localhost:5173", "Access-Control-Request-Method": "GET",
@@ -377,6 +467,8 @@ def test_cors_origins_can_be_restricted(populated, tmp_path):
         other = server.request("/api/v1/benchmarks", method="OPTIONS", headers={
             "Origin": "http://evil.example", "Access-Control-Request-Method": "GET"})
         assert other.headers.get("access-control-allow-origin") != "http://evil.example"
+        assert other.status == 400 and other.headers["content-type"] == "application/json"
+        assert other.json()["error"] == "bad_request" and "CORS" in other.json()["message"]
     finally:
         server.close()
 
@@ -435,6 +527,30 @@ def test_query_past_its_time_limit_is_503(workspace, run_once, tmp_path):
         server.close()
 
 
+def test_the_api_never_creates_the_wal_and_shm_files(workspace, run_once, tmp_path):
+    """A database without its -wal and -shm (copied, or restored from a backup, in a folder the
+    API could write): the API answers 503 until the daemon has opened it, and creates nothing."""
+    workspace.write_benchmark(B301, fx.benchmark_yaml(B301))
+    run_once()
+    state = workspace.db_path.parent
+    for suffix in ("-wal", "-shm"):
+        os.unlink(f"{workspace.db_path}{suffix}")     # after a clean stop, the WAL holds nothing
+    before = sorted(os.listdir(state))
+    server = Api(workspace.db_path, tmp_path / "api.log")
+    try:
+        body = server.get("/api/v1/benchmarks", expect=503)
+        assert "reev-ingestd has not opened" in body["message"] and str(state) not in body["message"]
+        health = server.get("/api/v1/health")
+        assert health["status"] == "degraded" and health["database"]["reachable"] is False
+        assert sorted(os.listdir(state)) == before
+        run_once()
+        wait_for(lambda: server.request("/api/v1/benchmarks").status == 200,
+                 what="the database once the daemon opened it")
+        assert [b["id"] for b in server.get("/api/v1/benchmarks")] == [B301]
+    finally:
+        server.close()
+
+
 # ---------------------------------------------------------------------- with the live daemon
 
 def test_missing_database_then_recovery_without_restart(workspace, live_daemon, tmp_path):
@@ -444,6 +560,7 @@ def test_missing_database_then_recovery_without_restart(workspace, live_daemon, 
         assert health["status"] == "degraded" and health["database"]["reachable"] is False
         body = server.get("/api/v1/benchmarks", expect=503)
         assert body["error"] == "unavailable" and "reev-ingestd" in body["message"]
+        assert str(tmp_path) not in body["message"] and str(tmp_path) not in json.dumps(health)
         workspace.write_benchmark(B301, fx.benchmark_yaml(B301))
         live_daemon()
         wait_for(lambda: server.request("/api/v1/benchmarks").status == 200 and server.get("/api/v1/benchmarks"),
@@ -654,7 +771,7 @@ def test_a_worker_does_not_outlive_a_killed_server(tmp_path):
     serving the port alone (it asks Linux for SIGTERM when its parent dies)."""
     server = Api(tmp_path / "reev.db", tmp_path / "api.log")
     try:
-        workers = children(server.proc.pid)
+        workers = server.workers()
         assert workers, "reev-api runs its server in worker processes"
         server.proc.kill()
         server.proc.wait()

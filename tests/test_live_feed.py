@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+import urllib.parse
 
 import apsw
 import pytest
@@ -248,6 +249,37 @@ def test_stream_bad_parameters_and_the_stream_limit(workspace, live_daemon, tmp_
         assert "too many" in json.loads(third.response.read())["message"]
         a.close()
         wait_for(lambda: StreamClient(api).response.status == 200, what="a slot once a client left")
+    finally:
+        api.close()
+
+
+def test_crafted_last_event_ids_are_400_before_the_stream_starts(workspace, run_once, tmp_path):
+    """A Last-Event-ID (header or `last_event_id`) is an event id or a 400 that names it, before
+    any byte of the stream is sent: past its 200 a stream can only end."""
+    run(workspace, "exec-0", True, 0)
+    run_once()
+    api = Api(workspace.db_path, tmp_path / "api.log", "--stream-heartbeat", "0.2")
+    try:
+        crafted = ["-99999999999999999999", "99999999999999999999", "9223372036854775808", "-1", "+5", "1e3",
+                   "0x10", "1_000", "1.0", "abc", "٣", " 5", "5\t", "9" * 5000]
+        for value in crafted:
+            for client in (lambda: StreamClient(api, last_event_id=value) if value.isascii() and value.strip() == value
+                           else None,
+                           lambda: StreamClient(api, "?last_event_id=" + urllib.parse.quote(value))):
+                stream = client()
+                if stream is None:
+                    continue
+                assert stream.response.status == 400, (value, stream.response.status)
+                body = json.loads(stream.response.read())
+                assert "`last_event_id`" in body["message"] and len(body["message"]) < 300, body
+                stream.close()
+        for value in ("0", "9223372036854775807"):     # the ends of the range: streams that go on
+            stream = StreamClient(api, last_event_id=value)
+            assert stream.response.status == 200
+            wait_for(lambda: stream.comments >= 2 or stream.ended, what=f"heartbeats after Last-Event-ID {value}")
+            assert not stream.ended
+            assert stream.statuses() == ([("exec-0", "Completed")] if value == "0" else []), stream.events
+            stream.close()
     finally:
         api.close()
 

@@ -1,4 +1,5 @@
-"""Hostile and broken input against the real, live `reev-ingestd`.
+"""Hostile and broken input against the real, live `reev-ingestd`, and hostile clients against
+the real `reev-api` (at the end).
 
 One test per kind of bad input. Each one checks three things against the real database:
 the daemon stays up (it is alive and still ingests a good file written afterwards), bad
@@ -22,6 +23,8 @@ Decisions recorded here (FORMATS.md leaves them open):
 
 from __future__ import annotations
 
+import base64
+import concurrent.futures
 import itertools
 import json
 import os
@@ -29,12 +32,14 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests import fixtures as fx
+from tests.api_client import Api, allow_open_files, close_all, idle_connections, read_reply, send_get
 from tests.conftest import Daemon, Workspace, as_a_user, clean_env, daemon_command
 from tests.reliability.conftest import LONG, scale
 
@@ -1070,3 +1075,142 @@ def test_hostile_scenarios_in_random_combination_keep_the_daemon_up(tmp_path):
         still_ingesting(d, ws, ws.db)
     finally:
         d.close()
+
+
+# ------------------------------------------------------------------------------ hostile clients of the API
+# Each scenario is one hostile client, run in a thread until `stop` is set; it returns what it
+# saw go wrong (a 5xx, an error that is not JSON). A round runs a random combination of them
+# at once while a prober asks for health every 0.1 s on a new connection. All of them at once
+# stay below a worker's MAX_CONNECTIONS_PER_WORKER: past it a new connection waits for one to
+# close (README, "Connections"), and health could not answer within a second.
+
+
+def open_ones(socks: list[socket.socket]) -> list[socket.socket]:
+    """The connections the server has not closed (the others are closed here)."""
+    kept = []
+    for s in socks:
+        s.setblocking(False)
+        try:
+            closed = s.recv(1) == b""
+        except BlockingIOError:
+            closed = False
+        except OSError:
+            closed = True
+        if closed:
+            s.close()
+        else:
+            s.setblocking(True)
+            kept.append(s)
+    return kept
+
+
+def hold(api, stop, n: int, connect) -> list[str]:
+    """Keep n connections made by `connect` open until `stop`, making new ones as the server closes them."""
+    socks: list[socket.socket] = []
+    while True:
+        socks = open_ones(socks)
+        socks += connect(n - len(socks))
+        if stop.wait(0.5):
+            close_all(socks)
+            return []
+
+
+def flood_idle(api, stop, rng) -> list[str]:
+    """Keep-alive connections that asked once and went silent."""
+    return hold(api, stop, scale(1100, 1500), lambda n: idle_connections(api.port, n, timeout=30))
+
+
+def flood_silent(api, stop, rng) -> list[str]:
+    """Connections that never send a byte (slowloris)."""
+    return hold(api, stop, scale(500, 1000),
+                lambda n: [socket.create_connection(("127.0.0.1", api.port), timeout=30) for _ in range(n)])
+
+
+def burst_streams(api, stop, rng) -> list[str]:
+    """Event streams asked for all at once, far past --max-streams, some resuming from crafted ids."""
+    socks = [socket.create_connection(("127.0.0.1", api.port), timeout=30) for _ in range(scale(400, 1200))]
+    for s in socks:
+        resume = {"Last-Event-ID": rng.choice(["0", "1", "-99999999999999999999", str(2 ** 64), "x"])}
+        send_get(s, "/api/v1/stream", resume if rng.random() < 0.3 else None)
+    problems = []
+    for s in socks:
+        reply = read_reply(s, body=False)
+        if reply.status not in (200, 400, 503):
+            problems.append(f"stream: {reply.status}")
+    stop.wait()
+    close_all(socks)
+    return problems
+
+
+def crafted_requests(api, stop, rng) -> list[str]:
+    """Crafted cursors, ids, Last-Event-IDs, oversized targets and headers, odd methods, one after another."""
+    def cursor(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    cursors = [cursor(t) for t in ("[9223372036854775808]", f"[{10 ** 400}, \"x\"]", "[1e400, \"x\"]", "[-1]",
+                                   "[true]", "{}", "null", "[[1], \"x\"]")] + ["%%%", "A" * 3000]
+    targets = [*[f"/api/v1/{route}?cursor={c}" for route in ("sessions", "ingest/errors",
+                                                              f"sessions/{X}/events", f"sessions/{X}/tool-calls",
+                                                              "agent-performance/a/results") for c in cursors],
+               f"/api/v1/sessions/{'x' * 9000}", f"/api/v1/benchmarks/{'y' * 5000}", "/api/v1/sessions?limit=1e999"]
+    headers = [{}, {"If-None-Match": "*" * 100}, {"Origin": "http://evil.example", "Access-Control-Request-Method":
+                                                  "DELETE"}, {f"X-{i}": "1" for i in range(80)}, {"X-Big": "z" * 40000}]
+    problems = []
+    while not stop.is_set():
+        method = rng.choice(["GET", "GET", "HEAD", "OPTIONS", "POST"])
+        with socket.create_connection(("127.0.0.1", api.port), timeout=30) as s:
+            s.sendall(f"{method} {rng.choice(targets)} HTTP/1.1\r\nHost: x\r\n".encode()
+                      + b"".join(f"{k}: {v}\r\n".encode() for k, v in rng.choice(headers).items()) + b"\r\n")
+            reply = read_reply(s, body=method != "HEAD")
+        if reply.status >= 500 or (reply.status >= 400 and method != "HEAD"
+                                   and reply.headers.get("content-type") != "application/json"):
+            problems.append(f"{method}: {reply.status} {reply.headers.get('content-type')} {reply.body[:100]!r}")
+    return problems
+
+
+HOSTILE_CLIENTS = [flood_idle, flood_silent, burst_streams, crafted_requests]
+
+
+def test_the_api_keeps_answering_hostile_clients_in_random_combination(workspace, live_daemon, db, tmp_path):
+    """Rounds of a random combination of the hostile clients above, while the daemon ingests a
+    run that keeps growing: health answers every probe within a second, nothing answers 5xx,
+    and what the daemon commits meanwhile is served."""
+    allow_open_files(scale(4000, 10000))
+    seed = int(os.environ.get("REEV_HOSTILE_SEED") or time.time())
+    rng = random.Random(seed)
+    d = live_daemon()
+    workspace.append_events(X, good_lines(3))
+    api = Api(workspace.db_path, tmp_path / "api.log", "--stream-heartbeat", "1")
+    slowest, line = 0.0, 0
+    try:
+        for round_no in range(scale(3, 10)):
+            clients = rng.sample(HOSTILE_CLIENTS, rng.randint(2, len(HOSTILE_CLIENTS)))
+            stop = threading.Event()
+            with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+                running = [pool.submit(client, api, stop, random.Random(rng.random())) for client in clients]
+                probes = []
+                try:
+                    until = time.monotonic() + scale(4, 15)
+                    while time.monotonic() < until:
+                        line += 1
+                        workspace.append_events(X, [fx.step_complete_line(f"step-{line}", at=10 + line)])
+                        started = time.monotonic()
+                        reply = api.request("/api/v1/health", timeout=1.0)
+                        probes.append(time.monotonic() - started)
+                        assert reply.status == 200, reply
+                        time.sleep(0.1)
+                finally:
+                    stop.set()
+                problems = [p for f in running for p in f.result(timeout=60)]
+            slowest = max(slowest, *probes)
+            report(f"API round {round_no + 1} (seed {seed})", clients=[c.__name__ for c in clients],
+                   probes=len(probes), slowest_health_ms=round(max(probes) * 1000, 1))
+            assert problems == [], problems[:10]
+            api.check_alive()
+            d.check_alive()
+        total = 3 + line
+        d.wait_for(lambda: api.get(f"/api/v1/sessions/{X}")["event_count"] == total,
+                   what=f"all {total} lines served")
+    finally:
+        api.close()
+    assert slowest < 1.0

@@ -360,14 +360,14 @@ class Harness:
         runs, errors, pending = {}, [], 0
         for exec_id, f in self.files.items():
             m = mirror(f.content)
-            errors += [(str(f.path), line, at) for line, at in m["errors"]]
+            errors += [(f.path.name, line, at) for line, at in m["errors"]]
             pending += m["size"] - m["complete"]
             runs[exec_id] = {
                 "summary": {"recorded_session_id": m["inner"], "status": "Running", "created_at": m["first"],
                             "updated_at": m["last"], "last_event_at": m["last"]},
                 "event_count": len(m["events"]), "tool_call_count": len(m["tool_calls"]),
                 "step_count": m["steps"],
-                "files": [{"path": str(f.path), "kind": "events", "state": "ok" if f.exists else "missing",
+                "files": [{"path": f.path.name, "kind": "events", "state": "ok" if f.exists else "missing",
                            "lines_read": m["lines"], "bytes_read": m["complete"], "size": m["size"]}],
                 "events": m["events"], "tool_calls": m["tool_calls"]}
         return {"runs": runs, "errors": sorted(errors), "pending_bytes": pending}

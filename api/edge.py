@@ -1,0 +1,109 @@
+"""The HTTP edge: an ASGI wrapper around the Litestar app for what holds for every answer,
+whichever layer under it produced the answer (a route, Litestar's router, its CORS middleware).
+
+- HEAD is answered like GET without the body (Litestar's @get routes only GET, and its router
+  rejects HEAD before any middleware could help), and every `Allow` that names GET names HEAD.
+- A request target or header section past the limits below is answered 414 or 431 before the
+  app parses it.
+- An error answer that is not JSON (Litestar's CORS refusal is text/plain) is answered as the
+  {"error", "message"} every other error is.
+
+What Granian's HTTP layer refuses itself never reaches an app: a request line it cannot parse
+(400), a target over 64 KiB (414), more than 100 header fields (431). It answers those with
+an empty body, and closes the connection. The limits here are below those, so that any
+request it can parse gets a JSON answer.
+"""
+
+import msgspec
+
+from api import models as m
+
+MAX_TARGET_BYTES = 8 * 1024       # path and query string: nginx's default for a request line
+MAX_HEADER_BYTES = 32 * 1024      # names and values of all fields: nginx's default (4 × 8 KiB)
+MAX_HEADER_FIELDS = 64            # hyper's own limit is 100 (see above)
+JSON = b"application/json"
+
+
+def error_body(status: int, message: str) -> bytes:
+    return msgspec.json.encode(m.ErrorBody(error=m.error_kind(status), message=message))
+
+
+def too_large(scope) -> tuple[int, str] | None:
+    """(status, message) when the request is larger than this API reads."""
+    target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+    if target > MAX_TARGET_BYTES:
+        return 414, f"the request target is {target} bytes; at most {MAX_TARGET_BYTES} are read"
+    headers = scope["headers"]
+    if len(headers) > MAX_HEADER_FIELDS:
+        return 431, f"the request has {len(headers)} header fields; at most {MAX_HEADER_FIELDS} are read"
+    size = sum(len(k) + len(v) for k, v in headers)
+    if size > MAX_HEADER_BYTES:
+        return 431, f"the request's header fields are {size} bytes; at most {MAX_HEADER_BYTES} are read"
+    return None
+
+
+def with_head_allowed(headers: list) -> list:
+    """`Allow: GET, OPTIONS` (Litestar's, from the route) → `Allow: GET, HEAD, OPTIONS`."""
+    out = []
+    for name, value in headers:
+        if name.lower() == b"allow":
+            methods = {v.strip() for v in value.split(b",")}
+            if b"GET" in methods:
+                value = b", ".join(sorted(methods | {b"HEAD"}))
+        out.append((name, value))
+    return out
+
+
+def is_json(headers: list) -> bool:
+    return any(name.lower() == b"content-type" and value.startswith(JSON) for name, value in headers)
+
+
+class Edge:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        head = scope["method"] == "HEAD"
+        if head:
+            scope["method"] = "GET"     # in place: wrappers outside see the route it took
+        send = self._answer(send, head)
+        refused = too_large(scope)
+        if refused:
+            status, message = refused
+            body = error_body(status, message)
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", JSON), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+            return await send({"type": "http.response.body", "body": body})
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    def _answer(send, head: bool):
+        held = None            # the start of an error answer whose body is being re-shaped
+        parts: list[bytes] = []
+
+        async def answer(message):
+            nonlocal held
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status == 204 or status >= 400:      # OPTIONS and errors: the answers changed here
+                    message = {**message, "headers": with_head_allowed(message.get("headers") or [])}
+                    if status >= 400 and not is_json(message["headers"]):
+                        held = message
+                        return
+            elif held is not None:
+                parts.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                body = error_body(held["status"], b"".join(parts).decode("utf-8", "replace").strip()
+                                  or f"HTTP {held['status']}")
+                headers = [(k, v) for k, v in held["headers"] if k.lower() not in (b"content-type", b"content-length")]
+                await send({**held, "headers": [*headers, (b"content-type", JSON),
+                                                (b"content-length", str(len(body)).encode())]})
+                message = {"type": "http.response.body", "body": b"" if head else body}
+            elif head and message.get("body"):
+                message = {**message, "body": b""}
+            await send(message)
+
+        return answer
