@@ -18,7 +18,7 @@ import os
 import resource
 import socket
 
-from granian.constants import HTTPModes
+from granian.constants import HTTPModes, Loops
 from granian.http import HTTP1Settings
 
 from daemon.notify import Notifier
@@ -73,7 +73,10 @@ def server_settings() -> dict:
     if connections < MAX_CONNECTIONS_PER_WORKER:
         log.warning("the open-files limit (%d) allows only %d connections per worker (%d wanted):"
                     " raise LimitNOFILE", file_limit, connections, MAX_CONNECTIONS_PER_WORKER)
-    return {"http": HTTPModes.http1, "backpressure": connections,
+    # asyncio's loop, named, not "auto": with uvloop installed (uvicorn[standard] brings it)
+    # auto picks it, and the event streams' end on SIGTERM (api/stream.py) chains to the
+    # server's handler through asyncio's loop; under uvloop the server would not stop.
+    return {"http": HTTPModes.http1, "loop": Loops.asyncio, "backpressure": connections,
             "http1_settings": HTTP1Settings(header_read_timeout=KEEP_ALIVE_SECONDS * 1000),
             "workers_kill_timeout": WORKER_STOP_SECONDS}
 
