@@ -214,7 +214,8 @@ def test_both_programs_run_from_the_deploy_environment_file_alone(tmp_path):
                  what="the daemon to ingest into REEV_DB", alive=lambda: daemon.poll() is None or pytest.fail(
                      (tmp_path / "daemon.log").read_text()))
         api = Api(None, tmp_path / "api.log", env=env)
-        assert api.get("/api/v1/health")["database"]["path"] == str(db)
+        assert api.get("/api/v1/health")["database"]["name"] == db.name
+        assert f"serving {db} on" in api.log_path.read_text()
         assert api.get("/api/v1/sessions/deployed")["summary"]["execution_id"] == "deployed"
         assert [b["id"] for b in api.get("/api/v1/benchmarks")] == ["001-sol-transfer"]
     finally:
@@ -246,7 +247,8 @@ def test_state_directory_is_where_the_daemon_api_and_status_find_the_database(tm
     assert report["database"] == str(state / "reev.db") and report["executions"] == {"Running": 1}
     api = Api(None, tmp_path / "api.log", env=env)
     try:
-        assert api.get("/api/v1/health")["database"]["path"] == str(state / "reev.db")
+        assert api.get("/api/v1/health")["database"]["name"] == "reev.db"
+        assert f"serving {state / 'reev.db'} on" in api.log_path.read_text()
     finally:
         api.close()
 
