@@ -43,6 +43,10 @@ FD_RESERVE = 256
 # one told to stop while it was starting may not (granian 2.8 misses a stop signal that
 # arrives before its worker serves) and would hold the stop until systemd's TimeoutStopSec.
 WORKER_STOP_SECONDS = 5
+# asyncio's loop, named, not Granian's "auto": with uvloop installed (uvicorn[standard] brings
+# it) auto picks it, and the event streams' end on SIGTERM (api/stream.py) chains to the
+# server's handler through asyncio's loop; under uvloop a worker had to be killed.
+EVENT_LOOP = Loops.asyncio
 
 
 def raise_file_limit() -> int:
@@ -73,10 +77,7 @@ def server_settings() -> dict:
     if connections < MAX_CONNECTIONS_PER_WORKER:
         log.warning("the open-files limit (%d) allows only %d connections per worker (%d wanted):"
                     " raise LimitNOFILE", file_limit, connections, MAX_CONNECTIONS_PER_WORKER)
-    # asyncio's loop, named, not "auto": with uvloop installed (uvicorn[standard] brings it)
-    # auto picks it, and the event streams' end on SIGTERM (api/stream.py) chains to the
-    # server's handler through asyncio's loop; under uvloop the server would not stop.
-    return {"http": HTTPModes.http1, "loop": Loops.asyncio, "backpressure": connections,
+    return {"http": HTTPModes.http1, "loop": EVENT_LOOP, "backpressure": connections,
             "http1_settings": HTTP1Settings(header_read_timeout=KEEP_ALIVE_SECONDS * 1000),
             "workers_kill_timeout": WORKER_STOP_SECONDS}
 

@@ -43,15 +43,14 @@ paths=("e=/api/v1/benchmarks/$bench/status/$exec_id" "b=/api/v1/benchmarks/$benc
 # The settings each server worker reads, as reev-api's main() hands them over (api/cli.py);
 # server_pid is the process the worker must not outlive (its parent).
 config() {
-  printf '{"db": "%s", "cors_origins": [], "query_timeout": 2.0, "max_streams": 100, "stream_heartbeat": 15, "server_pid": %d}' \
-    "$work/reev.db" "$1"
+  printf '{"db": "%s", "cors_origins": [], "query_timeout": 2.0, "max_streams": 100, "stream_heartbeat": 15, "server_pid": %d, "port": %d}' \
+    "$work/reev.db" "$1" "$2"
 }
 version() { $BIN/python -c "from importlib.metadata import version; print(version('$1'))"; }
 
-# name | how it is started (reev-api runs Granian with the event loop on auto, which is asyncio
-# unless uvloop or rloop is installed: a plain install has neither)
+# name | how it is started (reev-api runs Granian on asyncio's loop, named: api/serving.py)
 servers=(
-  "granian $(version granian), asyncio (reev-api as installed)|granian --loop asyncio"
+  "granian $(version granian), asyncio, HTTP/1 only (reev-api)|granian --loop asyncio --http 1"
   "granian $(version granian), uvloop, HTTP/1 only|granian --loop uvloop --http 1"
   "granian $(version granian), uvloop, HTTP/1 only, Rust tasks|granian --loop uvloop --http 1 --task-impl rust"
   "uvicorn $(version uvicorn), h11, asyncio (plain uvicorn)|uvicorn --loop asyncio --http h11"
@@ -69,11 +68,11 @@ for entry in "${servers[@]}"; do
   read -r server flags <<<"${entry#*|}"
   if [ "$server" = uvicorn ]; then
     # one process: the app (and its parent check) runs in uvicorn itself, a child of this shell
-    ( export REEV_API_CONFIG="$(config $$)"
+    ( export REEV_API_CONFIG="$(config $$ $port)"
       exec $BIN/uvicorn --factory api.cli:app_from_env --port $port $flags --log-level warning --no-access-log ) &
   else
     # Granian's workers are children of the Granian process, which is this subshell after exec
-    ( export REEV_API_CONFIG="$(config $BASHPID)"
+    ( export REEV_API_CONFIG="$(config $BASHPID $port)"
       exec $BIN/granian --interface asgi --factory api.cli:app_from_env --port $port $flags --no-ws \
         --log-level warning ) &
   fi

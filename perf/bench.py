@@ -858,7 +858,6 @@ def commit() -> str:
 
 def machine() -> dict:
     from importlib.metadata import PackageNotFoundError, version
-    from importlib.util import find_spec
 
     def installed(name: str) -> str:
         try:
@@ -869,9 +868,8 @@ def machine() -> dict:
     mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
     cpu = re.search(r"model name\s+: (.*)", Path("/proc/cpuinfo").read_text())
     wrk_v = subprocess.run([WRK, "-v"], capture_output=True, text=True)
-    # reev-api leaves Granian's event loop on auto: rloop, else uvloop, else asyncio, whichever is
-    # installed (the bench extra's uvicorn[standard] brings uvloop; a plain install has asyncio)
-    loop = next((name for name in ("rloop", "uvloop") if find_spec(name)), "asyncio")
+    from api.serving import EVENT_LOOP     # the loop reev-api names to Granian
+    loop = str(EVENT_LOOP)
     return {"cores": os.cpu_count(), "mem_gib": round(mem, 1), "cpu": cpu.group(1) if cpu else platform.machine(),
             "kernel": platform.release(), "python": platform.python_version(), "sqlite": apsw.sqlite_lib_version(),
             "apsw": apsw.apsw_version(), "wrk": (wrk_v.stdout + wrk_v.stderr).split("\n")[0].strip(),
@@ -1119,7 +1117,7 @@ METHOD = """
    opens a mutable database with `?mode=ro`: read-only, sees the daemon's commits; `-i`/
    `--immutable` would assume the file never changes). The status route alone is compared with
    the faster of Datasette's two single-row lookups. One reev-api worker (the default), on
-   Granian with its event loop on auto (the software line says which loop that was).
+   Granian on the event loop `reev-api` names (`api.serving.EVENT_LOOP`; the software line says which).
 4. **Scale.** `perf/dbgen.py` writes the database directly (schema.sql, APSW executemany,
    triggers keep agent_benchmark_stats; consistency checked against a full aggregate), rows in
    a shuffled order as a back-fill leaves them (ids and pages do not follow time). One API
