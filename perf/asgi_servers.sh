@@ -72,7 +72,8 @@ for entry in "${servers[@]}"; do
       exec $BIN/uvicorn --factory api.cli:app_from_env --port $port $flags --log-level warning --no-access-log ) &
   else
     # Granian's workers are children of the Granian process, which is this subshell after exec
-    ( export REEV_API_CONFIG="$(config $BASHPID $port)"
+    ( me=$BASHPID      # (inside $( ) $BASHPID would be that substitution's own process)
+      export REEV_API_CONFIG="$(config $me $port)"
       exec $BIN/granian --interface asgi --factory api.cli:app_from_env --port $port $flags --no-ws \
         --log-level warning ) &
   fi
