@@ -3,10 +3,10 @@
 Only reads: the database is opened read-only (api/db.py) and no route writes.
 """
 
-import asyncio
 import base64
 import hashlib
 import logging
+import os
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,7 +26,6 @@ from api import render
 from api.db import Database, DatabaseUnavailable, Queries, QueryTimeout
 from api.edge import Edge
 from api.metrics import CONTENT_TYPE, ApiMetrics, RequestMetrics
-from api.serving import ready_once_listening
 from api.stream import (EVENT_TYPES, GenerationWatcher, StreamFilter, StreamSlots, TooManyStreams, event_stream,
                         last_seq, take_a_stream_slot)
 from daemon.ids import classify_benchmark_file, classify_session_file, normalise_benchmark_id
@@ -678,15 +677,14 @@ def on_unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeout: float = 2.0,
-               max_streams: int = 100, stream_heartbeat: float = 15.0, port: int | None = None) -> Litestar:
-    """`port`: the one the server listens on; READY=1 goes to systemd once this worker listens there."""
+               max_streams: int = 100, stream_heartbeat: float = 15.0) -> Litestar:
     app = Litestar(
         route_handlers=[health, list_benchmarks, benchmark_detail, execution_status, newest_status,
                         agent_performance, agent_results, agents, agent_config, execution_logs,
                         transaction_logs, flow, sessions, session_detail, session_events, session_tool_calls,
                         ingest_status, ingest_errors, stream, metrics],
         before_request=not_modified,
-        on_startup=[start_watching, tell_systemd_ready_once_listening],
+        on_startup=[start_watching, tell_systemd_ready],
         on_shutdown=[stop_watching, tell_systemd_stopping],
         exception_handlers={
             HTTPException: on_http_error, BadParameter: on_bad_parameter, TooManyStreams: on_too_many_streams,
@@ -702,7 +700,6 @@ def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeo
     app.state.watcher = GenerationWatcher(db)
     app.state.stream_slots = StreamSlots(max_streams)
     app.state.stream_heartbeat = stream_heartbeat
-    app.state.port = port
     app.state.metrics = ApiMetrics(db)
     app.state.metrics.open_streams.set_function(lambda: app.state.stream_slots.taken)
     return app
@@ -721,13 +718,12 @@ async def stop_watching(app: Litestar):
     await app.state.watcher.stop()
 
 
-def tell_systemd_ready_once_listening(app: Litestar):
-    """The server's worker runs this before it binds its socket: READY=1 waits for that
-    (NotifyAccess=all: it comes from the worker)."""
-    notifier = Notifier()
-    if notifier.enabled and app.state.port is not None:
-        ready = ready_once_listening(app.state.port, notifier)
-        app.state.ready_task = asyncio.get_running_loop().create_task(ready)
+def tell_systemd_ready():
+    """READY=1 from each worker once its app has started. The server process listened before it
+    started the workers (api/serving.py), so a connection made when systemd hears it waits in
+    the kernel's queue for a worker that is about to take it. (With several workers each says
+    it: systemd acts on the first. NotifyAccess=all: it comes from a worker.)"""
+    Notifier().ready(f"serving, pid {os.getpid()}")
 
 
 def tell_systemd_stopping():
