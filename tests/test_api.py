@@ -551,6 +551,29 @@ def test_the_api_never_creates_the_wal_and_shm_files(workspace, run_once, tmp_pa
         server.close()
 
 
+@pytest.mark.parametrize("make", ["fifo", "fifo beside"])
+def test_the_api_answers_503_for_what_is_not_a_database_file(workspace, run_once, tmp_path, make):
+    """A FIFO as --db (or where its -wal should be) made every request wait for ever: SQLite's
+    open() of a FIFO waits for a writer. It is refused at once, saying what it is."""
+    if make == "fifo":
+        db = tmp_path / "fifo.db"
+        os.mkfifo(db)
+    else:
+        run_once()
+        db = workspace.db_path
+        os.unlink(f"{db}-shm")
+        os.mkfifo(f"{db}-shm")
+    what = "fifo.db is a FIFO" if make == "fifo" else "reev.db-shm is a FIFO"
+    server = Api(db, tmp_path / "api.log", "--query-timeout", "1")
+    try:
+        health = server.get("/api/v1/health")
+        assert health["status"] == "degraded" and any(what in r for r in health["reasons"]), health
+        body = server.get("/api/v1/benchmarks", expect=503, timeout=5)
+        assert what in body["message"] and str(tmp_path) not in body["message"], body
+    finally:
+        server.close()
+
+
 # ---------------------------------------------------------------------- with the live daemon
 
 def test_missing_database_then_recovery_without_restart(workspace, live_daemon, tmp_path):

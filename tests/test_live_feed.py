@@ -379,6 +379,51 @@ def status(db_path, *extra) -> subprocess.CompletedProcess:
                           text=True, env=clean_env(), timeout=30)
 
 
+def dump(db_path) -> subprocess.CompletedProcess:
+    return subprocess.run(daemon_command() + ["dump", "--db", str(db_path)], capture_output=True, text=True,
+                          env=clean_env(), timeout=30)
+
+
+def test_status_and_dump_create_no_file(workspace, run_once, tmp_path):
+    """A copy of a daemon's reev.db alone (a backup, say): status and dump open it read-only as
+    the API does, so they create no -wal or -shm beside it (SQLite would, read-only as it is):
+    status says why it cannot read it (degraded), dump fails; with the two files, both read it."""
+    workspace.append_events("run-1", [fx.prompt_line("p")])
+    run_once()
+    copy = tmp_path / "copy" / "reev.db"
+    copy.parent.mkdir()
+    copy.write_bytes(workspace.db_path.read_bytes())
+    proc = status(copy)
+    assert proc.returncode == 1 and "reev-ingestd has not opened the database reev.db" in proc.stdout, proc
+    proc = dump(copy)
+    assert proc.returncode == 2 and proc.stdout == "" and "has not opened" in proc.stderr, proc
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert os.listdir(copy.parent) == ["reev.db"], "no file created"
+    before = sorted(os.listdir(workspace.db_path.parent))
+    assert status(workspace.db_path).returncode == 1          # (degraded: no daemon runs)
+    assert '"run-1"' in dump(workspace.db_path).stdout
+    assert sorted(os.listdir(workspace.db_path.parent)) == before
+
+
+@pytest.mark.parametrize("make", ["fifo", "folder", "fifo beside"])
+def test_status_and_dump_refuse_what_is_not_a_database_file(workspace, run_once, tmp_path, make):
+    """A FIFO as --db made status wait for ever (SQLite's open() of a FIFO waits for a writer);
+    a folder, or a FIFO where the -wal should be, are no database either: one line, exit 2,
+    at once."""
+    if make == "fifo beside":
+        run_once()
+        db = workspace.db_path
+        os.unlink(f"{db}-wal")
+        os.mkfifo(f"{db}-wal")
+    else:
+        db = tmp_path / "reev.db"
+        os.mkfifo(db) if make == "fifo" else db.mkdir()
+    what = {"fifo": "reev.db is a FIFO", "folder": "reev.db is a folder", "fifo beside": "reev.db-wal is a FIFO"}[make]
+    for proc in (status(db), dump(db)):
+        assert proc.returncode == 2 and proc.stdout == "", proc
+        assert len(proc.stderr.splitlines()) == 1 and what in proc.stderr and str(db) in proc.stderr, proc.stderr
+
+
 def test_status_healthy_with_a_running_daemon(workspace, live_daemon):
     daemon = live_daemon()
     workspace.append_events("s-1", [fx.prompt_line("p")])
@@ -398,8 +443,10 @@ def test_status_degraded_without_database_or_heartbeat(workspace, run_once, tmp_
     assert proc.returncode == 1 and "DEGRADED" in proc.stdout and "does not exist" in proc.stdout
     run_once()
     conn = apsw.Connection(str(workspace.db_path))     # a daemon last seen an hour ago
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'heartbeat_at'", (time.time() - 3600,))
-    conn.close()
-    proc = status(workspace.db_path)
-    assert proc.returncode == 1 and "heartbeat" in proc.stdout
-    assert json.loads(status(workspace.db_path, "--json").stdout)["healthy"] is False
+    try:        # (open while status reads: the last connection out would remove -wal and -shm)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'heartbeat_at'", (time.time() - 3600,))
+        proc = status(workspace.db_path)
+        assert proc.returncode == 1 and "heartbeat" in proc.stdout
+        assert json.loads(status(workspace.db_path, "--json").stdout)["healthy"] is False
+    finally:
+        conn.close()
