@@ -27,7 +27,7 @@ from api.db import Database, DatabaseUnavailable, Queries, QueryTimeout
 from api.edge import Edge
 from api.metrics import CONTENT_TYPE, ApiMetrics, RequestMetrics
 from api.stream import (EVENT_TYPES, GenerationWatcher, StreamFilter, StreamSlots, TooManyStreams, event_stream,
-                        last_seq, take_a_stream_slot)
+                        parse_event_id, start_of_stream, take_a_stream_slot)
 from daemon.ids import classify_benchmark_file, classify_session_file, normalise_benchmark_id
 from daemon.notify import Notifier
 from daemon.status import progress
@@ -133,8 +133,11 @@ def by_time(row: dict) -> tuple:
     return row["sort_at"], row["execution_id"]
 
 
-def etag_of(generation: int) -> str:
-    return f'W/"g{generation}-{VERSION}"'
+def etag_of(q: Queries, version: str) -> str:
+    """A data route's ETag: what the answer shows is at `version` (see etag_for) of this
+    database (its identity: another database counts its generations from 0 too), as this
+    release of the API renders it."""
+    return f'W/"{version}-{q.database_id or ""}-{VERSION}"'
 
 
 def etag_for(q: Queries, request: Request) -> str:
@@ -146,13 +149,13 @@ def etag_for(q: Queries, request: Request) -> str:
         execution_id = request.path_params.get(param) or request.query_params.get(param)
         version = q.execution_version(execution_id) if execution_id else None
         if version is not None:    # (an unknown one is a 404 anyway)
-            return f'W/"e{version[0]}.{version[1]}-{VERSION}"'
+            return etag_of(q, f"e{version[0]}.{version[1]}")
     elif kind == "benchmark":
         scope = "benchmark:" + normalise_benchmark_id(request.path_params[param])
-        return f'W/"b{q.scope_generation(scope)}-{VERSION}"'
+        return etag_of(q, f"b{q.scope_generation(scope)}")
     elif kind == "results":
-        return f'W/"r{q.scope_generation("results")}-{VERSION}"'
-    return etag_of(q.generation())
+        return etag_of(q, f"r{q.scope_generation('results')}")
+    return etag_of(q, f"g{q.generation()}")
 
 
 def matches(request: Request, tag: str) -> bool:
@@ -166,7 +169,8 @@ def data_response(body: Any, tag: str) -> Response:
 
 def keyed_response(request: Request, body: Any, key: tuple) -> Response:
     """For responses that show the clock (health, ingest status): the ETag covers what a poller
-    acts on (`key`: generation, heartbeat, state), not the timestamp that differs every call."""
+    acts on (`key`: the database's identity and generation, heartbeat, state), not the timestamp
+    that differs every call."""
     tag = 'W/"' + hashlib.blake2b(msgspec.json.encode(key), digest_size=12).hexdigest() + '"'
     if matches(request, tag):
         return Response(content=None, status_code=304, headers={"ETag": tag})
@@ -319,7 +323,8 @@ def health(request: Request) -> Response[m.Health]:
         database=m.DatabaseHealth(
             name=db.path.name, reachable=reachable, data_generation=meta.get("data_generation"),
             last_ingest_at=iso(meta.get("last_ingest_at")), heartbeat_at=iso(beat), heartbeat_age_seconds=age))
-    return keyed_response(request, body, (body.status, reasons, meta.get("data_generation"), beat))
+    return keyed_response(request, body, (body.status, reasons, meta.get("database_id"), meta.get("data_generation"),
+                                          beat))
 
 
 @read_route("/api/v1/benchmarks")
@@ -568,7 +573,8 @@ def ingest_status(request: Request) -> Response[m.IngestStatus]:
         data_generation=int(meta.get("data_generation") or 0), last_ingest_at=iso(meta.get("last_ingest_at")),
         heartbeat_at=iso(beat),
         heartbeat_age_seconds=round(time.time() - beat, 3) if isinstance(beat, (int, float)) else None,
-        daemon_started_at=iso(meta.get("daemon_started_at"))), (meta.get("data_generation"), beat, errors))
+        daemon_started_at=iso(meta.get("daemon_started_at"))),
+        (meta.get("database_id"), meta.get("data_generation"), beat, errors))
 
 
 @read_route("/api/v1/ingest/errors")
@@ -589,12 +595,14 @@ def error_of(r: dict) -> m.IngestError:
     return ingest_error(r, r["error_id"])
 
 
-def event_id(value: str) -> int:
-    """A Last-Event-ID: the decimal seq of a change (a SQLite integer), nothing else."""
-    if not (value.isascii() and value.isdigit() and len(value) <= 19 and int(value) < 2**63):
-        raise BadParameter("last_event_id", f"(or the Last-Event-ID header) must be an event id: a whole"
-                                            f" number from 0 to 2^63-1, got {echo(value)}")
-    return int(value)
+def event_id(value: str) -> tuple[str | None, int]:
+    """A Last-Event-ID: `<database id>:<seq>`, or a bare seq (see parse_event_id)."""
+    try:
+        return parse_event_id(value)
+    except ValueError:
+        raise BadParameter("last_event_id", f"(or the Last-Event-ID header) must be an event id, `<database id>:<n>`"
+                                            f" as the stream sends them or a whole number from 0 to 2^63-1; got"
+                                            f" {echo(value)}") from None
 
 
 @get("/api/v1/stream", opt={"etag": "none"}, responses=RESPONSES, media_type="text/event-stream",
@@ -609,12 +617,14 @@ async def stream(request: Request, execution_id: str | None = None, benchmark_id
     if not wanted or not wanted <= set(EVENT_TYPES):
         raise BadParameter("types", f"must be a comma-separated subset of {', '.join(EVENT_TYPES)}")
     resume = request.headers.get("last-event-id") or last_event_id
-    if resume is not None:
-        after = event_id(resume)
-    else:                                # only what happens from now on
-        after = await anyio.to_thread.run_sync(last_seq, state.db)
+    given = event_id(resume) if resume is not None else None
+    try:
+        start = await anyio.to_thread.run_sync(start_of_stream, state.db, state.watcher, given)
+    except (DatabaseUnavailable, QueryTimeout):
+        start = None                     # (the stream starts once the database can be read)
     filt = StreamFilter(execution_id or None, normalise_benchmark_id(benchmark_id) if benchmark_id else None, wanted)
-    return Stream(event_stream(state.db, state.watcher, filt, after, summary_of, error_of, state.stream_heartbeat),
+    return Stream(event_stream(state.db, state.watcher, filt, start, given, summary_of, error_of,
+                               state.stream_heartbeat),
                   media_type="text/event-stream",
                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

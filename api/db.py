@@ -55,7 +55,7 @@ class Database:
         except CannotOpen as e:
             raise DatabaseUnavailable(str(e)) from None
         conn.row_trace = _dict_rows
-        self._local.conn, self._local.ino = conn, st.st_ino
+        self._local.conn, self._local.ino, self._local.database_id = conn, st.st_ino, None
         return conn
 
     def _drop(self):
@@ -65,6 +65,7 @@ class Database:
                 conn.close()
         self._local.conn = None
         self._local.ino = None
+        self._local.database_id = None
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator["Queries"]:
@@ -75,7 +76,12 @@ class Database:
         try:
             conn.execute("BEGIN DEFERRED").fetchall()
             try:
-                yield Queries(conn)
+                q = Queries(conn, self._local.database_id)
+                if q.database_id is None:
+                    # Read once per connection; until a daemon has given an older database its
+                    # identity (schema.sql, at its start), looked for again each time.
+                    q.database_id = self._local.database_id = q.stored_database_id()
+                yield q
             finally:
                 if conn.in_transaction:
                     conn.execute("COMMIT").fetchall()
@@ -89,10 +95,14 @@ class Database:
 
 
 class Queries:
-    """The statements the routes run, inside one snapshot."""
+    """The statements the routes run, inside one snapshot. `database_id`: the identity the
+    daemon gave the database when it created it (None in one older than identities, until a
+    daemon has started on it): a database rebuilt or replaced by another has another one, so
+    its generations and change numbers are not taken for this one's (ETags, event ids)."""
 
-    def __init__(self, conn: apsw.Connection):
+    def __init__(self, conn: apsw.Connection, database_id: str | None = None):
         self.conn = conn
+        self.database_id = database_id
 
     def all(self, sql: str, params=()) -> list[dict]:
         return self.conn.execute(sql, params).fetchall()
@@ -105,6 +115,10 @@ class Queries:
 
     def meta(self) -> dict:
         return {r["key"]: r["value"] for r in self.all("SELECT key, value FROM meta")}
+
+    def stored_database_id(self) -> str | None:
+        row = self.one("SELECT value FROM meta WHERE key = 'database_id'")
+        return row["value"] if row else None
 
     def generation(self) -> int:
         row = self.one("SELECT value FROM meta WHERE key = 'data_generation'")

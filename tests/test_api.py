@@ -19,7 +19,7 @@ import pytest
 
 from tests import fixtures as fx
 from tests.api_client import Api, read_reply
-from tests.conftest import alive, children, clean_env, daemon_command, wait_for
+from tests.conftest import Db, alive, children, clean_env, daemon_command, wait_for
 
 DONE = "run-done"            # session + event log, deterministic, succeeded on 301
 FAILED = "run-failed"        # session only, glm-4.6, failed on 301 with a step error
@@ -610,6 +610,41 @@ def test_the_api_answers_503_for_what_is_not_a_database_file(workspace, run_once
         assert health["status"] == "degraded" and any(what in r for r in health["reasons"]), health
         body = server.get("/api/v1/benchmarks", expect=503, timeout=5)
         assert what in body["message"] and str(tmp_path) not in body["message"], body
+    finally:
+        server.close()
+
+
+def replace_database(db: Path, other: Path):
+    """Put the database `other` where `db` is, as an operator restoring one would (the daemon
+    stopped): its -wal and -shm first, then the file, whose new inode the API reopens."""
+    for suffix in ("-wal", "-shm", ""):
+        os.replace(f"{other}{suffix}", f"{db}{suffix}")
+
+
+def test_an_etag_is_of_one_database(workspace, run_once, tmp_path):
+    """Generations count from 0 in every database: an ETag made of the generation alone matched
+    another database at the same generation, and its If-None-Match got 304 for another body.
+    The ETag carries the database's identity (meta.database_id, random, made with it)."""
+    workspace.write_benchmark(B301, fx.benchmark_yaml(B301))
+    run_once()
+    other = tmp_path / "other"
+    (other / "benchmarks").mkdir(parents=True)
+    (other / "sessions").mkdir()
+    (other / "benchmarks" / f"{B302}.yml").write_text(fx.benchmark_yaml(B302))
+    run_once(base_args=["--sessions-dir", str(other / "sessions"), "--benchmarks-dir", str(other / "benchmarks"),
+                        "--db", str(other / "reev.db")])
+    assert workspace.db.generation() == Db(other / "reev.db").generation(), "two databases at one generation"
+    assert workspace.db.meta("database_id") != Db(other / "reev.db").meta("database_id")
+    server = Api(workspace.db_path, tmp_path / "api.log")
+    try:
+        paths = ["/api/v1/benchmarks", "/api/v1/agents", "/api/v1/agent-performance", "/api/v1/health"]
+        before = {path: server.request(path) for path in paths}
+        assert [b["id"] for b in before["/api/v1/benchmarks"].json()] == [B301]
+        replace_database(workspace.db_path, other / "reev.db")
+        for path in paths:
+            reply = server.request(path, headers={"If-None-Match": before[path].etag})
+            assert reply.status == 200 and reply.etag != before[path].etag, (path, reply.status, reply.etag)
+        assert [b["id"] for b in server.get("/api/v1/benchmarks")] == [B302]
     finally:
         server.close()
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import fixtures as fx
 from tests.api_client import Api
-from tests.conftest import alive, children, clean_env, daemon_command, wait_for
+from tests.conftest import Db, alive, children, clean_env, daemon_command, wait_for
 
 
 class StreamClient:
@@ -64,6 +64,11 @@ class StreamClient:
         self.conn.close()
 
 
+def seq(event: dict) -> int:
+    """The number of an event's change in its database (its id is `<database id>:<seq>`)."""
+    return int(event["id"].rpartition(":")[2])
+
+
 @pytest.fixture
 def feed(workspace, live_daemon, tmp_path):
     """A live daemon and a live API on the workspace."""
@@ -105,7 +110,9 @@ def test_stream_sees_every_status_change_once_in_order_across_a_reconnect(worksp
     workspace.write_session("exec-3", fx.session_doc("exec-3", success=True))
     expected_after.append(("exec-3", "Completed"))
     wait_for(lambda: second.statuses() == expected_after, what="exec-3 Completed")
-    ids = [int(e["id"]) for e in first.events + second.events]
+    database_id = workspace.db.meta("database_id")
+    assert all(e["id"].startswith(f"{database_id}:") for e in first.events + second.events)
+    ids = [seq(e) for e in first.events + second.events]
     assert ids == sorted(set(ids)), "event ids increase, no repeats"
     second.close()
 
@@ -141,12 +148,12 @@ def test_stream_resumes_from_further_back_than_the_watcher_keeps(workspace, feed
     for i in range(n):                           # one change each: a new execution, Running
         workspace.append_events(f"many-{i:05d}", [fx.prompt_line("p", at=i)])
     daemon.wait_for(lambda: len(live.events) == n, timeout=120, what=f"{n} changes on the open stream")
-    resume_after = int(live.events[9]["id"])
+    resume_after = seq(live.events[9])
     feed_rows = workspace.db.rows("SELECT seq, execution_id FROM changes WHERE seq > ? ORDER BY seq", (resume_after,))
     assert len(feed_rows) == n - 10
-    resumed = StreamClient(api, last_event_id=str(resume_after))
+    resumed = StreamClient(api, last_event_id=live.events[9]["id"])
     wait_for(lambda: len(resumed.events) >= n - 10, timeout=60, what="the backlog")
-    assert [(int(e["id"]), e["data"]["execution_id"]) for e in resumed.events] == feed_rows
+    assert [(seq(e), e["data"]["execution_id"]) for e in resumed.events] == feed_rows
     run(workspace, "after-resume", None, 0)      # and then what comes next, from memory
     daemon.wait_for(lambda: resumed.statuses()[-1:] == [("after-resume", "Running")], what="the next change")
     assert len(resumed.events) == n - 10 + 1
@@ -171,9 +178,48 @@ def test_stream_resume_past_pruned_changes_starts_at_the_oldest_kept(workspace, 
         client = StreamClient(api, last_event_id=str(seqs[4]))
         wait_for(lambda: len(client.events) >= 10 and client.comments >= 1, what="the kept changes")
         kept = workspace.db.rows("SELECT seq, execution_id FROM changes ORDER BY seq")
-        assert [(int(e["id"]), e["data"]["execution_id"]) for e in client.events] == kept
+        assert [(seq(e), e["data"]["execution_id"]) for e in client.events] == kept
         assert [seq for seq, _ in kept] == seqs[20:]
         client.close()
+    finally:
+        api.close()
+
+
+def test_streams_when_the_database_is_replaced(workspace, run_once, tmp_path):
+    """Another database (rebuilt from the files, replaced, restored) numbers its changes from 1
+    again. A client resuming with an id of the old one was told nothing until the new one got
+    past that number; an open stream went silent. Now an id of another database starts over
+    from the oldest change kept, and an open stream ends when its database is replaced, so its
+    client comes back with its id and is told the same."""
+    for i in range(2):
+        run(workspace, f"a-{i}", True, i)
+    run_once()
+    other = tmp_path / "other"
+    for i in range(6):          # more changes than the first: its numbers alone tell nothing
+        (other / "sessions").mkdir(parents=True, exist_ok=True)
+        (other / "sessions" / f"enhanced_otel_b-{i}.jsonl").write_bytes(fx.jsonl([fx.prompt_line("p", at=i)]))
+    run_once(base_args=["--sessions-dir", str(other / "sessions"), "--benchmarks-dir", str(other),
+                        "--db", str(other / "reev.db")])
+    first_id, other_id = workspace.db.meta("database_id"), Db(other / "reev.db").meta("database_id")
+    api = Api(workspace.db_path, tmp_path / "api.log", "--stream-heartbeat", "0.5")
+    try:
+        old = StreamClient(api, last_event_id="0")          # everything the first database keeps
+        wait_for(lambda: {eid for eid, _ in old.statuses()} == {"a-0", "a-1"}, what="the first database's runs")
+        last_id = old.events[-1]["id"]
+        assert seq(old.events[-1]) <= Db(other / "reev.db").scalar("SELECT max(seq) FROM changes"), \
+            "the other database has a change of that number"
+        for suffix in ("-wal", "-shm", ""):                  # (the file last: the API reopens on its inode)
+            os.replace(f"{other / 'reev.db'}{suffix}", f"{workspace.db_path}{suffix}")
+        wait_for(lambda: old.ended, what="the open stream to end")
+        assert last_id.startswith(f"{first_id}:"), last_id
+        resumed = StreamClient(api, last_event_id=last_id)
+        wait_for(lambda: {eid for eid, _ in resumed.statuses()} == {f"b-{i}" for i in range(6)},
+                 what="the new database's changes, from its oldest")
+        assert all(e["id"].startswith(f"{other_id}:") for e in resumed.events)
+        beyond = StreamClient(api, last_event_id="999999")   # a bare number past the newest change
+        wait_for(lambda: len(beyond.statuses()) == 6, what="every change kept, for an id past the newest")
+        for client in (old, resumed, beyond):
+            client.close()
     finally:
         api.close()
 
@@ -262,7 +308,8 @@ def test_crafted_last_event_ids_are_400_before_the_stream_starts(workspace, run_
     api = Api(workspace.db_path, tmp_path / "api.log", "--stream-heartbeat", "0.2")
     try:
         crafted = ["-99999999999999999999", "99999999999999999999", "9223372036854775808", "-1", "+5", "1e3",
-                   "0x10", "1_000", "1.0", "abc", "٣", " 5", "5\t", "9" * 5000]
+                   "0x10", "1_000", "1.0", "abc", "٣", " 5", "5\t", "9" * 5000, ":5", "0123456789abcdef:",
+                   "0123456789ABCDEF:5", "0123456789abcde:5", "0123456789abcdef:-1", "0123456789abcdef:5:5"]
         for value in crafted:
             for client in (lambda: StreamClient(api, last_event_id=value) if value.isascii() and value.strip() == value
                            else None,
@@ -274,12 +321,14 @@ def test_crafted_last_event_ids_are_400_before_the_stream_starts(workspace, run_
                 body = json.loads(stream.response.read())
                 assert "`last_event_id`" in body["message"] and len(body["message"]) < 300, body
                 stream.close()
-        for value in ("0", "9223372036854775807"):     # the ends of the range: streams that go on
+        # The ends of the range: streams that go on. One past the newest change is of another
+        # database (rebuilt, restored): it starts over from the oldest change kept, as 0 does.
+        for value in ("0", "9223372036854775807"):
             stream = StreamClient(api, last_event_id=value)
             assert stream.response.status == 200
             wait_for(lambda: stream.comments >= 2 or stream.ended, what=f"heartbeats after Last-Event-ID {value}")
             assert not stream.ended
-            assert stream.statuses() == ([("exec-0", "Completed")] if value == "0" else []), stream.events
+            assert stream.statuses() == [("exec-0", "Completed")], stream.events
             stream.close()
     finally:
         api.close()
