@@ -147,7 +147,8 @@ def test_a_deleted_working_directory_is_one_line_and_exit_status_2(tmp_path, pro
     names nothing there. One line, not a traceback."""
     gone = tmp_path / "gone"
     gone.mkdir()
-    command = {"reev-ingestd --once": daemon_command() + ["--once"], "reev-ingestd status": daemon_command() + ["status"],
+    command = {"reev-ingestd --once": daemon_command() + ["--once"],
+               "reev-ingestd status": daemon_command() + ["status"],
                "reev-api": api_command() + ["--port", str(free_port())]}[program]
     try:
         proc = subprocess.run(command, cwd=gone, preexec_fn=lambda: os.rmdir(gone), capture_output=True, text=True,
