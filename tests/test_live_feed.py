@@ -224,6 +224,25 @@ def test_streams_when_the_database_is_replaced(workspace, run_once, tmp_path):
         api.close()
 
 
+def test_a_stream_asked_for_before_the_database_can_be_read_waits_for_it(workspace, live_daemon, tmp_path):
+    """EventSource gives up for good on any answer but 200: a stream asked for while the
+    database cannot be read (before the daemon's first start, while it is rebuilt) starts, and
+    tells what happens once it can be read."""
+    api = Api(workspace.db_path, tmp_path / "api.log", "--stream-heartbeat", "0.2")
+    try:
+        client = StreamClient(api)
+        assert client.response.status == 200
+        daemon = live_daemon()
+        wait_for(lambda: api.get("/api/v1/health")["database"]["reachable"], what="the database")
+        seen = client.comments          # (the stream looks for the database before each heartbeat)
+        wait_for(lambda: client.comments >= seen + 2, what="the stream to go on once the database is there")
+        run(workspace, "late", None, 0)
+        daemon.wait_for(lambda: client.statuses() == [("late", "Running")], what="the run on the stream")
+        client.close()
+    finally:
+        api.close()
+
+
 def _holder(client: "StreamClient", pids: list[int]) -> int | None:
     """Which of `pids` holds the server's end of a stream client's connection (its TCP socket's
     inode, found in /proc/net/tcp by the client's port, among each process's descriptors)."""
