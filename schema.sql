@@ -17,6 +17,10 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('data_generation', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('heartbeat_at', NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('last_ingest_at', NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('daemon_started_at', NULL);
+-- database_id: random, set once when the database is created (or first opened by a daemon
+-- that knows it): a database rebuilt or replaced has another, so the API's ETags and event ids
+-- (generations and change numbers start again from 0) are never taken for the old one's.
+INSERT OR IGNORE INTO meta (key, value) VALUES ('database_id', lower(hex(randomblob(8))));
 -- Counters since the database was created, for /metrics (moved by each committed batch).
 INSERT OR IGNORE INTO meta (key, value) VALUES ('lines_ingested_total', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('bad_lines_total', 0);

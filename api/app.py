@@ -3,10 +3,10 @@
 Only reads: the database is opened read-only (api/db.py) and no route writes.
 """
 
-import asyncio
 import base64
 import hashlib
 import logging
+import os
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,9 +26,8 @@ from api import render
 from api.db import Database, DatabaseUnavailable, Queries, QueryTimeout
 from api.edge import Edge
 from api.metrics import CONTENT_TYPE, ApiMetrics, RequestMetrics
-from api.serving import ready_once_listening
 from api.stream import (EVENT_TYPES, GenerationWatcher, StreamFilter, StreamSlots, TooManyStreams, event_stream,
-                        last_seq, take_a_stream_slot)
+                        parse_event_id, start_of_stream, take_a_stream_slot)
 from daemon.ids import classify_benchmark_file, classify_session_file, normalise_benchmark_id
 from daemon.notify import Notifier
 from daemon.status import progress
@@ -134,8 +133,11 @@ def by_time(row: dict) -> tuple:
     return row["sort_at"], row["execution_id"]
 
 
-def etag_of(generation: int) -> str:
-    return f'W/"g{generation}-{VERSION}"'
+def etag_of(q: Queries, version: str) -> str:
+    """A data route's ETag: what the answer shows is at `version` (see etag_for) of this
+    database (its identity: another database counts its generations from 0 too), as this
+    release of the API renders it."""
+    return f'W/"{version}-{q.database_id or ""}-{VERSION}"'
 
 
 def etag_for(q: Queries, request: Request) -> str:
@@ -147,13 +149,13 @@ def etag_for(q: Queries, request: Request) -> str:
         execution_id = request.path_params.get(param) or request.query_params.get(param)
         version = q.execution_version(execution_id) if execution_id else None
         if version is not None:    # (an unknown one is a 404 anyway)
-            return f'W/"e{version[0]}.{version[1]}-{VERSION}"'
+            return etag_of(q, f"e{version[0]}.{version[1]}")
     elif kind == "benchmark":
         scope = "benchmark:" + normalise_benchmark_id(request.path_params[param])
-        return f'W/"b{q.scope_generation(scope)}-{VERSION}"'
+        return etag_of(q, f"b{q.scope_generation(scope)}")
     elif kind == "results":
-        return f'W/"r{q.scope_generation("results")}-{VERSION}"'
-    return etag_of(q.generation())
+        return etag_of(q, f"r{q.scope_generation('results')}")
+    return etag_of(q, f"g{q.generation()}")
 
 
 def matches(request: Request, tag: str) -> bool:
@@ -167,7 +169,8 @@ def data_response(body: Any, tag: str) -> Response:
 
 def keyed_response(request: Request, body: Any, key: tuple) -> Response:
     """For responses that show the clock (health, ingest status): the ETag covers what a poller
-    acts on (`key`: generation, heartbeat, state), not the timestamp that differs every call."""
+    acts on (`key`: the database's identity and generation, heartbeat, state), not the timestamp
+    that differs every call."""
     tag = 'W/"' + hashlib.blake2b(msgspec.json.encode(key), digest_size=12).hexdigest() + '"'
     if matches(request, tag):
         return Response(content=None, status_code=304, headers={"ETag": tag})
@@ -320,7 +323,8 @@ def health(request: Request) -> Response[m.Health]:
         database=m.DatabaseHealth(
             name=db.path.name, reachable=reachable, data_generation=meta.get("data_generation"),
             last_ingest_at=iso(meta.get("last_ingest_at")), heartbeat_at=iso(beat), heartbeat_age_seconds=age))
-    return keyed_response(request, body, (body.status, reasons, meta.get("data_generation"), beat))
+    return keyed_response(request, body, (body.status, reasons, meta.get("database_id"), meta.get("data_generation"),
+                                          beat))
 
 
 @read_route("/api/v1/benchmarks")
@@ -569,7 +573,8 @@ def ingest_status(request: Request) -> Response[m.IngestStatus]:
         data_generation=int(meta.get("data_generation") or 0), last_ingest_at=iso(meta.get("last_ingest_at")),
         heartbeat_at=iso(beat),
         heartbeat_age_seconds=round(time.time() - beat, 3) if isinstance(beat, (int, float)) else None,
-        daemon_started_at=iso(meta.get("daemon_started_at"))), (meta.get("data_generation"), beat, errors))
+        daemon_started_at=iso(meta.get("daemon_started_at"))),
+        (meta.get("database_id"), meta.get("data_generation"), beat, errors))
 
 
 @read_route("/api/v1/ingest/errors")
@@ -590,12 +595,14 @@ def error_of(r: dict) -> m.IngestError:
     return ingest_error(r, r["error_id"])
 
 
-def event_id(value: str) -> int:
-    """A Last-Event-ID: the decimal seq of a change (a SQLite integer), nothing else."""
-    if not (value.isascii() and value.isdigit() and len(value) <= 19 and int(value) < 2**63):
-        raise BadParameter("last_event_id", f"(or the Last-Event-ID header) must be an event id: a whole"
-                                            f" number from 0 to 2^63-1, got {echo(value)}")
-    return int(value)
+def event_id(value: str) -> tuple[str | None, int]:
+    """A Last-Event-ID: `<database id>:<seq>`, or a bare seq (see parse_event_id)."""
+    try:
+        return parse_event_id(value)
+    except ValueError:
+        raise BadParameter("last_event_id", f"(or the Last-Event-ID header) must be an event id, `<database id>:<n>`"
+                                            f" as the stream sends them or a whole number from 0 to 2^63-1; got"
+                                            f" {echo(value)}") from None
 
 
 @get("/api/v1/stream", opt={"etag": "none"}, responses=RESPONSES, media_type="text/event-stream",
@@ -610,12 +617,14 @@ async def stream(request: Request, execution_id: str | None = None, benchmark_id
     if not wanted or not wanted <= set(EVENT_TYPES):
         raise BadParameter("types", f"must be a comma-separated subset of {', '.join(EVENT_TYPES)}")
     resume = request.headers.get("last-event-id") or last_event_id
-    if resume is not None:
-        after = event_id(resume)
-    else:                                # only what happens from now on
-        after = await anyio.to_thread.run_sync(last_seq, state.db)
+    given = event_id(resume) if resume is not None else None
+    try:
+        start = await anyio.to_thread.run_sync(start_of_stream, state.db, state.watcher, given)
+    except (DatabaseUnavailable, QueryTimeout):
+        start = None                     # (the stream starts once the database can be read)
     filt = StreamFilter(execution_id or None, normalise_benchmark_id(benchmark_id) if benchmark_id else None, wanted)
-    return Stream(event_stream(state.db, state.watcher, filt, after, summary_of, error_of, state.stream_heartbeat),
+    return Stream(event_stream(state.db, state.watcher, filt, start, given, summary_of, error_of,
+                               state.stream_heartbeat),
                   media_type="text/event-stream",
                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -678,15 +687,14 @@ def on_unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeout: float = 2.0,
-               max_streams: int = 100, stream_heartbeat: float = 15.0, port: int | None = None) -> Litestar:
-    """`port`: the one the server listens on; READY=1 goes to systemd once this worker listens there."""
+               max_streams: int = 100, stream_heartbeat: float = 15.0) -> Litestar:
     app = Litestar(
         route_handlers=[health, list_benchmarks, benchmark_detail, execution_status, newest_status,
                         agent_performance, agent_results, agents, agent_config, execution_logs,
                         transaction_logs, flow, sessions, session_detail, session_events, session_tool_calls,
                         ingest_status, ingest_errors, stream, metrics],
         before_request=not_modified,
-        on_startup=[start_watching, tell_systemd_ready_once_listening],
+        on_startup=[start_watching, tell_systemd_ready],
         on_shutdown=[stop_watching, tell_systemd_stopping],
         exception_handlers={
             HTTPException: on_http_error, BadParameter: on_bad_parameter, TooManyStreams: on_too_many_streams,
@@ -702,7 +710,6 @@ def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeo
     app.state.watcher = GenerationWatcher(db)
     app.state.stream_slots = StreamSlots(max_streams)
     app.state.stream_heartbeat = stream_heartbeat
-    app.state.port = port
     app.state.metrics = ApiMetrics(db)
     app.state.metrics.open_streams.set_function(lambda: app.state.stream_slots.taken)
     return app
@@ -721,13 +728,12 @@ async def stop_watching(app: Litestar):
     await app.state.watcher.stop()
 
 
-def tell_systemd_ready_once_listening(app: Litestar):
-    """The server's worker runs this before it binds its socket: READY=1 waits for that
-    (NotifyAccess=all: it comes from the worker)."""
-    notifier = Notifier()
-    if notifier.enabled and app.state.port is not None:
-        ready = ready_once_listening(app.state.port, notifier)
-        app.state.ready_task = asyncio.get_running_loop().create_task(ready)
+def tell_systemd_ready():
+    """READY=1 from each worker once its app has started. The server process listened before it
+    started the workers (api/serving.py), so a connection made when systemd hears it waits in
+    the kernel's queue for a worker that is about to take it. (With several workers each says
+    it: systemd acts on the first. NotifyAccess=all: it comes from a worker.)"""
+    Notifier().ready(f"serving, pid {os.getpid()}")
 
 
 def tell_systemd_stopping():

@@ -3,15 +3,12 @@
 import json
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
-from granian import Granian
-
 from api.app import create_app, serve
 from api.config import api_arguments
-from api.serving import server_settings
+from api.serving import Server, listen, server_settings
 from daemon.logs import logging_config, setup_logging
 from daemon.parentage import die_with_parent
 
@@ -25,7 +22,7 @@ def app_from_env():
     cfg = json.loads(os.environ[_CONFIG_ENV])
     die_with_parent(cfg["server_pid"])     # not left holding the port alone
     return serve(create_app(Path(cfg["db"]), cfg["cors_origins"], cfg["query_timeout"], cfg["max_streams"],
-                            cfg["stream_heartbeat"], port=cfg["port"]))
+                            cfg["stream_heartbeat"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,25 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     os.environ[_CONFIG_ENV] = json.dumps({"db": str(args.db), "cors_origins": args.cors_origins,
                                           "query_timeout": args.query_timeout, "max_streams": args.max_streams,
-                                          "stream_heartbeat": args.stream_heartbeat, "server_pid": os.getpid(),
-                                          "port": args.port})
+                                          "stream_heartbeat": args.stream_heartbeat, "server_pid": os.getpid()})
     address = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
     log.info("serving %s on http://%s", args.db, address)
+    try:
+        listener = listen(args.host, args.port)
+    except OSError as e:        # taken (by anything, another reev-api included), no such address, no permission
+        log.critical("cannot listen on %s: %s", address, e.strerror)
+        return 1
     # Granian over uvicorn: measured faster on this machine for the UI's polling load
     # (README, "Choosing the ASGI server"; perf/asgi_servers.sh).
-    server = Granian("api.cli:app_from_env", factory=True, address=args.host, port=args.port, interface="asgi",
-                     workers=args.workers, websockets=False, log_level=args.log_level, log_access=False,
-                     log_dictconfig=logging_config(args.log_level), **server_settings())
-    try:
-        server.serve()
-    except RuntimeError as e:
-        # Granian reports a socket it cannot bind (busy port, no such address, no permission)
-        # as Rust's io::Error, "<reason> (os error N)", followed by a Rust backtrace.
-        reason = (str(e).splitlines() or [""])[0]
-        if not re.search(r"\(os error \d+\)$", reason):
-            raise
-        log.critical("cannot listen on %s: %s", address, reason)
-        return 1
+    server = Server("api.cli:app_from_env", factory=True, address=args.host, port=args.port, interface="asgi",
+                    workers=args.workers, websockets=False, log_level=args.log_level, log_access=False,
+                    log_dictconfig=logging_config(args.log_level), listener=listener, **server_settings())
+    server.serve()
     return 0
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import apsw
 
-BUSY_TIMEOUT_MS = 2000
+from daemon.readonly import CannotOpen, open_readonly
 
 
 class DatabaseUnavailable(Exception):
@@ -43,34 +43,19 @@ class Database:
 
     def _connection(self) -> apsw.Connection:
         conn = getattr(self._local, "conn", None)
-        name = self.path.name
         try:
             ino = os.stat(self.path).st_ino
         except OSError:
-            self._drop()
-            raise DatabaseUnavailable(f"the database {name} does not exist yet: is reev-ingestd running?") from None
+            ino = None
         if conn is not None and self._local.ino == ino:
             return conn
-        self._drop()   # first use, or the file was replaced: reopen
-        # SQLite, even read-only, creates a WAL database's -wal and -shm files when they are
-        # missing and the folder is writable. The daemon creates them when it opens the
-        # database and keeps them (SQLITE_FCNTL_PERSIST_WAL); until then there is nothing to
-        # read anyway. Once open, the connection holds both.
-        missing = [suffix for suffix in ("-wal", "-shm") if not os.path.exists(f"{self.path}{suffix}")]
-        if missing:
-            raise DatabaseUnavailable(f"reev-ingestd has not opened the database {name} yet (no {' or '.join(missing)}"
-                                      " file beside it, and this API creates no files): is it running?")
+        self._drop()   # first use, or the file was replaced (or is gone): open it anew
         try:
-            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
-            conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-            conn.row_trace = _dict_rows
-            conn.execute("PRAGMA query_only = ON").fetchall()
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchall():
-                conn.close()
-                raise DatabaseUnavailable("the database has no schema yet: is reev-ingestd running?")
-        except apsw.Error as e:
-            raise DatabaseUnavailable(f"cannot open the database {name}: {e}") from None
-        self._local.conn, self._local.ino = conn, ino
+            conn, st = open_readonly(self.path)
+        except CannotOpen as e:
+            raise DatabaseUnavailable(str(e)) from None
+        conn.row_trace = _dict_rows
+        self._local.conn, self._local.ino, self._local.database_id = conn, st.st_ino, None
         return conn
 
     def _drop(self):
@@ -80,6 +65,7 @@ class Database:
                 conn.close()
         self._local.conn = None
         self._local.ino = None
+        self._local.database_id = None
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator["Queries"]:
@@ -90,7 +76,12 @@ class Database:
         try:
             conn.execute("BEGIN DEFERRED").fetchall()
             try:
-                yield Queries(conn)
+                q = Queries(conn, self._local.database_id)
+                if q.database_id is None:
+                    # Read once per connection; until a daemon has given an older database its
+                    # identity (schema.sql, at its start), looked for again each time.
+                    q.database_id = self._local.database_id = q.stored_database_id()
+                yield q
             finally:
                 if conn.in_transaction:
                     conn.execute("COMMIT").fetchall()
@@ -104,10 +95,14 @@ class Database:
 
 
 class Queries:
-    """The statements the routes run, inside one snapshot."""
+    """The statements the routes run, inside one snapshot. `database_id`: the identity the
+    daemon gave the database when it created it (None in one older than identities, until a
+    daemon has started on it): a database rebuilt or replaced by another has another one, so
+    its generations and change numbers are not taken for this one's (ETags, event ids)."""
 
-    def __init__(self, conn: apsw.Connection):
+    def __init__(self, conn: apsw.Connection, database_id: str | None = None):
         self.conn = conn
+        self.database_id = database_id
 
     def all(self, sql: str, params=()) -> list[dict]:
         return self.conn.execute(sql, params).fetchall()
@@ -120,6 +115,10 @@ class Queries:
 
     def meta(self) -> dict:
         return {r["key"]: r["value"] for r in self.all("SELECT key, value FROM meta")}
+
+    def stored_database_id(self) -> str | None:
+        row = self.one("SELECT value FROM meta WHERE key = 'database_id'")
+        return row["value"] if row else None
 
     def generation(self) -> int:
         row = self.one("SELECT value FROM meta WHERE key = 'data_generation'")

@@ -8,10 +8,13 @@ whichever layer under it produced the answer (a route, Litestar's router, its CO
 - An error answer that is not JSON (Litestar's CORS refusal is text/plain) is answered as the
   {"error", "message"} every other error is.
 
-What Granian's HTTP layer refuses itself never reaches an app: a request line it cannot parse
-(400), a target over 64 KiB (414), more than 100 header fields (431). It answers those with
-an empty body, and closes the connection. The limits here are below those, so that any
-request it can parse gets a JSON answer.
+What Granian's HTTP layer (hyper) refuses itself never reaches an app: a request it cannot
+parse (400: a malformed request line or header, a bad Content-Length, HTTP/0.9, a TLS
+handshake), a target of 65 535 bytes or more (414), more than 100 header fields (431). It
+answers those with an empty body, and closes the connection. Those limits are hyper's own,
+which Granian 2.8 does not let us raise (its HTTP1Settings hold only the header read timeout,
+keep-alive, the buffer size and pipelining), so the limits here are below them: any request it
+can parse gets a JSON answer.
 """
 
 import msgspec

@@ -1,5 +1,5 @@
-"""How reev-api is served: connections per worker, how long an idle one stays open, the file
-limit they need, and telling systemd READY=1 only once the port accepts connections.
+"""How reev-api is served: one listening socket that no other process can share, connections
+per worker, how long an idle one stays open, and the file limit they need.
 
 Granian takes a connection only while it holds one of `backpressure` permits per worker, and
 keeps the permit for the connection's life: connections past it wait in the kernel's listen
@@ -12,16 +12,14 @@ HTTP/2 also on offer, hyper waits without a limit for the first bytes that tell 
 browsers speak HTTP/2 only over TLS, which this API does not serve.)
 """
 
-import asyncio
 import logging
-import os
 import resource
 import socket
 
+from granian import Granian
+from granian._granian import SocketHolder
 from granian.constants import HTTPModes, Loops
 from granian.http import HTTP1Settings
-
-from daemon.notify import Notifier
 
 log = logging.getLogger("reev.api")
 
@@ -82,38 +80,46 @@ def server_settings() -> dict:
             "workers_kill_timeout": WORKER_STOP_SECONDS}
 
 
-# ---------------------------------------------------------------------- readiness
+# ---------------------------------------------------------------------- the listening socket
 
-def listening_on(port: int) -> bool:
-    """Whether this process holds a TCP socket listening on `port`. Each Granian worker binds
-    its own (SO_REUSEPORT) after the app's startup hooks ran, so a worker's listening socket
-    is the moment its connections are accepted."""
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
-                continue
-            sock = socket.socket(fileno=os.dup(int(name)))
-        except OSError:              # closed meanwhile (the listing's own descriptor, say)
-            continue
-        with sock:
-            if (sock.family in (socket.AF_INET, socket.AF_INET6)
-                    and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-                    and sock.getsockname()[1] == port):
-                return True
-    return False
+# Connections the kernel holds for the workers to take (Granian's default)
+BACKLOG = 1024
 
 
-READY_WAIT_SECONDS = 60
+def listen(host: str, port: int) -> socket.socket:
+    """The one socket the API listens on, bound by the server process before it starts its
+    workers, which share it. On Linux Granian has each worker bind a socket of its own with
+    SO_REUSEPORT, which lets any process of the same user bind the same address and port: a
+    second reev-api started without a word and took every other connection, even serving
+    another database. This one has no SO_REUSEPORT, so its bind fails (EADDRINUSE) while any
+    socket listens there, SO_REUSEPORT or not, and no socket can join it afterwards: there is
+    no moment at which two servers could both look, find the port free and share it.
+    (SO_REUSEADDR only lets a restart bind while the last one's connections are in TIME_WAIT;
+    Linux never lets it share a listening port.)"""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)      # as the workers' runtime (tokio) takes it
+    return sock
 
 
-async def ready_once_listening(port: int, notifier: Notifier):
-    """READY=1 once this worker's socket listens on `port`: a connection made when systemd
-    hears it is accepted. With several workers the first to listen tells it (NotifyAccess=all).
-    A worker that never listens says nothing, and systemd's start timeout fails the unit."""
-    deadline = asyncio.get_running_loop().time() + READY_WAIT_SECONDS
-    while not listening_on(port):
-        if asyncio.get_running_loop().time() > deadline:
-            log.error("no socket listening on port %d after %d s: READY=1 not sent", port, READY_WAIT_SECONDS)
-            return
-        await asyncio.sleep(0.002)
-    notifier.ready(f"serving on port {port}, pid {os.getpid()}")
+class Server(Granian):
+    """Granian serving the socket `listen` made, shared by its workers. Granian has no option
+    for that: this replaces the method that makes its sockets with what it does itself on the
+    systems without SO_REUSEPORT (pyproject pins the Granian minor version it was written for;
+    tests/test_api_serving.py fails if a version makes sockets some other way)."""
+
+    def __init__(self, *args, listener: socket.socket, **kwargs):
+        super().__init__(*args, backlog=BACKLOG, **kwargs)
+        self.listener = listener
+
+    def _init_shared_socket(self):
+        self._ssp = None                  # (no socket for each worker to build)
+        self._sfd = self.listener.fileno()
+        self._shd = SocketHolder(self._sfd, False, self.backlog)
+        self._sso = self.listener         # what the workers inherit; closed when the server stops

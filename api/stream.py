@@ -5,16 +5,23 @@ moves, the watcher reads the new changes once, keeps the most recent ones in mem
 the open streams, which take what they have not sent from there: one read per change however
 many clients listen. A stream that is further behind (it resumed from an old Last-Event-ID)
 reads its backlog itself. Every read is a short transaction that ends before anything is
-written to a client, so a slow or vanished client never holds a snapshot open. The event id
-is the change's `seq`: a client reconnecting with Last-Event-ID resumes without gaps or
-repeats.
+written to a client, so a slow or vanished client never holds a snapshot open.
+
+The event id is `<database id>:<seq>`: the change's number in the database it came from. A
+client reconnecting with Last-Event-ID resumes without gaps or repeats; one whose id is of
+another database (rebuilt, replaced, restored from a backup: its changes are numbered from 1
+again) starts over from the oldest change kept, as one whose id was pruned does, instead of
+waiting for numbers it has already seen. When the watcher finds the database replaced under
+open streams, it ends them, and their clients come back with their ids to be told the same.
 """
 
 import asyncio
 import bisect
 import collections
+import contextlib
 import itertools
 import logging
+import re
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +38,9 @@ POLL_SECONDS = 0.02          # how often the watcher looks at the generation
 READ_LIMIT = 500             # changes read per transaction
 RECENT = 5000                # changes the watcher keeps in memory for the streams
 EVENT_TYPES = ("execution", "ingest-error")
+# `<database id>:<seq>`, or `<seq>`: the id is lower(hex(randomblob(8))) (schema.sql), the seq
+# a SQLite integer
+EVENT_ID = re.compile(r"(?:([0-9a-f]{16}):)?([0-9]{1,19})")
 
 
 @dataclass(frozen=True)
@@ -54,9 +64,11 @@ class GenerationWatcher:
 
     def __init__(self, db: Database):
         self.db = db
-        self.generation: int | None = None
+        self.generation: tuple[str | None, int] | None = None     # the database's identity and generation
         self.recent: collections.deque[dict] = collections.deque(maxlen=RECENT)
         self.last_seq: int | None = None      # the newest change read (None: not started)
+        self.database_id: str | None = None   # of the database those changes are in
+        self.database_serial = 0              # +1 each time another database is found
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.stopping = False
@@ -74,8 +86,8 @@ class GenerationWatcher:
     async def _run(self):
         while not self.stopping:
             try:
-                with self.db.snapshot() as q:
-                    generation = q.generation()
+                with self.db.snapshot() as q:      # (another database may be at the same generation)
+                    generation = (q.database_id, q.generation())
             except (DatabaseUnavailable, QueryTimeout):
                 generation = None
             if generation != self.generation:
@@ -87,8 +99,14 @@ class GenerationWatcher:
 
     async def _read_new_changes(self):
         try:
-            if self.last_seq is None:
-                self.last_seq = await anyio.to_thread.run_sync(last_seq, self.db)
+            database_id, newest = await anyio.to_thread.run_sync(position, self.db)
+            if self.last_seq is None or not same_numbers(self.database_id, self.last_seq, database_id, newest):
+                if self.last_seq is not None:
+                    log.info("the database is not the one read so far (rebuilt or replaced): its open event"
+                             " streams end, and their clients resume by their event ids")
+                    self.database_serial += 1    # ends the streams started before
+                self.database_id, self.last_seq = database_id, newest
+                self.recent.clear()
                 return
             while True:
                 rows = await anyio.to_thread.run_sync(read_changes, self.db, self.last_seq, READ_LIMIT)
@@ -149,10 +167,52 @@ def read_changes(db: Database, after: int, limit: int) -> list[dict]:
     return rows
 
 
-def last_seq(db: Database) -> int:
-    """The newest change's seq (0: none yet)."""
+def position(db: Database) -> tuple[str | None, int]:
+    """The database's identity and its newest change's seq (0: none yet)."""
     with db.snapshot() as q:
-        return q.last_change()
+        return q.database_id, q.last_change()
+
+
+def same_numbers(database_id: str | None, seq: int, now_id: str | None, newest: int) -> bool:
+    """Whether change `seq` of database `database_id` is a change of the database now (whose
+    identity is `now_id` and newest change `newest`). The identity tells another database; a
+    change beyond the newest one tells one that went back (a backup restored: same identity) or
+    an id from elsewhere. (None: a database older than identities, until a daemon gives it one.)"""
+    return (database_id is None or now_id is None or database_id == now_id) and seq <= newest
+
+
+def parse_event_id(value: str) -> tuple[str | None, int]:
+    """A Last-Event-ID: `<database id>:<seq>` as the stream sends it, or a bare `<seq>` (of this
+    database: `0` is everything kept). ValueError if it is neither."""
+    match = EVENT_ID.fullmatch(value)
+    if not match or int(match[2]) >= 2**63:
+        raise ValueError(value)
+    return match[1], int(match[2])
+
+
+def resume_after(given: tuple[str | None, int] | None, database_id: str | None, newest: int) -> int:
+    """The seq after which a new stream starts: `newest` when no Last-Event-ID was given (only
+    what happens from now on), the one given (parsed) when it is this database's, else 0 (from
+    the oldest change kept)."""
+    if given is None:
+        return newest
+    given_id, seq = given
+    return seq if same_numbers(given_id, seq, database_id, newest) else 0
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a stream starts: after change `after` of database `database_id`, which the watcher
+    knew as `serial` (its database_serial, taken before the database was read)."""
+    serial: int
+    database_id: str | None
+    after: int
+
+
+def start_of_stream(db: Database, watcher: "GenerationWatcher", given: tuple[str | None, int] | None) -> Start:
+    serial = watcher.database_serial
+    database_id, newest = position(db)
+    return Start(serial, database_id, resume_after(given, database_id, newest))
 
 
 def collapse(rows: list[dict]) -> list[dict]:
@@ -166,19 +226,32 @@ def collapse(rows: list[dict]) -> list[dict]:
             if r["kind"] != "execution" or last_of[(r["generation"], r["execution_id"])] == i]
 
 
-def format_event(row: dict, summary, error) -> bytes:
+def format_event(row: dict, database_id: str | None, summary, error) -> bytes:
     data = summary(row) if row["kind"] == "execution" else error(row)
-    return (f"id: {row['seq']}\nevent: {row['kind']}\ndata: ".encode()
+    event_id = f"{database_id}:{row['seq']}" if database_id else str(row["seq"])
+    return (f"id: {event_id}\nevent: {row['kind']}\ndata: ".encode()
             + msgspec.json.encode(data) + b"\n\n")
 
 
-async def event_stream(db: Database, watcher: GenerationWatcher, filt: StreamFilter, after: int,
-                       summary, error, heartbeat: float) -> AsyncIterator[bytes]:
-    """`heartbeat`: seconds between comment lines that keep proxies and clients from timing out."""
+async def event_stream(db: Database, watcher: GenerationWatcher, filt: StreamFilter, start: Start | None,
+                       given: tuple[str | None, int] | None, summary, error,
+                       heartbeat: float) -> AsyncIterator[bytes]:
+    """The changes after `start`, until the worker stops or the watcher finds another database
+    than the one the stream started in. `start` None: the database could not be read when the
+    stream was asked for; it starts once it can be, from the Last-Event-ID `given` (parsed).
+    `heartbeat`: seconds between comment lines that keep proxies and clients from timing out."""
     yield b"retry: 2000\n\n"
     next_beat = time.monotonic() + heartbeat
-    while not watcher.stopping:
-        rows = watcher.changes_after(after)
+    after = start.after if start else 0
+    while not watcher.stopping and (start is None or watcher.database_serial == start.serial):
+        if start is None:
+            with contextlib.suppress(DatabaseUnavailable, QueryTimeout):
+                start = await anyio.to_thread.run_sync(start_of_stream, db, watcher, given)
+                after = start.after
+                continue
+            rows = []
+        else:
+            rows = watcher.changes_after(after)
         if rows is None:              # behind what the watcher keeps: read the backlog
             try:
                 rows = await anyio.to_thread.run_sync(read_changes, db, after, READ_LIMIT)
@@ -187,7 +260,7 @@ async def event_stream(db: Database, watcher: GenerationWatcher, filt: StreamFil
                 rows = []
         for row in collapse(rows):
             if filt.accepts(row):
-                yield format_event(row, summary, error)
+                yield format_event(row, start.database_id, summary, error)
         if rows:
             after = rows[-1]["seq"]
             continue                  # more may have come meanwhile: look before waiting

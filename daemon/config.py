@@ -11,6 +11,7 @@ from daemon.settings import DB, LOG_LEVEL, ArgumentParser, Setting, add_settings
 # The longest line an operator may allow: a read holds a line in memory, several times over
 # while it is stored (README, "Memory").
 LONGEST_LINE_ALLOWED = 64 << 20
+HOUR, DAY, WEEK = 3600, 86400, 7 * 86400
 
 SETTINGS = (
     Setting("sessions_dir", "--sessions-dir", "REEV_SESSIONS_DIR", Path, Path("logs/sessions"), "logs/sessions",
@@ -18,19 +19,21 @@ SETTINGS = (
     Setting("benchmarks_dir", "--benchmarks-dir", "REEV_BENCHMARKS_DIR", Path, Path("benchmarks"), "benchmarks",
             "folder of benchmark *.yml files", metavar="DIR"),
     DB._replace(help="the database file, created with its folder if missing"),
-    Setting("rescan_interval", "--rescan-interval", "REEV_RESCAN_INTERVAL", seconds(0.1), 30.0, "30 s",
-            "seconds between reconcile scans, at least 0.1", metavar="SECONDS"),
+    # Upper bounds on seconds: past them a setting is a mistake (a unit taken for another),
+    # and a --once run could wait for ever on a file that keeps changing.
+    Setting("rescan_interval", "--rescan-interval", "REEV_RESCAN_INTERVAL", seconds(0.1, DAY), 30.0, "30 s",
+            "seconds between reconcile scans", metavar="SECONDS"),
     LOG_LEVEL,
     # Bounded above too: the longest line is what a read may hold in memory.
     Setting("max_line_bytes", "--max-line-bytes", "REEV_MAX_LINE_BYTES", integer(1, LONGEST_LINE_ALLOWED),
             Limits.max_line_bytes, f"{Limits.max_line_bytes} (8 MiB)",
-            f"longest event line accepted, 1 to {LONGEST_LINE_ALLOWED}: a longer one is bad input",
+            "longest event line accepted: a longer one is bad input",
             metavar="N"),
-    Setting("settle_seconds", "--settle-seconds", "REEV_SETTLE_SECONDS", seconds(0, inclusive=False),
+    Setting("settle_seconds", "--settle-seconds", "REEV_SETTLE_SECONDS", seconds(0, HOUR, inclusive=False),
             Limits.settle_seconds, f"{Limits.settle_seconds:g} s",
-            "seconds an invalid session file may keep changing before it is an error, more than 0",
+            "seconds an invalid session file may keep changing before it is an error",
             metavar="SECONDS"),
-    Setting("stale_after", "--stale-after", "REEV_STALE_AFTER", seconds(0), 1800.0, "1800 s",
+    Setting("stale_after", "--stale-after", "REEV_STALE_AFTER", seconds(0, WEEK), 1800.0, "1800 s",
             "seconds without a new byte in a run's event log, and no session file, after which the run is"
             " Timeout (its runner stopped); 0 turns this off", metavar="SECONDS"),
 )

@@ -842,39 +842,31 @@ DUMP_QUERIES = {
 }
 
 
-def canonical_dump(path: Path):
-    """Every ingested record as a dict with its `table`, in a canonical order (read-only)."""
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-        with conn:     # one snapshot for the whole dump
-            for table, sql in DUMP_QUERIES.items():
-                cursor = conn.execute(sql)
-                names = None
-                for row in cursor:
-                    names = names or [d[0] for d in cursor.get_description()]
-                    yield {"table": table, **dict(zip(names, row))}
-    finally:
-        conn.close()
+def canonical_dump(conn: apsw.Connection):
+    """Every ingested record as a dict with its `table`, in a canonical order, read through a
+    read-only connection (daemon/readonly.py)."""
+    with conn:     # one snapshot for the whole dump
+        for table, sql in DUMP_QUERIES.items():
+            cursor = conn.execute(sql)
+            names = None
+            for row in cursor:
+                names = names or [d[0] for d in cursor.get_description()]
+                yield {"table": table, **dict(zip(names, row))}
 
 
 # ---------------------------------------------------------------------- operator status
 
-def status_report(path: Path) -> dict:
-    """What `reev-ingestd status` shows, read in one snapshot (read-only)."""
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-        with conn:
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            files = conn.execute("SELECT kind, state, count(*) FROM files GROUP BY kind, state"
-                                 " ORDER BY kind, state").fetchall()
-            logs = conn.execute("SELECT path, offset FROM files WHERE kind = 'events' AND state != 'missing'").fetchall()
-            statuses = conn.execute("SELECT status, count(*) FROM executions GROUP BY status ORDER BY status").fetchall()
-            errors = conn.execute("SELECT path, line, byte_offset, reason, last_seen_at FROM ingest_errors"
-                                  " ORDER BY last_seen_at DESC, id DESC LIMIT 5").fetchall()
-            error_count = conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
-    finally:
-        conn.close()
+def status_report(conn: apsw.Connection) -> dict:
+    """What `reev-ingestd status` shows, read in one snapshot of a read-only connection
+    (daemon/readonly.py)."""
+    with conn:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        files = conn.execute("SELECT kind, state, count(*) FROM files GROUP BY kind, state"
+                             " ORDER BY kind, state").fetchall()
+        logs = conn.execute("SELECT path, offset FROM files WHERE kind = 'events' AND state != 'missing'").fetchall()
+        statuses = conn.execute("SELECT status, count(*) FROM executions GROUP BY status ORDER BY status").fetchall()
+        errors = conn.execute("SELECT path, line, byte_offset, reason, last_seen_at FROM ingest_errors"
+                              " ORDER BY last_seen_at DESC, id DESC LIMIT 5").fetchall()
+        error_count = conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
     return {"meta": meta, "files": files, "logs": logs, "statuses": statuses, "errors": errors,
             "error_count": error_count}

@@ -12,6 +12,7 @@ import msgspec
 
 from daemon.lock import holder, lock_path
 from daemon.logs import escape
+from daemon.readonly import CannotOpen, NotAFile, open_readonly
 from daemon.store import canonical_dump, status_report
 from daemon.timestamps import iso
 
@@ -45,18 +46,25 @@ def daemon_problems(db: Path, pid: int | None | str, age: float | None) -> list[
 
 def summarise(db: Path) -> dict:
     """The status as data (times in RFC 3339, as the API gives them); `healthy` is False when
-    the database can't be read, no daemon holds it, or the daemon's heartbeat is missing or stale."""
+    the database can't be read, no daemon holds it, or the daemon's heartbeat is missing or stale.
+    NotAFile when the path is not a database file at all."""
     now = time.time()
-    if not db.exists():
-        return {"database": str(db), "healthy": False, "problems": [f"{db} does not exist: has reev-ingestd run?"]}
+    try:
+        conn, _ = open_readonly(db)
+    except NotAFile:
+        raise
+    except CannotOpen as e:
+        return {"database": str(db), "healthy": False, "problems": [str(e)]}
+    try:
+        r = status_report(conn)
+    except apsw.Error as e:
+        return {"database": str(db), "healthy": False, "problems": [f"cannot read {db}: {e}"]}
+    finally:
+        conn.close()
     try:
         pid: int | None | str = holder(db)
     except OSError as e:      # (the lock file is the daemon's; an operator may not read it)
         pid = f"cannot tell: {e.strerror}"
-    try:
-        r = status_report(db)
-    except apsw.Error as e:
-        return {"database": str(db), "healthy": False, "problems": [f"cannot read {db}: {e}"]}
     meta = r["meta"]
     beat = meta.get("heartbeat_at")
     age = round(now - beat, 1) if isinstance(beat, (int, float)) else None
@@ -105,8 +113,13 @@ def render(s: dict) -> str:
 
 
 def status(db: Path, as_json: bool) -> int:
-    """`reev-ingestd status [--json]`: exit 0 healthy, 1 degraded."""
-    s = summarise(db)
+    """`reev-ingestd status [--json]`: exit 0 healthy, 1 degraded, 2 when --db names no file a
+    database can be (a FIFO, a device, a folder)."""
+    try:
+        s = summarise(db)
+    except NotAFile as e:
+        print(f"reev-ingestd status: {db}: {e}", file=sys.stderr)
+        return 2
     with stdout_to_a_pipe():
         print(msgspec.json.encode(s).decode() if as_json else render(s))
     return 0 if s["healthy"] else 1
@@ -116,12 +129,19 @@ def dump(db: Path) -> int:
     """`reev-ingestd dump`: the ingested data as canonical JSON lines, for comparing two
     databases with diff."""
     try:
+        conn, _ = open_readonly(db)
+    except CannotOpen as e:
+        print(f"reev-ingestd dump: {db}: {e}", file=sys.stderr)
+        return 2
+    try:
         with stdout_to_a_pipe():
-            for record in canonical_dump(db):
+            for record in canonical_dump(conn):
                 sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
     except apsw.Error as e:
         print(f"reev-ingestd dump: cannot read {db}: {e}", file=sys.stderr)
         return 2
+    finally:
+        conn.close()
     return 0
 
 

@@ -1,11 +1,14 @@
 """How `reev-api` serves under load and under systemd: READY=1 only once the port accepts
-connections, idle and silent connections closed after the keep-alive time, connections per
+connections, one server per port (a second one refuses to start), the whole server stopping
+when a worker dies, idle and silent connections closed after the keep-alive time, connections per
 worker bounded below the file limit, the stream limit held under a burst, and health
 answering within a second through all of it. Real processes, real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
+import os
 import resource
+import signal
 import socket
 import subprocess
 import time
@@ -18,7 +21,7 @@ from api.serving import FD_RESERVE, KEEP_ALIVE_SECONDS, MAX_CONNECTIONS_PER_WORK
 from tests import fixtures as fx
 from tests.api_client import (Api, allow_open_files, api_command, close_all, closed_by_server, free_port,
                               idle_connections, read_reply, send_get)
-from tests.conftest import clean_env, daemon_command, wait_for
+from tests.conftest import alive, clean_env, daemon_command, wait_for
 
 FLOOD = 1100          # more than the 1 024 connections the server used to take per worker
 
@@ -83,6 +86,72 @@ def test_ready_means_a_connection_made_at_that_instant_is_accepted(tmp_path, wor
                     proc.wait()
                 log.close()
                 notify.close()
+
+
+# ---------------------------------------------------------------------- one server per port
+
+
+def second_api(db: Path, port: int, *extra: str) -> subprocess.CompletedProcess:
+    """A reev-api started on a port already in use; fails the test if it is still running after
+    10 s (it started, and shares the port)."""
+    command = api_command() + ["--db", str(db), "--port", str(port), *extra]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, env=clean_env(), timeout=10,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{extra}: a second reev-api started on port {port}, in use:\n{e.stderr}")
+
+
+def refused_in_one_line(proc: subprocess.CompletedProcess, address: str):
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " INFO " not in line]
+    assert errors == [errors[0]] and f"CRITICAL reev.api: cannot listen on {address}: Address already in use" in \
+        errors[0], proc.stderr
+
+
+@pytest.mark.parametrize("extra", [(), ("--workers", "2")], ids=["one worker", "two workers"])
+def test_a_second_api_on_a_port_in_use_refuses_to_start(db, tmp_path, extra):
+    """Granian's workers each bound their own socket with SO_REUSEPORT, which lets any process of
+    the same user bind the port too: a second reev-api said `Listening at` and took every other
+    connection, serving its own database. Now it refuses with one line and exit status 1,
+    whatever its address or workers, and the first one still serves all the connections."""
+    first = Api(db, tmp_path / "api.log", *extra)
+    try:
+        other = tmp_path / "other" / "reev.db"
+        for more in ((), ("--workers", "2"), ("--host", "0.0.0.0")):
+            address = f"{'0.0.0.0' if '--host' in more else '127.0.0.1'}:{first.port}"
+            refused_in_one_line(second_api(other, first.port, *more), address)
+        for _ in range(20):       # each on a new connection: every one is the first's
+            assert first.get("/api/v1/health")["database"]["reachable"] is True
+        first.check_alive()
+    finally:
+        first.close()
+
+
+def test_an_api_refuses_a_port_another_program_shares_with_so_reuseport(tmp_path):
+    """A listener with SO_REUSEPORT (another server of the same user) would have let each of our
+    workers join its socket group and share its connections."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        refused_in_one_line(second_api(tmp_path / "reev.db", port), f"127.0.0.1:{port}")
+
+
+def test_when_a_worker_dies_the_whole_api_stops_with_exit_status_1(db, tmp_path):
+    """A worker killed (SIGKILL, the OOM killer) stops the server and its other workers, exit
+    status 1: systemd's Restart=on-failure starts the API again whole, rather than it serving on
+    with fewer workers."""
+    api = Api(db, tmp_path / "api.log", "--workers", "2")
+    try:
+        workers = wait_for(lambda: len(kids := api.workers()) == 2 and kids, what="two workers")
+        os.kill(workers[0], signal.SIGKILL)
+        assert api.proc.wait(30) == 1
+        assert "Unexpected exit from worker" in api.log_path.read_text()
+        wait_for(lambda: not any(alive(w) for w in workers), timeout=10, what="the other worker to stop")
+    finally:
+        api.close()
 
 
 # ---------------------------------------------------------------------- connections

@@ -94,6 +94,17 @@ DAEMON_REFUSES = [
     (["--stale-after", "-1"], {}, "--stale-after"),
     (["--log-level", "verbose"], {}, "--log-level"),
     ([], {"REEV_LOG_LEVEL": "verbose"}, "REEV_LOG_LEVEL"),
+    # every number has an upper bound (--once with a settle time of 1e308 waited for ever on a
+    # session file that stayed invalid)
+    (["--settle-seconds", "1e308"], {}, "--settle-seconds"),
+    ([], {"REEV_SETTLE_SECONDS": "3601"}, "REEV_SETTLE_SECONDS"),
+    (["--rescan-interval", "86401"], {}, "--rescan-interval"),
+    ([], {"REEV_STALE_AFTER": "604801"}, "REEV_STALE_AFTER"),
+    (["--max-line-bytes", "67108865"], {}, "--max-line-bytes"),
+    # plain ASCII decimals only, as in every other setting
+    ([], {"REEV_MAX_LINE_BYTES": "1_000"}, "REEV_MAX_LINE_BYTES"),
+    ([], {"REEV_RESCAN_INTERVAL": "1_0"}, "REEV_RESCAN_INTERVAL"),
+    (["--max-line-bytes", "٣"], {}, "--max-line-bytes"),
 ]
 API_REFUSES = [
     ([], {"REEV_API_PORT": "abc"}, "REEV_API_PORT"),
@@ -109,7 +120,43 @@ API_REFUSES = [
     ([], {"REEV_API_STREAM_HEARTBEAT": "0"}, "REEV_API_STREAM_HEARTBEAT"),
     (["--log-level", "verbose"], {}, "--log-level"),
     ([], {"REEV_LOG_LEVEL": "verbose"}, "REEV_LOG_LEVEL"),
+    (["--query-timeout", "61"], {}, "--query-timeout"),
+    ([], {"REEV_API_STREAM_HEARTBEAT": "3601"}, "REEV_API_STREAM_HEARTBEAT"),
+    (["--max-streams", "1000001"], {}, "--max-streams"),
+    ([], {"REEV_API_PORT": "3_001"}, "REEV_API_PORT"),
+    (["--workers", "1e1"], {}, "--workers"),
 ]
+
+
+def test_every_value_is_read_alike_surrounding_whitespace_ignored():
+    """One rule for every setting, option or variable: surrounding whitespace is ignored (a
+    variable written `REEV_LOG_LEVEL= info` was refused while `REEV_RESCAN_INTERVAL= 5 ` was
+    taken), and a blank variable is unset."""
+    env = {"REEV_RESCAN_INTERVAL": " 5 ", "REEV_LOG_LEVEL": " info", "REEV_MAX_LINE_BYTES": "1000 ",
+           "REEV_DB": " /x.db ", "REEV_STALE_AFTER": "   "}
+    args = daemon_arguments([], env)
+    assert (args.rescan_interval, args.log_level, args.max_line_bytes, args.db, args.stale_after) == (
+        5.0, "info", 1000, Path("/x.db"), 1800.0)
+    args = api_arguments(["--log-level", " WARNING ", "--port", " 8080", "--host", "::1 "], {})
+    assert (args.log_level, args.port, args.host) == ("warning", 8080, "::1")
+
+
+@pytest.mark.parametrize("program", ["reev-ingestd --once", "reev-ingestd status", "reev-api"])
+def test_a_deleted_working_directory_is_one_line_and_exit_status_2(tmp_path, program):
+    """`mkdir d; cd d; rmdir ../d; reev-ingestd --once`: a relative path (the defaults are)
+    names nothing there. One line, not a traceback."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    command = {"reev-ingestd --once": daemon_command() + ["--once"],
+               "reev-ingestd status": daemon_command() + ["status"],
+               "reev-api": api_command() + ["--port", str(free_port())]}[program]
+    try:
+        proc = subprocess.run(command, cwd=gone, preexec_fn=lambda: os.rmdir(gone), capture_output=True, text=True,
+                              env=clean_env(), timeout=20, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{program} ran from a deleted folder: {e.stderr}")
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "the working directory no longer exists" in proc.stderr, proc.stderr
 
 
 def _refused_in_one_line(proc: subprocess.CompletedProcess, program: str, name: str, value: str):
@@ -388,6 +435,8 @@ def test_readme_synopsis_and_table_list_every_declared_setting(title, settings):
         _, env, default = rows[s.flag]
         assert env.startswith(f"`{s.env}`"), (s.flag, env)
         assert default.replace("`", "").startswith(s.shown_default), (s.flag, default, s.shown_default)
+        if s.bounds:             # every number's range, as the declaration gives it
+            assert f"({s.bounds}" in default.replace("`", ""), (s.flag, default, s.bounds)
 
 
 def test_the_api_does_not_import_the_daemons_ingestion_or_storage():

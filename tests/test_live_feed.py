@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import fixtures as fx
 from tests.api_client import Api
-from tests.conftest import alive, children, clean_env, daemon_command, wait_for
+from tests.conftest import Db, alive, children, clean_env, daemon_command, wait_for
 
 
 class StreamClient:
@@ -64,6 +64,11 @@ class StreamClient:
         self.conn.close()
 
 
+def seq(event: dict) -> int:
+    """The number of an event's change in its database (its id is `<database id>:<seq>`)."""
+    return int(event["id"].rpartition(":")[2])
+
+
 @pytest.fixture
 def feed(workspace, live_daemon, tmp_path):
     """A live daemon and a live API on the workspace."""
@@ -105,7 +110,9 @@ def test_stream_sees_every_status_change_once_in_order_across_a_reconnect(worksp
     workspace.write_session("exec-3", fx.session_doc("exec-3", success=True))
     expected_after.append(("exec-3", "Completed"))
     wait_for(lambda: second.statuses() == expected_after, what="exec-3 Completed")
-    ids = [int(e["id"]) for e in first.events + second.events]
+    database_id = workspace.db.meta("database_id")
+    assert all(e["id"].startswith(f"{database_id}:") for e in first.events + second.events)
+    ids = [seq(e) for e in first.events + second.events]
     assert ids == sorted(set(ids)), "event ids increase, no repeats"
     second.close()
 
@@ -141,12 +148,12 @@ def test_stream_resumes_from_further_back_than_the_watcher_keeps(workspace, feed
     for i in range(n):                           # one change each: a new execution, Running
         workspace.append_events(f"many-{i:05d}", [fx.prompt_line("p", at=i)])
     daemon.wait_for(lambda: len(live.events) == n, timeout=120, what=f"{n} changes on the open stream")
-    resume_after = int(live.events[9]["id"])
+    resume_after = seq(live.events[9])
     feed_rows = workspace.db.rows("SELECT seq, execution_id FROM changes WHERE seq > ? ORDER BY seq", (resume_after,))
     assert len(feed_rows) == n - 10
-    resumed = StreamClient(api, last_event_id=str(resume_after))
+    resumed = StreamClient(api, last_event_id=live.events[9]["id"])
     wait_for(lambda: len(resumed.events) >= n - 10, timeout=60, what="the backlog")
-    assert [(int(e["id"]), e["data"]["execution_id"]) for e in resumed.events] == feed_rows
+    assert [(seq(e), e["data"]["execution_id"]) for e in resumed.events] == feed_rows
     run(workspace, "after-resume", None, 0)      # and then what comes next, from memory
     daemon.wait_for(lambda: resumed.statuses()[-1:] == [("after-resume", "Running")], what="the next change")
     assert len(resumed.events) == n - 10 + 1
@@ -171,8 +178,66 @@ def test_stream_resume_past_pruned_changes_starts_at_the_oldest_kept(workspace, 
         client = StreamClient(api, last_event_id=str(seqs[4]))
         wait_for(lambda: len(client.events) >= 10 and client.comments >= 1, what="the kept changes")
         kept = workspace.db.rows("SELECT seq, execution_id FROM changes ORDER BY seq")
-        assert [(int(e["id"]), e["data"]["execution_id"]) for e in client.events] == kept
+        assert [(seq(e), e["data"]["execution_id"]) for e in client.events] == kept
         assert [seq for seq, _ in kept] == seqs[20:]
+        client.close()
+    finally:
+        api.close()
+
+
+def test_streams_when_the_database_is_replaced(workspace, run_once, tmp_path):
+    """Another database (rebuilt from the files, replaced, restored) numbers its changes from 1
+    again. A client resuming with an id of the old one was told nothing until the new one got
+    past that number; an open stream went silent. Now an id of another database starts over
+    from the oldest change kept, and an open stream ends when its database is replaced, so its
+    client comes back with its id and is told the same."""
+    for i in range(2):
+        run(workspace, f"a-{i}", True, i)
+    run_once()
+    other = tmp_path / "other"
+    for i in range(6):          # more changes than the first: its numbers alone tell nothing
+        (other / "sessions").mkdir(parents=True, exist_ok=True)
+        (other / "sessions" / f"enhanced_otel_b-{i}.jsonl").write_bytes(fx.jsonl([fx.prompt_line("p", at=i)]))
+    run_once(base_args=["--sessions-dir", str(other / "sessions"), "--benchmarks-dir", str(other),
+                        "--db", str(other / "reev.db")])
+    first_id, other_id = workspace.db.meta("database_id"), Db(other / "reev.db").meta("database_id")
+    api = Api(workspace.db_path, tmp_path / "api.log", "--stream-heartbeat", "0.5")
+    try:
+        old = StreamClient(api, last_event_id="0")          # everything the first database keeps
+        wait_for(lambda: {eid for eid, _ in old.statuses()} == {"a-0", "a-1"}, what="the first database's runs")
+        last_id = old.events[-1]["id"]
+        assert seq(old.events[-1]) <= Db(other / "reev.db").scalar("SELECT max(seq) FROM changes"), \
+            "the other database has a change of that number"
+        for suffix in ("-wal", "-shm", ""):                  # (the file last: the API reopens on its inode)
+            os.replace(f"{other / 'reev.db'}{suffix}", f"{workspace.db_path}{suffix}")
+        wait_for(lambda: old.ended, what="the open stream to end")
+        assert last_id.startswith(f"{first_id}:"), last_id
+        resumed = StreamClient(api, last_event_id=last_id)
+        wait_for(lambda: {eid for eid, _ in resumed.statuses()} == {f"b-{i}" for i in range(6)},
+                 what="the new database's changes, from its oldest")
+        assert all(e["id"].startswith(f"{other_id}:") for e in resumed.events)
+        beyond = StreamClient(api, last_event_id="999999")   # a bare number past the newest change
+        wait_for(lambda: len(beyond.statuses()) == 6, what="every change kept, for an id past the newest")
+        for client in (old, resumed, beyond):
+            client.close()
+    finally:
+        api.close()
+
+
+def test_a_stream_asked_for_before_the_database_can_be_read_waits_for_it(workspace, live_daemon, tmp_path):
+    """EventSource gives up for good on any answer but 200: a stream asked for while the
+    database cannot be read (before the daemon's first start, while it is rebuilt) starts, and
+    tells what happens once it can be read."""
+    api = Api(workspace.db_path, tmp_path / "api.log", "--stream-heartbeat", "0.2")
+    try:
+        client = StreamClient(api)
+        assert client.response.status == 200
+        daemon = live_daemon()
+        wait_for(lambda: api.get("/api/v1/health")["database"]["reachable"], what="the database")
+        seen = client.comments          # (the stream looks for the database before each heartbeat)
+        wait_for(lambda: client.comments >= seen + 2, what="the stream to go on once the database is there")
+        run(workspace, "late", None, 0)
+        daemon.wait_for(lambda: client.statuses() == [("late", "Running")], what="the run on the stream")
         client.close()
     finally:
         api.close()
@@ -262,7 +327,8 @@ def test_crafted_last_event_ids_are_400_before_the_stream_starts(workspace, run_
     api = Api(workspace.db_path, tmp_path / "api.log", "--stream-heartbeat", "0.2")
     try:
         crafted = ["-99999999999999999999", "99999999999999999999", "9223372036854775808", "-1", "+5", "1e3",
-                   "0x10", "1_000", "1.0", "abc", "٣", " 5", "5\t", "9" * 5000]
+                   "0x10", "1_000", "1.0", "abc", "٣", " 5", "5\t", "9" * 5000, ":5", "0123456789abcdef:",
+                   "0123456789ABCDEF:5", "0123456789abcde:5", "0123456789abcdef:-1", "0123456789abcdef:5:5"]
         for value in crafted:
             for client in (lambda: StreamClient(api, last_event_id=value) if value.isascii() and value.strip() == value
                            else None,
@@ -274,12 +340,14 @@ def test_crafted_last_event_ids_are_400_before_the_stream_starts(workspace, run_
                 body = json.loads(stream.response.read())
                 assert "`last_event_id`" in body["message"] and len(body["message"]) < 300, body
                 stream.close()
-        for value in ("0", "9223372036854775807"):     # the ends of the range: streams that go on
+        # The ends of the range: streams that go on. One past the newest change is of another
+        # database (rebuilt, restored): it starts over from the oldest change kept, as 0 does.
+        for value in ("0", "9223372036854775807"):
             stream = StreamClient(api, last_event_id=value)
             assert stream.response.status == 200
             wait_for(lambda: stream.comments >= 2 or stream.ended, what=f"heartbeats after Last-Event-ID {value}")
             assert not stream.ended
-            assert stream.statuses() == ([("exec-0", "Completed")] if value == "0" else []), stream.events
+            assert stream.statuses() == [("exec-0", "Completed")], stream.events
             stream.close()
     finally:
         api.close()
@@ -379,6 +447,51 @@ def status(db_path, *extra) -> subprocess.CompletedProcess:
                           text=True, env=clean_env(), timeout=30)
 
 
+def dump(db_path) -> subprocess.CompletedProcess:
+    return subprocess.run(daemon_command() + ["dump", "--db", str(db_path)], capture_output=True, text=True,
+                          env=clean_env(), timeout=30)
+
+
+def test_status_and_dump_create_no_file(workspace, run_once, tmp_path):
+    """A copy of a daemon's reev.db alone (a backup, say): status and dump open it read-only as
+    the API does, so they create no -wal or -shm beside it (SQLite would, read-only as it is):
+    status says why it cannot read it (degraded), dump fails; with the two files, both read it."""
+    workspace.append_events("run-1", [fx.prompt_line("p")])
+    run_once()
+    copy = tmp_path / "copy" / "reev.db"
+    copy.parent.mkdir()
+    copy.write_bytes(workspace.db_path.read_bytes())
+    proc = status(copy)
+    assert proc.returncode == 1 and "reev-ingestd has not opened the database reev.db" in proc.stdout, proc
+    proc = dump(copy)
+    assert proc.returncode == 2 and proc.stdout == "" and "has not opened" in proc.stderr, proc
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert os.listdir(copy.parent) == ["reev.db"], "no file created"
+    before = sorted(os.listdir(workspace.db_path.parent))
+    assert status(workspace.db_path).returncode == 1          # (degraded: no daemon runs)
+    assert '"run-1"' in dump(workspace.db_path).stdout
+    assert sorted(os.listdir(workspace.db_path.parent)) == before
+
+
+@pytest.mark.parametrize("make", ["fifo", "folder", "fifo beside"])
+def test_status_and_dump_refuse_what_is_not_a_database_file(workspace, run_once, tmp_path, make):
+    """A FIFO as --db made status wait for ever (SQLite's open() of a FIFO waits for a writer);
+    a folder, or a FIFO where the -wal should be, are no database either: one line, exit 2,
+    at once."""
+    if make == "fifo beside":
+        run_once()
+        db = workspace.db_path
+        os.unlink(f"{db}-wal")
+        os.mkfifo(f"{db}-wal")
+    else:
+        db = tmp_path / "reev.db"
+        os.mkfifo(db) if make == "fifo" else db.mkdir()
+    what = {"fifo": "reev.db is a FIFO", "folder": "reev.db is a folder", "fifo beside": "reev.db-wal is a FIFO"}[make]
+    for proc in (status(db), dump(db)):
+        assert proc.returncode == 2 and proc.stdout == "", proc
+        assert len(proc.stderr.splitlines()) == 1 and what in proc.stderr and str(db) in proc.stderr, proc.stderr
+
+
 def test_status_healthy_with_a_running_daemon(workspace, live_daemon):
     daemon = live_daemon()
     workspace.append_events("s-1", [fx.prompt_line("p")])
@@ -398,8 +511,10 @@ def test_status_degraded_without_database_or_heartbeat(workspace, run_once, tmp_
     assert proc.returncode == 1 and "DEGRADED" in proc.stdout and "does not exist" in proc.stdout
     run_once()
     conn = apsw.Connection(str(workspace.db_path))     # a daemon last seen an hour ago
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'heartbeat_at'", (time.time() - 3600,))
-    conn.close()
-    proc = status(workspace.db_path)
-    assert proc.returncode == 1 and "heartbeat" in proc.stdout
-    assert json.loads(status(workspace.db_path, "--json").stdout)["healthy"] is False
+    try:        # (open while status reads: the last connection out would remove -wal and -shm)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'heartbeat_at'", (time.time() - 3600,))
+        proc = status(workspace.db_path)
+        assert proc.returncode == 1 and "heartbeat" in proc.stdout
+        assert json.loads(status(workspace.db_path, "--json").stdout)["healthy"] is False
+    finally:
+        conn.close()
