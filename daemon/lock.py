@@ -57,14 +57,14 @@ class WriterLock:
         it; ValueError if the path is no regular file (nothing is created then); OSError if the
         file cannot be made or opened."""
         try:
-            refuse_unless_regular(os.stat(self.db).st_mode)
+            _refuse_unless_regular(os.stat(self.db).st_mode)
         except FileNotFoundError:
             self.db.parent.mkdir(parents=True, exist_ok=True)
         # O_NONBLOCK: a FIFO put there since is not waited on; 0o644 & umask, as SQLite makes it
         fd = os.open(self.db, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
         try:
             st = os.fstat(fd)
-            refuse_unless_regular(st.st_mode)
+            _refuse_unless_regular(st.st_mode)
             deadline = time.monotonic() + HOLDER_PATIENCE
             while not _lock(fd, fcntl.F_WRLCK, WRITER_BYTE):
                 pid = _holder(fd)
@@ -96,7 +96,7 @@ class WriterLock:
             self._fd = None
 
 
-def refuse_unless_regular(mode: int):
+def _refuse_unless_regular(mode: int):
     if not stat.S_ISREG(mode):
         what = what_is(mode)
         raise ValueError(f"it is {what}, not a regular file" if what else "it is not a regular file")
