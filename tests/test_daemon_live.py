@@ -343,7 +343,7 @@ def test_the_watcher_is_not_woken_by_reads(tmp_path):
     read_me, marker = tmp_path / "read_me.jsonl", tmp_path / "marker.jsonl"
     read_me.write_bytes(b"{}\n")
     reported, everything = [], Everything()
-    watcher = Watcher([tmp_path], reported.append)
+    watcher = Watcher([tmp_path], reported.append, lambda: None)
     watcher.start()
     try:
         for emitter in watcher.observer.emitters:
