@@ -227,8 +227,10 @@ class Queries:
     # ------------------------------------------------------------------ ingest state
 
     def file_counts(self) -> list[dict]:
+        # pending_bytes: the daemon's lag (daemon/store.py lag_bytes): logs it reads (state ok) only
         return self.all("SELECT kind, state, count(*) AS files,"
-                        " sum(CASE WHEN kind = 'events' AND size > offset THEN size - offset ELSE 0 END) AS pending_bytes"
+                        " sum(CASE WHEN kind = 'events' AND state = 'ok' AND size > offset THEN size - offset ELSE 0 END)"
+                        " AS pending_bytes"
                         " FROM files GROUP BY kind, state ORDER BY kind, state")
 
     def error_count(self) -> int:

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     # A stop that comes while the database opens waits for the service's handlers (they unblock
     # it): an exit 0 with nothing half done, never a death by SIGTERM halfway through start-up.
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-    lock = WriterLock(config.db)       # one writer: taken before the database is opened
+    lock = WriterLock(config.db)       # one writer: taken before SQLite opens the database
     try:
         lock.acquire()
         # A migration rewrites tables: under systemd, ask for 10 more minutes each time the
@@ -43,12 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     except DatabaseBusy as e:
         log.error("%s", e)
         return 2
-    except (apsw.Error, OSError, RuntimeError, ValueError) as e:   # (ValueError: a path SQLite can't take)
+    except (apsw.Error, OSError, RuntimeError, ValueError) as e:   # (ValueError: no regular file, a path SQLite can't take)
         lock.release()
         log.error("cannot open the database %s: %s", config.db, e)
         return 2
     try:
-        service = Service(config, store, notify)
+        service = Service(config, store, notify, database_lost=lock.lost)
         return service.run_once() if config.once else service.run_live()
     finally:
         store.close()

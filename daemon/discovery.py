@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from watchdog.events import (
-    FileAttribEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
-    FileSystemEvent, FileSystemEventHandler)
+    DirAttribEvent, FileAttribEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent,
+    FileMovedEvent, FileSystemEvent, FileSystemEventHandler)
 from watchdog.observers import Observer
+
+from daemon.ids import is_text
 
 log = logging.getLogger("reev.discovery")
 
@@ -25,9 +27,10 @@ log = logging.getLogger("reev.discovery")
 # FileOpenedEvent and FileClosedNoWriteEvent: reacting to those would re-read our reads
 # forever. Given to schedule() as its event filter, this also narrows the inotify mask, so the
 # kernel does not queue an open and a close for each of our reads (two events per read through
-# watchdog's threads, which compete with the service loop for the GIL).
+# watchdog's threads, which compete with the service loop for the GIL). DirAttribEvent: a chmod
+# of the watched folder itself, which may make its files readable (or not).
 _RELEVANT = [FileModifiedEvent, FileAttribEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent,
-             FileClosedEvent]
+             FileClosedEvent, DirAttribEvent]
 
 
 class DirtyPaths:
@@ -107,25 +110,33 @@ def scan_dir(folder: Path) -> Iterator[os.DirEntry]:
 
 
 def folder_problem(folder: Path) -> str | None:
-    """Why a watched path is no folder to read now (missing, a file, not readable); None when
-    it is one."""
+    """Why a watched path is no folder to read now, and until when nothing is read from it, in
+    a few words for a warning (missing, a file, not readable, a path the database cannot hold);
+    None when it is a folder to read."""
+    if not is_text(str(folder)):
+        return ("is not valid UTF-8 (shown with \\x escapes), and the database holds paths as text:"
+                " nothing is read from it; name the folder by a path that is")
     try:
         with os.scandir(folder):
             return None
     except FileNotFoundError:
-        return "does not exist"
+        return "does not exist: nothing is read from it until it does"
     except NotADirectoryError:
-        return "is not a folder"
+        return "is not a folder: nothing is read from it until it is one"
     except OSError as e:
-        return f"cannot be read: {e.strerror}"
+        return f"cannot be read ({e.strerror}): nothing is read from it until it can be"
 
 
 class _Handler(FileSystemEventHandler):
     """Hands on the paths of a folder's events, as paths in the folder as configured: inotify
-    watches what a symlink resolves to, and names its files there."""
+    watches what a symlink resolves to, and names its files there. A change of the folder's own
+    attributes (a chmod) goes to `on_folder`."""
 
-    def __init__(self, on_path: Callable[[str], None], watched: str, configured: str):
+    def __init__(self, on_path: Callable[[str], None], on_folder: Callable[[], None], watched: str,
+                 configured: str):
         self.on_path = on_path
+        self.on_folder = on_folder
+        self._folder = watched
         self._watched = os.path.join(watched, "")
         self._configured = os.path.join(configured, "")
 
@@ -134,6 +145,10 @@ class _Handler(FileSystemEventHandler):
         return self._configured + path[len(self._watched):] if path.startswith(self._watched) else path
 
     def dispatch(self, event: FileSystemEvent) -> None:
+        if event.is_directory:       # (DirAttribEvent: ours, or a subfolder's, which is not ours)
+            if os.fsdecode(event.src_path) == self._folder:
+                self.on_folder()
+            return
         self.on_path(self._path(event.src_path))
         if isinstance(event, FileMovedEvent):
             self.on_path(self._path(event.dest_path))
@@ -160,9 +175,12 @@ class Watcher:
     folder changes under it. watchdog does not follow a symlinked folder (IN_DONT_FOLLOW): it
     is given what the path resolves to, and a link repointed is noticed (check)."""
 
-    def __init__(self, folders: list[Path], on_path: Callable[[str], None]):
+    def __init__(self, folders: list[Path], on_path: Callable[[str], None], on_folder: Callable[[], None]):
+        """`on_path(path)` for a file that may have changed; `on_folder()` when a watched
+        folder's own attributes changed (called on the observer's thread)."""
         self.folders = folders
         self.on_path = on_path
+        self.on_folder = on_folder
         self.observer = None
         self.watching: dict[Path, _Where] = {}   # folder → where it led when scheduled
 
@@ -172,7 +190,7 @@ class Watcher:
         for folder in self.folders:
             where = _where(folder)
             if where is not None:          # (no folder there: the service says so)
-                observer.schedule(_Handler(self.on_path, where.real, str(folder)), where.real,
+                observer.schedule(_Handler(self.on_path, self.on_folder, where.real, str(folder)), where.real,
                                   recursive=False, event_filter=_RELEVANT)
                 self.watching[folder] = where
         observer.daemon = True

@@ -14,9 +14,9 @@ _ID = re.compile(r"[A-Za-z0-9._-]+")
 # whose middle is no execution id is refused with a reason, never dropped without a word.
 _SESSION = re.compile(r"session_(.*)\.json", re.DOTALL)
 _EVENTS = re.compile(r"enhanced_otel_(.*)\.jsonl", re.DOTALL)
-_BENCHMARK = re.compile(r"([^/\\]+)\.ya?ml", re.DOTALL)
+_BENCHMARK = re.compile(r"(.+)\.ya?ml", re.DOTALL)     # (a name holds any byte but / and NUL)
 
-NOT_UTF8 = "not ingested: the path is not valid UTF-8 (shown here with \\x escapes): rename it"
+NOT_UTF8 = "not ingested: the path is not valid UTF-8 (shown here with \\x escapes, and \\\\ for \\): rename it"
 
 
 class Classified(NamedTuple):
@@ -76,14 +76,16 @@ def is_text(path: str) -> bool:
 
 
 def shown(path: str) -> str:
-    """A path as text that can be stored and shown: bytes that are not UTF-8 as `\\xff`."""
-    if is_text(path):
+    """A path as text that can be stored and shown, and that no other path is shown as: bytes
+    that are not UTF-8 as `\\xff`, and so a backslash as `\\\\` (a name may hold `\\xff` as
+    four characters). Any other path is shown as it is."""
+    if "\\" not in path and is_text(path):
         return path
     try:
         raw = path.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:          # (a surrogate no file system gives)
-        return path.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
+        raw = path.encode("utf-8", "backslashreplace")
+    return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
 def normalise_benchmark_id(value: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from daemon import parse, reader
-from daemon.ids import NOT_UTF8, Classified, Refused, classify_benchmark_file, classify_session_file, is_text, shown
+from daemon.ids import Classified, Refused, classify_benchmark_file, classify_session_file, is_text, shown
 from daemon.offloop import OffLoop
 from daemon.parse import BadInput, ParsedLine
 from daemon.reader import Checkpoint, Line, NotAFile
@@ -57,7 +57,10 @@ class Ingestor:
         self.parses = parses or OffLoop(done=lambda path: None)
         self.sessions_dir = sessions_dir
         self.benchmarks_dir = benchmarks_dir
-        self._sessions_str, self._benchmarks_str = str(sessions_dir), str(benchmarks_dir)
+        # A folder whose path is not UTF-8 is not read: the database holds paths as text (the
+        # service warns about the folder, once, rather than about each of its files).
+        self._sessions_str, self._benchmarks_str = (str(d) if is_text(str(d)) else None
+                                                    for d in (sessions_dir, benchmarks_dir))
         self.limits = limits
         self.requeue: set[str] = set()    # paths to look at again after this batch commits
 
@@ -66,17 +69,13 @@ class Ingestor:
         return paths
 
     def classify(self, path: str) -> Classified | Refused | None:
-        """What a path is, if it is directly inside one of the watched folders."""
+        """What a path is, if it is directly inside one of the watched folders (that are read)."""
         folder, name = os.path.split(path)     # str, not pathlib: this runs for every file
         if folder == self._sessions_str:
-            what = classify_session_file(name)
-        elif folder == self._benchmarks_str:
-            what = classify_benchmark_file(name)
-        else:
-            return None
-        if isinstance(what, Classified) and not is_text(path):   # (a folder named so)
-            return Refused(what.kind, NOT_UTF8)
-        return what
+            return classify_session_file(name)
+        if folder == self._benchmarks_str:
+            return classify_benchmark_file(name)
+        return None
 
     def process(self, path: str, scanned: Scanned | None = None, ahead: "FileRead | None" = None) -> Outcome:
         """Bring the database up to date with one file. Runs inside Store.batch().
@@ -127,23 +126,22 @@ class Ingestor:
     # ------------------------------------------------------------------ not a readable file
 
     def _refused(self, path: str, what: Refused):
-        """A name of ours that cannot be ingested: one error under the name as it can be shown
-        (the database holds text, and a file name need not be UTF-8); the file is not opened."""
+        """A name of ours that cannot be ingested: one error (under the name as it can be shown:
+        the database holds text, and a file name need not be UTF-8); the file is not opened."""
         try:
             if stat.S_ISDIR(os.lstat(path).st_mode):
                 return            # folders are never ours, whatever their name
         except OSError:
             return                # gone: nothing to say
-        name = shown(path)
-        if self.store.error_reason(name) != what.reason and self.store.record_error(name, 0, 0, what.reason):
-            log.warning("%s: %s", name, what.reason)
+        if self.store.error_reason(path) != what.reason and self.store.record_error(path, 0, 0, what.reason):
+            log.warning("%s: %s", shown(path), what.reason)
 
     def read_failed(self, path: str, scanned: Scanned | None, error: OSError):
         """Reading a file failed midway (an I/O error): what it had done is undone (the
         caller's savepoint), and the file is tried again, as one that cannot be opened."""
         what = self.classify(path) if scanned is None else scanned.what
         if isinstance(what, Classified):
-            self._not_readable(path, what, self.store.checkpoint(path), error.strerror or str(error), retry=True)
+            self._not_readable(path, what, self.store.checkpoint(path), reader.os_reason(error), retry=True)
 
     def _not_readable(self, path: str, what: Classified, cp: Checkpoint | None, reason: str, retry: bool):
         st = None
@@ -155,7 +153,10 @@ class Ingestor:
             pass
         if reason in (NotAFile.VANISHED, NotAFile.DIRECTORY):
             # Gone, or a folder (folders are not ours, whatever their name): nothing is deleted
-            # because a file went away; a benchmark is marked removed.
+            # because a file went away; a benchmark is marked removed. Not while its folder is
+            # not there: then it is out of reach, not gone (reader.folder_is_there).
+            if not reader.folder_is_there(path):
+                return
             if cp is not None and self.store.set_file_state(path, "missing"):
                 self.store.mark_changed()
                 log.info("%s: file is gone; its rows are kept", path)
@@ -164,22 +165,32 @@ class Ingestor:
                 self.store.remove_benchmarks_of(path)
                 self._released_benchmark_ids(released)
             return
-        # A symlink, FIFO or socket: an error, recorded once; the checkpoint (of the lstat the
-        # scans compare with) keeps the scans from queueing it again until it changes. A file
-        # that cannot be read now (permissions, I/O) may become readable without changing: it
-        # is left pending, which every scan (and SIGHUP, and the next run) looks at again,
-        # and its error goes once it reads. (Nothing is written while it stays as it was.)
         reason = f"cannot read: {reason}"
-        state = "pending" if retry else "error"
-        if st is not None:
-            if (cp is not None and cp.state == state and reader.unchanged(st, cp)
-                    and self.store.error_reason(path) == reason):
+        if retry or st is None:
+            # A file that cannot be read now (permissions, I/O) may become readable without
+            # changing: it is left pending, which every scan (and SIGHUP, and the next run) looks
+            # at again, and its error goes once it reads. Its checkpoint stays as it was (where
+            # reading stopped, and what it read), so that it is then read on from there if it is
+            # still the same file. Nothing is written while it stays pending.
+            if cp is not None and cp.state == "pending" and self.store.error_reason(path) == reason:
+                return
+            if cp is None:
+                self.store.save_checkpoint(path, what.kind, what.subject_id, Checkpoint(state="pending"),
+                                           ingested=False)
+            else:
+                self.store.set_file_state(path, "pending")
+        else:
+            # A symlink, FIFO or socket: an error, recorded once; the checkpoint holds its lstat,
+            # which the scans compare with: not queued again until it changes (and read from
+            # its first byte once it is a regular file: another inode).
+            if cp is not None and cp.state == "error" and reader.unchanged(st, cp) \
+                    and self.store.error_reason(path) == reason:
                 return
             # offset = size: nothing of it counts as bytes still to read
             self.store.save_checkpoint(path, what.kind, what.subject_id, Checkpoint(
                 dev=st.st_dev, inode=st.st_ino, size=st.st_size, offset=st.st_size,
-                mtime_ns=st.st_mtime_ns, state=state), ingested=False)
-            self.store.mark_changed()
+                mtime_ns=st.st_mtime_ns, state="error"), ingested=False)
+        self.store.mark_changed()
         if self.store.record_error(path, 0, 0, reason):
             log.warning("%s: %s", path, reason)
 
@@ -190,21 +201,17 @@ class Ingestor:
         run = self.store.execution(execution_id)
         exec_id = run.id
         if cp.state != "ok":
-            # It was unreadable (a symlink, no permission) and reads now: whatever it held
-            # before, we lost track of it, so read it from its first byte.
+            # It reads now (it was gone, could not be read, or was a symlink): its error goes;
+            # if it is the file the checkpoint describes, it is read on from there.
             self.store.clear_file_error(path)
+        reason = reader.change_reason(fd, st, cp)
+        if reason:
+            log.info("%s: %s; reading it again from the start", path, reason)
             self.store.reset_event_log(exec_id)
             self.store.clear_line_errors(path)
-            cp = Checkpoint(state="error")
-        else:
-            reason = reader.change_reason(fd, st, cp)
-            if reason:
-                log.info("%s: %s; reading it again from the start", path, reason)
-                self.store.reset_event_log(exec_id)
-                self.store.clear_line_errors(path)
-                cp = Checkpoint()
-            elif reader.unchanged(st, cp) and cp.state == "ok":
-                return Outcome()
+            cp = Checkpoint(state=cp.state)
+        elif cp.state == "ok" and reader.unchanged(st, cp):
+            return Outcome()
         # Read from the first line, nothing earlier can be open (the common back-fill case).
         earlier = NOTHING_EARLIER if not cp.line_no else EarlierCalls(
             partial(self.store.open_tool_inputs, exec_id), partial(self.store.last_legacy_calls, exec_id))
@@ -290,8 +297,8 @@ class Ingestor:
     def _benchmark(self, path: str, b: parse.ParsedBenchmark) -> str | None:
         before = self.store.benchmark_ids_of(path)
         other = self.store.upsert_benchmark(b, path)
-        if other:
-            return f"benchmark id {b.id!r} is already defined by {other}"
+        if other:     # (named within the folder, escaped: a reason holds no absolute path)
+            return f"benchmark id {b.id!r} is already defined by {os.path.basename(other)!r}"
         self._released_benchmark_ids([i for i in before if i != b.id])
         return None
 
@@ -393,7 +400,7 @@ def read_new_file(path: str, what: Classified, exec_id: int | None, limits: Limi
             return read_event_log(fd, st, Checkpoint(), exec_id, NOTHING_EARLIER, limits)
         return read_document_file(fd, st, what, limits, None)
     except OSError as e:      # an I/O error midway
-        return NotReadable(e.strerror or str(e), retry=True)
+        return NotReadable(reader.os_reason(e), retry=True)
     finally:
         os.close(fd)
 

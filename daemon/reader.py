@@ -67,32 +67,51 @@ def open_regular(path: str) -> tuple[int, os.stat_result]:
     except OSError as e:
         # O_NOFOLLOW on a symlink says "too many levels of symbolic links": name what it is.
         try:
-            what = _what_is(os.lstat(path).st_mode)
+            what = _not_a_file(os.lstat(path).st_mode)
         except (FileNotFoundError, NotADirectoryError):
             raise NotAFile(NotAFile.VANISHED) from None
         except OSError:
             what = None
-        raise NotAFile(what or e.strerror or str(e), retry=what is None) from None
+        raise NotAFile(what or os_reason(e), retry=what is None) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise NotAFile(_what_is(st.st_mode) or "not a regular file")
+        raise NotAFile(_not_a_file(st.st_mode) or "not a regular file")
     return fd, st
 
 
-def _what_is(mode: int) -> str | None:
-    """What a file that is not a regular file is, in the words of an error reason."""
-    if stat.S_ISDIR(mode):
-        return NotAFile.DIRECTORY
-    if stat.S_ISLNK(mode):
-        return "a symbolic link (not followed)"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe), not a regular file"
-    if stat.S_ISSOCK(mode):
-        return "a socket, not a regular file"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device, not a regular file"
+def os_reason(e: OSError) -> str:
+    """An OSError in the words of an error reason: never its file name (the error is recorded
+    under the file's path already, and a reason holds no absolute path)."""
+    return e.strerror or type(e).__name__
+
+
+def folder_is_there(path: str) -> bool:
+    """Whether the folder of a path is a folder now. A file not found is gone only then: one
+    whose folder is not there (deleted, renamed, a file now, a symlink to it dangling) is out of
+    reach, and judged once its folder is back (the same files, a brief blip, are then read on)."""
+    return os.path.isdir(os.path.dirname(path))
+
+
+def what_is(mode: int) -> str | None:
+    """What a file that is not a regular file is ("a directory", "a socket", ...); None for a
+    regular file or a kind without a name."""
+    for test, what in _KINDS:
+        if test(mode):
+            return what
     return None
+
+
+_KINDS = ((stat.S_ISDIR, NotAFile.DIRECTORY), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+def _not_a_file(mode: int) -> str | None:
+    """Why a path that is not a regular file is not read, in the words of an error reason."""
+    what = what_is(mode)
+    if what is None or what == NotAFile.DIRECTORY:
+        return what
+    return f"{what} (not followed)" if stat.S_ISLNK(mode) else f"{what}, not a regular file"
 
 
 def _digest(data: bytes) -> bytes:
@@ -111,11 +130,15 @@ def tail_fingerprint(fd: int, offset: int) -> bytes:
 
 
 def change_reason(fd: int, st: os.stat_result, cp: Checkpoint) -> str | None:
-    """Why the file is no longer the one the checkpoint describes, or None if it still is."""
+    """Why the file is no longer the one the checkpoint describes, or None if it still is (so it
+    is read on from the checkpoint, whatever happened in between: gone and back, out of reach)."""
     if cp.inode is None:
         return None
     if (st.st_dev, st.st_ino) != (cp.dev, cp.inode):
         return "replaced"
+    if cp.offset and cp.fingerprint is None:
+        # an identity without what was read (a file first met unreadable, by earlier versions)
+        return "its checkpoint holds no position to read on from"
     if st.st_size < cp.offset:
         return "truncated"
     head, tail = _split_fingerprint(cp.fingerprint)

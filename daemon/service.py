@@ -9,7 +9,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from daemon.notify import Notifier
 from daemon.offloop import OffLoop
 from daemon.prefetch import Prefetcher
 from daemon.readahead import ReadAhead
-from daemon.reader import Checkpoint, unchanged
+from daemon.reader import Checkpoint, folder_is_there, unchanged
 from daemon.stale import StaleRuns
 from daemon.store import Store
 
@@ -38,6 +38,8 @@ LIVE_BATCH_SECONDS = 0.003     # ... or, following live files, past this long: a
                                # visible when its batch commits, so latency wants short batches
                                # (commits are cheap: WAL with synchronous=NORMAL does not fsync)
 MAX_BACKOFF_SECONDS = 30.0
+EXTEND_SECONDS = 5.0           # while catching up, systemd's start timeout is extended this often
+EXTEND_BY = "EXTEND_TIMEOUT_USEC=30000000"    # ... by 30 s from then: a long back-fill is progress
 HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 SCAN_SLICE_SECONDS = 0.005     # live, a scan advances this long between batches
 SWITCH_INTERVAL_SECONDS = 0.0005
@@ -62,8 +64,11 @@ def _found_without_checkpoint(scanned: Scanned | None) -> bool:
 
 
 class Service:
-    def __init__(self, config: Config, store: Store, notify: Notifier):
+    def __init__(self, config: Config, store: Store, notify: Notifier, database_lost: Callable[[], str | None]):
+        """`database_lost()`: why the database path no longer names the file open (deleted,
+        replaced), if it does not (WriterLock.lost)."""
         self.config = config
+        self.database_lost = database_lost
         self.store = store
         self.dirty = DirtyPaths()
         self.parses = OffLoop(done=self.dirty.add)      # benchmark definitions, parsed off the loop
@@ -73,32 +78,45 @@ class Service:
         self.stale = StaleRuns(store, config.stale_after, self.dirty.add)
         self.retry_at: dict[str, float] = {}    # unsettled documents: path → wall time
         self.stopping = False
+        self.database_gone = False      # the database file was deleted or replaced: exit 1
         self.rescan_requested = False
         self.notify = notify
         self.catching_up = True        # until the first full scan (or a SIGHUP rescan) is committed
         self.scanning: Iterator[str] | None = None     # the reconcile scan in progress
         # --once only wants throughput; live, a batch is also bounded in time (latency)
         self.batch_seconds = float("inf") if config.once else LIVE_BATCH_SECONDS
-        self.totals = {"batches": 0, "files": 0, "lines": 0}
+        self.totals = {"batches": 0, "files": 0, "read": 0, "lines": 0}   # files: processed; read: bytes read
+        self.scan_found = 0          # our files found by the scan in progress, or the last one
         self._catch_up_from = (dict(self.totals), time.monotonic())   # the catch-up in progress, since
         self._progress_from = (dict(self.totals), time.monotonic())   # the last progress line, since
         self._status_sent: str | None = None
         self._folder_problems: dict[Path, str | None] = {}
+        self.folder_changed = False    # a watched folder's own attributes changed (the watcher's thread)
 
     # ------------------------------------------------------------------ the watched folders
 
-    def check_folders(self):
-        """Warn when a watched path is missing, not a folder or not readable (at start and
-        whenever that changes); say so when it is a folder again."""
+    def check_folders(self) -> bool:
+        """Warn when a watched path is missing, not a folder, not readable or not UTF-8 (at
+        start and whenever that changes); say so when it is a folder to read again. True when
+        one is: what it holds has to be looked at (no event told of what happened meanwhile)."""
+        back = False
         for folder, option in ((self.config.sessions_dir, "--sessions-dir"),
                                (self.config.benchmarks_dir, "--benchmarks-dir")):
             problem = folder_problem(folder)
             if problem != self._folder_problems.get(folder):
                 if problem is not None:
-                    log.warning("%s (%s) %s: nothing is read from it until it is a folder", folder, option, problem)
+                    log.warning("%s (%s) %s", shown(str(folder)), option, problem)
                 elif folder in self._folder_problems:
-                    log.info("%s (%s) is a folder now: reading it", folder, option)
+                    log.info("%s (%s) is a folder that can be read now: reading it", folder, option)
+                    back = True
                 self._folder_problems[folder] = problem
+        return back
+
+    def _folder_attributes_changed(self):
+        """The watcher's thread: a chmod of a watched folder may have made its files readable
+        (or not): looked at in the loop, at once."""
+        self.folder_changed = True
+        self.dirty.wake()
 
     # ------------------------------------------------------------------ scans
 
@@ -114,7 +132,8 @@ class Service:
 
         A session file or event log comes with the other file of its execution, if that
         differs too: both then go in one batch, and the execution's row is written once."""
-        found = tracked = queued = 0
+        tracked = queued = 0
+        self.scan_found = 0
         marked_before = self.store.marked_missing
         started = time.time()
         for folder in (self.config.benchmarks_dir, self.config.sessions_dir):
@@ -123,8 +142,9 @@ class Service:
                 what = self.ingestor.classify(path)
                 if what is None or entry.is_dir(follow_symlinks=False):   # folders are never ours
                     continue
+                self.scan_found += 1
                 if isinstance(what, Refused):        # an error, recorded once
-                    if self.store.error_reason(shown(path)) != what.reason:
+                    if self.store.error_reason(path) != what.reason:
                         queued += 1
                         yield path, Scanned(what, None)
                     continue
@@ -135,7 +155,6 @@ class Service:
                     except FileNotFoundError:
                         continue                     # gone meanwhile: as if not listed
                     tracked += cp.state != "missing"
-                found += 1
                 if cp is not None and not _differs(st, cp):
                     continue
                 queued += 1
@@ -149,17 +168,23 @@ class Service:
         # present: add those back, or another file gone unseen would go unnoticed.
         if tracked < self.store.count_present(started) + self.store.marked_missing - marked_before:
             log.debug("scan: %d tracked files found, fewer than tracked: looking for gone ones", tracked)
+            reachable: dict[str, bool] = {}
             for path in self.store.present_paths():
+                folder = os.path.dirname(path)
+                if folder not in reachable:
+                    reachable[folder] = folder_is_there(path)
+                if not reachable[folder]:
+                    continue          # out of reach, not gone: judged once its folder is back
                 try:
                     gone = stat.S_ISDIR(os.lstat(path).st_mode)
-                except (FileNotFoundError, NotADirectoryError):    # (its folder is a file now)
+                except (FileNotFoundError, NotADirectoryError):
                     gone = True
                 except OSError:
                     gone = False      # not ours to judge (permissions): the watcher will tell
                 if gone:
                     queued += 1
                     yield path, None   # processing notices it is gone
-        log.debug("scan: %d files found, %d to look at", found, queued)
+        log.debug("scan: %d files found, %d to look at", self.scan_found, queued)
 
     def _partner(self, folder: Path, what: Classified) -> tuple[str, Scanned] | None:
         """The other file of an execution, if it is there and differs from its checkpoint."""
@@ -205,7 +230,7 @@ class Service:
                               for path, scanned in items
                               if scanned is not None and isinstance(scanned.what, Classified)])
         started = time.monotonic()
-        lines, size, bad, again, done = 0, 0, 0, [], 0
+        lines, size, bad, again, done, read = 0, 0, 0, [], 0, 0
         self.ingestor.take_requeue()
         missing_before = self.store.marked_missing
         try:
@@ -218,6 +243,7 @@ class Service:
                         break     # bounded transactions; on SIGTERM, commit what is in hand
                     outcome = self._process_one(path, scanned, self.readahead.take(path))
                     done += 1
+                    read += outcome.bytes_read > 0
                     size += outcome.bytes_read
                     lines += outcome.lines
                     bad += outcome.bad_lines
@@ -246,6 +272,7 @@ class Service:
         now = time.monotonic()
         self.totals["batches"] += 1
         self.totals["files"] += done
+        self.totals["read"] += read
         self.totals["lines"] += lines
         if lines or self.store.changed:
             log.debug("batch: %d files, %d lines, %.1f MB, %.1f ms (generation %d)",
@@ -259,18 +286,23 @@ class Service:
         (then, at), self._progress_from = self._progress_from, (dict(self.totals), now)
         files, lines = self.totals["files"] - then["files"], self.totals["lines"] - then["lines"]
         if self.catching_up:
-            since = self._catch_up_from[0]
-            log.info("catching up: %d files looked at, %d lines ingested so far",
-                     self.totals["files"] - since["files"], self.totals["lines"] - since["lines"])
+            log.info("catching up: %s so far", self._catch_up_done())
         elif lines:
             log.info("%d lines ingested from %d file reads in the last %.0f s", lines, files, now - at)
 
+    def _catch_up_done(self) -> str:
+        """What the catch-up in progress (a live start's, a SIGHUP's, a --once run) has done:
+        what its scan found, and what was read and ingested since it began (files queued by
+        events included)."""
+        then = self._catch_up_from[0]
+        return (f"{self.scan_found} files found by the scan; {self.totals['read'] - then['read']} files read,"
+                f" {self.totals['lines'] - then['lines']} lines ingested")
+
     def _caught_up(self) -> str:
-        """What the catch-up that just ended did (a live start's, a SIGHUP's, a --once run)."""
-        (then, at), now = self._catch_up_from, time.monotonic()
+        """What the catch-up that just ended did."""
+        at, now = self._catch_up_from[1], time.monotonic()
         self._progress_from = (dict(self.totals), now)
-        return (f"{self.totals['files'] - then['files']} files looked at, {self.totals['lines'] - then['lines']}"
-                f" lines ingested in {now - at:.1f} s")
+        return f"{self._catch_up_done()} in {now - at:.1f} s"
 
     def _set_catching_up(self, catching_up: bool):
         """Throughput while catching up, latency after (Store.tune); the read-ahead worker only
@@ -295,15 +327,36 @@ class Service:
             return Outcome()
         except Exception as e:   # a bug on one file must not stop the others
             log.exception("%s: unexpected failure", shown(path))
-            self.store.record_error(shown(path), 0, 0, f"internal error: {type(e).__name__}: {e}")
+            self.store.record_error(path, 0, 0, f"internal error: {type(e).__name__}: {e}")
             return Outcome()
 
     def drain(self):
-        """Run batches until nothing is dirty and no scan is in progress (--once)."""
+        """Run batches until nothing is dirty and no scan is in progress (--once), or the
+        database file is lost (a look every FOLDER_CHECK_SECONDS)."""
+        next_check = time.monotonic() + FOLDER_CHECK_SECONDS
         while not self.stopping:
             self._advance_scan(float("inf"))
             if not self.run_batch() and self.scanning is None:
                 return
+            if time.monotonic() >= next_check:
+                if self._lost_the_database():
+                    return
+                next_check = time.monotonic() + FOLDER_CHECK_SECONDS
+
+    def _lost_the_database(self) -> bool:
+        """Whether the database path no longer names the file open (deleted or replaced while
+        the daemon runs): then everything written goes to a file nobody reads. Says so, empties
+        the WAL (its frames are that file's: the -wal beside a new database must not hold them)
+        and stops: the caller exits 1, and a restart (systemd's Restart=on-failure) opens what
+        the path names then (a new database is back-filled from the files)."""
+        why = self.database_lost()
+        if why is None:
+            return False
+        log.error("the database %s %s while the daemon ran: exiting (started again, it opens or creates"
+                  " the database the path names then)", self.config.db, why)
+        self.store.empty_wal()
+        self.stopping = self.database_gone = True
+        return True
 
     def due_retries(self) -> float | None:
         """Queue the unsettled documents whose time has come; the next wake-up time, if any."""
@@ -329,6 +382,8 @@ class Service:
             self._finish_once()
             self.stale.look_by()
             self._look_for_stale_runs()
+        if self.database_gone or self._lost_the_database():     # (a look at the end too)
+            return 1
         done = self._caught_up()
         self._set_catching_up(False)     # (and the WAL is cut back when the store closes)
         if not self.stopping:
@@ -361,12 +416,13 @@ class Service:
         # Folders are not made here: a mistyped path would be watched, empty, for ever. One that
         # is missing is a warning, and is read once it appears.
         self.check_folders()
-        watcher = Watcher([self.config.sessions_dir, self.config.benchmarks_dir], self.dirty.add)
+        watcher = Watcher([self.config.sessions_dir, self.config.benchmarks_dir], self.dirty.add,
+                          self._folder_attributes_changed)
         watcher.start()          # before the first scan, so nothing written meanwhile is missed
         self.store.set_started(time.time())
         self._set_catching_up(True)
         self.scan()
-        next_heartbeat = next_status = next_folder_check = 0.0
+        next_heartbeat = next_status = next_folder_check = next_extend = 0.0
         status_stale = False        # a batch ran since the last STATUS= line
         next_rescan = time.monotonic() + self.config.rescan_interval
         backoff = 0.0
@@ -388,8 +444,9 @@ class Service:
                     self._status_sent = self.status_line()
                     self.notify.ready(self._status_sent)
                     next_status = now + STATUS_SECONDS
-                elif self.catching_up:
-                    self.notify.send("EXTEND_TIMEOUT_USEC=30000000")   # a long back-fill is progress
+                elif self.catching_up and now >= next_extend:
+                    self.notify.send(EXTEND_BY)
+                    next_extend = now + EXTEND_SECONDS
                 status_stale = status_stale or worked
                 if status_stale and now >= next_status and self.notify.enabled:
                     self._send_status()
@@ -401,13 +458,18 @@ class Service:
                 if now >= next_heartbeat:
                     self.store.heartbeat(time.time())
                     next_heartbeat = now + HEARTBEAT_SECONDS
-                if now >= next_folder_check:
-                    # A folder that appeared, went, or whose symlink leads elsewhere now: watch
-                    # what is there, and scan it (what happened meanwhile raised no event).
-                    self.check_folders()
+                if now >= next_folder_check or self.folder_changed:
+                    self.folder_changed = False
+                    if self._lost_the_database():
+                        break
+                    # A folder that appeared, went, can be read again, or whose symlink leads
+                    # elsewhere now: watch what is there, and scan it (what happened meanwhile
+                    # raised no event, or one that found the file out of reach).
+                    back = self.check_folders()
                     why = watcher.check()
                     if why is not None:
                         watcher.restart(why)
+                    if why is not None or back:
                         self.scan()
                     next_folder_check = now + FOLDER_CHECK_SECONDS
                 if now >= next_rescan or self.rescan_requested:
@@ -442,9 +504,13 @@ class Service:
         watcher.stop()
         self._set_catching_up(False)
         log.info("stopped: %d batches, %d lines ingested", self.totals["batches"], self.totals["lines"])
-        return 0
+        return 1 if self.database_gone else 0
 
     def status_line(self) -> str:
+        """systemd's STATUS=: while catching up, how far (the lag counts only what was looked at);
+        after, what is tracked, and the lag (store.lag_bytes)."""
+        if self.catching_up:
+            return f"catching up: {self._catch_up_done()} so far"
         files, errors, lag = self.store.counts()
         return (f"{files} files tracked, {self.totals['lines']} lines ingested since start, "
                 f"{errors} input errors recorded, {lag} bytes not ingested yet")

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import apsw
 import msgspec
 
+from daemon.ids import shown
 from daemon.reader import Checkpoint
 
 log = logging.getLogger("reev.store")
@@ -258,7 +259,12 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
-        self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        try:
+            self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+            self._refuse_anothers()      # before anything is written to it
+        except BaseException:
+            self.conn.close()
+            raise
         self._pragma("journal_mode = WAL")
         # Keep -wal and -shm when the daemon closes: a reader without write access to the state
         # folder (the API's systemd unit) can only open a WAL database whose files exist.
@@ -287,6 +293,14 @@ class Store:
     def _pragma(self, text: str):
         # A PRAGMA that returns a row only runs to completion when the row is fetched.
         return self.conn.execute(f"PRAGMA {text}").fetchall()
+
+    def _refuse_anothers(self):
+        """Another program's SQLite database is not taken over: one that holds tables but no
+        schema version (ours is set with its first tables, in the same transaction)."""
+        if self._pragma("user_version")[0][0] == 0:
+            if self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise RuntimeError("it already holds tables but no reev-ingest schema version (user_version 0):"
+                                   " another program's database, left as it is")
 
     def _migrate(self, migrating: Callable[[str], None] | None):
         """A new database gets schema.sql; an older one its pending migrations around it (see
@@ -331,6 +345,14 @@ class Store:
     def close(self):
         self._copier.close()
         self.conn.close()
+
+    def empty_wal(self):
+        """Copy the WAL into the database file and empty it (the file at the -wal path may be
+        paired with another database file next)."""
+        try:
+            self._pragma("wal_checkpoint(TRUNCATE)")
+        except apsw.Error as e:
+            log.warning("%s: emptying the WAL failed: %s", self.path, e)
 
     def tune(self, catching_up: bool):
         """Set SQLite up for a back-fill or for following live files (see LIVE)."""
@@ -490,14 +512,10 @@ class Store:
         return changed
 
     def counts(self) -> tuple[int, int, int]:
-        """(files tracked, input errors recorded, bytes of event logs not read yet as of their
-        last read), for the one-line status."""
+        """(files tracked, input errors recorded, lag_bytes), for the one-line status."""
         files = self.conn.execute("SELECT count(*) FROM files").fetchone()[0]
         errors = self.conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
-        lag = self.conn.execute(   # (files_behind: only the few such rows are read)
-            "SELECT coalesce(sum(size - offset), 0) FROM files"
-            " WHERE kind = 'events' AND size > offset AND state != 'missing'").fetchone()[0]
-        return files, errors, lag
+        return files, errors, lag_bytes(self.conn)
 
     def count_present(self, seen_before: float) -> int:
         """Files tracked since before `seen_before` and not known to be gone, for the scan."""
@@ -518,9 +536,12 @@ class Store:
 
     # ------------------------------------------------------------------ errors
 
+    # Errors are kept under the path as shown (daemon/ids.py): a name that is not UTF-8 is
+    # stored with escapes, and no other name is stored the same.
+
     def record_error(self, path: str, line: int, byte_offset: int, reason: str) -> bool:
         """Record bad input; True if it is new or its reason changed (worth a warning)."""
-        now = time.time()
+        path, now = shown(path), time.time()
         before = self.conn.execute(
             "SELECT reason FROM ingest_errors WHERE path = ? AND line = ?", (path, line)).fetchone()
         self.conn.execute(
@@ -534,18 +555,19 @@ class Store:
 
     def error_reason(self, path: str) -> str | None:
         """The reason of the whole-file error recorded for a path, if any."""
-        row = self.conn.execute("SELECT reason FROM ingest_errors WHERE path = ? AND line = 0", (path,)).fetchone()
+        row = self.conn.execute("SELECT reason FROM ingest_errors WHERE path = ? AND line = 0",
+                                (shown(path),)).fetchone()
         return row[0] if row else None
 
     def clear_line_errors(self, path: str):
         """The line errors of an event log that is read again from its first byte."""
-        self.conn.execute("DELETE FROM ingest_errors WHERE path = ? AND line > 0", (path,))
+        self.conn.execute("DELETE FROM ingest_errors WHERE path = ? AND line > 0", (shown(path),))
         if self.conn.changes():
             self.mark_changed()
 
     def clear_file_error(self, path: str):
         """The whole-file error of a file that has become valid."""
-        self.conn.execute("DELETE FROM ingest_errors WHERE path = ? AND line = 0", (path,))
+        self.conn.execute("DELETE FROM ingest_errors WHERE path = ? AND line = 0", (shown(path),))
         if self.conn.changes():
             self.mark_changed()
 
@@ -856,6 +878,18 @@ def canonical_dump(conn: apsw.Connection):
 
 # ---------------------------------------------------------------------- operator status
 
+def lag_bytes(conn: apsw.Connection) -> int:
+    """The lag, for the daemon's STATUS= line and `reev-ingestd status` alike: bytes of the event
+    logs the daemon reads (state ok) beyond their checkpoint, as of its last look at each (a
+    partial last line, a read the budget cut short). Never a file it does not read: one refused
+    (a symlink, not followed), one it cannot read yet, one gone. From the database only, through
+    the index of the logs read short (files_behind, whose condition the query repeats so that
+    SQLite uses it): a few rows, whatever the number of files."""
+    return conn.execute(
+        "SELECT coalesce(sum(size - offset), 0) FROM files"
+        " WHERE kind = 'events' AND size > offset AND state != 'missing' AND state = 'ok'").fetchone()[0]
+
+
 def status_report(conn: apsw.Connection) -> dict:
     """What `reev-ingestd status` shows, read in one snapshot of a read-only connection
     (daemon/readonly.py)."""
@@ -863,10 +897,10 @@ def status_report(conn: apsw.Connection) -> dict:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         files = conn.execute("SELECT kind, state, count(*) FROM files GROUP BY kind, state"
                              " ORDER BY kind, state").fetchall()
-        logs = conn.execute("SELECT path, offset FROM files WHERE kind = 'events' AND state != 'missing'").fetchall()
+        lag = lag_bytes(conn)
         statuses = conn.execute("SELECT status, count(*) FROM executions GROUP BY status ORDER BY status").fetchall()
         errors = conn.execute("SELECT path, line, byte_offset, reason, last_seen_at FROM ingest_errors"
                               " ORDER BY last_seen_at DESC, id DESC LIMIT 5").fetchall()
         error_count = conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
-    return {"meta": meta, "files": files, "logs": logs, "statuses": statuses, "errors": errors,
+    return {"meta": meta, "files": files, "lag_bytes": lag, "statuses": statuses, "errors": errors,
             "error_count": error_count}

@@ -10,7 +10,7 @@ from pathlib import Path
 import apsw
 import msgspec
 
-from daemon.lock import holder, lock_path
+from daemon.lock import holder
 from daemon.logs import escape
 from daemon.readonly import CannotOpen, NotAFile, open_readonly
 from daemon.store import canonical_dump, status_report
@@ -19,23 +19,12 @@ from daemon.timestamps import iso
 STALE_SECONDS = 30.0      # the API's health uses the same threshold
 
 
-def lag_bytes(logs: list[tuple[str, int]]) -> int:
-    """Bytes of event logs on disk beyond their checkpoint (what is not ingested yet)."""
-    total = 0
-    for path, offset in logs:
-        try:
-            total += max(0, os.stat(path).st_size - offset)
-        except OSError:
-            continue
-    return total
-
-
 def daemon_problems(db: Path, pid: int | None | str, age: float | None) -> list[str]:
     """What is wrong with the daemon, if anything: `pid` is the process that holds the database's
     writer lock (None: no process does; a str: why that could not be told), `age` the age of
     its heartbeat. Holding the lock says a daemon runs now; the heartbeat says it is not stuck."""
     if pid is None:
-        return [f"no reev-ingestd holds {lock_path(db)}: it is not running"]
+        return [f"no reev-ingestd holds the writer lock of {db}: it is not running"]
     if age is None:
         return ["the daemon has never written a heartbeat"]
     if age > STALE_SECONDS:
@@ -78,7 +67,7 @@ def summarise(db: Path) -> dict:
         "daemon_running": None if isinstance(pid, str) else pid is not None,
         "daemon_pid": pid if isinstance(pid, int) else None,
         "heartbeat_at": iso(beat), "heartbeat_age_seconds": age, "data_generation": meta.get("data_generation"),
-        "last_ingest_at": iso(meta.get("last_ingest_at")), "files": files, "lag_bytes": lag_bytes(r["logs"]),
+        "last_ingest_at": iso(meta.get("last_ingest_at")), "files": files, "lag_bytes": r["lag_bytes"],
         "executions": dict(r["statuses"]), "error_count": r["error_count"],
         "last_errors": [{"path": p, "line": line, "byte_offset": off, "reason": reason}
                         for p, line, off, reason, _ in r["errors"]],

@@ -374,6 +374,20 @@ def test_symlink_named_like_an_event_log_is_one_error_until_a_file_replaces_it(w
     assert (f["state"], f["offset"]) == ("ok", link.stat().st_size)
 
 
+
+def test_the_lag_counts_only_the_logs_the_daemon_reads(workspace, run_once, db):
+    """`status` followed a symlink named like a log, and counted the file it leads to (which is
+    never read) as lag, for good."""
+    target = workspace.root / "elsewhere.jsonl"
+    target.write_bytes(fx.jsonl([fx.prompt_line("not followed")]) * 50)
+    os.symlink(target, workspace.events_path("linked"))
+    partial = b'{"event_type": "StepComp'
+    workspace.append_raw(workspace.events_path(X), fx.jsonl([fx.prompt_line("p")]) + partial)
+    run_once()
+    proc = subprocess.run(daemon_command() + ["status", "--db", str(workspace.db_path), "--json"],
+                          capture_output=True, text=True, env=clean_env(), timeout=30)
+    assert json.loads(proc.stdout)["lag_bytes"] == len(partial)
+
 # ------------------------------------------------------------------------------ session files
 
 
@@ -565,6 +579,33 @@ def test_duplicate_benchmark_id_is_an_error_until_the_first_definition_goes(work
     assert (b["path"], b["removed"]) == (str(loser), 0)
     assert b["prompt"] == ("Second." if loser == two else "First.")
     assert db.errors() == []
+
+
+def test_a_duplicate_benchmark_id_names_the_other_file_by_its_name_within_the_folder(workspace, run_once, db):
+    """The reason held the other file's absolute path, its newline and all."""
+    workspace.write_benchmark("nl\nx.yml", fx.benchmark_yaml("001-dup"))
+    run_once()                                        # alone: it defines the id
+    two = workspace.write_benchmark("302-two", fx.benchmark_yaml("001-dup"))
+    run_once()
+    [err] = db.errors()
+    assert err["path"] == str(two)
+    assert err["reason"] == "benchmark id '001-dup' is already defined by 'nl\\nx.yml'"
+
+
+def test_a_benchmark_name_with_a_backslash_is_read_and_no_two_names_are_shown_alike(workspace, run_once, db):
+    """`back\\slash.yml` was dropped without a word; and the name `bad\\xff.yml` (a backslash, x,
+    f, f) was shown as the name with the byte 0xff is: one error row for two files."""
+    workspace.write_benchmark("back\\slash.yml", fx.benchmark_yaml("401-back"))
+    workspace.write_benchmark("bad\\xff.yml", "id: [unclosed\n")             # invalid YAML
+    with open(os.fsencode(workspace.benchmarks) + b"/bad\xff.yml", "wb") as f:
+        f.write(b"id: x\n")
+    run_once()
+    assert db.benchmark("401-back")["path"] == str(workspace.benchmarks / "back\\slash.yml")
+    errors = {e["path"]: e["reason"] for e in db.errors()}
+    folder = str(workspace.benchmarks)
+    assert sorted(errors) == [folder + "/bad\\\\xff.yml", folder + "/bad\\xff.yml"], errors
+    assert errors[folder + "/bad\\\\xff.yml"].startswith("invalid YAML")
+    assert "not valid UTF-8" in errors[folder + "/bad\\xff.yml"]
 
 
 def test_running_execution_is_linked_by_its_first_prompt_until_the_session_file_says_otherwise(

@@ -1,6 +1,7 @@
 """The watched folders themselves: a symlink to a folder (watched where it leads, followed when
 repointed), a path that is missing or not a folder (a warning at start and while running,
-never a crash; read once it is a folder). The rescan interval is long here, so that only the
+never a crash; read once it is a folder; its files out of reach meanwhile, not gone), a path
+that is not UTF-8. The rescan interval is long here, so that only the
 file watcher and the daemon's look at its folders can explain a file found quickly."""
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def test_a_sessions_path_that_is_a_file_is_a_warning_never_a_crash(tmp_path):
         sessions.mkdir()
         write_log(sessions, "run-1")
         d.wait_for(lambda: ws.db.event_count("run-1") == 1, timeout=10, what="the folder read once it is one")
-        d.wait_log(f"{sessions} (--sessions-dir) is a folder now")
+        d.wait_log(f"{sessions} (--sessions-dir) is a folder that can be read now")
 
         shutil.rmtree(sessions)                           # `rmdir s; echo x > s`, while running
         sessions.write_text("x\n")
@@ -83,13 +84,14 @@ def test_a_sessions_path_that_is_a_file_is_a_warning_never_a_crash(tmp_path):
                    what="a second warning")
         ws.write_benchmark("302-b", fx.benchmark_yaml("302-b"))
         d.wait_for(lambda: ws.db.benchmark("302-b") is not None, what="still reading the other folder")
-        assert ws.db.file(sessions / "enhanced_otel_run-1.jsonl")["state"] == "missing"   # rows kept
-        assert ws.db.event_count("run-1") == 1
 
         sessions.unlink()
         sessions.mkdir()
         write_log(sessions, "run-2")
         d.wait_for(lambda: ws.db.event_count("run-2") == 1, timeout=10)
+        # judged gone once its folder is back (while it was not, its files were out of reach)
+        d.wait_for(lambda: ws.db.file(sessions / "enhanced_otel_run-1.jsonl")["state"] == "missing")
+        assert ws.db.event_count("run-1") == 1                                            # rows kept
         d.check_alive()
 
 
@@ -110,3 +112,59 @@ def test_a_missing_sessions_folder_is_a_warning_and_read_once_it_appears(tmp_pat
         written = time.monotonic()
         d.wait_for(lambda: ws.db.event_count("run-2") == 1, timeout=3, what="and watched")
         assert time.monotonic() - written < 3
+
+
+def test_a_brief_blip_of_the_sessions_folder_reads_on_and_times_nothing_out(tmp_path):
+    """`rm s; echo hi > s; rm s; ln -s runs s`: the logs were read again from byte 0 (their lines
+    counted twice), and a run still going flapped Running, Timeout, Running: its session file
+    counted as gone while its folder was not there."""
+    real = tmp_path / "runs"
+    real.mkdir()
+    link = tmp_path / "sessions"
+    link.symlink_to(real)
+    ws = make_workspace(tmp_path, link)
+    log = ws.append_events("going", [fx.prompt_line("p", at=0), fx.step_complete_line(at=1)])
+    session = ws.write_session("going", fx.session_doc(finished=False))
+    an_hour_ago = time.time() - 3600            # quiet for longer than --stale-after, but not stale:
+    os.utime(log, (an_hour_ago, an_hour_ago))   # it has a session file
+    with start_daemon(ws, tmp_path / "daemon.stderr", "--stale-after", "60", rescan=RESCAN) as d:
+        d.wait_log("caught up")
+        assert ws.db.execution("going")["status"] == "Running"
+
+        link.unlink()
+        link.write_text("hi\n")
+        d.wait_log(f"{link} (--sessions-dir) is not a folder")
+        restarts = d.wait_log("file watcher:").count("file watcher:")
+        ws.write_benchmark("301-canary", fx.benchmark_yaml("301-canary"))   # a batch after the scan
+        d.wait_for(lambda: ws.db.benchmark("301-canary") is not None)
+        assert ws.db.file(session)["state"] == "ok"                         # out of reach, not gone
+
+        link.unlink()
+        link.symlink_to(real)
+        d.wait_log("file watcher:", count=restarts + 1)
+        ws.append_events("going", [fx.step_complete_line(at=2)])
+        d.wait_for(lambda: ws.db.event_count("going") == 3, what="the new line")
+        assert "reading it again from the start" not in d.stderr()
+        assert ws.db.meta("lines_ingested_total") == 3                      # read on: no line twice
+        assert ws.db.rows("SELECT DISTINCT status FROM changes WHERE execution_id = 'going'") == [("Running",)]
+        assert ws.db.execution("going")["status"] == "Running"
+        d.check_alive()
+
+
+def test_a_sessions_folder_whose_path_is_not_utf8_is_one_warning(tmp_path):
+    """Each of its files was blamed (`the path is not valid UTF-8 … rename it`), not the folder."""
+    sessions = tmp_path / os.fsdecode(b"sessions-\xff")
+    sessions.mkdir()
+    ws = make_workspace(tmp_path, sessions)
+    for execution_id in ("a", "b"):
+        write_log(sessions, execution_id)
+    ws.write_benchmark("301-a", fx.benchmark_yaml("301-a"))
+    with start_daemon(ws, tmp_path / "daemon.stderr", rescan=RESCAN) as d:
+        d.wait_log("caught up")
+        shown = str(tmp_path / "sessions-\\xff")
+        assert folder_warnings(d, shown, "is not valid UTF-8") == 1, d.stderr()
+        assert ws.db.errors() == [] and ws.db.rows("SELECT path FROM files") == [(str(ws.benchmark_path("301-a")),)]
+        write_log(sessions, "c")
+        ws.write_benchmark("302-b", fx.benchmark_yaml("302-b"))
+        d.wait_for(lambda: ws.db.benchmark("302-b") is not None)
+        assert ws.db.errors() == [] and d.stderr().count("WARNING") == 1

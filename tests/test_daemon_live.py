@@ -278,14 +278,13 @@ def test_a_stop_during_start_up_is_a_clean_exit(workspace, mode):
     signals early) is taken once the daemon can finish cleanly: exit 0, never death by signal."""
     import subprocess
 
-    from daemon.lock import lock_path
     from tests.conftest import clean_env, daemon_command
 
     workspace.append_events(X, [fx.prompt_line("p")])
     proc = subprocess.Popen(daemon_command() + workspace.args() + mode, stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, env=clean_env())
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not lock_path(workspace.db_path).exists():
+    while time.monotonic() < deadline and not workspace.db_path.exists():    # (made by the writer lock)
         time.sleep(0.0005)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
@@ -344,7 +343,7 @@ def test_the_watcher_is_not_woken_by_reads(tmp_path):
     read_me, marker = tmp_path / "read_me.jsonl", tmp_path / "marker.jsonl"
     read_me.write_bytes(b"{}\n")
     reported, everything = [], Everything()
-    watcher = Watcher([tmp_path], reported.append)
+    watcher = Watcher([tmp_path], reported.append, lambda: None)
     watcher.start()
     try:
         for emitter in watcher.observer.emitters:
@@ -513,10 +512,28 @@ def test_a_back_fill_logs_its_progress_not_its_batches_and_a_sighup_says_what_it
     d.wait_log("caught up", timeout=120)
     elapsed = time.monotonic() - started
     info = [line for line in d.stderr().splitlines() if " INFO " in line]
-    assert re.search(r"caught up: 600 files looked at, 12000 lines ingested in \d+\.\d s", d.stderr()), info
+    assert re.search(r"caught up: 600 files found by the scan; 600 files read, 12000 lines ingested in \d+\.\d s",
+                     d.stderr()), info
     assert not [line for line in info if "batch:" in line], info
     assert len(info) <= 4 + elapsed / 5, info        # start-up, the worker, progress every 5 s, caught up
     d.send(signal.SIGHUP)
     d.wait_log("caught up", count=2)
     first, again = [line.split("caught up: ")[1] for line in d.stderr().splitlines() if "caught up: " in line]
-    assert first.startswith("600 files looked at") and again.startswith("0 files looked at, 0 lines ingested"), again
+    assert first.startswith("600 files found by the scan; 600 files read")
+    assert again.startswith("600 files found by the scan; 0 files read, 0 lines ingested"), again
+
+
+def test_a_log_gone_and_back_as_the_same_file_is_read_on_from_its_checkpoint(workspace, live_daemon, db, tmp_path):
+    """Moved away and back (the same inode, the same first bytes): it was read again from byte
+    0, and its lines counted twice in the totals."""
+    log = workspace.append_events(X, [fx.prompt_line("p", at=0), fx.step_complete_line(at=1)])
+    d = live_daemon()
+    d.wait_for(lambda: db.event_count(X) == 2)
+    away = tmp_path / "away.jsonl"
+    os.replace(log, away)
+    d.wait_for(lambda: db.file(log)["state"] == "missing", what="the log marked gone")
+    os.replace(away, log)
+    workspace.append_events(X, [fx.step_complete_line(at=2)])
+    d.wait_for(lambda: db.event_count(X) == 3 and db.file(log)["state"] == "ok", what="the new line")
+    assert "reading it again from the start" not in d.stderr()
+    assert db.meta("lines_ingested_total") == 3

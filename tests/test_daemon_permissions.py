@@ -87,3 +87,26 @@ def test_the_runners_files_are_read_once_the_daemon_is_in_the_runners_group(work
     once(workspace, groups=[RUNNERS_GROUP])
     assert read_whole(workspace.db, "grouped", items, log, session), (workspace.db.errors(), workspace.db.events("grouped"))
     assert workspace.db.errors() == []
+
+
+def test_lines_written_while_the_folder_could_not_be_read_are_read_once_it_can(workspace, tmp_path):
+    """A chmod of the sessions folder itself: the line appended meanwhile waited for the next
+    rescan (here: none within the test), and the `cannot read` error stayed after it was read."""
+    items = [fx.prompt_line("written by a runner", at=0), fx.step_complete_line(at=1)]
+    log = workspace.append_events("r1", items[:1])
+    workspace.write_session("r1", fx.session_doc(success=True, score=1.0))
+    d = user_daemon(workspace, tmp_path / "daemon.stderr")
+    try:
+        d.wait_for(lambda: workspace.db.event_count("r1") == 1, what="the first line")
+        workspace.sessions.chmod(0o000)
+        d.wait_log(f"{workspace.sessions} (--sessions-dir) cannot be read (Permission denied):"
+                   " nothing is read from it until it can be")
+        workspace.append_events("r1", items[1:])
+        d.wait_for(lambda: cannot_read(workspace.db, log), what="the file out of reach")
+        workspace.sessions.chmod(0o755)
+        d.wait_for(lambda: read_whole(workspace.db, "r1", items, log), what="the line read, the error gone")
+        assert "reading it again from the start" not in d.stderr()     # read on from its checkpoint
+        assert workspace.db.meta("lines_ingested_total") == 2
+    finally:
+        workspace.sessions.chmod(0o755)
+        d.close()

@@ -205,7 +205,7 @@ def test_names_of_our_forms_without_an_execution_id_are_refused_with_a_reason(na
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("001-sol-transfer.yml", "001-sol-transfer"), ("x.yaml", "x"), ("café.yml", "café"),
+    ("001-sol-transfer.yml", "001-sol-transfer"), ("x.yaml", "x"), ("café.yml", "café"), ("a\\b.yml", "a\\b"),
     (".hidden.yml", None), ("x.yml.swp", None), ("README.md", None),
 ])
 def test_classify_benchmark_file(name, expected):
@@ -221,6 +221,8 @@ def test_a_benchmark_name_that_is_not_utf8_is_refused():
 @pytest.mark.parametrize("raw, text", [
     (b"/s/session_x.json", "/s/session_x.json"), ("/s/café.yml".encode(), "/s/café.yml"),
     (b"/s/bad\xff\xfe.yml", "/s/bad\\xff\\xfe.yml"), (b"/s/session_\xc3.json", "/s/session_\\xc3.json"),
+    # a backslash is escaped too: no name is shown as another is
+    (b"/s/bad\\xff.yml", "/s/bad\\\\xff.yml"), (b"/s/a\\b\xff.yml", "/s/a\\\\b\\xff.yml"),
 ])
 def test_a_path_is_shown_as_storable_text(raw, text):
     got = shown(os.fsdecode(raw))

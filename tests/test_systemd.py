@@ -133,6 +133,35 @@ def test_status_comes_with_ready_and_then_only_when_it_changes(workspace, notify
         assert "1 input errors recorded" in notify_socket.fields()[changed], notify_socket.fields()[mark:]
 
 
+def test_a_back_fill_says_how_far_it_is_and_extends_the_start_timeout_now_and_then(workspace, notify_socket,
+                                                                                     tmp_path):
+    """While catching up, STATUS= said `0 bytes not ingested yet` with thousands of files still
+    unread, and EXTEND_TIMEOUT_USEC came about 100 times a second (670 in a 6 s back-fill). And
+    `caught up` after a SIGHUP rescan said `0 files looked at` of a scan that found them all."""
+    runs = 1500
+    for r in range(runs):
+        workspace.append_events(f"run-{r}", [fx.prompt_line(f"p{r}", at=0), fx.step_complete_line(at=1)])
+        workspace.write_session(f"run-{r}", fx.session_doc(f"run-{r}"))
+    env = clean_env() | {"NOTIFY_SOCKET": notify_socket.path}
+    log_path = tmp_path / "daemon.log"
+    with launched(daemon_command() + workspace.args() + ["--log-level", "info"], log_path, env) as proc:
+        started = time.monotonic()
+        ready = notify_socket.wait_for_field("READY=1", timeout=120)
+        took = time.monotonic() - started
+        before = notify_socket.fields()[:ready]
+        extends = before.count("EXTEND_TIMEOUT_USEC=30000000")
+        assert 1 <= extends <= took / 5 + 1, (extends, took)
+        statuses = [f for f in before if f.startswith("STATUS=")]
+        assert statuses and all(f.startswith("STATUS=catching up: ") for f in statuses), statuses
+        assert f"caught up: {2 * runs} files found by the scan; {2 * runs} files read, {2 * runs} lines ingested" \
+            in log_path.read_text()
+
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: log_path.read_text().count("caught up:") == 2, timeout=60, what="the rescan caught up")
+        assert f"caught up: {2 * runs} files found by the scan; 0 files read, 0 lines ingested" in log_path.read_text()
+        stop_and_expect_stopping(proc, notify_socket)
+
+
 def test_a_schema_migration_asks_systemd_for_the_time_it_takes(workspace, notify_socket):
     """A migration rewrites tables (minutes on a big database): before it starts, the daemon
     extends its start timeout and says what it is doing."""
