@@ -43,6 +43,11 @@ class Reply:
         return self.headers.get("etag")
 
 
+# Every server started and not closed yet: a test that fails before its close() would leave
+# one running after the suite (tests/conftest.py closes what a test left open).
+STARTED: set["Api"] = set()
+
+
 class Api:
     def __init__(self, db_path: Path | None, log_path: Path, *extra: str, env: dict[str, str] | None = None,
                  cwd: Path | None = None, open_files: tuple[int, int] | None = None):
@@ -59,6 +64,7 @@ class Api:
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, open_files)) if open_files else None
         self.proc = subprocess.Popen(api_command() + flags + list(extra), stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=self._log, env=env, cwd=cwd, preexec_fn=limit)
+        STARTED.add(self)
         wait_for(lambda: self._up(), timeout=30, what="reev-api to answer", alive=self.check_alive)
 
     def _up(self) -> bool:
@@ -90,6 +96,7 @@ class Api:
         return children(self.proc.pid)
 
     def close(self) -> int | None:
+        STARTED.discard(self)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

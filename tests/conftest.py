@@ -367,6 +367,15 @@ def workspace(tmp_path) -> Workspace:
     return ws
 
 
+@pytest.fixture(autouse=True)
+def _no_api_left_running():
+    """An API server a test started and did not close (it failed first) is stopped with it."""
+    yield
+    from tests.api_client import STARTED     # (api_client imports this module)
+    for api in list(STARTED):
+        api.close()
+
+
 # ------------------------------------------------------------------------------ reports on failure
 
 _OUTPUTS = pytest.StashKey[list]()
