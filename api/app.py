@@ -28,10 +28,11 @@ from api.edge import Edge
 from api.metrics import CONTENT_TYPE, ApiMetrics, RequestMetrics
 from api.stream import (EVENT_TYPES, GenerationWatcher, StreamFilter, StreamSlots, TooManyStreams, event_stream,
                         parse_event_id, start_of_stream, take_a_stream_slot)
-from daemon.ids import classify_benchmark_file, classify_session_file, normalise_benchmark_id
-from daemon.notify import Notifier
-from daemon.status import progress
-from daemon.timestamps import iso
+from core import heartbeat
+from core.ids import classify_benchmark_file, classify_session_file, normalise_benchmark_id
+from core.notify import Notifier
+from core.run_status import progress
+from core.timestamps import iso
 
 log = logging.getLogger("reev.api")
 
@@ -40,7 +41,6 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     VERSION = "0.0.0"
 
-HEARTBEAT_STALE_SECONDS = 30.0
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 READ_ONLY_MESSAGE = ("this API is read-only: runs are started with the reev runner, and "
                      "reev-ingestd picks up what it writes")
@@ -211,7 +211,7 @@ def progress_of(row: dict) -> float:
 
 
 def error_message_of(row: dict, result: dict | None) -> str | None:
-    if row["status"] == "Timeout":      # the daemon's stale rule says why (daemon/status.py)
+    if row["status"] == "Timeout":      # the daemon's stale rule says why (core/run_status.py)
         return row["stale_reason"]
     if row["status"] != "Failed":
         return None
@@ -314,10 +314,10 @@ def health(request: Request) -> Response[m.Health]:
         reasons.append(str(e))
     now = time.time()
     beat = meta.get("heartbeat_at")
-    age = round(now - beat, 3) if isinstance(beat, (int, float)) else None
-    if reachable and (age is None or age > HEARTBEAT_STALE_SECONDS):
-        reasons.append("the daemon's heartbeat is stale: is reev-ingestd running?" if age is not None
-                       else "the daemon has not written a heartbeat yet")
+    age = heartbeat.age(beat, now)
+    stale = heartbeat.problem(age) if reachable else None
+    if stale:
+        reasons.append(f"{stale}: is reev-ingestd running?" if age is not None else stale)
     body = m.Health(
         status="degraded" if reasons else "healthy", timestamp=iso(now), version=VERSION, reasons=reasons,
         database=m.DatabaseHealth(
@@ -572,7 +572,7 @@ def ingest_status(request: Request) -> Response[m.IngestStatus]:
         pending_bytes=sum(c["pending_bytes"] or 0 for c in counts), error_count=errors,
         data_generation=int(meta.get("data_generation") or 0), last_ingest_at=iso(meta.get("last_ingest_at")),
         heartbeat_at=iso(beat),
-        heartbeat_age_seconds=round(time.time() - beat, 3) if isinstance(beat, (int, float)) else None,
+        heartbeat_age_seconds=heartbeat.age(beat, time.time()),
         daemon_started_at=iso(meta.get("daemon_started_at"))),
         (meta.get("database_id"), meta.get("data_generation"), beat, errors))
 
@@ -703,7 +703,7 @@ def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeo
                                allow_headers=["*"], expose_headers=["ETag"], max_age=600),
         openapi_config=OpenAPIConfig(title="reev-ingest API", version=VERSION, path="/schema",
                                      render_plugins=[JsonRenderPlugin()]),
-        logging_config=None,    # the programs' own (daemon/logs.py); Litestar's would replace it
+        logging_config=None,    # the programs' own (core/logs.py); Litestar's would replace it
     )
     db = Database(db_path, query_timeout=query_timeout)
     app.state.db = db

@@ -9,8 +9,8 @@ from pathlib import Path
 from api.app import create_app, serve
 from api.config import api_arguments
 from api.serving import Server, listen, server_settings
-from daemon.logs import logging_config, setup_logging
-from daemon.parentage import die_with_parent
+from core.logs import logging_config, setup_logging
+from core.parentage import die_with_parent
 
 log = logging.getLogger("reev.api")
 

@@ -3,7 +3,7 @@
 import argparse
 import os
 
-from daemon.settings import DB, LOG_LEVEL, ArgumentParser, Setting, add_settings, integer, ip_address, resolve, seconds
+from core.settings import DB, LOG_LEVEL, ArgumentParser, Setting, add_settings, integer, ip_address, resolve, seconds
 
 SETTINGS = (
     DB._replace(help="the database reev-ingestd writes, opened read-only"),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import apsw
 
-from daemon.readonly import CannotOpen, open_readonly
+from core.readonly import CannotOpen, open_readonly
 
 
 class DatabaseUnavailable(Exception):

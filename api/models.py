@@ -6,7 +6,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Raw, Struct
 
-from daemon.ids import FileKind
+from core.ids import FileKind
 
 Status = Literal["Queued", "Running", "Completed", "Failed", "Stopped", "Timeout"]
 

@@ -6,12 +6,12 @@ import sys
 
 import apsw
 
-from daemon import tools
+from daemon import admin
 from daemon.config import daemon_arguments
 from daemon.ingest import Limits
 from daemon.lock import DatabaseBusy, WriterLock
-from daemon.logs import setup_logging
-from daemon.notify import Notifier
+from core.logs import setup_logging
+from core.notify import Notifier
 from daemon.service import HANDLED_SIGNALS, Config, Service
 from daemon.store import Store
 
@@ -22,9 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     args = daemon_arguments(argv)
     setup_logging(args.log_level)
     if args.command == "status":
-        return tools.status(args.db, args.json)
+        return admin.status(args.db, args.json)
     if args.command == "dump":
-        return tools.dump(args.db)
+        return admin.dump(args.db)
     config = Config(
         sessions_dir=args.sessions_dir.absolute(), benchmarks_dir=args.benchmarks_dir.absolute(),
         db=args.db, once=args.once, rescan_interval=args.rescan_interval, stale_after=args.stale_after,

@@ -1,12 +1,12 @@
 """The daemon's settings and command line: `reev-ingestd [options]`, and its read-only
-subcommands `status` and `dump` (daemon/tools.py)."""
+subcommands `status` and `dump` (daemon/admin.py)."""
 
 import argparse
 import os
 from pathlib import Path
 
 from daemon.ingest import Limits
-from daemon.settings import DB, LOG_LEVEL, ArgumentParser, Setting, add_settings, integer, resolve, seconds
+from core.settings import DB, LOG_LEVEL, ArgumentParser, Setting, add_settings, integer, resolve, seconds
 
 # The longest line an operator may allow: a read holds a line in memory, several times over
 # while it is stored (README, "Memory").

@@ -18,7 +18,7 @@ from watchdog.events import (
     FileMovedEvent, FileSystemEvent, FileSystemEventHandler)
 from watchdog.observers import Observer
 
-from daemon.ids import is_text
+from core.ids import is_text
 
 log = logging.getLogger("reev.discovery")
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from daemon import parse, reader
-from daemon.ids import Classified, Refused, classify_benchmark_file, classify_session_file, is_text, shown
+from core.ids import Classified, Refused, classify_benchmark_file, classify_session_file, is_text, shown
 from daemon.offloop import OffLoop
 from daemon.parse import BadInput, ParsedLine
 from daemon.reader import Checkpoint, Line, NotAFile
-from daemon.status import TERMINAL, status_from_event, status_from_session
+from core.run_status import TERMINAL, status_from_event, status_from_session
 from daemon.store import Run, Store
 
 log = logging.getLogger("reev.ingest")
@@ -81,7 +81,7 @@ class Ingestor:
         """Bring the database up to date with one file. Runs inside Store.batch().
 
         A session file or event log without a checkpoint is read from its first byte by
-        read_new_file, here or beforehand by the read-ahead worker (`ahead`, read while it
+        read_new_file, here or beforehand by the read worker (`ahead`, read while it
         had no checkpoint)."""
         what = self.classify(path) if scanned is None else scanned.what
         if what is None:
@@ -390,7 +390,7 @@ def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Li
 def read_new_file(path: str, what: Classified, exec_id: int | None, limits: Limits) -> FileRead:
     """Read a session file or event log that has no checkpoint yet from its first byte, as
     Ingestor.process stores it; `exec_id`: the id an event log's rows carry
-    (Ingestor.reserve). Touches no database, so the read-ahead worker runs it too."""
+    (Ingestor.reserve). Touches no database, so the read worker runs it too."""
     try:
         fd, st = reader.open_regular(path)
     except NotAFile as e:

@@ -8,7 +8,7 @@ taken before SQLite opens it, and let go of by the kernel when its holder dies, 
   to the process and goes as soon as the process closes *any* descriptor of the file (SQLite
   closes its own, and unlocks the whole file when its last lock goes), whereas this one
   belongs to the descriptor opened here, which stays open until SQLite is closed. Nor is it
-  inherited by the read-ahead worker (close-on-exec).
+  inherited by the read worker (close-on-exec).
 - On bytes SQLite never locks (its locks are the 512 bytes at 1 GiB, PENDING_BYTE): SQLite's
   own locking, the API's readers and a hot backup are not affected.
 

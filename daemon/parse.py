@@ -12,7 +12,7 @@ import msgspec
 import yaml
 from msgspec import Raw, Struct
 
-from daemon.ids import normalise_benchmark_id
+from core.ids import normalise_benchmark_id
 
 NULL = Raw(b"null")
 SUMMARY_PREFIX = b"# SESSION_SUMMARY: "

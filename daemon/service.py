@@ -16,19 +16,19 @@ from pathlib import Path
 import apsw
 
 from daemon.discovery import DirtyPaths, Watcher, folder_problem, scan_dir
-from daemon.ids import Classified, Refused, partner_file_name, shown
+from core import heartbeat
+from core.ids import Classified, Refused, partner_file_name, shown
 from daemon.ingest import Ingestor, Limits, Outcome, Scanned
-from daemon.notify import Notifier
+from core.notify import Notifier
 from daemon.offloop import OffLoop
-from daemon.prefetch import Prefetcher
-from daemon.readahead import ReadAhead
+from daemon.cache_warmer import CacheWarmer
+from daemon.read_worker import ReadWorker
 from daemon.reader import Checkpoint, folder_is_there, unchanged
 from daemon.stale import StaleRuns
 from daemon.store import Store
 
 log = logging.getLogger("reev.daemon")
 
-HEARTBEAT_SECONDS = 5.0
 STATUS_SECONDS = 1.0           # at most one systemd STATUS= line per second
 PROGRESS_SECONDS = 5.0         # at most one info line about ingestion this often (batches: debug)
 FOLDER_CHECK_SECONDS = 1.0     # how often the watched folders are looked at (cheap: a few stats)
@@ -73,8 +73,8 @@ class Service:
         self.dirty = DirtyPaths()
         self.parses = OffLoop(done=self.dirty.add)      # benchmark definitions, parsed off the loop
         self.ingestor = Ingestor(store, config.sessions_dir, config.benchmarks_dir, config.limits, self.parses)
-        self.prefetcher = Prefetcher(config.limits.read_budget_bytes)
-        self.readahead = ReadAhead(config.limits, self.ingestor.reserve)
+        self.cache_warmer = CacheWarmer(config.limits.read_budget_bytes)
+        self.read_worker = ReadWorker(config.limits, self.ingestor.reserve)
         self.stale = StaleRuns(store, config.stale_after, self.dirty.add)
         self.retry_at: dict[str, float] = {}    # unsettled documents: path → wall time
         self.stopping = False
@@ -226,7 +226,7 @@ class Service:
             return False
         # What the scan queued may not be in the page cache (a back-fill); what events queued was
         # just written.
-        self.prefetcher.warm([(path, scanned.checkpoint.offset if scanned.checkpoint else 0)
+        self.cache_warmer.warm([(path, scanned.checkpoint.offset if scanned.checkpoint else 0)
                               for path, scanned in items
                               if scanned is not None and isinstance(scanned.what, Classified)])
         started = time.monotonic()
@@ -236,12 +236,12 @@ class Service:
         try:
             with self.store.batch():
                 if self.catching_up:
-                    self.readahead.plan((path, s.what) for path, s in items if _found_without_checkpoint(s))
+                    self.read_worker.plan((path, s.what) for path, s in items if _found_without_checkpoint(s))
                 for path, scanned in items:
                     if done and (size >= MAX_BATCH_BYTES or self.stopping
                                  or time.monotonic() - started > self.batch_seconds):
                         break     # bounded transactions; on SIGTERM, commit what is in hand
-                    outcome = self._process_one(path, scanned, self.readahead.take(path))
+                    outcome = self._process_one(path, scanned, self.read_worker.take(path))
                     done += 1
                     read += outcome.bytes_read > 0
                     size += outcome.bytes_read
@@ -305,13 +305,13 @@ class Service:
         return f"{self._catch_up_done()} in {now - at:.1f} s"
 
     def _set_catching_up(self, catching_up: bool):
-        """Throughput while catching up, latency after (Store.tune); the read-ahead worker only
+        """Throughput while catching up, latency after (Store.tune); the read worker only
         while catching up."""
         self.catching_up = catching_up
         if catching_up:
             self._catch_up_from = (dict(self.totals), time.monotonic())
         if not catching_up:
-            self.readahead.close()
+            self.read_worker.close()
             self.store.drop_reservations()
         self.store.tune(catching_up)
 
@@ -457,7 +457,7 @@ class Service:
                     self.stale.look()        # one transaction; more due: the next round
                 if now >= next_heartbeat:
                     self.store.heartbeat(time.time())
-                    next_heartbeat = now + HEARTBEAT_SECONDS
+                    next_heartbeat = now + heartbeat.WRITE_EVERY_SECONDS
                 if now >= next_folder_check or self.folder_changed:
                     self.folder_changed = False
                     if self._lost_the_database():

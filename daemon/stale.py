@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable
 
-from daemon import status
+from core import run_status as status
 from daemon.reader import unchanged
 from daemon.store import Store
 

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import apsw
 import msgspec
 
-from daemon.ids import shown
+from core.ids import shown
 from daemon.reader import Checkpoint
 
 log = logging.getLogger("reev.store")
@@ -162,7 +162,7 @@ class Run(NamedTuple):
     """An execution as the status rules see it."""
     id: int
     status: str
-    stalled: bool             # its Timeout is the stale rule's (daemon/status.py)
+    stalled: bool             # its Timeout is the stale rule's (core/run_status.py)
 
 
 _NO_SESSION = {"sid": None, "bench": None, "agent": None, "success": None, "score": None, "final_status": None,
@@ -536,7 +536,7 @@ class Store:
 
     # ------------------------------------------------------------------ errors
 
-    # Errors are kept under the path as shown (daemon/ids.py): a name that is not UTF-8 is
+    # Errors are kept under the path as shown (core/ids.py): a name that is not UTF-8 is
     # stored with escapes, and no other name is stored the same.
 
     def record_error(self, path: str, line: int, byte_offset: int, reason: str) -> bool:
@@ -866,7 +866,7 @@ DUMP_QUERIES = {
 
 def canonical_dump(conn: apsw.Connection):
     """Every ingested record as a dict with its `table`, in a canonical order, read through a
-    read-only connection (daemon/readonly.py)."""
+    read-only connection (core/readonly.py)."""
     with conn:     # one snapshot for the whole dump
         for table, sql in DUMP_QUERIES.items():
             cursor = conn.execute(sql)
@@ -892,7 +892,7 @@ def lag_bytes(conn: apsw.Connection) -> int:
 
 def status_report(conn: apsw.Connection) -> dict:
     """What `reev-ingestd status` shows, read in one snapshot of a read-only connection
-    (daemon/readonly.py)."""
+    (core/readonly.py)."""
     with conn:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         files = conn.execute("SELECT kind, state, count(*) FROM files GROUP BY kind, state"

@@ -856,7 +856,7 @@ def test_a_worker_goes_when_its_server_is_gone_whatever_handler_it_inherited():
     sends itself when the server went before it asked for that signal) must not land there."""
     script = ("import os, signal\n"
               "signal.signal(signal.SIGTERM, lambda *_: None)      # as inherited from the server\n"
-              "from daemon.parentage import die_with_parent\n"
+              "from core.parentage import die_with_parent\n"
               "die_with_parent(os.getppid() + 1)                 # a server other than its parent: gone\n"
               "print('still running', flush=True)\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,

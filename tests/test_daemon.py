@@ -909,13 +909,13 @@ def test_an_execution_is_the_same_whether_its_files_come_together_or_one_after_t
 def test_files_read_ahead_by_the_worker_give_the_database_the_loop_gives(workspace, run_once, live_daemon,
                                                                           tmp_path):
     """A back-fill batch with many new files has a worker process read and parse them while the
-    loop writes (daemon/readahead.py); a batch with few reads them in the loop. Both must give
+    loop writes (daemon/read_worker.py); a batch with few reads them in the loop. Both must give
     the same database, bad input included, and so must a live start's catch-up (batches of a
     few milliseconds, the worker's reads carried over from one to the next)."""
     import shutil
     import subprocess
 
-    from daemon.readahead import MIN_FILES
+    from daemon.read_worker import MIN_FILES
     from tests.conftest import clean_env, daemon_command
 
     bench = "301-test-transfer"
@@ -963,17 +963,17 @@ def test_files_read_ahead_by_the_worker_give_the_database_the_loop_gives(workspa
         return [json.loads(line) for line in out]
 
     ahead, ahead_log = ingest(tmp_path / "ahead.db", files)
-    assert "read-ahead worker started" in ahead_log
+    assert "read worker started" in ahead_log
     wave = MIN_FILES // 2
     in_loop, loop_log = ingest(tmp_path / "loop.db", *(files[i:i + wave] for i in range(0, len(files), wave)))
-    assert "read-ahead worker started" not in loop_log
+    assert "read worker started" not in loop_log
     assert ahead == in_loop
     assert "Traceback" not in ahead_log
     live = live_daemon(log_level="info")
     live.wait_log("caught up", timeout=60)
     assert live.stop() == 0
-    assert "read-ahead worker started" in live.stderr() and "Traceback" not in live.stderr()
-    assert "read-ahead worker failed" not in live.stderr()
+    assert "read worker started" in live.stderr() and "Traceback" not in live.stderr()
+    assert "read worker failed" not in live.stderr()
     assert dump(workspace.db_path) == ahead
     tables = {}
     for r in ahead:

@@ -224,7 +224,7 @@ def test_signal_exits_zero_promptly(workspace, live_daemon, db, sig):
 
 
 def test_the_read_ahead_worker_does_not_outlive_a_killed_daemon(workspace, live_daemon):
-    """SIGKILL leaves the daemon no time to close its read-ahead worker; the worker must go too
+    """SIGKILL leaves the daemon no time to close its read worker; the worker must go too
     (it asks Linux for SIGKILL when its parent dies). The daemon is stopped first (SIGSTOP), so
     the worker is surely there when the daemon dies, not closed at the end of the catch-up."""
     import re
@@ -233,15 +233,15 @@ def test_the_read_ahead_worker_does_not_outlive_a_killed_daemon(workspace, live_
         workspace.append_events(f"ra-{i:04d}", [fx.prompt_line("p", at=0)] +
                                 [fx.tool_input_line("t", {"pad": "x" * 500}, at=j) for j in range(20)])
     d = live_daemon(log_level="info", ready=False)
-    text = d.wait_log("read-ahead worker started", timeout=30)
-    worker = int(re.search(r"read-ahead worker started \(pid (\d+)\)", text).group(1))
+    text = d.wait_log("read worker started", timeout=30)
+    worker = int(re.search(r"read worker started \(pid (\d+)\)", text).group(1))
     d.send(signal.SIGSTOP)
     try:
         assert alive(worker) and worker in children(d.pid), "the back-fill ended before the daemon was stopped"
     finally:
         d.kill()
     try:
-        wait_for(lambda: not alive(worker), timeout=10, what="the read-ahead worker to exit")
+        wait_for(lambda: not alive(worker), timeout=10, what="the read worker to exit")
     finally:
         if alive(worker):
             os.kill(worker, signal.SIGKILL)      # (the test failed: leave nothing behind)

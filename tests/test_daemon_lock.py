@@ -94,8 +94,8 @@ def test_the_lock_goes_with_a_daemon_killed_by_sigkill_and_its_worker_never_hold
     runs, lines = 400, 40
     write_runs(workspace, runs, lines)
     d = live_daemon(ready=False, log_level="info")
-    log = d.wait_log("read-ahead worker started", timeout=60)
-    worker = int(re.search(r"read-ahead worker started \(pid (\d+)\)", log).group(1))
+    log = d.wait_log("read worker started", timeout=60)
+    worker = int(re.search(r"read worker started \(pid (\d+)\)", log).group(1))
     assert holder(workspace.db_path) == d.pid
     d.kill()
     # the kernel let go with the process: nobody holds it, even if the worker still lives a moment

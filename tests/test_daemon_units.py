@@ -11,8 +11,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from daemon import parse, reader, status
-from daemon.ids import Refused, classify_benchmark_file, classify_session_file, normalise_benchmark_id, shown
+from daemon import parse, reader
+from core import run_status as status
+from core.ids import Refused, classify_benchmark_file, classify_session_file, normalise_benchmark_id, shown
 from daemon.parse import BadInput
 from daemon.reader import Checkpoint, Line
 from tests import fixtures as fx
@@ -548,14 +549,14 @@ def page_cached_folder(tmp_path):
 
 def test_prefetcher_brings_the_files_a_batch_will_read_into_the_page_cache(page_cached_folder):
     from tests.conftest import wait_for
-    from daemon.prefetch import Prefetcher
+    from daemon.cache_warmer import CacheWarmer
 
     files = []
     for i in range(3):
         path = page_cached_folder / f"enhanced_otel_{i}.jsonl"
         assert _evicted_file(path, b'{"event_type":"Prompt"}\n' * 40_000)     # about 1 MB
         files.append(path)
-    p = Prefetcher(length=8 << 20)
+    p = CacheWarmer(length=8 << 20)
     p.warm([(str(files[0]), 0), (str(files[1]), 512 << 10), (str(page_cached_folder / "gone.jsonl"), 0)])
     wait_for(lambda: _resident_pages(files[0]) >= 0.9 * os.path.getsize(files[0]) // 4096,
              what="the first file read ahead")
@@ -594,7 +595,7 @@ class _Ids:
 
 def test_read_ahead_answers_what_the_loop_would_read_across_batches(tmp_path):
     from daemon.ingest import Limits, read_new_file
-    from daemon.readahead import AHEAD, MIN_FILES, ReadAhead
+    from daemon.read_worker import AHEAD, MIN_FILES, ReadWorker
 
     limits, ids = Limits(), _Ids()
     files = _event_logs(tmp_path, 3 * MIN_FILES)
@@ -602,7 +603,7 @@ def test_read_ahead_answers_what_the_loop_would_read_across_batches(tmp_path):
     def direct(path, what):
         return read_new_file(path, what, ids.ids[what.subject_id], limits)
 
-    ra = ReadAhead(limits, ids)
+    ra = ReadWorker(limits, ids)
     try:
         ra.plan(iter(files[:MIN_FILES - 1]))           # too few to be worth a process
         assert ra.take(files[0][0]) is None and ids.calls == 0
@@ -628,10 +629,10 @@ def test_read_ahead_answers_what_the_loop_would_read_across_batches(tmp_path):
 
 def test_read_ahead_worker_killed_mid_batch_leaves_the_loop_to_read(tmp_path):
     from daemon.ingest import Limits
-    from daemon.readahead import MIN_FILES, ReadAhead
+    from daemon.read_worker import MIN_FILES, ReadWorker
 
     files = _event_logs(tmp_path, 2 * MIN_FILES)
-    ra = ReadAhead(Limits(), _Ids())
+    ra = ReadWorker(Limits(), _Ids())
     try:
         ra.plan(iter(files))
         assert ra.take(files[0][0]) is not None
@@ -648,7 +649,7 @@ def test_read_ahead_worker_killed_mid_batch_leaves_the_loop_to_read(tmp_path):
 def test_a_read_made_with_an_execution_id_lost_since_is_read_again_with_the_right_one(tmp_path):
     """Read-ahead builds an event log's rows with a reserved id; if a rolled-back batch lost
     the reservation, the execution gets another id, and the rows must carry that one."""
-    from daemon.ids import classify_session_file as classify
+    from core.ids import classify_session_file as classify
     from daemon.ingest import Ingestor, Limits, Scanned, read_new_file
     from daemon.store import Store
 
@@ -675,11 +676,11 @@ def test_a_read_ahead_of_a_file_changed_since_is_not_used(tmp_path):
     """The loop may store a read a batch after the worker made it, into a queue entry that a
     change since has merged with: a read is only used if the file is still as it was read."""
     from daemon.ingest import Limits, read_new_file
-    from daemon.readahead import AHEAD, ReadAhead
+    from daemon.read_worker import AHEAD, ReadWorker
 
     limits, ids = Limits(), _Ids()
     files = _event_logs(tmp_path, AHEAD)
-    ra = ReadAhead(limits, ids)
+    ra = ReadWorker(limits, ids)
     try:
         ra.plan(iter(files))
         for path, what in files[:-2]:
@@ -708,7 +709,7 @@ def test_catching_up_the_wal_is_copied_behind_the_loop_and_restarted_by_it(tmp_p
     import time
 
     import daemon.store as store_module
-    from daemon.ids import classify_session_file as classify
+    from core.ids import classify_session_file as classify
     from daemon.ingest import Ingestor, Limits, Scanned
 
     tuning = store_module.CATCHING_UP._replace(copy_pages=64, checkpoint_pages=1024)
@@ -758,7 +759,7 @@ def test_a_benchmark_is_parsed_off_the_loop_and_stored_when_it_comes_back(tmp_pa
     the bytes that were parsed: a file changed meanwhile is parsed again."""
     import queue
 
-    from daemon.ids import Classified
+    from core.ids import Classified
     from daemon.ingest import Ingestor, Limits, Scanned
     from daemon.offloop import OffLoop
     from daemon.store import Store

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon.logs import CONTINUATION, LineFormatter
+from core.logs import CONTINUATION, LineFormatter
 from tests import fixtures as fx
 from tests.api_client import Api
 from tests.conftest import clean_env, daemon_command, wait_for
@@ -119,10 +119,10 @@ def test_a_traceback_is_continuation_lines_of_its_record():
 
 
 def test_an_uncaught_exception_is_one_logged_record(tmp_path):
-    """In the main thread and in others, through the programs' logging (daemon/logs.py), so
+    """In the main thread and in others, through the programs' logging (core/logs.py), so
     journald gets it with its priority."""
     script = ("import threading\n"
-              "from daemon.logs import setup_logging\n"
+              "from core.logs import setup_logging\n"
               "setup_logging('info')\n"
               "t = threading.Thread(target=lambda: 1 / 0, name='worker')\n"
               "t.start(); t.join()\n"

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pytest
 
 from daemon import stale as stale_module
-from daemon.status import stale_reason
+from core.run_status import stale_reason
 from tests import fixtures as fx
 from tests.api_client import Api
 from tests.conftest import wait_for

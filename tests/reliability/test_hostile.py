@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.ids import shown
+from core.ids import shown
 from tests import fixtures as fx
 from tests.api_client import Api, allow_open_files, close_all, idle_connections, read_reply, send_get
 from tests.conftest import Daemon, Workspace, as_a_user, clean_env, daemon_command

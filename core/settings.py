@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from daemon.logs import LEVELS
+from core.logs import LEVELS
 
 Environ = Mapping[str, str]
 

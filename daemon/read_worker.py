@@ -1,4 +1,4 @@
-"""Read-ahead: a helper process reads and parses the back-fill's new files while this one writes.
+"""The read worker: a helper process reads and parses the back-fill's new files while this one writes.
 
 A back-fill spends about a third of its time reading files and parsing their lines (Python,
 so one core) and the rest writing the database, and one process cannot do both at once (APSW
@@ -25,11 +25,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 
-from daemon.ids import Classified
+from core.ids import Classified
 from daemon.ingest import FileRead, Limits, NotReadable, read_new_file
-from daemon.parentage import die_with_parent
+from core.parentage import die_with_parent
 
-log = logging.getLogger("reev.readahead")
+log = logging.getLogger("reev.read_worker")
 
 AHEAD = 64        # files asked for and not yet taken, at most (a few MB of answers in flight)
 CHUNK = 16        # files asked for in one message
@@ -37,7 +37,7 @@ MIN_FILES = 64    # fewer new files in a batch are not worth starting a process 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-class ReadAhead:
+class ReadWorker:
     def __init__(self, limits: Limits, reserve: Callable[[Classified], int | None]):
         self.limits = limits
         self.reserve = reserve      # the execution id an event log's rows will carry
@@ -121,17 +121,17 @@ class ReadAhead:
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-P", "-m", "daemon.readahead", str(theirs.fileno()), str(os.getpid())],
+                [sys.executable, "-P", "-m", "daemon.read_worker", str(theirs.fileno()), str(os.getpid())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             theirs.close()
         self._conn = Connection(ours.detach())
         self._conn.send_bytes(pickle.dumps(self.limits, pickle.HIGHEST_PROTOCOL))
-        log.info("read-ahead worker started (pid %d)", self._proc.pid)
+        log.info("read worker started (pid %d)", self._proc.pid)
 
     def _fail(self, error: Exception):
-        log.warning("read-ahead worker failed (%s: %s): reading files in the loop from now on",
+        log.warning("read worker failed (%s: %s): reading files in the loop from now on",
                     type(error).__name__, error)
         self.broken = True
         self.close()

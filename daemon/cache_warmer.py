@@ -1,4 +1,4 @@
-"""Read-ahead: the files a batch is about to read are asked of the kernel before their turn.
+"""Page-cache warming: the files a batch is about to read are asked of the kernel before their turn.
 
 A back-fill reads files that are mostly not in the page cache (written days ago), one after
 the other, and would wait for the disk on each. `posix_fadvise(WILLNEED)` starts reading a
@@ -11,10 +11,10 @@ import logging
 import os
 import threading
 
-log = logging.getLogger("reev.prefetch")
+log = logging.getLogger("reev.cache_warmer")
 
 
-class Prefetcher:
+class CacheWarmer:
     def __init__(self, length: int):
         self.length = length                  # bytes asked for per file, from where reading starts
         self._todo: list[tuple[str, int]] = []    # (path, offset), the next one last
@@ -27,7 +27,7 @@ class Prefetcher:
             self._todo = files[::-1]
             self._cond.notify()
         if files and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="cache-warmer", daemon=True)
             self._thread.start()
 
     def _run(self):

@@ -6,7 +6,7 @@ A run with only an event log that has had no new byte for `--stale-after` second
 line makes the run Running again and a session file decides it as it would a Running one.
 """
 
-from daemon.timestamps import iso
+from core.timestamps import iso
 
 STATUSES = ("Queued", "Running", "Completed", "Failed", "Stopped", "Timeout")
 TERMINAL = frozenset({"Completed", "Failed", "Stopped", "Timeout"})

@@ -11,13 +11,11 @@ import apsw
 import msgspec
 
 from daemon.lock import holder
-from daemon.logs import escape
-from daemon.readonly import CannotOpen, NotAFile, open_readonly
+from core.logs import escape
+from core import heartbeat
+from core.readonly import CannotOpen, NotAFile, open_readonly
 from daemon.store import canonical_dump, status_report
-from daemon.timestamps import iso
-
-STALE_SECONDS = 30.0      # the API's health uses the same threshold
-
+from core.timestamps import iso
 
 def daemon_problems(db: Path, pid: int | None | str, age: float | None) -> list[str]:
     """What is wrong with the daemon, if anything: `pid` is the process that holds the database's
@@ -25,12 +23,13 @@ def daemon_problems(db: Path, pid: int | None | str, age: float | None) -> list[
     its heartbeat. Holding the lock says a daemon runs now; the heartbeat says it is not stuck."""
     if pid is None:
         return [f"no reev-ingestd holds the writer lock of {db}: it is not running"]
+    stale = heartbeat.problem(age)
+    if stale is None:
+        return []
     if age is None:
-        return ["the daemon has never written a heartbeat"]
-    if age > STALE_SECONDS:
-        running = "is reev-ingestd running?" if isinstance(pid, str) else f"is reev-ingestd (pid {pid}) stuck?"
-        return [f"the daemon's heartbeat is {age:.0f} s old: {running}"]
-    return []
+        return [stale]
+    running = "is reev-ingestd running?" if isinstance(pid, str) else f"is reev-ingestd (pid {pid}) stuck?"
+    return [f"{stale}: {running}"]
 
 
 def summarise(db: Path) -> dict:
@@ -56,7 +55,7 @@ def summarise(db: Path) -> dict:
         pid = f"cannot tell: {e.strerror}"
     meta = r["meta"]
     beat = meta.get("heartbeat_at")
-    age = round(now - beat, 1) if isinstance(beat, (int, float)) else None
+    age = heartbeat.age(beat, now)
     problems = daemon_problems(db, pid, age)
     size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
     files: dict[str, dict[str, int]] = {}
