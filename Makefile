@@ -17,7 +17,7 @@ install: $(BIN)/reev-ingestd
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The long versions of the reliability scenarios (many more kills, bigger files); see README.
+# The long versions of the reliability scenarios (many more kills, bigger files); see docs/reliability.md.
 reliability: install
 	REEV_RELIABILITY_LONG=1 $(BIN)/python -m pytest tests/reliability -m reliability $(PYTEST_ARGS)
 
@@ -32,7 +32,7 @@ run: install
 
 # Benchmarks (perf/bench.py): BENCH_SIZE=small (about 5 minutes) or large (the real one, long).
 # Prints one Markdown table, records the run in perf/runs/$(BENCH_SIZE).json and rewrites
-# perf/RESULTS.md and README.md's results from the last run of each size; generated data goes
+# perf/RESULTS.md and docs/performance.md's results from the last run of each size; generated data goes
 # to perf/data/.
 BENCH_SIZE ?= small
 $(VENV)/.bench-installed: pyproject.toml $(BIN)/reev-ingestd

@@ -835,10 +835,10 @@ def bench_profile(cfg: dict, data: Path, tmp: Path, extra: dict) -> list[str]:
 # ------------------------------------------------------------------------------ main
 
 RUNS = PERF / "runs"                 # the last run of each size, one JSON record each (kept in git)
-README = ROOT / "README.md"
-README_BEGIN = "<!-- bench:begin"    # the README's results block, between these two lines
-README_END = "<!-- bench:end -->"
-OUTPUTS = ("README.md", "perf/RESULTS.md", "perf/runs/")     # what a run writes: not "uncommitted changes"
+RESULTS_DOC = ROOT / "docs" / "performance.md"
+RESULTS_BEGIN = "<!-- bench:begin"   # the performance doc's results block, between these two lines
+RESULTS_END = "<!-- bench:end -->"
+OUTPUTS = ("docs/performance.md", "perf/RESULTS.md", "perf/runs/")  # what a run writes: not "uncommitted changes"
 SHORT = {"1": "back-fill", "1a": "vs the floor", "1b": "vs sqlite-utils tuned", "1c": "vs sqlite-utils as shipped",
          "2": "live latency, write → visible", "3a": "API polling mix, 200 path", "3b": "304 vs 200, daemon ingesting",
          "3b′": "304 vs 200, daemon idle", "3c": "status route vs Datasette", "3d": "Datasette's faster lookup",
@@ -940,13 +940,13 @@ def main() -> int:
     (RUNS / f"{size}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     runs = last_runs()
     (PERF / "RESULTS.md").write_text(results_markdown(runs))
-    write_readme_block(runs)
+    write_results_block(runs)
     print("\n".join(figures_table(rows)))
     for f in failures:
         print(f"FAILED TO RUN: {f}")
     passed, failed = tally(rows)
     log(f"done in {record['minutes']} min: {passed} PASS, {failed} FAIL; perf/runs/{size}.json, perf/RESULTS.md "
-        "and README.md's results written")
+        "and docs/performance.md's results written")
     return 0
 
 
@@ -1037,7 +1037,7 @@ def run_section(run: dict) -> list[str]:
 def results_markdown(runs: list[dict]) -> str:
     md = ["# reev-ingest benchmark results", "",
           "Written by `perf/bench.py` (`BENCH_SIZE=small make bench`, `BENCH_SIZE=large make bench`) from the last run "
-          "of each size, `perf/runs/<size>.json`; every figure here and in the README comes from one of these runs, "
+          "of each size, `perf/runs/<size>.json`; every figure here and in docs/performance.md comes from one of these runs, "
           "named by its date, commit and the machine's load while it ran.", "", "## Runs", "", *runs_table(runs), "",
           "## Targets at each size", "", *targets_table(runs), ""]
     for run in runs:
@@ -1046,16 +1046,16 @@ def results_markdown(runs: list[dict]) -> str:
     return "\n".join(md)
 
 
-def write_readme_block(runs: list[dict]):
-    """The README's results: the runs and the targets at each size, between its two markers."""
-    text = README.read_text()
-    begin, end = text.find(README_BEGIN), text.find(README_END)
+def write_results_block(runs: list[dict]):
+    """docs/performance.md's results: the runs and the targets at each size, between its two markers."""
+    text = RESULTS_DOC.read_text()
+    begin, end = text.find(RESULTS_BEGIN), text.find(RESULTS_END)
     if begin < 0 or end < begin:
-        log(f"README.md has no {README_BEGIN} ... {README_END} block: not updated")
+        log(f"docs/performance.md has no {RESULTS_BEGIN} ... {RESULTS_END} block: not updated")
         return
     begin = text.index("\n", begin) + 1
     block = ["", *runs_table(runs), "", *targets_table(runs), ""]
-    README.write_text(text[:begin] + "\n".join(block) + "\n" + text[end:])
+    RESULTS_DOC.write_text(text[:begin] + "\n".join(block) + "\n" + text[end:])
 
 
 def _jsonable(x):
