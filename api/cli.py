@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         log.critical("cannot listen on %s: %s", address, e.strerror)
         return 1
     # Granian over uvicorn: measured faster on this machine for the UI's polling load
-    # (README, "Choosing the ASGI server"; perf/asgi_servers.sh).
+    # (docs/performance.md, "Choosing the ASGI server"; perf/asgi_servers.sh).
     server = Server("api.cli:app_from_env", factory=True, address=args.host, port=args.port, interface="asgi",
                     workers=args.workers, websockets=False, log_level=args.log_level, log_access=False,
                     log_dictconfig=logging_config(args.log_level), listener=listener, **server_settings())

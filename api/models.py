@@ -1,4 +1,4 @@
-"""Response types. Field names are the contract of reference/API.md; the OpenAPI document is
+"""Response types. Field names are the contract of docs/http-contract.md; the OpenAPI document is
 generated from these Structs, so it describes each response exactly."""
 
 from typing import Any, Literal

@@ -1,6 +1,6 @@
 """Names and identities: which files are ours, and the ids they carry.
 
-The execution id is the `<id>` of the file name (FORMATS.md §1), never the `session_id`
+The execution id is the `<id>` of the file name (docs/formats.md §1), never the `session_id`
 written inside. Benchmark ids are normalised here for the daemon and the API alike.
 """
 
@@ -40,7 +40,7 @@ def classify_session_file(name: str) -> Classified | Refused | None:
                 return Classified(kind, subject)
             if not is_text(name):
                 return Refused(kind, NOT_UTF8)
-            # `.`/`..`/`.hidden` are path tricks; anything else reev does not write (FORMATS §1)
+            # `.`/`..`/`.hidden` are path tricks; anything else reev does not write (docs/formats.md §1)
             return Refused(kind, f"not ingested: {subject!r} is no execution id (reev's are made of A-Z a-z 0-9"
                                  " . _ - and do not start with a dot)")
     return None

@@ -1,4 +1,4 @@
-"""Status rules of FORMATS.md §5, as pure functions shared by the daemon and the API.
+"""Status rules of docs/formats.md §5, as pure functions shared by the daemon and the API.
 
 A run with only an event log that has had no new byte for `--stale-after` seconds is
 `Timeout` (its runner died): the daemon's judgement, not a file's. Such a Timeout is

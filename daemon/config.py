@@ -9,7 +9,7 @@ from daemon.ingest import Limits
 from core.settings import DB, LOG_LEVEL, ArgumentParser, Setting, add_settings, integer, resolve, seconds
 
 # The longest line an operator may allow: a read holds a line in memory, several times over
-# while it is stored (README, "Memory").
+# while it is stored (docs/design.md, "Bad input, and memory").
 LONGEST_LINE_ALLOWED = 64 << 20
 HOUR, DAY, WEEK = 3600, 86400, 7 * 86400
 

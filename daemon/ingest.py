@@ -415,7 +415,7 @@ class BadLine(NamedTuple):
 class EventRows:
     """The rows that a run of complete lines of one event log turns into (pure; no I/O).
 
-    ToolOutput completes the most recent ToolInput still open (FORMATS §3a); an older-logger
+    ToolOutput completes the most recent ToolInput still open (docs/formats.md §3a); an older-logger
     update line completes the most recent call of its tool (§3b).
     """
 

@@ -26,7 +26,7 @@ class BadInput(ValueError):
     """Input that can never become valid as it stands (the reason is shown to operators)."""
 
 
-# ---------------------------------------------------------------- event logs (FORMATS §3)
+# ---------------------------------------------------------------- event logs (docs/formats.md §3)
 
 class PromptFields(Struct):
     user_prompt: str | None = None
@@ -53,7 +53,7 @@ class LineFields(Struct):
     prompt: PromptFields | None = None
     tool_input: ToolInputFields | None = None
     tool_output: ToolOutputFields | None = None
-    # the older logger's tool-call lines (FORMATS §3b)
+    # the older logger's tool-call lines (docs/formats.md §3b)
     tool_name: str | None = None
     input_params: Raw = NULL
     output_result: Raw = NULL
@@ -209,7 +209,7 @@ def is_empty_json(value: Raw) -> bool:
     return bytes(value).strip() in (b"null", b"{}", b"[]", b'""')
 
 
-# ---------------------------------------------------------------- session files (FORMATS §2)
+# ---------------------------------------------------------------- session files (docs/formats.md §2)
 
 class FinalResult(Struct):
     success: bool | None = None
@@ -268,7 +268,7 @@ def parse_session_file(raw: bytes) -> ParsedSession:
     )
 
 
-# ---------------------------------------------------------------- benchmarks (FORMATS §4)
+# ---------------------------------------------------------------- benchmarks (docs/formats.md §4)
 
 class ParsedBenchmark(Struct):
     id: str

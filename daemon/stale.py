@@ -1,4 +1,4 @@
-"""The stale rule of FORMATS.md §5, applied by the daemon: a Running run with only an event log
+"""The stale rule of docs/formats.md §5, applied by the daemon: a Running run with only an event log
 that has had no new byte for `--stale-after` seconds becomes Timeout (its runner died).
 
 The clock is the log's mtime, kept in its checkpoint, so it survives restarts: an old log found

@@ -95,7 +95,7 @@ def schema_sql() -> str:
     raise RuntimeError("schema.sql not found: reinstall reev-ingest")
 
 
-# The derived columns of an execution (FORMATS §5), each defined once, as SQL over the
+# The derived columns of an execution (docs/formats.md §5), each defined once, as SQL over the
 # expressions given for its inputs: stored columns, or the new values a statement sets.
 # created_at: the session file's start, else the first event's time.
 _CREATED_AT = "coalesce({start}, {first})"
@@ -338,7 +338,7 @@ class Store:
         if pending:
             # The rewritten tables went through the WAL, which PERSIST_WAL keeps at its largest:
             # give that space back. (The old tables' pages stay in the file as free pages,
-            # reused by new rows; `VACUUM` with the daemon stopped returns them, see README.)
+            # reused by new rows; `VACUUM` with the daemon stopped returns them, see docs/design.md.)
             self._pragma("wal_checkpoint(TRUNCATE)")
             log.info("%s: %s: done", self.path, what)
 

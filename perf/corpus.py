@@ -5,7 +5,7 @@
     python perf/corpus.py --many-files DIR N            # N small event logs (a watched folder)
     python perf/corpus.py --concat SESSIONS_DIR OUT     # every event log into one JSON-lines file
 
-What it writes (FORMATS.md §1 to §4):
+What it writes (docs/formats.md §1 to §4):
 
 - 20 benchmarks (`benchmarks/<id>.yml`), 5 agents;
 - per session an `enhanced_otel_<id>.jsonl` of 3 to 50 lines: one `Prompt` line carrying 1 to

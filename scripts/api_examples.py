@@ -1,4 +1,4 @@
-"""Print the README's API examples: ingest a small demo corpus with the real daemon, serve it
+"""Print docs/api.md's examples: ingest a small demo corpus with the real daemon, serve it
 with the real API, and show each route's `curl` with its (shortened) output.
 
     .venv/bin/python scripts/api_examples.py > /tmp/examples.md

@@ -1,4 +1,4 @@
-"""Builders for the files reev writes (FORMATS.md), for tests of the daemon and the API.
+"""Builders for the files reev writes (docs/formats.md), for tests of the daemon and the API.
 
 Everything here produces plain data (dicts, text, bytes); writing them into a workspace is
 the job of `conftest.Workspace`. Nothing here reads the reference samples: the shapes were

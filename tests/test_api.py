@@ -1,4 +1,4 @@
-"""The HTTP contract (reference/API.md) over real HTTP to a real `reev-api` process, on a
+"""The HTTP contract (docs/http-contract.md) over real HTTP to a real `reev-api` process, on a
 database written by the real daemon from fixture files."""
 
 from __future__ import annotations
@@ -417,7 +417,7 @@ def test_oversized_requests_are_json_414_and_431(api):
         assert reply.json()["error"] == kind and reply.json()["message"]
 
 
-# What Granian's HTTP layer (hyper) refuses before the app sees it, which the README lists as
+# What Granian's HTTP layer (hyper) refuses before the app sees it, which docs/api.md lists as
 # answered with no body and the connection closed: its limits are hyper's own, which Granian 2.8
 # does not expose, so the app's are set below them.
 REFUSED_BY_THE_HTTP_LAYER = {

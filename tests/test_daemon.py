@@ -1,4 +1,4 @@
-"""reev-ingestd on the file formats of FORMATS.md: every line kind and file variant, tool-call
+"""reev-ingestd on the file formats of docs/formats.md: every line kind and file variant, tool-call
 pairing, bad input, statuses, benchmarks. These run the real program with `--once` on files
 written into tmp_path and read the real database it leaves behind."""
 

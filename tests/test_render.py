@@ -27,7 +27,7 @@ BOB = "B0bbX2Fz5kPq3RkJdW4tqzNwN5v7hYHd8ZxE2cW1aGq9"
 MINT = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 
 # ---------------------------------------------------------------------------
-# fixtures (written here, in the session-file format of FORMATS.md §2)
+# fixtures (written here, in the session-file format of docs/formats.md §2)
 
 
 def run_facts(**kw) -> RunFacts:

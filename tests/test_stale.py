@@ -1,4 +1,4 @@
-"""The stale rule (FORMATS.md §5, daemon/stale.py): a Running run with only an event log that has
+"""The stale rule (docs/formats.md §5, daemon/stale.py): a Running run with only an event log that has
 had no new byte for --stale-after seconds is Timeout, with why; a new line makes it Running
 again, a session file finishes it. The real daemon (live and --once) and the real API on files
 whose mtimes are set back with os.utime, as a runner that died long ago leaves them."""

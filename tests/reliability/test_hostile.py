@@ -10,7 +10,7 @@ The big scenarios (a giant line, a big event log, many files) are sized with `sc
 short in CI, long under REEV_RELIABILITY_LONG=1. They print what they measured (the
 daemon's peak RSS from /proc/<pid>/status VmHWM, and times): run with `pytest -s`.
 
-Decisions recorded here (FORMATS.md leaves them open):
+Decisions recorded here (docs/formats.md leaves them open):
 - a UTF-8 byte-order mark at the start of a line is bad input (a clear reason, not a
   JSON parser's "invalid character"): reev never writes one, and a BOM in the middle of a
   log means two files were glued together;
@@ -771,7 +771,7 @@ def test_many_files_in_the_folder(workspace, live_daemon, db):
 
 def test_session_file_over_the_size_limit(workspace, live_daemon, db):
     """A 100 MB session file (sparse: created at once) is refused by its size, never read; so is
-    one of 20 MB (a 60 MB one took 269 MB, where the README promised about 135)."""
+    one of 20 MB (a 60 MB one took 269 MB, where docs/design.md promised about 135)."""
     d = live_daemon()
     path = workspace.session_path(X)
     with open(path, "wb") as f:
@@ -794,7 +794,7 @@ def test_session_file_over_the_size_limit(workspace, live_daemon, db):
 
 
 def test_session_file_at_the_size_limit_is_stored_in_bounded_memory(workspace, live_daemon, db):
-    """What the README says a session file may cost: about 8 times its size, for a moment."""
+    """What docs/design.md says a session file may cost: about 8 times its size, for a moment."""
     d = live_daemon()
     doc = fx.session_doc(result_tools=[fx.tool_record(params={"pad": "x" * 4000}) for _ in range(1950)])
     path = workspace.write_session(X, fx.session_bytes(doc))
@@ -1084,7 +1084,7 @@ def test_hostile_scenarios_in_random_combination_keep_the_daemon_up(tmp_path):
 # saw go wrong (a 5xx, an error that is not JSON). A round runs a random combination of them
 # at once while a prober asks for health every 0.1 s on a new connection. All of them at once
 # stay below a worker's MAX_CONNECTIONS_PER_WORKER: past it a new connection waits for one to
-# close (README, "Connections"), and health could not answer within a second.
+# close (docs/api.md, "Connections"), and health could not answer within a second.
 
 
 def open_ones(socks: list[socket.socket]) -> list[socket.socket]:

@@ -25,7 +25,7 @@ Actions (rules)
                    was not looking"
     check          wait until the API equals the model (below), within a deadline
 
-Model semantics (README "What it does with each file"): for a file that exists, the database
+Model semantics (docs/design.md, "What it does with each file"): for a file that exists, the database
 mirrors its complete lines: the bytes up to its last newline, numbered from 1, each with its
 byte offset; blank lines are skipped but counted; a bad line (invalid JSON) is one row in
 `ingest_errors` (path, line, offset) and no event, and so is a line over `--max-line-bytes`
@@ -34,7 +34,7 @@ newline are not a line yet, unless they are already over the limit: then they ar
 line at once (counted, consumed, no pending bytes) and the rest of it is skipped when it
 comes. Whatever happened to the file before (truncated, rewritten in place, replaced by a
 rotation, deleted and written again, with the daemon watching, stopped or killed), its rows
-are exactly those of its current content, with no duplicates. Tool calls (FORMATS §3a), the
+are exactly those of its current content, with no duplicates. Tool calls (docs/formats.md §3a), the
 step count, the first/last event times and the recorded session id (the `session_id` of the
 first event line: there are no session files here) are derived from those lines. A deleted
 file keeps its rows, marked `missing` (nothing is deleted because a file disappeared).
