@@ -100,3 +100,15 @@ def test_every_cited_section_of_the_formats_exists():
                 cited.setdefault(number, path.relative_to(ROOT).as_posix())
     missing = {n: where for n, where in cited.items() if n not in sections}
     assert not missing, f"sections cited but not in docs/formats.md: {missing}"
+
+
+def test_the_code_cites_the_projects_docs_not_the_reference_files():
+    """FORMATS.md, API.md and PITFALLS.md were notes outside the repository, which a fresh clone
+    does not have: the code cites docs/formats.md, docs/http-contract.md, docs/libraries.md."""
+    stale = re.compile(r"\bFORMATS(\.md)?\b|(?<![\w-])API\.md|\bPITFALLS\b|reference/")
+    found = [f"{path.relative_to(ROOT)}:{n}" for folder in ("core", "daemon", "api", "tests", "perf", "scripts")
+             for path in sorted((ROOT / folder).rglob("*.py")) if path != Path(__file__).resolve()
+             for n, line in enumerate(path.read_text().splitlines(), 1) if stale.search(line)]
+    found += [f"{name}:{n}" for name in ("schema.sql", "Makefile", "pyproject.toml")
+              for n, line in enumerate((ROOT / name).read_text().splitlines(), 1) if stale.search(line)]
+    assert not found, f"cite the docs/ files instead: {found}"
