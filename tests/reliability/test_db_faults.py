@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.heartbeat import WRITE_EVERY_SECONDS as HEARTBEAT
 from tests import fixtures as fx
 from tests.conftest import Db, missing_precondition
 from tests.reliability.conftest import scale
@@ -21,7 +22,6 @@ from tests.reliability.support import (cpu_seconds, dump, event_logs_consistent,
                                        wait_same_dump)
 
 BUSY_TIMEOUT = 5.0          # daemon/store.py BUSY_TIMEOUT_MS
-from core.heartbeat import WRITE_EVERY_SECONDS as HEARTBEAT
 
 
 @contextlib.contextmanager
