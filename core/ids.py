@@ -32,7 +32,8 @@ class Refused(NamedTuple):
 
 def classify_session_file(name: str) -> Classified | Refused | None:
     """Classify a file name found in the sessions folder; None for anything that isn't ours."""
-    for kind, pattern in (("session", _SESSION), ("events", _EVENTS)):
+    kinds: tuple[tuple[FileKind, re.Pattern[str]], ...] = (("session", _SESSION), ("events", _EVENTS))
+    for kind, pattern in kinds:
         m = pattern.fullmatch(name)
         if m:
             subject = m.group(1)

@@ -100,4 +100,4 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs):
         return
     name = args.thread.name if args.thread is not None else "?"
     logging.getLogger("reev").critical("uncaught %s in thread %s", args.exc_type.__name__, name,
-                                       exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+                                       exc_info=args.exc_value)

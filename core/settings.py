@@ -61,7 +61,7 @@ WHOLE = re.compile(r"[+-]?[0-9]+")
 
 
 def _bounded(parse: Callable[[str], Any], bounds: str) -> Callable[[str], Any]:
-    parse.bounds = bounds      # (Setting.bounds)
+    parse.bounds = bounds      # type: ignore[attr-defined]  # read by Setting.bounds
     return parse
 
 

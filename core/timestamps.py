@@ -1,6 +1,6 @@
 """Times as both programs show them (shared by the daemon's `status` and the API)."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def iso(ts: float | None) -> str | None:
@@ -8,6 +8,6 @@ def iso(ts: float | None) -> str | None:
     if not ts:
         return None
     try:
-        return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+        return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError):
         return None
