@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from daemon.service import HEARTBEAT_SECONDS
+from core.heartbeat import WRITE_EVERY_SECONDS as HEARTBEAT_SECONDS
 from tests import fixtures as fx
 from tests.conftest import alive, children, wait_for
 

@@ -21,7 +21,7 @@ from tests.reliability.support import (cpu_seconds, dump, event_logs_consistent,
                                        wait_same_dump)
 
 BUSY_TIMEOUT = 5.0          # daemon/store.py BUSY_TIMEOUT_MS
-HEARTBEAT = 5.0             # daemon/service.py HEARTBEAT_SECONDS
+HEARTBEAT = 5.0             # core/heartbeat.py WRITE_EVERY_SECONDS
 
 
 @contextlib.contextmanager
