@@ -1,5 +1,6 @@
 """Pure unit tests of the daemon's parsing, incremental reading and status rules."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from daemon import parse, reader
+from daemon import identity, parse, reader
 from core import run_status as status
 from core.ids import Refused, classify_benchmark_file, classify_session_file, normalise_benchmark_id, shown
 from daemon.parse import BadInput
@@ -249,7 +250,7 @@ class File:
     def read(self, max_line: int = 1000, budget: int = 1 << 30) -> tuple[list[Line], bool]:
         fd, st = reader.open_regular(self.path)
         try:
-            assert reader.change_reason(fd, st, self.cp) is None
+            assert identity.change_reason(fd, st, self.cp) is None
             lines, self.cp, more = reader.read_lines(fd, st, self.cp, max_line, budget)
         finally:
             os.close(fd)
@@ -258,7 +259,7 @@ class File:
     def change_reason(self):
         fd, st = reader.open_regular(self.path)
         try:
-            return reader.change_reason(fd, st, self.cp)
+            return identity.change_reason(fd, st, self.cp)
         finally:
             os.close(fd)
 
@@ -403,6 +404,31 @@ def test_change_reason(tmp_path):
         w.write(head + b"second\nthird\n")
     os.replace(f.path + ".new", f.path)
     assert f.change_reason() == "replaced"
+
+
+def test_unchanged_and_needs_look(tmp_path):
+    """The one cheap identity test, against a checkpoint (scans, stale runs) or against a stat
+    taken when a file was read (the read worker's answers)."""
+    f = File(tmp_path / "log")
+    f.append(b"first\n")
+    f.read()
+    before = os.lstat(f.path)
+    assert identity.unchanged(before, f.cp) and identity.unchanged(before, identity.seen(before))
+    assert not identity.needs_look(before, f.cp)
+    assert identity.needs_look(before, None)                                    # new
+    assert not identity.needs_look(before, dataclasses.replace(f.cp, state="error"))
+    assert identity.needs_look(before, dataclasses.replace(f.cp, state="pending"))   # tried again
+
+    f.append(b"second\n")
+    after = os.lstat(f.path)
+    assert not identity.unchanged(after, f.cp) and not identity.unchanged(after, identity.seen(before))
+    assert identity.needs_look(after, f.cp)
+
+    os.utime(f.path, ns=(after.st_atime_ns, after.st_mtime_ns + 1))             # touched only
+    assert not identity.unchanged(os.lstat(f.path), identity.seen(after))
+    shutil.copy(f.path, f.path + ".new")
+    os.replace(f.path + ".new", f.path)                                          # another inode
+    assert not identity.unchanged(os.lstat(f.path), identity.seen(after))
 
 
 def test_open_regular_refuses_what_is_not_a_regular_file(tmp_path):
