@@ -17,6 +17,7 @@ from core import run_status as status
 from core.ids import Refused, classify_benchmark_file, classify_session_file, normalise_benchmark_id, shown
 from daemon.parse import BadInput
 from daemon.reader import Checkpoint, Line
+from tests import dbread
 from tests import fixtures as fx
 from tests.conftest import missing_precondition
 
@@ -684,16 +685,17 @@ def test_a_read_made_with_an_execution_id_lost_since_is_read_again_with_the_righ
     path = sessions / "enhanced_otel_run-1.jsonl"
     path.write_bytes(fx.jsonl([fx.prompt_line("p", at=0), fx.tool_input_line("t", at=1)]))
     what = classify(path.name)
-    store = Store(tmp_path / "reev.db")
+    db = tmp_path / "reev.db"
+    store = Store(db)
     try:
         ingestor = Ingestor(store, sessions, tmp_path / "benchmarks", Limits())
         with store.batch():
             stale = read_new_file(str(path), what, 999, Limits())
             ingestor.process(str(path), Scanned(what, None), stale)
-        rows = store.conn.execute("SELECT DISTINCT exec_id FROM events").fetchall()
-        ids = store.conn.execute("SELECT id FROM executions").fetchall()
+        rows = dbread.query(db, "SELECT DISTINCT exec_id FROM events")
+        ids = dbread.query(db, "SELECT id FROM executions")
         assert rows == ids and ids != [(999,)]
-        assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+        assert dbread.value(db, "SELECT count(*) FROM events") == 2
     finally:
         store.close()
 
@@ -771,7 +773,7 @@ def test_catching_up_the_wal_is_copied_behind_the_loop_and_restarted_by_it(tmp_p
         for r in range(3, 40):            # 20 MB in all: five times checkpoint_pages
             ingest_run(r)
         assert restarts() - before >= 2, "the WAL was not started again from its beginning"
-        assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 4000
+        assert dbread.value(db, "SELECT count(*) FROM events") == 4000
     finally:
         store.close()
 
@@ -795,7 +797,8 @@ def test_a_benchmark_is_parsed_off_the_loop_and_stored_when_it_comes_back(tmp_pa
     path = benchmarks / "301-a.yml"
     path.write_text(fx.benchmark_yaml("301-a", description="first"))
     came_back: queue.Queue[str] = queue.Queue()
-    store = Store(tmp_path / "reev.db")
+    db = tmp_path / "reev.db"
+    store = Store(db)
     try:
         ingestor = Ingestor(store, tmp_path / "sessions", benchmarks, Limits(), OffLoop(done=came_back.put))
         what = Scanned(Classified("benchmark", "301-a"), None)
@@ -803,7 +806,7 @@ def test_a_benchmark_is_parsed_off_the_loop_and_stored_when_it_comes_back(tmp_pa
         def look():
             with store.batch():
                 ingestor.process(str(path), what)
-            return store.conn.execute("SELECT description FROM benchmarks").fetchall()
+            return dbread.query(db, "SELECT description FROM benchmarks")
 
         assert look() == []                            # not parsed in the loop
         assert came_back.get(timeout=10) == str(path)

@@ -1,4 +1,5 @@
-"""Pairing the lines of an event log into tool calls (README's FORMATS §3a, §3b).
+"""Pairing the lines of an event log into tool calls (the event lines' ToolInput and
+ToolOutput, and the older logger's tool-call lines: §3a and §3b of the file formats).
 
 `EventRows.build` (daemon/ingest.py) is the pairing, and it is pure: lines in, rows out. What
 earlier reads of the same log left open comes in through `EarlierCalls` (in the daemon: the
