@@ -18,16 +18,18 @@ user_version), a foreign database (test_daemon_lock.py), a heartbeat set back in
 (test_live_feed.py), and the lock and snapshot holders of the fault tests (test_systemd.py,
 reliability/support.py's HOLD_SCRIPT).
 
-Each query runs on a fresh read-only connection, every row is read and the connection closed:
-a test never holds a snapshot or a lock that the daemon would wait on. (APSW only: never the
-stdlib sqlite3 in the same process, whose SQLite library would not share APSW's locks.)
+Each query runs on a fresh read-only connection, opened as the API opens one
+(core/readonly.py: it creates no file, and refuses a database the daemon has not opened yet),
+every row is read and the connection closed: a test never holds a snapshot or a lock that the
+daemon would wait on. (APSW only: never the stdlib sqlite3 in the same process, whose SQLite
+library would not share APSW's locks.)
 """
 
 from pathlib import Path
 
 import apsw
 
-BUSY_TIMEOUT_MS = 2000
+from core.readonly import CannotOpen, open_readonly
 
 Params = tuple | dict
 
@@ -62,11 +64,10 @@ def value(db: Path | str, sql: str, params: Params = ()):
 
 def _run(db: Path | str, sql: str, params: Params, dicts: bool) -> list:
     try:
-        conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    except apsw.Error as e:
-        raise Unreadable(f"{type(e).__name__}: {e}") from e
+        conn, _ = open_readonly(Path(db))
+    except CannotOpen as e:
+        raise Unreadable(str(e)) from e
     try:
-        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         cur = conn.cursor()
         if dicts:
             cur.row_trace = lambda c, row: dict(zip((d[0] for d in c.get_description()), row))
