@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
-from daemon import parse, reader
+from daemon import identity, parse, reader
 from core.ids import Classified, Refused, classify_benchmark_file, classify_session_file, is_text, shown
 from daemon.offloop import OffLoop
 from daemon.parse import BadInput, ParsedLine
@@ -183,7 +183,7 @@ class Ingestor:
             # A symlink, FIFO or socket: an error, recorded once; the checkpoint holds its lstat,
             # which the scans compare with: not queued again until it changes (and read from
             # its first byte once it is a regular file: another inode).
-            if cp is not None and cp.state == "error" and reader.unchanged(st, cp) \
+            if cp is not None and cp.state == "error" and identity.unchanged(st, cp) \
                     and self.store.error_reason(path) == reason:
                 return
             # offset = size: nothing of it counts as bytes still to read
@@ -204,13 +204,13 @@ class Ingestor:
             # It reads now (it was gone, could not be read, or was a symlink): its error goes;
             # if it is the file the checkpoint describes, it is read on from there.
             self.store.clear_file_error(path)
-        reason = reader.change_reason(fd, st, cp)
+        reason = identity.change_reason(fd, st, cp)
         if reason:
             log.info("%s: %s; reading it again from the start", path, reason)
             self.store.reset_event_log(exec_id)
             self.store.clear_line_errors(path)
             cp = Checkpoint(state=cp.state)
-        elif cp.state == "ok" and reader.unchanged(st, cp):
+        elif cp.state == "ok" and identity.unchanged(st, cp):
             return Outcome()
         # Read from the first line, nothing earlier can be open (the common back-fill case).
         earlier = NOTHING_EARLIER if not cp.line_no else EarlierCalls(
@@ -240,7 +240,7 @@ class Ingestor:
     # ------------------------------------------------------------------ whole documents
 
     def _document(self, path: str, what: Classified, fd: int, st: os.stat_result, cp: Checkpoint | None) -> Outcome:
-        if cp is not None and reader.unchanged(st, cp) and cp.state in ("ok", "error"):
+        if not identity.needs_look(st, cp):
             return Outcome()
         known = cp.content_hash if cp is not None and cp.state == "ok" else None
         read = read_document_file(fd, st, what, self.limits, known, partial(self._parse_benchmark, path, what))
@@ -371,7 +371,7 @@ def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Li
         data = reader.read_document(fd, st, limit)
     except ValueError as e:
         return DocumentRead(st, 0, None, None, str(e), settle=False)
-    digest = reader.content_hash(data)
+    digest = identity.digest(data)
     if digest == known:
         return DocumentRead(st, len(data), digest, None)
     try:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 
 from core.ids import Classified
+from daemon.identity import seen, unchanged
 from daemon.ingest import FileRead, Limits, NotReadable, read_new_file
 from core.parentage import die_with_parent
 
@@ -160,12 +161,9 @@ def _still_as_read(path: str, read: FileRead | None) -> bool:
     if read is None or isinstance(read, NotReadable):
         return False          # (rare: the loop finds out why itself)
     try:
-        st = os.lstat(path)
+        return unchanged(os.lstat(path), seen(read.st))
     except OSError:
         return False
-    was = read.st
-    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) == (was.st_ino, was.st_dev, was.st_size,
-                                                                   was.st_mtime_ns)
 
 
 def _serve(fd: int, parent_pid: int):

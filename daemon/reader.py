@@ -1,23 +1,18 @@
-"""Reading files: identity (is this still the file we read?) and incremental line reading.
+"""Reading files: opening only regular files, reading event logs line by line from a
+checkpoint, and whole documents.
 
-Modelled on Vector's file source: a file is identified by device, inode and a fingerprint of
-its first bytes; a checkpoint is the offset just after the last complete line. Only the
-bytes of complete lines are consumed: a trailing partial line waits for its newline.
-
-The fingerprint also covers the bytes just before the checkpoint: a file truncated and
-rewritten in place while nobody looked, longer than before and with the same first bytes
-(the same first line), is then still noticed instead of being read on from the middle.
+Modelled on Vector's file source: a checkpoint is the offset just after the last complete
+line, and only the bytes of complete lines are consumed: a trailing partial line waits for its
+newline. Whether a file is still the one a checkpoint describes is daemon/identity.py's.
 """
 
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
 from typing import NamedTuple
 
-FINGERPRINT_BYTES = 256      # of the head of the file
-TAIL_BYTES = 256             # before the checkpoint offset
-DIGEST_BYTES = 16
+from daemon.identity import FINGERPRINT_BYTES, TAIL_BYTES, digest, fingerprint, split_fingerprint, tail_fingerprint
+
 CHUNK_BYTES = 1 << 20
 # Lines per read, whatever their size: a file of millions of tiny or empty lines must not turn
 # one byte budget into millions of objects at once.
@@ -26,6 +21,7 @@ MAX_LINES_PER_READ = 16_384
 
 @dataclass
 class Checkpoint:
+    """How far a file was read, and what it was then (its identity: daemon/identity.py)."""
     dev: int | None = None
     inode: int | None = None
     fingerprint: bytes | None = None
@@ -114,54 +110,6 @@ def _not_a_file(mode: int) -> str | None:
     return f"{what} (not followed)" if stat.S_ISLNK(mode) else f"{what}, not a regular file"
 
 
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest()
-
-
-def fingerprint(fd: int, length: int) -> bytes:
-    """Digest of the first `length` bytes."""
-    return _digest(os.pread(fd, length, 0))
-
-
-def tail_fingerprint(fd: int, offset: int) -> bytes:
-    """Digest of the TAIL_BYTES (or fewer) bytes just before `offset`."""
-    start = max(0, offset - TAIL_BYTES)
-    return _digest(os.pread(fd, offset - start, start))
-
-
-def change_reason(fd: int, st: os.stat_result, cp: Checkpoint) -> str | None:
-    """Why the file is no longer the one the checkpoint describes, or None if it still is (so it
-    is read on from the checkpoint, whatever happened in between: gone and back, out of reach)."""
-    if cp.inode is None:
-        return None
-    if (st.st_dev, st.st_ino) != (cp.dev, cp.inode):
-        return "replaced"
-    if cp.offset and cp.fingerprint is None:
-        # an identity without what was read (a file first met unreadable, by earlier versions)
-        return "its checkpoint holds no position to read on from"
-    if st.st_size < cp.offset:
-        return "truncated"
-    head, tail = _split_fingerprint(cp.fingerprint)
-    if cp.fingerprint_len and fingerprint(fd, cp.fingerprint_len) != head:
-        return "rewritten"
-    if tail is not None and cp.offset and tail_fingerprint(fd, cp.offset) != tail:
-        return "rewritten"
-    return None
-
-
-def _split_fingerprint(value: bytes | None) -> tuple[bytes | None, bytes | None]:
-    """(head digest, tail digest); checkpoints written before the tail existed have only a head."""
-    if value is None or len(value) <= DIGEST_BYTES:
-        return value, None
-    return value[:DIGEST_BYTES], value[DIGEST_BYTES:]
-
-
-def unchanged(st: os.stat_result, cp: Checkpoint) -> bool:
-    """Cheap test used by scans: same file, same size, same mtime as when last read."""
-    return (cp.inode == st.st_ino and cp.dev == st.st_dev and cp.size == st.st_size
-            and cp.mtime_ns == st.st_mtime_ns)
-
-
 def read_lines(fd: int, st: os.stat_result, cp: Checkpoint, max_line: int, budget: int,
                max_lines: int = MAX_LINES_PER_READ) -> tuple[list[Line], Checkpoint, bool]:
     """Complete lines after cp.offset (at most about `budget` bytes and `max_lines` lines), the
@@ -220,12 +168,12 @@ def read_lines(fd: int, st: os.stat_result, cp: Checkpoint, max_line: int, budge
         pos += len(chunk)
     # The fingerprints, from the bytes just read where they hold them (two reads fewer a file).
     fp_len = min(FINGERPRINT_BYTES, end)
-    head = _split_fingerprint(cp.fingerprint)[0]
+    head = split_fingerprint(cp.fingerprint)[0]
     if fp_len != cp.fingerprint_len or head is None:
-        head = _digest(first[:fp_len]) if len(first) >= fp_len else fingerprint(fd, fp_len)
+        head = digest(first[:fp_len]) if len(first) >= fp_len else fingerprint(fd, fp_len)
     tail_at = max(0, offset - TAIL_BYTES)
     if chunk_at <= tail_at and offset <= chunk_at + len(chunk):
-        tail = _digest(chunk[tail_at - chunk_at:offset - chunk_at])
+        tail = digest(chunk[tail_at - chunk_at:offset - chunk_at])
     else:
         tail = tail_fingerprint(fd, offset)
     new = Checkpoint(
@@ -253,6 +201,3 @@ def read_document(fd: int, st: os.stat_result, max_bytes: int) -> bytes:
         if len(chunk) < want:
             return b"".join(chunks)
 
-
-def content_hash(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()

@@ -23,7 +23,8 @@ from core.notify import Notifier
 from daemon.offloop import OffLoop
 from daemon.cache_warmer import CacheWarmer
 from daemon.read_worker import ReadWorker
-from daemon.reader import Checkpoint, folder_is_there, unchanged
+from daemon.identity import needs_look
+from daemon.reader import folder_is_there
 from daemon.stale import StaleRuns
 from daemon.store import Store
 
@@ -155,7 +156,7 @@ class Service:
                     except FileNotFoundError:
                         continue                     # gone meanwhile: as if not listed
                     tracked += cp.state != "missing"
-                if cp is not None and not _differs(st, cp):
+                if cp is not None and not needs_look(st, cp):
                     continue
                 queued += 1
                 yield path, Scanned(what, cp)
@@ -197,7 +198,7 @@ class Service:
         except OSError:
             return None       # not there (yet): its own event or scan will tell
         cp = self.store.checkpoint(path)
-        if stat.S_ISDIR(st.st_mode) or not _differs(st, cp):
+        if stat.S_ISDIR(st.st_mode) or not needs_look(st, cp):
             return None
         return path, Scanned(self.ingestor.classify(path), cp)
 
@@ -548,8 +549,3 @@ class Service:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, rescan)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)    # (blocked by cli.main)
-
-
-def _differs(st: os.stat_result, cp: Checkpoint | None) -> bool:
-    """Whether a scanned file needs a look: new, changed since its checkpoint, or left pending."""
-    return cp is None or not (unchanged(st, cp) and cp.state in ("ok", "error"))

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from core import run_status as status
-from daemon.reader import unchanged
+from daemon.identity import unchanged
 from daemon.store import Store
 
 log = logging.getLogger("reev.daemon")

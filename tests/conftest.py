@@ -1,8 +1,8 @@
 """Shared test machinery: a workspace of real folders, the real `reev-ingestd` process
 (`--once` or live), polling with a deadline, and read-only access to the real database.
 
-The database is read with APSW only (never the stdlib sqlite3 in the same process), through
-short-lived read-only connections whose cursors are read to the end.
+The database is read through tests/dbread.py alone (`Db` below is built on it), so that the
+suite can be pointed at another backend there.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Callable
 import apsw
 import pytest
 
+from tests import dbread
 from tests import fixtures as fx
 
 # ------------------------------------------------------------------------------ the program
@@ -140,7 +141,8 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0
              what: str | None = None, alive: Callable[[], None] | None = None):
     """Poll `cond` every `interval` s until it returns something truthy; return that.
 
-    A database error inside `cond` (not created yet, schema not there yet) counts as "not yet".
+    A database that cannot be read inside `cond` (not created yet, schema not there yet:
+    dbread.Unreadable) counts as "not yet".
     `alive`, if given, is called every round and should raise when waiting is pointless (the
     daemon died). On timeout the last value or exception is part of the failure message.
     """
@@ -153,7 +155,7 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0
             last = cond()
             if last:
                 return last
-        except apsw.Error as e:
+        except dbread.Unreadable as e:
             last = e
         if time.monotonic() >= deadline:
             raise WaitTimeout(f"timed out after {timeout} s waiting for {what or getattr(cond, '__name__', 'condition')};"
@@ -213,42 +215,23 @@ def write_old_database(path: Path, version: int, session_doc: dict, filler_event
         conn.close()
 
 
-def query(db_path: Path | str, sql: str, params: tuple | dict = (), dicts: bool = False) -> list:
-    """Run one read-only query on a fresh connection, read every row, close."""
-    conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(2000)
-        cur = conn.cursor()
-        if dicts:
-            cur.row_trace = lambda c, row: dict(zip((d[0] for d in c.get_description()), row))
-        try:
-            return cur.execute(sql, params).fetchall()
-        finally:
-            cur.close()
-    finally:
-        conn.close()
-
-
 @dataclass
 class Db:
     """Read-only views of the daemon's database used across the tests."""
 
     path: Path
 
-    def rows(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
-        return query(self.path, sql, params)
+    def rows(self, sql: str, params: dbread.Params = ()) -> list[tuple]:
+        return dbread.query(self.path, sql, params)
 
-    def dicts(self, sql: str, params: tuple | dict = ()) -> list[dict]:
-        return query(self.path, sql, params, dicts=True)
+    def dicts(self, sql: str, params: dbread.Params = ()) -> list[dict]:
+        return dbread.dicts(self.path, sql, params)
 
-    def one(self, sql: str, params: tuple | dict = ()) -> dict | None:
-        rows = self.dicts(sql, params)
-        assert len(rows) <= 1, rows
-        return rows[0] if rows else None
+    def one(self, sql: str, params: dbread.Params = ()) -> dict | None:
+        return dbread.one(self.path, sql, params)
 
-    def scalar(self, sql: str, params: tuple | dict = ()):
-        rows = self.rows(sql, params)
-        return rows[0][0] if rows else None
+    def scalar(self, sql: str, params: dbread.Params = ()):
+        return dbread.value(self.path, sql, params)
 
     def exists(self) -> bool:
         return self.path.exists()

@@ -749,7 +749,7 @@ def test_a_long_migration_says_so_until_it_ends_and_gives_the_wal_space_back(wor
         assert len(told) >= 2
         assert set(told) == {f"migrating the database schema from version 3 to {SCHEMA_VERSION}"}
         assert os.path.getsize(f"{workspace.db_path}-wal") == 0
-        assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 200_000 + len(OLD_RUN_EVENTS)
+        assert workspace.db.scalar("SELECT count(*) FROM events") == 200_000 + len(OLD_RUN_EVENTS)
     finally:
         store.close()
 

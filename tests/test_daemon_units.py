@@ -1,5 +1,6 @@
 """Pure unit tests of the daemon's parsing, incremental reading and status rules."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -11,11 +12,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from daemon import parse, reader
+from daemon import identity, parse, reader
 from core import run_status as status
 from core.ids import Refused, classify_benchmark_file, classify_session_file, normalise_benchmark_id, shown
 from daemon.parse import BadInput
 from daemon.reader import Checkpoint, Line
+from tests import dbread
 from tests import fixtures as fx
 from tests.conftest import missing_precondition
 
@@ -249,7 +251,7 @@ class File:
     def read(self, max_line: int = 1000, budget: int = 1 << 30) -> tuple[list[Line], bool]:
         fd, st = reader.open_regular(self.path)
         try:
-            assert reader.change_reason(fd, st, self.cp) is None
+            assert identity.change_reason(fd, st, self.cp) is None
             lines, self.cp, more = reader.read_lines(fd, st, self.cp, max_line, budget)
         finally:
             os.close(fd)
@@ -258,7 +260,7 @@ class File:
     def change_reason(self):
         fd, st = reader.open_regular(self.path)
         try:
-            return reader.change_reason(fd, st, self.cp)
+            return identity.change_reason(fd, st, self.cp)
         finally:
             os.close(fd)
 
@@ -403,6 +405,31 @@ def test_change_reason(tmp_path):
         w.write(head + b"second\nthird\n")
     os.replace(f.path + ".new", f.path)
     assert f.change_reason() == "replaced"
+
+
+def test_unchanged_and_needs_look(tmp_path):
+    """The one cheap identity test, against a checkpoint (scans, stale runs) or against a stat
+    taken when a file was read (the read worker's answers)."""
+    f = File(tmp_path / "log")
+    f.append(b"first\n")
+    f.read()
+    before = os.lstat(f.path)
+    assert identity.unchanged(before, f.cp) and identity.unchanged(before, identity.seen(before))
+    assert not identity.needs_look(before, f.cp)
+    assert identity.needs_look(before, None)                                    # new
+    assert not identity.needs_look(before, dataclasses.replace(f.cp, state="error"))
+    assert identity.needs_look(before, dataclasses.replace(f.cp, state="pending"))   # tried again
+
+    f.append(b"second\n")
+    after = os.lstat(f.path)
+    assert not identity.unchanged(after, f.cp) and not identity.unchanged(after, identity.seen(before))
+    assert identity.needs_look(after, f.cp)
+
+    os.utime(f.path, ns=(after.st_atime_ns, after.st_mtime_ns + 1))             # touched only
+    assert not identity.unchanged(os.lstat(f.path), identity.seen(after))
+    shutil.copy(f.path, f.path + ".new")
+    os.replace(f.path + ".new", f.path)                                          # another inode
+    assert not identity.unchanged(os.lstat(f.path), identity.seen(after))
 
 
 def test_open_regular_refuses_what_is_not_a_regular_file(tmp_path):
@@ -658,16 +685,17 @@ def test_a_read_made_with_an_execution_id_lost_since_is_read_again_with_the_righ
     path = sessions / "enhanced_otel_run-1.jsonl"
     path.write_bytes(fx.jsonl([fx.prompt_line("p", at=0), fx.tool_input_line("t", at=1)]))
     what = classify(path.name)
-    store = Store(tmp_path / "reev.db")
+    db = tmp_path / "reev.db"
+    store = Store(db)
     try:
         ingestor = Ingestor(store, sessions, tmp_path / "benchmarks", Limits())
         with store.batch():
             stale = read_new_file(str(path), what, 999, Limits())
             ingestor.process(str(path), Scanned(what, None), stale)
-        rows = store.conn.execute("SELECT DISTINCT exec_id FROM events").fetchall()
-        ids = store.conn.execute("SELECT id FROM executions").fetchall()
+        rows = dbread.query(db, "SELECT DISTINCT exec_id FROM events")
+        ids = dbread.query(db, "SELECT id FROM executions")
         assert rows == ids and ids != [(999,)]
-        assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+        assert dbread.value(db, "SELECT count(*) FROM events") == 2
     finally:
         store.close()
 
@@ -745,7 +773,7 @@ def test_catching_up_the_wal_is_copied_behind_the_loop_and_restarted_by_it(tmp_p
         for r in range(3, 40):            # 20 MB in all: five times checkpoint_pages
             ingest_run(r)
         assert restarts() - before >= 2, "the WAL was not started again from its beginning"
-        assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 4000
+        assert dbread.value(db, "SELECT count(*) FROM events") == 4000
     finally:
         store.close()
 
@@ -769,7 +797,8 @@ def test_a_benchmark_is_parsed_off_the_loop_and_stored_when_it_comes_back(tmp_pa
     path = benchmarks / "301-a.yml"
     path.write_text(fx.benchmark_yaml("301-a", description="first"))
     came_back: queue.Queue[str] = queue.Queue()
-    store = Store(tmp_path / "reev.db")
+    db = tmp_path / "reev.db"
+    store = Store(db)
     try:
         ingestor = Ingestor(store, tmp_path / "sessions", benchmarks, Limits(), OffLoop(done=came_back.put))
         what = Scanned(Classified("benchmark", "301-a"), None)
@@ -777,7 +806,7 @@ def test_a_benchmark_is_parsed_off_the_loop_and_stored_when_it_comes_back(tmp_pa
         def look():
             with store.batch():
                 ingestor.process(str(path), what)
-            return store.conn.execute("SELECT description FROM benchmarks").fetchall()
+            return dbread.query(db, "SELECT description FROM benchmarks")
 
         assert look() == []                            # not parsed in the loop
         assert came_back.get(timeout=10) == str(path)

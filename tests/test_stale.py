@@ -13,6 +13,7 @@ import pytest
 
 from daemon import stale as stale_module
 from core.run_status import stale_reason
+from tests import dbread
 from tests import fixtures as fx
 from tests.api_client import Api
 from tests.conftest import wait_for
@@ -181,7 +182,8 @@ def test_a_log_that_changed_since_its_checkpoint_is_read_not_timed_out(tmp_path)
     for path in (quiet, grown):
         path.write_bytes(fx.jsonl([fx.prompt_line("p", at=0)]))
         age(path, 7200)
-    store = Store(tmp_path / "reev.db")
+    db = tmp_path / "reev.db"
+    store = Store(db)
     try:
         ingestor = Ingestor(store, sessions, tmp_path / "benchmarks", Limits())
         with store.batch():
@@ -195,13 +197,13 @@ def test_a_log_that_changed_since_its_checkpoint_is_read_not_timed_out(tmp_path)
             f.write(fx.jsonl([fx.step_complete_line(at=1)]))
         age(grown, 7200)                               # (even with its mtime set back)
         assert stale.look() == 1 and queued == [str(grown)]
-        statuses = dict(store.conn.execute("SELECT execution_id, status FROM executions").fetchall())
+        statuses = dict(dbread.query(db, "SELECT execution_id, status FROM executions"))
         assert statuses == {"quiet": "Timeout", "grown": "Running"}
         with store.batch():
             ingestor.process(str(grown))               # read: its checkpoint is the file again
         stale.logs_written(store.take_oldest_log_mtime())
         assert stale.look() == 0
-        statuses = dict(store.conn.execute("SELECT execution_id, status FROM executions").fetchall())
+        statuses = dict(dbread.query(db, "SELECT execution_id, status FROM executions"))
         assert statuses == {"quiet": "Timeout", "grown": "Timeout"}
     finally:
         store.close()
@@ -232,8 +234,8 @@ def test_a_look_times_out_a_bounded_number_of_runs_and_comes_back_for_the_rest(w
             looks += 1
             generations.append(store.generation)
         assert looks == 3 and generations == [generations[0] + i for i in range(4)]   # one transaction each
-        timed_out = [r[0] for r in store.conn.execute(
-            "SELECT execution_id FROM executions WHERE status = 'Timeout' ORDER BY execution_id")]
+        timed_out = [r[0] for r in dbread.query(
+            workspace.db_path, "SELECT execution_id FROM executions WHERE status = 'Timeout' ORDER BY execution_id")]
         assert timed_out == [f"run-{n}" for n in range(5)]
         assert stale.due_at == pytest.approx(fresh.stat().st_mtime + 1800 + SLACK_SECONDS)
     finally:

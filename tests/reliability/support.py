@@ -87,7 +87,7 @@ def event_logs_consistent(db, logs) -> list[str]:
     rows = db.rows(
         "SELECT f.path, f.offset, f.line_no, count(e.line), coalesce(max(e.line), 0) FROM files f"
         " LEFT JOIN executions x ON x.execution_id = f.subject_id LEFT JOIN events e ON e.exec_id = x.id"
-        " WHERE f.kind = 'events' GROUP BY f.path")
+        " WHERE f.kind = 'events' GROUP BY f.path, f.offset, f.line_no")   # (path is unique)
     problems += [f"{path}: no checkpoint" for path in sorted(set(map(str, logs)) - {row[0] for row in rows})]
     for path, offset, line_no, count, top in rows:
         if (count, top) != (line_no, line_no):

@@ -9,8 +9,7 @@ import random
 import threading
 import time
 
-import apsw
-
+from tests import dbread
 from tests import fixtures as fx
 from tests.reliability.conftest import scale
 from tests.reliability.support import dump, once_db, wait_same_dump
@@ -129,7 +128,7 @@ class RunWriter(threading.Thread):
 def stored_events(db) -> int:
     try:
         return db.scalar("SELECT count(*) FROM events") or 0
-    except apsw.Error:          # killed before the database or its schema existed
+    except dbread.Unreadable:   # killed before the database or its schema existed
         return 0
 
 
