@@ -4,8 +4,6 @@ import logging
 import signal
 import sys
 
-import apsw
-
 from daemon import admin
 from daemon.config import daemon_arguments
 from daemon.ingest import Limits
@@ -13,6 +11,7 @@ from daemon.lock import DatabaseBusy, WriterLock
 from core.logs import setup_logging
 from core.notify import Notifier
 from daemon.service import HANDLED_SIGNALS, Config, Service
+from daemon.storage import StorageError
 from daemon.store import Store
 
 log = logging.getLogger("reev.daemon")
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatabaseBusy as e:
         log.error("%s", e)
         return 2
-    except (apsw.Error, OSError, RuntimeError, ValueError) as e:   # (ValueError: no regular file, a path SQLite can't take)
+    except (StorageError, OSError, ValueError) as e:   # (ValueError: no regular file, a path SQLite can't take)
         lock.release()
         log.error("cannot open the database %s: %s", config.db, e)
         return 2

@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import apsw
-
 from daemon.discovery import DirtyPaths, Watcher, folder_problem, scan_dir
 from core import heartbeat
 from core.ids import Classified, Refused, partner_file_name, shown
@@ -25,6 +23,7 @@ from daemon.cache_warmer import CacheWarmer
 from daemon.read_worker import ReadWorker
 from daemon.reader import Checkpoint, folder_is_there, unchanged
 from daemon.stale import StaleRuns
+from daemon.storage import StorageError
 from daemon.store import Store
 
 log = logging.getLogger("reev.daemon")
@@ -207,7 +206,7 @@ class Service:
         while self.scanning is not None and len(self.dirty) < MAX_FILES_PER_BATCH:
             try:
                 item = next(self.scanning, None)
-            except apsw.Error:
+            except StorageError:
                 self.scan()        # a generator that raised is over: start again after the backoff
                 raise
             if item is None:
@@ -258,7 +257,7 @@ class Service:
                         lines_ingested_total=lines, bad_lines_total=bad, bytes_read_total=size,
                         files_read_total=done, batches_total=1,
                         batch_seconds_total=time.monotonic() - started)
-        except apsw.Error:
+        except StorageError:
             self.dirty.put_back(items)   # nothing was committed: the checkpoints did not move
             raise
         self.dirty.put_back(items[done:])
@@ -319,7 +318,7 @@ class Service:
         try:
             with self.store.savepoint():
                 return self.ingestor.process(path, scanned, ahead)
-        except apsw.Error:
+        except StorageError:
             raise          # the database itself failed: abort the batch, back off, retry
         except OSError as e:     # reading failed midway: what the file did is undone; tried again
             with self.store.savepoint():
@@ -484,9 +483,9 @@ class Service:
                 # Only a whole round without a database error ends the backoff: reset after the
                 # batch alone, a failing heartbeat would be retried every 0.1 s forever.
                 backoff = 0.0
-            except apsw.Error as e:
+            except StorageError as e:
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF_SECONDS)
-                log.warning("database error (%s: %s); retrying in %.1f s", type(e).__name__, e, backoff)
+                log.warning("database error (%s: %s); retrying in %.1f s", e.engine_error, e, backoff)
                 continue
             if not len(self.dirty) and self.scanning is None and not self.rescan_requested:
                 next_retry = self.due_retries()

@@ -8,6 +8,8 @@ guarantee, so nothing here commits on its own except `Store.batch()`.
 import contextlib
 import copy
 import ctypes
+import functools
+import inspect
 import logging
 import sys
 import threading
@@ -22,8 +24,52 @@ import msgspec
 
 from core.ids import shown
 from daemon.reader import Checkpoint
+from daemon.storage.errors import Busy, Corrupt, Full, Incompatible, StorageError, Unavailable
 
 log = logging.getLogger("reev.store")
+
+# SQLite's errors as the storage layer's (the rest are StorageError itself).
+_ERRORS: dict[type, type[StorageError]] = {
+    apsw.BusyError: Busy, apsw.LockedError: Busy,
+    apsw.FullError: Full,
+    apsw.CorruptError: Corrupt, apsw.NotADBError: Corrupt,
+    apsw.CantOpenError: Unavailable, apsw.IOError: Unavailable, apsw.ReadOnlyError: Unavailable,
+    apsw.PermissionsError: Unavailable, apsw.ProtocolError: Unavailable, apsw.AuthError: Unavailable,
+}
+
+
+def storage_error(e: apsw.Error) -> StorageError:
+    """The storage layer's error for an APSW one."""
+    kind = next((k for c, k in _ERRORS.items() if isinstance(e, c)), StorageError)
+    return kind(str(e), type(e).__name__)
+
+
+def translating(fn):
+    """`fn` (a function or a generator function) raising StorageError for apsw.Error."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            try:
+                return (yield from fn(*args, **kwargs))
+            except apsw.Error as e:
+                raise storage_error(e) from e
+        return generator
+
+    @functools.wraps(fn)
+    def function(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except apsw.Error as e:
+            raise storage_error(e) from e
+    return function
+
+
+def translating_methods(cls):
+    """The class, its public methods (and __init__) translating apsw.Error at the edge."""
+    for name, value in list(vars(cls).items()):
+        if inspect.isfunction(value) and (not name.startswith("_") or name == "__init__"):
+            setattr(cls, name, translating(value))
+    return cls
 
 SCHEMA_VERSION = 6
 
@@ -92,7 +138,7 @@ def schema_sql() -> str:
                       Path(sys.prefix) / "share" / "reev-ingest" / "schema.sql"):
         if candidate.exists():
             return candidate.read_text()
-    raise RuntimeError("schema.sql not found: reinstall reev-ingest")
+    raise Unavailable("schema.sql not found: reinstall reev-ingest")
 
 
 # The derived columns of an execution (FORMATS §5), each defined once, as SQL over the
@@ -252,6 +298,7 @@ class WalCopier:
             conn.close()
 
 
+@translating_methods
 class Store:
     def __init__(self, path: Path, migrating: Callable[[str], None] | None = None):
         """`migrating(what)` is told when a schema migration starts, and again every
@@ -299,7 +346,7 @@ class Store:
         schema version (ours is set with its first tables, in the same transaction)."""
         if self._pragma("user_version")[0][0] == 0:
             if self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                raise RuntimeError("it already holds tables but no reev-ingest schema version (user_version 0):"
+                raise Incompatible("it already holds tables but no reev-ingest schema version (user_version 0):"
                                    " another program's database, left as it is")
 
     def _migrate(self, migrating: Callable[[str], None] | None):
@@ -307,7 +354,7 @@ class Store:
         Migration). schema.sql also creates what is missing from any version."""
         version = self._pragma("user_version")[0][0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"database schema {version} is newer than this daemon ({SCHEMA_VERSION})")
+            raise Incompatible(f"database schema {version} is newer than this daemon ({SCHEMA_VERSION})")
         pending = [m for v, m in MIGRATIONS.items() if 0 < version < v]
         what = f"migrating the database schema from version {version} to {SCHEMA_VERSION}"
         if pending:
@@ -382,6 +429,7 @@ class Store:
     # ------------------------------------------------------------------ transactions
 
     @contextlib.contextmanager
+    @translating
     def batch(self):
         """One write transaction. Commits the data generation +1 if anything changed."""
         self.changed = False
@@ -409,6 +457,7 @@ class Store:
             self._files_written.clear()
 
     @contextlib.contextmanager
+    @translating
     def savepoint(self):
         """Isolate one file's work inside a batch: an unexpected failure undoes only that file.
 
@@ -864,6 +913,7 @@ DUMP_QUERIES = {
 }
 
 
+@translating
 def canonical_dump(conn: apsw.Connection):
     """Every ingested record as a dict with its `table`, in a canonical order, read through a
     read-only connection (core/readonly.py)."""
@@ -890,6 +940,7 @@ def lag_bytes(conn: apsw.Connection) -> int:
         " WHERE kind = 'events' AND size > offset AND state != 'missing' AND state = 'ok'").fetchone()[0]
 
 
+@translating
 def status_report(conn: apsw.Connection) -> dict:
     """What `reev-ingestd status` shows, read in one snapshot of a read-only connection
     (core/readonly.py)."""
