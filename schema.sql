@@ -1,6 +1,6 @@
 -- reev-ingest: the one schema. The daemon (the only writer) applies this file at start;
 -- every statement is idempotent. The schema version lives in PRAGMA user_version and is
--- set by daemon/store.py after this file runs: a change here that existing databases
+-- set by daemon/storage/sqlite/migrations.py after this file runs: a change here that existing databases
 -- cannot absorb by re-running it gets a numbered migration there.
 --
 -- Times are Unix seconds as REAL (microseconds survive); the API formats them as RFC 3339.

@@ -14,7 +14,7 @@ from core.logs import escape
 from core import heartbeat
 from core.readonly import CannotOpen, NotAFile, open_readonly
 from daemon.storage import StorageError
-from daemon.store import canonical_dump, status_report
+from daemon.storage.sqlite import canonical_dump, status_report
 from core.timestamps import iso
 
 def daemon_problems(db: Path, pid: int | None | str, age: float | None) -> list[str]:

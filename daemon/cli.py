@@ -12,7 +12,7 @@ from core.logs import setup_logging
 from core.notify import Notifier
 from daemon.service import HANDLED_SIGNALS, Config, Service
 from daemon.storage import StorageError
-from daemon.store import Store
+from daemon.storage.sqlite import SqliteStore
 
 log = logging.getLogger("reev.daemon")
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         lock.acquire()
         # A migration rewrites tables: under systemd, ask for 10 more minutes each time the
         # store says it is still at it (every minute).
-        store = Store(config.db, migrating=lambda what: notify.send(
+        store = SqliteStore(config.db, migrating=lambda what: notify.send(
             "EXTEND_TIMEOUT_USEC=600000000", f"STATUS={what}"))
     except DatabaseBusy as e:
         log.error("%s", e)

@@ -17,7 +17,7 @@ from daemon.offloop import OffLoop
 from daemon.parse import BadInput, ParsedLine
 from daemon.reader import Checkpoint, Line, NotAFile
 from core.run_status import TERMINAL, status_from_event, status_from_session
-from daemon.store import Run, Store
+from daemon.storage import Run, Store
 
 log = logging.getLogger("reev.ingest")
 

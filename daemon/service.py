@@ -23,8 +23,7 @@ from daemon.cache_warmer import CacheWarmer
 from daemon.read_worker import ReadWorker
 from daemon.reader import Checkpoint, folder_is_there, unchanged
 from daemon.stale import StaleRuns
-from daemon.storage import StorageError
-from daemon.store import Store
+from daemon.storage import StorageError, Store
 
 log = logging.getLogger("reev.daemon")
 
@@ -353,7 +352,7 @@ class Service:
             return False
         log.error("the database %s %s while the daemon ran: exiting (started again, it opens or creates"
                   " the database the path names then)", self.config.db, why)
-        self.store.empty_wal()
+        self.store.abandon()
         self.stopping = self.database_gone = True
         return True
 
@@ -507,7 +506,7 @@ class Service:
 
     def status_line(self) -> str:
         """systemd's STATUS=: while catching up, how far (the lag counts only what was looked at);
-        after, what is tracked, and the lag (store.lag_bytes)."""
+        after, what is tracked, and the lag (the store's lag: Store.counts)."""
         if self.catching_up:
             return f"catching up: {self._catch_up_done()} so far"
         files, errors, lag = self.store.counts()

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from core import run_status as status
 from daemon.reader import unchanged
-from daemon.store import Store
+from daemon.storage import Store
 
 log = logging.getLogger("reev.daemon")
 

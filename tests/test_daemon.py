@@ -11,8 +11,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from daemon import store as store_module
-from daemon.store import SCHEMA_VERSION
+from daemon.storage.sqlite import SCHEMA_VERSION, SqliteStore, migrations
 from tests import fixtures as fx
 from tests.conftest import OLD_RUN_EVENTS, OLD_RUN_LOG, clean_env, daemon_command, write_old_database
 
@@ -742,9 +741,9 @@ def test_a_long_migration_says_so_until_it_ends_and_gives_the_wal_space_back(wor
     events table must keep sending them. The rewritten rows went through the WAL, which
     the daemon keeps (PERSIST_WAL): it is truncated afterwards."""
     write_old_database(workspace.db_path, 3, fx.session_doc("before"), filler_events=200_000)
-    monkeypatch.setattr(store_module, "MIGRATION_NOTICE_SECONDS", 0.0)     # every progress tick
+    monkeypatch.setattr(migrations, "MIGRATION_NOTICE_SECONDS", 0.0)     # every progress tick
     told = []
-    store = store_module.Store(workspace.db_path, migrating=told.append)
+    store = SqliteStore(workspace.db_path, migrating=told.append)
     try:
         assert len(told) >= 2
         assert set(told) == {f"migrating the database schema from version 3 to {SCHEMA_VERSION}"}

@@ -4,9 +4,8 @@ as the storage layer's (daemon/storage/errors.py), each the kind that says what 
 import apsw
 import pytest
 
-from daemon import store as store_module
+from daemon.storage.sqlite import SqliteStore as Store, canonical_dump, engine, status_report
 from daemon.storage import Busy, Corrupt, Full, Incompatible, StorageError, Unavailable
-from daemon.store import Store, canonical_dump, status_report
 from tests.reliability.test_db_faults import fill, small_filesystem
 
 
@@ -36,7 +35,7 @@ def test_another_programs_database_is_incompatible_and_left_alone(tmp_path):
 
 
 def test_a_database_held_by_another_writer_is_busy(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 50)
+    monkeypatch.setattr(engine, "BUSY_TIMEOUT_MS", 50)
     db = tmp_path / "reev.db"
     Store(db).close()
     store = Store(db)
@@ -85,3 +84,16 @@ def test_the_operators_queries_raise_storage_errors(tmp_path):
     with pytest.raises(StorageError):
         list(canonical_dump(conn))
     conn.close()
+
+
+@pytest.mark.parametrize("module", ["daemon.read_worker", "daemon.service"])
+def test_the_loop_and_the_read_worker_know_the_store_by_its_interface_only(module):
+    """ingest.py, service.py and stale.py import the interface, never a backend: the read worker
+    (which imports ingest.py) loads no SQLite, and a second backend changes none of them."""
+    import subprocess
+    import sys
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import sys, {module}; print(sorted(m for m in sys.modules"
+                               " if m == 'apsw' or m.startswith('daemon.storage.sqlite')))"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

@@ -1,5 +1,9 @@
-"""The daemon's storage: see interface.py."""
+"""The daemon's storage seam: the interface (interface.py) that ingest.py, service.py and
+stale.py use, its errors (errors.py), and its backends (sqlite/). docs/storage.md says where
+each rule lives and why."""
 
 from daemon.storage.errors import Busy, Corrupt, Full, Incompatible, StorageError, Unavailable
+from daemon.storage.interface import NOT_LOOKED_UP, Run, Store
 
-__all__ = ["Busy", "Corrupt", "Full", "Incompatible", "StorageError", "Unavailable"]
+__all__ = ["NOT_LOOKED_UP", "Busy", "Corrupt", "Full", "Incompatible", "Run", "StorageError", "Store",
+           "Unavailable"]

@@ -1,0 +1,52 @@
+"""The benchmarks table: the definitions of <benchmarks-dir>/*.yml (a removed one is kept)."""
+
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from daemon.storage.sqlite.unit_of_work import UnitOfWork
+
+
+class BenchmarkRepository(UnitOfWork):
+    """The benchmarks table. A change re-derives the benchmark of runs known by their prompt
+    only (executions.py)."""
+    relink_unlinked: Callable[[], None]
+
+    def upsert_benchmark(self, b, path: str) -> str | None:
+        """Insert or update; returns the path of another file that already defines this id."""
+        row = self.conn.execute("SELECT path, removed FROM benchmarks WHERE id = ?", (b.id,)).fetchone()
+        if row and row[0] != path and not row[1]:
+            return row[0]
+        self.conn.execute(
+            "INSERT INTO benchmarks (id, path, description, tags, prompt, flow_steps, yaml_text, removed, updated_at)"
+            " VALUES (?,?,?,?,?,?,?,0,?) ON CONFLICT (id) DO UPDATE SET path = excluded.path,"
+            " description = excluded.description, tags = excluded.tags, prompt = excluded.prompt,"
+            " flow_steps = excluded.flow_steps, yaml_text = excluded.yaml_text, removed = 0,"
+            " updated_at = excluded.updated_at",
+            (b.id, path, b.description, _json_list(b.tags), b.prompt, b.flow_steps, b.yaml_text, time.time()))
+        # A file whose id changed no longer defines the old one.
+        self.conn.execute("UPDATE benchmarks SET removed = 1 WHERE path = ? AND id != ? AND removed = 0", (path, b.id))
+        self.mark_changed()
+        self.relink_unlinked()
+        return None
+
+    def benchmark_ids_of(self, path: str) -> list[str]:
+        """The ids a benchmark file defines now (not removed)."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM benchmarks WHERE path = ? AND removed = 0", (path,))]
+
+    def benchmark_files_in_error(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT path FROM files WHERE kind = 'benchmark' AND state = 'error'")]
+
+    def remove_benchmarks_of(self, path: str):
+        self.conn.execute("UPDATE benchmarks SET removed = 1, updated_at = ? WHERE path = ? AND removed = 0",
+                          (time.time(), path))
+        if self.conn.changes():
+            self.mark_changed()
+            self.relink_unlinked()
+
+
+def _json_list(values: list[str]) -> str:
+    return msgspec.json.encode(values).decode()

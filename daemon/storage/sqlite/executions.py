@@ -1,0 +1,206 @@
+"""The executions table (and session_docs, the session files as written): a run's row, fed by
+its session file and its event logs apart, so that either can be read again alone; its
+derived columns (derived.py); its status as the files and the stale rule give it; the ids of
+new runs (this is the only writer: an id is counted once, never handed out twice)."""
+
+import time
+
+from daemon.storage.interface import Run
+from daemon.storage.sqlite.derived import BENCHMARK, CREATED_AT, UPDATED_AT
+from daemon.storage.sqlite.new_executions import NewExecution
+from daemon.storage.sqlite.unit_of_work import UnitOfWork
+
+# The statements run for every file, built once.
+_UPDATE_SESSION = (
+    "UPDATE executions SET recorded_session_id = coalesce(:sid, recorded_session_id),"
+    " session_benchmark_id = :bench, agent_type = coalesce(:agent, agent_type), status = :status,"
+    " success = CASE WHEN :keep THEN success ELSE :success END,"
+    " score = CASE WHEN :keep THEN score ELSE :score END,"
+    " final_status = CASE WHEN :keep THEN final_status ELSE :final_status END,"
+    " execution_time_ms = CASE WHEN :keep THEN execution_time_ms ELSE :ms END,"
+    " start_time = :start, end_time = :end, stale_reason = NULL,"
+    " finished_at = CASE WHEN :finished THEN coalesce(finished_at, :now) ELSE finished_at END,"
+    # the derived columns, from the new values
+    f" created_at = {CREATED_AT.format(start=':start', first='first_event_at')},"
+    f" updated_at = {UPDATED_AT.format(last='last_event_at', end=':end', start=':start')},"
+    f" benchmark_id = {BENCHMARK.format(session_benchmark=':bench', prompt='first_prompt')},"
+    " changed_generation = :gen WHERE id = :id")
+_FIRST_EVENT_AT = "CASE WHEN first_event_at IS NULL OR :first < first_event_at THEN :first ELSE first_event_at END"
+_AGGREGATES = (
+    "UPDATE executions SET event_count = event_count + :lines, tool_call_count = tool_call_count + :calls,"
+    f" step_count = step_count + :steps, first_event_at = {_FIRST_EVENT_AT},"
+    " last_event_at = CASE WHEN last_event_at IS NULL OR :last > last_event_at THEN :last ELSE last_event_at END,"
+    " recorded_session_id = coalesce(recorded_session_id, :sid), changed_generation = :gen,"
+    # updated_at only grows with appends, so it is kept here
+    " updated_at = max(coalesce(updated_at, 0), coalesce(:last, 0))")
+_ADD_AGGREGATES_DERIVING = (
+    _AGGREGATES + ", first_prompt = coalesce(first_prompt, :prompt),"
+    f" created_at = {CREATED_AT.format(start='start_time', first=_FIRST_EVENT_AT)},"
+    " benchmark_id = "
+    + BENCHMARK.format(session_benchmark="session_benchmark_id", prompt="coalesce(first_prompt, :prompt)")
+    + " WHERE id = :id")
+_ADD_AGGREGATES = (_AGGREGATES + " WHERE id = :id RETURNING created_at IS "
+                   + CREATED_AT.format(start="start_time", first="first_event_at"))
+
+
+class ExecutionRepository(UnitOfWork):
+    """The executions and session_docs tables."""
+
+    def __init__(self, generation: int):
+        super().__init__(generation)
+        self._next_id: int | None = None            # the id the next new execution gets (None: count)
+        self._reserved: dict[str, int] = {}         # execution_id → id, for one not created yet
+
+    def execution(self, execution_id: str) -> Run:
+        """An execution; a new one is Running, and inserted when the batch commits."""
+        exec_id = self.new.ids.get(execution_id)
+        if exec_id is not None:
+            return Run(exec_id, self.new.by_id[exec_id].status, False)
+        exec_id = self._reserved.pop(execution_id, None)
+        if exec_id is None:
+            row = self.conn.execute("SELECT id, status, stale_reason IS NOT NULL FROM executions"
+                                    " WHERE execution_id = ?", (execution_id,)).fetchone()
+            if row:
+                return Run(row[0], row[1], bool(row[2]))
+            exec_id = self._allocate_id()
+        self.new.set(exec_id, NewExecution(exec_id, execution_id))
+        self.mark_changed()
+        return Run(exec_id, "Running", False)
+
+    def reserve_execution_id(self, execution_id: str) -> int:
+        """The id execution() gives this execution, in this batch or a later one, without
+        creating it: rows can be built with it before it exists. (A reservation is lost when
+        a batch that created the execution rolls back: the rows' id no longer matches, and
+        whoever built them must build them again.)"""
+        exec_id = self.new.ids.get(execution_id) or self._reserved.get(execution_id)
+        if exec_id is None:
+            row = self.conn.execute("SELECT id FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
+            if row:
+                return row[0]
+            exec_id = self._reserved[execution_id] = self._allocate_id()
+        return exec_id
+
+    def drop_reservation(self, execution_id: str):
+        """What was to be built with the reserved id will not be (the file was no file)."""
+        self._reserved.pop(execution_id, None)
+
+    def drop_reservations(self):
+        """Nothing built with a reserved id is left to store (the read-ahead stopped)."""
+        self._reserved.clear()
+
+    def _allocate_id(self) -> int:
+        # Counted once: this is the only writer, and an id is never handed out twice, not even
+        # one a rolled-back batch or a reservation left unused.
+        if self._next_id is None:
+            self._next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM executions").fetchone()[0]
+        exec_id, self._next_id = self._next_id, self._next_id + 1
+        return exec_id
+
+    def update_session(self, exec_id: int, status: str, s, finished_now: bool):
+        """Columns fed by the session file. `s` is a parse.ParsedSession."""
+        final = s.final
+        keep_result = final is None  # a session file without final_result keeps the last result
+        values = {
+            "sid": s.recorded_session_id, "bench": s.benchmark_id, "agent": s.agent_type,
+            "status": status, "keep": keep_result,
+            "success": None if final is None or final.success is None else int(final.success),
+            "score": None if final is None else final.score,
+            "final_status": None if final is None else final.status,
+            "ms": None if final is None or final.execution_time_ms is None else int(final.execution_time_ms),
+            "start": s.start_time, "end": s.end_time,
+            "finished": finished_now, "now": time.time(), "gen": self.next_generation, "id": exec_id}
+        new = self.new.changing(exec_id)
+        if new is None:
+            self.conn.execute(_UPDATE_SESSION, values)
+        else:
+            new.session, new.status, new.given = values, status, True
+        self.conn.execute(
+            "INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (?, ?, ?)"
+            " ON CONFLICT (exec_id) DO UPDATE SET session_doc = excluded.session_doc,"
+            " result_doc = CASE WHEN ? THEN result_doc ELSE excluded.result_doc END",
+            (exec_id, s.doc, s.final_doc, keep_result))
+        self.mark_changed()
+
+    def add_event_aggregates(self, exec_id: int, *, lines: int, tool_calls: int, steps: int,
+                             first_ts: float | None, last_ts: float | None,
+                             first_prompt: str | None, recorded_session_id: str | None):
+        new = self.new.changing(exec_id)
+        if new is not None:
+            new.given = True
+            new.lines += lines
+            new.calls += tool_calls
+            new.steps += steps
+            if first_ts is not None and (new.first is None or first_ts < new.first):
+                new.first = first_ts
+            if last_ts is not None and (new.last is None or last_ts > new.last):
+                new.last = last_ts
+            new.prompt = new.prompt if new.prompt is not None else first_prompt
+            new.events_sid = new.events_sid if new.events_sid is not None else recorded_session_id
+            self.mark_changed()
+            return
+        # Lines with a prompt are (nearly always) a log's first: they set first_prompt,
+        # created_at and the benchmark in the same statement. Appends don't: a column in the SET
+        # list costs an update of each index on it (a page written), even when its value stays.
+        sql = _ADD_AGGREGATES_DERIVING if first_prompt is not None else _ADD_AGGREGATES
+        row = self.conn.execute(sql, {
+            "lines": lines, "calls": tool_calls, "steps": steps, "first": first_ts, "last": last_ts,
+            "prompt": first_prompt, "sid": recorded_session_id, "gen": self.next_generation,
+            "id": exec_id}).fetchall()
+        if first_prompt is None and row and not row[0][0]:
+            self._refresh_derived("id = ?", (exec_id,))   # an earlier timestamp came later
+        self.mark_changed()
+
+    def set_status(self, exec_id: int, status: str, stale_reason: str | None = None):
+        """A status no file gave: the stale rule's Timeout (with why), or Running again after it.
+        (The triggers carry it to the change feed and the benchmark's ETag scope.)"""
+        self.conn.execute("UPDATE executions SET status = ?, stale_reason = ?, changed_generation = ? WHERE id = ?",
+                          (status, stale_reason, self.next_generation, exec_id))
+        self.mark_changed()
+
+    def stale_candidates(self, limit: int) -> list[tuple[int, str, int]]:
+        """The runs the stale rule applies to: Running, with an event log and no session file
+        (one gone does not count), through the index of Running runs. The one whose newest log
+        changed longest ago first: (id, execution_id, that log's mtime_ns), at most `limit`.
+        (Forced to go from the Running runs: without statistics SQLite would walk every event log.)"""
+        return self.conn.execute(
+            "SELECT x.id, x.execution_id, max(f.mtime_ns) AS last_ns FROM executions x INDEXED BY executions_running"
+            " CROSS JOIN files f ON f.kind = 'events' AND f.subject_id = x.execution_id"
+            " WHERE x.status = 'Running' AND NOT EXISTS (SELECT 1 FROM files s WHERE s.kind = 'session'"
+            "   AND s.subject_id = x.execution_id AND s.state != 'missing')"
+            " GROUP BY x.execution_id ORDER BY last_ns LIMIT ?", (limit,)).fetchall()
+
+    def reset_event_log(self, exec_id: int):
+        """Forget what an event log contributed, before re-reading it from its first byte."""
+        self.new.insert(self.conn, self.next_generation, only=exec_id)     # (rare: the statements below work on its row)
+        self.conn.execute("DELETE FROM events WHERE exec_id = ?", (exec_id,))
+        self.conn.execute("DELETE FROM tool_calls WHERE exec_id = ?", (exec_id,))
+        self.conn.execute(
+            "UPDATE executions SET event_count = 0, tool_call_count = 0, step_count = 0,"
+            " first_event_at = NULL, last_event_at = NULL, first_prompt = NULL,"
+            # the recorded session id came from the session file (it wins) or the old lines
+            " recorded_session_id = (SELECT CASE WHEN json_valid(d.session_doc)"
+            "   THEN json_extract(d.session_doc, '$.session_id') ELSE executions.recorded_session_id END"
+            "   FROM session_docs d WHERE d.exec_id = executions.id),"
+            " changed_generation = ? WHERE id = ?", (self.next_generation, exec_id))
+        self._refresh_derived("id = ?", (exec_id,))
+        self.mark_changed()
+
+    def relink_unlinked(self):
+        """After benchmarks changed: re-derive the benchmark of runs known only by their prompt."""
+        self._refresh_derived("session_benchmark_id IS NULL"
+                              " AND (first_prompt IS NOT NULL OR benchmark_id IS NOT NULL)", ())
+
+    def _refresh_derived(self, where: str, params: tuple):
+        """created_at, updated_at and the effective benchmark_id, from stored facts, where they
+        differ from what they are."""
+        derived = {
+            "created_at": CREATED_AT.format(start="start_time", first="first_event_at"),
+            "updated_at": UPDATED_AT.format(last="last_event_at", end="end_time", start="start_time"),
+            "benchmark_id": BENCHMARK.format(session_benchmark="session_benchmark_id",
+                                              prompt="executions.first_prompt")}
+        self.conn.execute(
+            f"UPDATE executions SET {', '.join(f'{c} = {e}' for c, e in derived.items())}, changed_generation = ?"
+            f" WHERE ({where}) AND ({' OR '.join(f'{c} IS NOT {e}' for c, e in derived.items())})",
+            (self.next_generation, *params))
+        if self.conn.changes():
+            self.mark_changed()
