@@ -41,18 +41,13 @@ the batch's own transaction, as the SQLite backend's docstrings describe them.
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from daemon.reader import Checkpoint
+from daemon.storage.records import (BenchmarkDefinition, EventRow, LogAggregates, Run, SessionUpdate, StaleCandidate,
+                                    ToolCall, ToolCallEnd)
 
 NOT_LOOKED_UP = object()     # Store.checkpoint(): no scanned checkpoint given
-
-
-class Run(NamedTuple):
-    """An execution as the status rules see it."""
-    id: int
-    status: str
-    stalled: bool             # its Timeout is the stale rule's (core/run_status.py)
 
 
 class Store(Protocol):
@@ -156,36 +151,34 @@ class Store(Protocol):
     def drop_reservations(self):
         """Nothing built with a reserved id is left to store."""
 
-    def update_session(self, exec_id: int, status: str, session, finished_now: bool):
-        """The columns a session file feeds (`session`: a parse.ParsedSession), with the status
-        the rules gave; `finished_now`: the run is finished (its finished_at is set once)."""
+    def update_session(self, exec_id: int, update: SessionUpdate):
+        """What the run's session file gives it (its finished_at is set once, when it is first
+        finished)."""
 
-    def add_event_aggregates(self, exec_id: int, *, lines: int, tool_calls: int, steps: int,
-                             first_ts: float | None, last_ts: float | None,
-                             first_prompt: str | None, recorded_session_id: str | None):
+    def add_event_aggregates(self, exec_id: int, aggregates: LogAggregates):
         """What lines of the run's event log add to its row (counts, first and last times, the
         first prompt and session id if it has none yet)."""
 
     def set_status(self, exec_id: int, status: str, stale_reason: str | None = None):
         """A status no file gave: the stale rule's Timeout (with why), or Running again."""
 
-    def stale_candidates(self, limit: int) -> list[tuple[int, str, int]]:
-        """Running runs with an event log and no session file, the quietest first:
-        (id, execution_id, their newest log's mtime_ns)."""
+    def stale_candidates(self, limit: int) -> list[StaleCandidate]:
+        """At most `limit` Running runs with an event log and no session file, the quietest first."""
 
     def reset_event_log(self, exec_id: int):
         """Forget what the run's event log contributed, before reading it again from byte 0."""
 
     # ---------------------------------------------------------------- events and tool calls
 
-    def insert_events(self, rows: list[tuple]):
+    def insert_events(self, rows: list[EventRow]):
         """Event lines (a line stored again replaces itself)."""
 
-    def insert_tool_calls(self, rows: list[tuple]):
+    def insert_tool_calls(self, rows: list[ToolCall]):
         """Tool calls opened by these lines (before completions: they may complete these)."""
 
-    def complete_tool_calls(self, rows: list[tuple]):
-        """Tool calls opened by earlier lines, completed by these."""
+    def complete_tool_calls(self, rows: list[ToolCallEnd]):
+        """Tool calls opened by earlier lines, completed by these (a call's duration, when its
+        line gives none, is the time between its two lines)."""
 
     def open_tool_inputs(self, exec_id: int) -> list[int]:
         """Lines of the run's ToolInputs still waiting for their output, oldest first."""
@@ -195,8 +188,8 @@ class Store(Protocol):
 
     # ---------------------------------------------------------------- benchmarks
 
-    def upsert_benchmark(self, benchmark, path: str) -> str | None:
-        """Store a definition (`benchmark`: a parse.ParsedBenchmark) read from `path`; the path
+    def upsert_benchmark(self, benchmark: BenchmarkDefinition, path: str) -> str | None:
+        """Store a definition read from `path`; the path
         of another file that already defines its id, if one does (then nothing is stored)."""
 
     def benchmark_ids_of(self, path: str) -> list[str]:

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from daemon.storage.records import BenchmarkDefinition
 from daemon.storage.sqlite.unit_of_work import UnitOfWork
 
 
@@ -13,9 +14,9 @@ class BenchmarkRepository(UnitOfWork):
     only (executions.py)."""
     relink_unlinked: Callable[[], None]
 
-    def upsert_benchmark(self, b, path: str) -> str | None:
+    def upsert_benchmark(self, benchmark: BenchmarkDefinition, path: str) -> str | None:
         """Insert or update; returns the path of another file that already defines this id."""
-        row = self.conn.execute("SELECT path, removed FROM benchmarks WHERE id = ?", (b.id,)).fetchone()
+        row = self.conn.execute("SELECT path, removed FROM benchmarks WHERE id = ?", (benchmark.id,)).fetchone()
         if row and row[0] != path and not row[1]:
             return row[0]
         self.conn.execute(
@@ -24,9 +25,11 @@ class BenchmarkRepository(UnitOfWork):
             " description = excluded.description, tags = excluded.tags, prompt = excluded.prompt,"
             " flow_steps = excluded.flow_steps, yaml_text = excluded.yaml_text, removed = 0,"
             " updated_at = excluded.updated_at",
-            (b.id, path, b.description, _json_list(b.tags), b.prompt, b.flow_steps, b.yaml_text, time.time()))
+            (benchmark.id, path, benchmark.description, _json_list(benchmark.tags), benchmark.prompt,
+             benchmark.flow_steps, benchmark.yaml_text, time.time()))
         # A file whose id changed no longer defines the old one.
-        self.conn.execute("UPDATE benchmarks SET removed = 1 WHERE path = ? AND id != ? AND removed = 0", (path, b.id))
+        self.conn.execute("UPDATE benchmarks SET removed = 1 WHERE path = ? AND id != ? AND removed = 0",
+                          (path, benchmark.id))
         self.mark_changed()
         self.relink_unlinked()
         return None

@@ -5,7 +5,7 @@ new runs (this is the only writer: an id is counted once, never handed out twice
 
 import time
 
-from daemon.storage.interface import Run
+from daemon.storage.records import LogAggregates, Run, SessionUpdate, StaleCandidate
 from daemon.storage.sqlite.derived import BENCHMARK, CREATED_AT, UPDATED_AT
 from daemon.storage.sqlite.new_executions import NewExecution
 from daemon.storage.sqlite.unit_of_work import UnitOfWork
@@ -96,34 +96,35 @@ class ExecutionRepository(UnitOfWork):
         exec_id, self._next_id = self._next_id, self._next_id + 1
         return exec_id
 
-    def update_session(self, exec_id: int, status: str, s, finished_now: bool):
-        """Columns fed by the session file. `s` is a parse.ParsedSession."""
-        final = s.final
-        keep_result = final is None  # a session file without final_result keeps the last result
+    def update_session(self, exec_id: int, update: SessionUpdate):
+        """Columns fed by the session file."""
+        result = update.result
+        keep_result = result is None  # a session file without final_result keeps the last result
         values = {
-            "sid": s.recorded_session_id, "bench": s.benchmark_id, "agent": s.agent_type,
-            "status": status, "keep": keep_result,
-            "success": None if final is None or final.success is None else int(final.success),
-            "score": None if final is None else final.score,
-            "final_status": None if final is None else final.status,
-            "ms": None if final is None or final.execution_time_ms is None else int(final.execution_time_ms),
-            "start": s.start_time, "end": s.end_time,
-            "finished": finished_now, "now": time.time(), "gen": self.next_generation, "id": exec_id}
+            "sid": update.recorded_session_id, "bench": update.benchmark_id, "agent": update.agent_type,
+            "status": update.status, "keep": keep_result,
+            "success": None if result is None else result.success,
+            "score": None if result is None else result.score,
+            "final_status": None if result is None else result.final_status,
+            "ms": None if result is None else result.execution_time_ms,
+            "start": update.start_time, "end": update.end_time,
+            "finished": update.finished, "now": time.time(), "gen": self.next_generation, "id": exec_id}
         new = self.new.changing(exec_id)
         if new is None:
             self.conn.execute(_UPDATE_SESSION, values)
         else:
-            new.session, new.status, new.given = values, status, True
+            new.session, new.status, new.given = values, update.status, True
         self.conn.execute(
             "INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (?, ?, ?)"
             " ON CONFLICT (exec_id) DO UPDATE SET session_doc = excluded.session_doc,"
             " result_doc = CASE WHEN ? THEN result_doc ELSE excluded.result_doc END",
-            (exec_id, s.doc, s.final_doc, keep_result))
+            (exec_id, update.doc, None if result is None else result.doc, keep_result))
         self.mark_changed()
 
-    def add_event_aggregates(self, exec_id: int, *, lines: int, tool_calls: int, steps: int,
-                             first_ts: float | None, last_ts: float | None,
-                             first_prompt: str | None, recorded_session_id: str | None):
+    def add_event_aggregates(self, exec_id: int, aggregates: LogAggregates):
+        lines, tool_calls, steps = aggregates.lines, aggregates.tool_calls, aggregates.steps
+        first_ts, last_ts, first_prompt = aggregates.first_ts, aggregates.last_ts, aggregates.first_prompt
+        recorded_session_id = aggregates.recorded_session_id
         new = self.new.changing(exec_id)
         if new is not None:
             new.given = True
@@ -157,17 +158,17 @@ class ExecutionRepository(UnitOfWork):
                           (status, stale_reason, self.next_generation, exec_id))
         self.mark_changed()
 
-    def stale_candidates(self, limit: int) -> list[tuple[int, str, int]]:
+    def stale_candidates(self, limit: int) -> list[StaleCandidate]:
         """The runs the stale rule applies to: Running, with an event log and no session file
         (one gone does not count), through the index of Running runs. The one whose newest log
-        changed longest ago first: (id, execution_id, that log's mtime_ns), at most `limit`.
+        changed longest ago first, at most `limit`.
         (Forced to go from the Running runs: without statistics SQLite would walk every event log.)"""
-        return self.conn.execute(
+        return [StaleCandidate(*row) for row in self.conn.execute(
             "SELECT x.id, x.execution_id, max(f.mtime_ns) AS last_ns FROM executions x INDEXED BY executions_running"
             " CROSS JOIN files f ON f.kind = 'events' AND f.subject_id = x.execution_id"
             " WHERE x.status = 'Running' AND NOT EXISTS (SELECT 1 FROM files s WHERE s.kind = 'session'"
             "   AND s.subject_id = x.execution_id AND s.state != 'missing')"
-            " GROUP BY x.execution_id ORDER BY last_ns LIMIT ?", (limit,)).fetchall()
+            " GROUP BY x.execution_id ORDER BY last_ns LIMIT ?", (limit,))]
 
     def reset_event_log(self, exec_id: int):
         """Forget what an event log contributed, before re-reading it from its first byte."""
