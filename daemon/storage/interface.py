@@ -34,9 +34,11 @@ never handed out twice, not even one a rolled-back batch or an unused reservatio
 reservation is dropped when the batch that created its run rolls back; whoever built rows
 with it compares ids (`Run.id`) and builds them again.
 
-Derived columns and rules (created_at, updated_at, the effective benchmark, a tool call's
-duration, per-agent statistics, ETag scopes, the change feed) are the store's to keep, in
-the batch's own transaction, as the SQLite backend's docstrings describe them.
+Derived columns (created_at, updated_at, the effective benchmark, a tool call's duration) are
+the store's to keep, as daemon/storage/sqlite/derived.py defines them. The domain rules
+(per-agent statistics, ETag scopes, the change feed) are kept in the batch's own transaction,
+right after each write that can change what they look at, by running the statements of
+daemon/storage/rules.py: SQL both SQLite and PostgreSQL accept, for a second backend to reuse.
 """
 
 from collections.abc import Iterator

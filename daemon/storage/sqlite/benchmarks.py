@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from daemon.storage import rules
 from daemon.storage.records import BenchmarkDefinition
 from daemon.storage.sqlite.unit_of_work import UnitOfWork
 
@@ -27,9 +28,11 @@ class BenchmarkRepository(UnitOfWork):
             " updated_at = excluded.updated_at",
             (benchmark.id, path, benchmark.description, _json_list(benchmark.tags), benchmark.prompt,
              benchmark.flow_steps, benchmark.yaml_text, time.time()))
+        self._keep_rules(rules.benchmark_written(benchmark.id, self.next_generation))
         # A file whose id changed no longer defines the old one.
-        self.conn.execute("UPDATE benchmarks SET removed = 1 WHERE path = ? AND id != ? AND removed = 0",
-                          (path, benchmark.id))
+        self._written(self.conn.execute(
+            "UPDATE benchmarks SET removed = 1 WHERE path = ? AND id != ? AND removed = 0 RETURNING id",
+            (path, benchmark.id)).fetchall())
         self.mark_changed()
         self.relink_unlinked()
         return None
@@ -44,11 +47,18 @@ class BenchmarkRepository(UnitOfWork):
             "SELECT path FROM files WHERE kind = 'benchmark' AND state = 'error'")]
 
     def remove_benchmarks_of(self, path: str):
-        self.conn.execute("UPDATE benchmarks SET removed = 1, updated_at = ? WHERE path = ? AND removed = 0",
-                          (time.time(), path))
-        if self.conn.changes():
+        removed = self.conn.execute(
+            "UPDATE benchmarks SET removed = 1, updated_at = ? WHERE path = ? AND removed = 0 RETURNING id",
+            (time.time(), path)).fetchall()
+        if removed:
+            self._written(removed)
             self.mark_changed()
             self.relink_unlinked()
+
+    def _written(self, ids: list[tuple[str]]):
+        """Keep the domain rules for benchmark rows an UPDATE wrote."""
+        for (benchmark_id,) in ids:
+            self._keep_rules(rules.benchmark_written(benchmark_id, self.next_generation))
 
 
 def _json_list(values: list[str]) -> str:

@@ -5,7 +5,9 @@ new runs (this is the only writer: an id is counted once, never handed out twice
 
 import time
 
+from daemon.storage import rules
 from daemon.storage.records import LogAggregates, Run, SessionUpdate, StaleCandidate
+from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
 from daemon.storage.sqlite.derived import BENCHMARK, CREATED_AT, UPDATED_AT
 from daemon.storage.sqlite.new_executions import NewExecution
 from daemon.storage.sqlite.unit_of_work import UnitOfWork
@@ -24,7 +26,7 @@ _UPDATE_SESSION = (
     f" created_at = {CREATED_AT.format(start=':start', first='first_event_at')},"
     f" updated_at = {UPDATED_AT.format(last='last_event_at', end=':end', start=':start')},"
     f" benchmark_id = {BENCHMARK.format(session_benchmark=':bench', prompt='first_prompt')},"
-    " changed_generation = :gen WHERE id = :id")
+    f" changed_generation = :gen WHERE id = :id RETURNING {TRACKED_COLUMNS}")
 _FIRST_EVENT_AT = "CASE WHEN first_event_at IS NULL OR :first < first_event_at THEN :first ELSE first_event_at END"
 _AGGREGATES = (
     "UPDATE executions SET event_count = event_count + :lines, tool_call_count = tool_call_count + :calls,"
@@ -38,10 +40,20 @@ _ADD_AGGREGATES_DERIVING = (
     f" created_at = {CREATED_AT.format(start='start_time', first=_FIRST_EVENT_AT)},"
     " benchmark_id = "
     + BENCHMARK.format(session_benchmark="session_benchmark_id", prompt="coalesce(first_prompt, :prompt)")
-    + " WHERE id = :id")
+    + f" WHERE id = :id RETURNING {TRACKED_COLUMNS}")
 _ADD_AGGREGATES = (_AGGREGATES + " WHERE id = :id RETURNING created_at IS "
                    + CREATED_AT.format(start="start_time", first="first_event_at"))
 
+_SET_STATUS = ("UPDATE executions SET status = ?, stale_reason = ?, changed_generation = ? WHERE id = ?"
+               f" RETURNING {TRACKED_COLUMNS}")
+# The derived columns recomputed from stored facts (_refresh_derived).
+_DERIVED = {
+    "created_at": CREATED_AT.format(start="start_time", first="first_event_at"),
+    "updated_at": UPDATED_AT.format(last="last_event_at", end="end_time", start="start_time"),
+    "benchmark_id": BENCHMARK.format(session_benchmark="session_benchmark_id", prompt="executions.first_prompt")}
+_SET_DERIVED = ("UPDATE executions SET created_at = ?, updated_at = ?, benchmark_id = ?, changed_generation = ?"
+                f" WHERE id = ? RETURNING {TRACKED_COLUMNS}")
+_TRACKED = f"SELECT {TRACKED_COLUMNS} FROM executions WHERE id = ?"
 
 class ExecutionRepository(UnitOfWork):
     """The executions and session_docs tables."""
@@ -111,7 +123,7 @@ class ExecutionRepository(UnitOfWork):
             "finished": update.finished, "now": time.time(), "gen": self.next_generation, "id": exec_id}
         new = self.new.changing(exec_id)
         if new is None:
-            self.conn.execute(_UPDATE_SESSION, values)
+            self._update_tracked(exec_id, _UPDATE_SESSION, values)
         else:
             new.session, new.status, new.given = values, update.status, True
         self.conn.execute(
@@ -142,20 +154,20 @@ class ExecutionRepository(UnitOfWork):
         # Lines with a prompt are (nearly always) a log's first: they set first_prompt,
         # created_at and the benchmark in the same statement. Appends don't: a column in the SET
         # list costs an update of each index on it (a page written), even when its value stays.
-        sql = _ADD_AGGREGATES_DERIVING if first_prompt is not None else _ADD_AGGREGATES
-        row = self.conn.execute(sql, {
-            "lines": lines, "calls": tool_calls, "steps": steps, "first": first_ts, "last": last_ts,
-            "prompt": first_prompt, "sid": recorded_session_id, "gen": self.next_generation,
-            "id": exec_id}).fetchall()
-        if first_prompt is None and row and not row[0][0]:
-            self._refresh_derived("id = ?", (exec_id,))   # an earlier timestamp came later
+        values = {"lines": lines, "calls": tool_calls, "steps": steps, "first": first_ts, "last": last_ts,
+                  "prompt": first_prompt, "sid": recorded_session_id, "gen": self.next_generation, "id": exec_id}
+        if first_prompt is not None:
+            self._update_tracked(exec_id, _ADD_AGGREGATES_DERIVING, values)
+        else:     # (nothing the domain rules look at: no reading before)
+            row = self.conn.execute(_ADD_AGGREGATES, values).fetchall()
+            if row and not row[0][0]:
+                self._refresh_derived("id = ?", (exec_id,))   # an earlier timestamp came later
         self.mark_changed()
 
     def set_status(self, exec_id: int, status: str, stale_reason: str | None = None):
         """A status no file gave: the stale rule's Timeout (with why), or Running again after it.
-        (The triggers carry it to the change feed and the benchmark's ETag scope.)"""
-        self.conn.execute("UPDATE executions SET status = ?, stale_reason = ?, changed_generation = ? WHERE id = ?",
-                          (status, stale_reason, self.next_generation, exec_id))
+        (The domain rules carry it to the change feed and the benchmark's ETag scope.)"""
+        self._update_tracked(exec_id, _SET_STATUS, (status, stale_reason, self.next_generation, exec_id))
         self.mark_changed()
 
     def stale_candidates(self, limit: int) -> list[StaleCandidate]:
@@ -172,7 +184,7 @@ class ExecutionRepository(UnitOfWork):
 
     def reset_event_log(self, exec_id: int):
         """Forget what an event log contributed, before re-reading it from its first byte."""
-        self.new.insert(self.conn, self.next_generation, only=exec_id)     # (rare: the statements below work on its row)
+        self._insert_new(only=exec_id)     # (rare: the statements below work on its row)
         self.conn.execute("DELETE FROM events WHERE exec_id = ?", (exec_id,))
         self.conn.execute("DELETE FROM tool_calls WHERE exec_id = ?", (exec_id,))
         self.conn.execute(
@@ -193,15 +205,21 @@ class ExecutionRepository(UnitOfWork):
 
     def _refresh_derived(self, where: str, params: tuple):
         """created_at, updated_at and the effective benchmark_id, from stored facts, where they
-        differ from what they are."""
-        derived = {
-            "created_at": CREATED_AT.format(start="start_time", first="first_event_at"),
-            "updated_at": UPDATED_AT.format(last="last_event_at", end="end_time", start="start_time"),
-            "benchmark_id": BENCHMARK.format(session_benchmark="session_benchmark_id",
-                                              prompt="executions.first_prompt")}
-        self.conn.execute(
-            f"UPDATE executions SET {', '.join(f'{c} = {e}' for c, e in derived.items())}, changed_generation = ?"
-            f" WHERE ({where}) AND ({' OR '.join(f'{c} IS NOT {e}' for c, e in derived.items())})",
-            (self.next_generation, *params))
-        if self.conn.changes():
+        differ from what they are. (Read, then written by id: the rules need the rows before.)"""
+        changed = self.conn.execute(
+            f"SELECT {TRACKED_COLUMNS}, {', '.join(_DERIVED.values())} FROM executions"
+            f" WHERE ({where}) AND ({' OR '.join(f'{c} IS NOT {e}' for c, e in _DERIVED.items())})",
+            params).fetchall()
+        for row in changed:
+            before = ExecutionState(*row[:-3])
+            self._update_tracked(before.id, _SET_DERIVED, (*row[-3:], self.next_generation, before.id), before)
+        if changed:
             self.mark_changed()
+
+    def _update_tracked(self, exec_id: int, sql: str, params: tuple | dict, before: ExecutionState | None = None):
+        """Run `sql` (an UPDATE of the execution `exec_id` ending in RETURNING TRACKED_COLUMNS) and
+        keep the domain rules (daemon/storage/rules.py), from the row before and after."""
+        if before is None:
+            before = ExecutionState(*self.conn.execute(_TRACKED, (exec_id,)).fetchone())
+        for row in self.conn.execute(sql, params).fetchall():
+            self._keep_rules(rules.execution_updated(before, ExecutionState(*row), self.next_generation))

@@ -3,6 +3,7 @@
 import time
 
 from core.ids import shown
+from daemon.storage import rules
 from daemon.storage.sqlite.unit_of_work import UnitOfWork
 
 
@@ -15,12 +16,14 @@ class ErrorRepository(UnitOfWork):
         path, now = shown(path), time.time()
         before = self.conn.execute(
             "SELECT reason FROM ingest_errors WHERE path = ? AND line = ?", (path, line)).fetchone()
-        self.conn.execute(
+        [(error_id,)] = self.conn.execute(
             "INSERT INTO ingest_errors (path, line, byte_offset, reason, first_seen_at, last_seen_at)"
             " VALUES (?,?,?,?,?,?) ON CONFLICT (path, line) DO UPDATE SET"
             " byte_offset = excluded.byte_offset, reason = excluded.reason,"
-            " last_seen_at = excluded.last_seen_at, count = count + 1",
-            (path, line, byte_offset, reason, now, now))
+            " last_seen_at = excluded.last_seen_at, count = ingest_errors.count + 1 RETURNING id",
+            (path, line, byte_offset, reason, now, now)).fetchall()
+        if before is None:     # a new error is in the change feed (one seen again is not)
+            self._keep_rules(rules.error_recorded(error_id, self.next_generation))
         self.mark_changed()
         return before is None or before[0] != reason
 

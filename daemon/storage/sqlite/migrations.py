@@ -15,7 +15,7 @@ from daemon.storage.sqlite.engine import pragma
 
 log = logging.getLogger("reev.store")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MIGRATION_NOTICE_SECONDS = 60.0
 
 
@@ -52,6 +52,11 @@ MIGRATIONS = {
     # why a run is the stale rule's Timeout (no rewrite: ADD COLUMN only changes the schema);
     # schema.sql then indexes the Running runs, one pass over executions
     6: Migration(before=["ALTER TABLE executions ADD COLUMN stale_reason TEXT"], after=[]),
+    # the domain rules move from triggers into the store (daemon/storage/rules.py): their tables stay
+    7: Migration(before=[f"DROP TRIGGER IF EXISTS {name}" for name in (
+        "executions_stats_insert", "executions_stats_update", "benchmarks_scope_insert", "benchmarks_scope_update",
+        "executions_benchmark_scope", "executions_results_scope_insert", "executions_results_scope",
+        "executions_change_insert", "executions_change_update", "ingest_errors_change")], after=[]),
 }
 
 

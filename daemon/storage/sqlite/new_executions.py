@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import apsw
 
+from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
 from daemon.storage.sqlite.derived import BENCHMARK, CREATED_AT, UPDATED_AT
 
 # An execution first seen in this batch, with what every file of the batch gave it: the same
@@ -23,6 +24,7 @@ INSERT_NEW = (
     f" CASE WHEN :given THEN {UPDATED_AT.format(last=':last', end=':end', start=':start')} END,"
     f" {BENCHMARK.format(session_benchmark=':bench', prompt=':prompt')},"
     " :finished_at, :lines, :calls, :steps, :gen)")
+_INSERT_NEW_RETURNING = f"{INSERT_NEW} RETURNING {TRACKED_COLUMNS}"
 
 _NO_SESSION = {"sid": None, "bench": None, "agent": None, "success": None, "score": None, "final_status": None,
                "ms": None, "start": None, "end": None, "finished_at": None}
@@ -99,13 +101,17 @@ class NewExecutions:
     def release(self):
         self._undo = None
 
-    def insert(self, conn: apsw.Connection, generation: int, only: int | None = None):
-        """Insert them (or only one, before a statement that needs its row)."""
+    def insert(self, conn: apsw.Connection, generation: int, only: int | None = None) -> list[ExecutionState]:
+        """Insert them (or only one, before a statement that needs its row); what the rules
+        need to know of the rows inserted."""
         ids = list(self.by_id) if only is None else [only] if only in self.by_id else []
-        if ids:
-            conn.executemany(INSERT_NEW, [self.by_id[i].row(generation) for i in ids])
-            for exec_id in ids:
-                self.set(exec_id, None)
+        if not ids:
+            return []
+        inserted = [ExecutionState(*row) for row in conn.executemany(
+            _INSERT_NEW_RETURNING, [self.by_id[i].row(generation) for i in ids])]
+        for exec_id in ids:
+            self.set(exec_id, None)
+        return inserted
 
     def forget(self):
         """After a commit or a rollback: nothing is new any more."""

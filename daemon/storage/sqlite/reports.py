@@ -24,7 +24,7 @@ DUMP_QUERIES = {
     "tool_call": "SELECT x.execution_id, t.line, t.source, t.output_line, t.tool_name, t.started_at, t.ended_at,"
                  " t.duration_ms, t.input, t.output, t.success, t.status, t.error_message"
                  " FROM tool_calls_io t JOIN executions x ON x.id = t.exec_id ORDER BY x.execution_id, t.line",
-    # score_sum is a running sum kept by triggers: its last bits depend on the order in which
+    # score_sum is a running sum kept by the store (rules.py): its last bits depend on the order in which
     # scores were added and taken back (rewritten session files), so it is compared rounded.
     "agent_benchmark_stats": "SELECT agent_type, benchmark_id, finished, succeeded, scored,"
                              " round(score_sum, 9) AS score_sum"

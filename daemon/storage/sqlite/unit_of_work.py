@@ -5,10 +5,12 @@ they share its connection and what it knows of the batch in hand."""
 
 import contextlib
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import apsw
 
+from daemon.storage import rules
 from daemon.storage.sqlite.engine import Wal
 from daemon.storage.sqlite.errors import translating
 from daemon.storage.sqlite.new_executions import NewExecutions
@@ -35,7 +37,7 @@ class UnitOfWork:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self
-            self.new.insert(self.conn, self.next_generation)
+            self._insert_new()
             if self.changed:
                 now = time.time()
                 self.conn.execute("DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?",
@@ -77,6 +79,18 @@ class UnitOfWork:
         finally:
             self.new.release()
         self.conn.execute("RELEASE one_file")
+
+    def _insert_new(self, only: int | None = None):
+        """Insert the batch's new executions (or only one), keeping the rules."""
+        inserted = self.new.insert(self.conn, self.next_generation, only)
+        if inserted:
+            for sql, rows in rules.executions_inserted(inserted, self.next_generation):
+                self.conn.executemany(sql, rows)
+
+    def _keep_rules(self, statements: Iterable[rules.Statement]):
+        """Run what the domain rules (daemon/storage/rules.py) say a change takes."""
+        for sql, params in statements:
+            self.conn.execute(sql, params)
 
     @property
     def next_generation(self) -> int:
