@@ -197,3 +197,20 @@ def test_the_store_keeps_the_rules_exactly_as_the_triggers_did(tmp_path):
         assert {c[1] for c in changes} == {"execution", "ingest-error"} and len(changes) >= 8
     finally:
         store.close()
+
+
+def test_the_sqlite_store_implements_every_method_of_the_interface_with_its_parameters():
+    """What ingest.py, service.py and stale.py call is the interface; the backend has all of it,
+    with the same parameters (a second backend can be checked the same way)."""
+    import inspect
+
+    from daemon.storage import interface
+    members = [n for n, v in vars(interface.Store).items() if not n.startswith("_") and callable(v)]
+    assert "batch" in members and "update_session" in members
+    for name in members:
+        wanted = list(inspect.signature(getattr(interface.Store, name)).parameters)
+        given = inspect.signature(getattr(Store, name)).parameters
+        assert list(given)[:len(wanted)] == wanted, name
+        assert all(p.default is not p.empty for p in list(given.values())[len(wanted):]), name   # extras optional
+    for name in ("generation", "changed", "marked_missing", "next_generation"):
+        assert hasattr(Store, name) or name in interface.Store.__annotations__

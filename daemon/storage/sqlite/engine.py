@@ -25,7 +25,7 @@ class Tuning(NamedTuple):
 
 # Following live files, a batch touches a few pages: a small cache, the WAL copied into the
 # database by the loop every 4 MiB (copying it after nearly every commit takes the core the
-# writers and the API need: docs/performance.md) and its file kept small. Catching up, a batch
+# writers and the API need: docs/storage.md) and its file kept small. Catching up, a batch
 # inserts thousands of rows at random places of the path and execution indexes: a large cache
 # keeps those pages; the copier copies the WAL behind the loop, which restarts it every 256 MiB.
 LIVE = Tuning(cache_kib=2000, copy_pages=1000, checkpoint_pages=1000, wal_limit=16 << 20)
@@ -61,8 +61,8 @@ def set_up_writer(conn: apsw.Connection):
 class WalCopier:
     """A thread with a connection of its own that copies the WAL into the database file while
     the loop writes on: a PASSIVE checkpoint neither waits for the writer nor blocks it, and
-    APSW lets go of the GIL while SQLite copies, so the copying takes the other core (a
-    back-fill's loop spent a seventh of its time copying the WAL: docs/performance.md)."""
+    APSW lets go of the GIL while SQLite copies, so the copying takes the other core instead of
+    the loop's (what it saves: docs/storage.md)."""
 
     def __init__(self, path: Path):
         self._wanted = threading.Event()

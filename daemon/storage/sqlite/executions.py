@@ -5,6 +5,7 @@ new runs (this is the only writer: an id is counted once, never handed out twice
 
 import time
 
+from core.run_status import status_from_event
 from daemon.storage import rules
 from daemon.storage.records import LogAggregates, Run, SessionUpdate, StaleCandidate
 from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
@@ -64,7 +65,9 @@ class ExecutionRepository(UnitOfWork):
         self._reserved: dict[str, int] = {}         # execution_id → id, for one not created yet
 
     def execution(self, execution_id: str) -> Run:
-        """An execution; a new one is Running, and inserted when the batch commits."""
+        """An execution; a new one is inserted when the batch commits, with the status an event
+        line starts a run with (core/run_status.py: a session file read in the same batch then
+        decides it)."""
         exec_id = self.new.ids.get(execution_id)
         if exec_id is not None:
             return Run(exec_id, self.new.by_id[exec_id].status, False)
@@ -75,9 +78,10 @@ class ExecutionRepository(UnitOfWork):
             if row:
                 return Run(row[0], row[1], bool(row[2]))
             exec_id = self._allocate_id()
-        self.new.set(exec_id, NewExecution(exec_id, execution_id))
+        status = status_from_event(None, stalled=False)
+        self.new.set(exec_id, NewExecution(exec_id, execution_id, status))
         self.mark_changed()
-        return Run(exec_id, "Running", False)
+        return Run(exec_id, status, False)
 
     def reserve_execution_id(self, execution_id: str) -> int:
         """The id execution() gives this execution, in this batch or a later one, without

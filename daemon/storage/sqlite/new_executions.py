@@ -35,7 +35,7 @@ class NewExecution:
     """An execution not in the database yet."""
     id: int
     execution_id: str
-    status: str = "Running"
+    status: str
     session: dict | None = None      # the session file's columns (update_session's values)
     given: bool = False              # a file gave it something (else updated_at stays NULL)
     lines: int = 0
