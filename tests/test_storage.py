@@ -212,5 +212,5 @@ def test_the_sqlite_store_implements_every_method_of_the_interface_with_its_para
         given = inspect.signature(getattr(Store, name)).parameters
         assert list(given)[:len(wanted)] == wanted, name
         assert all(p.default is not p.empty for p in list(given.values())[len(wanted):]), name   # extras optional
-    for name in ("generation", "changed", "marked_missing", "next_generation"):
+    for name in ("generation", "changed", "marked_missing"):
         assert hasattr(Store, name) or name in interface.Store.__annotations__

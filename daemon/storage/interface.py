@@ -22,8 +22,8 @@ it as that file's internal error).
 
 Generations. `generation` is the last committed data generation; a batch in which anything
 changed (`mark_changed()`, or a method that says it marks) commits it +1, with the rows. Rows
-changed in a batch carry `next_generation` (executions.changed_generation), and so do the
-change feed and the ETag scopes (docs/storage.md: where each rule lives). A batch that
+changed in a batch carry the generation it commits (executions.changed_generation), and so
+do the change feed and the ETag scopes (docs/storage.md: where each rule lives). A batch that
 changed nothing commits no new generation.
 
 Execution ids. `execution(execution_id)` gives the run's compact id and status, creating a
@@ -64,10 +64,6 @@ class Store(Protocol):
 
     def savepoint(self) -> AbstractContextManager[None]:
         """One file's work inside a batch, undone alone if it raises."""
-
-    @property
-    def next_generation(self) -> int:
-        """The generation the batch in hand commits."""
 
     def mark_changed(self):
         """The batch in hand changed data: it commits a new generation."""
