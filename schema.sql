@@ -1,6 +1,6 @@
 -- reev-ingest: the one schema. The daemon (the only writer) applies this file at start;
 -- every statement is idempotent. The schema version lives in PRAGMA user_version and is
--- set by daemon/store.py after this file runs: a change here that existing databases
+-- set by daemon/storage/sqlite/migrations.py after this file runs: a change here that existing databases
 -- cannot absorb by re-running it gets a numbered migration there.
 --
 -- Times are Unix seconds as REAL (microseconds survive); the API formats them as RFC 3339.
@@ -121,8 +121,9 @@ CREATE TABLE IF NOT EXISTS session_docs (
     result_doc  TEXT                       -- final_result of the last finished session file
 );
 
--- Per agent and benchmark, the finished executions summed up, kept by the triggers below so
--- that agent-performance reads a few rows instead of scanning every execution.
+-- Per agent and benchmark, the finished executions summed up, kept by the daemon in the batch
+-- that changes them (daemon/storage/rules.py) so that agent-performance reads a few rows
+-- instead of scanning every execution.
 CREATE TABLE IF NOT EXISTS agent_benchmark_stats (
     agent_type   TEXT NOT NULL,            -- '' when unknown
     benchmark_id TEXT NOT NULL,            -- '' when unknown
@@ -133,89 +134,16 @@ CREATE TABLE IF NOT EXISTS agent_benchmark_stats (
     PRIMARY KEY (agent_type, benchmark_id)
 ) WITHOUT ROWID;
 
-CREATE TRIGGER IF NOT EXISTS executions_stats_insert AFTER INSERT ON executions
-WHEN NEW.success IS NOT NULL BEGIN
-    INSERT INTO agent_benchmark_stats (agent_type, benchmark_id, finished, succeeded, scored, score_sum)
-    VALUES (coalesce(NEW.agent_type, ''), coalesce(NEW.benchmark_id, ''), 1, NEW.success,
-            NEW.score IS NOT NULL, coalesce(NEW.score, 0))
-    ON CONFLICT (agent_type, benchmark_id) DO UPDATE SET finished = finished + 1,
-        succeeded = succeeded + excluded.succeeded, scored = scored + excluded.scored,
-        score_sum = score_sum + excluded.score_sum;
-END;
-
-CREATE TRIGGER IF NOT EXISTS executions_stats_update
-AFTER UPDATE OF success, score, agent_type, benchmark_id ON executions
-WHEN OLD.success IS NOT NEW.success OR OLD.score IS NOT NEW.score
-    OR OLD.agent_type IS NOT NEW.agent_type OR OLD.benchmark_id IS NOT NEW.benchmark_id BEGIN
-    UPDATE agent_benchmark_stats SET finished = finished - 1, succeeded = succeeded - OLD.success,
-        scored = scored - (OLD.score IS NOT NULL), score_sum = score_sum - coalesce(OLD.score, 0)
-    WHERE OLD.success IS NOT NULL AND agent_type = coalesce(OLD.agent_type, '')
-        AND benchmark_id = coalesce(OLD.benchmark_id, '');
-    INSERT INTO agent_benchmark_stats (agent_type, benchmark_id, finished, succeeded, scored, score_sum)
-    SELECT coalesce(NEW.agent_type, ''), coalesce(NEW.benchmark_id, ''), 1, NEW.success,
-           NEW.score IS NOT NULL, coalesce(NEW.score, 0)
-    WHERE NEW.success IS NOT NULL
-    ON CONFLICT (agent_type, benchmark_id) DO UPDATE SET finished = finished + 1,
-        succeeded = succeeded + excluded.succeeded, scored = scored + excluded.scored,
-        score_sum = score_sum + excluded.score_sum;
-    DELETE FROM agent_benchmark_stats WHERE OLD.success IS NOT NULL AND agent_type = coalesce(OLD.agent_type, '')
-        AND benchmark_id = coalesce(OLD.benchmark_id, '') AND finished <= 0;
-END;
 CREATE INDEX IF NOT EXISTS executions_unlinked ON executions (first_prompt) WHERE session_benchmark_id IS NULL;
 
 -- Generations per scope, for the API's ETags: a client polling one benchmark or the agents'
 -- results gets 304 until something that answer shows has changed, however busy the daemon is
 -- with other executions. (One execution's scope is its own executions.changed_generation.)
--- Written by the triggers below, in the same transaction as the change.
+-- Written by the daemon (daemon/storage/rules.py), in the same transaction as the change.
 CREATE TABLE IF NOT EXISTS scope_generations (
     scope      TEXT PRIMARY KEY,       -- 'benchmarks' (any benchmark), 'benchmark:<id>', 'results'
     generation INTEGER NOT NULL        -- the data_generation that last changed it
 ) WITHOUT ROWID;
-
-CREATE TRIGGER IF NOT EXISTS benchmarks_scope_insert AFTER INSERT ON benchmarks BEGIN
-    INSERT INTO scope_generations (scope, generation)
-    VALUES ('benchmarks', (SELECT value + 1 FROM meta WHERE key = 'data_generation')),
-           ('benchmark:' || NEW.id, (SELECT value + 1 FROM meta WHERE key = 'data_generation'))
-    ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation;
-END;
-
--- (the same body: SQLite has no trigger for INSERT OR UPDATE)
-CREATE TRIGGER IF NOT EXISTS benchmarks_scope_update AFTER UPDATE ON benchmarks BEGIN
-    INSERT INTO scope_generations (scope, generation)
-    VALUES ('benchmarks', (SELECT value + 1 FROM meta WHERE key = 'data_generation')),
-           ('benchmark:' || NEW.id, (SELECT value + 1 FROM meta WHERE key = 'data_generation'))
-    ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation;
-END;
-
--- A benchmark's detail lists its newest executions: id, agent, status, time and score.
-CREATE TRIGGER IF NOT EXISTS executions_benchmark_scope
-AFTER UPDATE OF benchmark_id, status, score, agent_type, created_at ON executions
-WHEN OLD.benchmark_id IS NOT NEW.benchmark_id OR OLD.status IS NOT NEW.status OR OLD.score IS NOT NEW.score
-    OR OLD.agent_type IS NOT NEW.agent_type OR OLD.created_at IS NOT NEW.created_at BEGIN
-    INSERT INTO scope_generations (scope, generation)
-    VALUES ('benchmark:' || coalesce(NEW.benchmark_id, ''), (SELECT value + 1 FROM meta WHERE key = 'data_generation')),
-           ('benchmark:' || coalesce(OLD.benchmark_id, ''), (SELECT value + 1 FROM meta WHERE key = 'data_generation'))
-    ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation;
-END;
-
--- Agent performance: the finished executions, their scores, results and times.
-CREATE TRIGGER IF NOT EXISTS executions_results_scope_insert AFTER INSERT ON executions
-WHEN NEW.success IS NOT NULL BEGIN
-    INSERT INTO scope_generations (scope, generation)
-    VALUES ('results', (SELECT value + 1 FROM meta WHERE key = 'data_generation'))
-    ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation;
-END;
-
-CREATE TRIGGER IF NOT EXISTS executions_results_scope
-AFTER UPDATE OF success, score, final_status, agent_type, benchmark_id, created_at ON executions
-WHEN (OLD.success IS NOT NULL OR NEW.success IS NOT NULL)
-    AND (OLD.success IS NOT NEW.success OR OLD.score IS NOT NEW.score OR OLD.final_status IS NOT NEW.final_status
-         OR OLD.agent_type IS NOT NEW.agent_type OR OLD.benchmark_id IS NOT NEW.benchmark_id
-         OR OLD.created_at IS NOT NEW.created_at) BEGIN
-    INSERT INTO scope_generations (scope, generation)
-    VALUES ('results', (SELECT value + 1 FROM meta WHERE key = 'data_generation'))
-    ON CONFLICT (scope) DO UPDATE SET generation = excluded.generation;
-END;
 
 -- Every stored line of an event log, in file order. (exec_id, line) is the natural
 -- key: re-reading a line is an idempotent upsert.
@@ -285,8 +213,8 @@ CREATE TABLE IF NOT EXISTS ingest_errors (
 );
 
 -- The change feed behind the API's event stream: one row per execution that appeared or
--- changed status, score or benchmark, and per new ingest error, written by the triggers below
--- in the same transaction as the change itself. `seq` is the stream's event id, so a client
+-- changed status, score or benchmark, and per new ingest error, written by the daemon
+-- (daemon/storage/rules.py) in the same transaction as the change itself. `seq` is the stream's event id, so a client
 -- that reconnects with Last-Event-ID resumes without gaps or repeats. The daemon keeps the
 -- newest 100 000 rows.
 CREATE TABLE IF NOT EXISTS changes (
@@ -301,21 +229,3 @@ CREATE TABLE IF NOT EXISTS changes (
     error_id     INTEGER                   -- kind = ingest-error: ingest_errors.id
 );
 
-CREATE TRIGGER IF NOT EXISTS executions_change_insert AFTER INSERT ON executions BEGIN
-    INSERT INTO changes (generation, kind, execution_id, benchmark_id, agent_type, status, score)
-    VALUES ((SELECT value + 1 FROM meta WHERE key = 'data_generation'), 'execution',
-            NEW.execution_id, NEW.benchmark_id, NEW.agent_type, NEW.status, NEW.score);
-END;
-
-CREATE TRIGGER IF NOT EXISTS executions_change_update AFTER UPDATE OF status, score, benchmark_id ON executions
-WHEN OLD.status IS NOT NEW.status OR OLD.score IS NOT NEW.score OR OLD.benchmark_id IS NOT NEW.benchmark_id
-BEGIN
-    INSERT INTO changes (generation, kind, execution_id, benchmark_id, agent_type, status, score)
-    VALUES ((SELECT value + 1 FROM meta WHERE key = 'data_generation'), 'execution',
-            NEW.execution_id, NEW.benchmark_id, NEW.agent_type, NEW.status, NEW.score);
-END;
-
-CREATE TRIGGER IF NOT EXISTS ingest_errors_change AFTER INSERT ON ingest_errors BEGIN
-    INSERT INTO changes (generation, kind, error_id)
-    VALUES ((SELECT value + 1 FROM meta WHERE key = 'data_generation'), 'ingest-error', NEW.id);
-END;

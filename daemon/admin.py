@@ -7,14 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-import apsw
 import msgspec
 
 from daemon.lock import holder
 from core.logs import escape
 from core import heartbeat
 from core.readonly import CannotOpen, NotAFile, open_readonly
-from daemon.store import canonical_dump, status_report
+from daemon.storage import StorageError
+from daemon.storage.sqlite import canonical_dump, status_report
 from core.timestamps import iso
 
 def daemon_problems(db: Path, pid: int | None | str, age: float | None) -> list[str]:
@@ -45,7 +45,7 @@ def summarise(db: Path) -> dict:
         return {"database": str(db), "healthy": False, "problems": [str(e)]}
     try:
         r = status_report(conn)
-    except apsw.Error as e:
+    except StorageError as e:
         return {"database": str(db), "healthy": False, "problems": [f"cannot read {db}: {e}"]}
     finally:
         conn.close()
@@ -125,7 +125,7 @@ def dump(db: Path) -> int:
         with stdout_to_a_pipe():
             for record in canonical_dump(conn):
                 sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
-    except apsw.Error as e:
+    except StorageError as e:
         print(f"reev-ingestd dump: cannot read {db}: {e}", file=sys.stderr)
         return 2
     finally:

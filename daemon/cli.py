@@ -4,8 +4,6 @@ import logging
 import signal
 import sys
 
-import apsw
-
 from daemon import admin
 from daemon.config import daemon_arguments
 from daemon.ingest import Limits
@@ -13,7 +11,8 @@ from daemon.lock import DatabaseBusy, WriterLock
 from core.logs import setup_logging
 from core.notify import Notifier
 from daemon.service import HANDLED_SIGNALS, Config, Service
-from daemon.store import Store
+from daemon.storage import StorageError
+from daemon.storage.sqlite import SqliteStore
 
 log = logging.getLogger("reev.daemon")
 
@@ -38,12 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         lock.acquire()
         # A migration rewrites tables: under systemd, ask for 10 more minutes each time the
         # store says it is still at it (every minute).
-        store = Store(config.db, migrating=lambda what: notify.send(
+        store = SqliteStore(config.db, migrating=lambda what: notify.send(
             "EXTEND_TIMEOUT_USEC=600000000", f"STATUS={what}"))
     except DatabaseBusy as e:
         log.error("%s", e)
         return 2
-    except (apsw.Error, OSError, RuntimeError, ValueError) as e:   # (ValueError: no regular file, a path SQLite can't take)
+    except (StorageError, OSError, ValueError) as e:   # (ValueError: no regular file, a path SQLite can't take)
         lock.release()
         log.error("cannot open the database %s: %s", config.db, e)
         return 2

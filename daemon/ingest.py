@@ -17,7 +17,9 @@ from daemon.offloop import OffLoop
 from daemon.parse import BadInput, ParsedLine
 from daemon.reader import Checkpoint, Line, NotAFile
 from core.run_status import TERMINAL, status_from_event, status_from_session
-from daemon.store import Run, Store
+from daemon.storage import Store
+from daemon.storage.records import (BenchmarkDefinition, EventRow, LogAggregates, Run, SessionResult,
+                                     SessionUpdate, ToolCall, ToolCallEnd)
 
 log = logging.getLogger("reev.ingest")
 
@@ -287,19 +289,29 @@ class Ingestor:
             log.warning("%s: %s", path, reason)
         return Outcome()
 
-    def _session(self, execution_id: str, s: parse.ParsedSession):
+    def _session(self, execution_id: str, session: parse.ParsedSession):
         run = self.store.execution(execution_id)
-        has_final = s.final is not None
-        status = status_from_session(run.status, run.stalled, s.final.success if has_final else None,
-                                     s.final.status if has_final else None, has_final)
-        self.store.update_session(run.id, status, s, finished_now=status in TERMINAL)
+        final = session.final
+        status = status_from_session(run.status, run.stalled, final.success if final else None,
+                                     final.status if final else None, final is not None)
+        result = None if final is None else SessionResult(
+            success=final.success, score=final.score, final_status=final.status,
+            execution_time_ms=None if final.execution_time_ms is None else int(final.execution_time_ms),
+            doc=session.final_doc)
+        self.store.update_session(run.id, SessionUpdate(
+            status=status, finished=status in TERMINAL, doc=session.doc,
+            recorded_session_id=session.recorded_session_id, benchmark_id=session.benchmark_id,
+            agent_type=session.agent_type, start_time=session.start_time, end_time=session.end_time,
+            result=result))
 
-    def _benchmark(self, path: str, b: parse.ParsedBenchmark) -> str | None:
+    def _benchmark(self, path: str, parsed: parse.ParsedBenchmark) -> str | None:
         before = self.store.benchmark_ids_of(path)
-        other = self.store.upsert_benchmark(b, path)
+        other = self.store.upsert_benchmark(BenchmarkDefinition(
+            id=parsed.id, description=parsed.description, tags=parsed.tags, prompt=parsed.prompt,
+            flow_steps=parsed.flow_steps, yaml_text=parsed.yaml_text), path)
         if other:     # (named within the folder, escaped: a reason holds no absolute path)
-            return f"benchmark id {b.id!r} is already defined by {os.path.basename(other)!r}"
-        self._released_benchmark_ids([i for i in before if i != b.id])
+            return f"benchmark id {parsed.id!r} is already defined by {os.path.basename(other)!r}"
+        self._released_benchmark_ids([i for i in before if i != parsed.id])
         return None
 
     def _released_benchmark_ids(self, ids: list[str]):
@@ -419,9 +431,9 @@ class EventRows:
     update line completes the most recent call of its tool (§3b).
     """
 
-    events: list[tuple]
-    new_calls: list[tuple]
-    completions: list[tuple]
+    events: list[EventRow]
+    new_calls: list[ToolCall]
+    completions: list[ToolCallEnd]
     errors: list[BadLine]
     steps: int = 0
     first_ts: float | None = None
@@ -456,7 +468,7 @@ class EventRows:
     def _add(self, exec_id: int, line: Line, p: ParsedLine, open_inputs: list[int],
              legacy_calls: dict[str, int]):
         n, ts, f = line.number, p.ts, p.fields
-        self.events.append((exec_id, n, line.offset, p.kind, p.event_type, ts, p.doc))
+        self.events.append(EventRow(exec_id, n, line.offset, p.kind, p.event_type, ts, p.doc))
         if ts is not None:
             self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
             self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
@@ -469,36 +481,44 @@ class EventRows:
                 self.steps += 1
             elif p.event_type == "ToolInput" and f.tool_input is not None:
                 self.opened_here[n] = len(self.new_calls)
-                self.new_calls.append((exec_id, n, "input", None, f.tool_input.tool_name, ts, None, None, None,
-                                       None, None))
+                self.new_calls.append(ToolCall(exec_id, n, "input", output_line=None,
+                                               tool_name=f.tool_input.tool_name, started_at=ts, ended_at=None,
+                                               duration_ms=None, success=None, status=None, error_message=None))
                 open_inputs.append(n)
             elif p.event_type == "ToolOutput" and f.tool_output is not None:
                 out = f.tool_output
-                success = _flag(out.success)
-                if open_inputs:   # the duration follows from the two timestamps (in SQL)
+                if open_inputs:   # the duration follows from the two timestamps (the store's rule)
                     opened = open_inputs.pop()
                     at = self.opened_here.get(opened)
                     if at is None:     # opened by an earlier read: complete the stored row
-                        self.completions.append((n, ts, None, success, None, out.error_message, exec_id, opened))
+                        self.completions.append(ToolCallEnd(
+                            exec_id, opened, output_line=n, ended_at=ts, duration_ms=None, success=out.success,
+                            status=None, error_message=out.error_message))
                     else:              # opened in these lines: complete it before it is written
-                        c = self.new_calls[at]
-                        self.new_calls[at] = (*c[:3], n, c[4], c[5], ts, None, success, None, out.error_message)
+                        call = self.new_calls[at]
+                        call.output_line, call.ended_at = n, ts
+                        call.success, call.error_message = out.success, out.error_message
                 else:
-                    self.new_calls.append((exec_id, n, "output", n, None, None, ts, None, success, None,
-                                           out.error_message))
+                    self.new_calls.append(ToolCall(exec_id, n, "output", output_line=n, tool_name=None,
+                                                   started_at=None, ended_at=ts, duration_ms=None,
+                                                   success=out.success, status=None,
+                                                   error_message=out.error_message))
         elif p.kind == "tool_call":
-            success = None if f.status is None else int(f.status == "success")
+            success = None if f.status is None else f.status == "success"
             earlier = legacy_calls.get(f.tool_name)
             if parse.is_empty_json(f.input_params) and earlier is not None:
                 # The update line is written when the call ends and carries its real duration.
-                self.completions.append((n, ts, f.execution_time_ms, success, f.status, f.error_message,
-                                         exec_id, earlier))
+                self.completions.append(ToolCallEnd(
+                    exec_id, earlier, output_line=n, ended_at=ts, duration_ms=f.execution_time_ms, success=success,
+                    status=f.status, error_message=f.error_message))
             else:
                 ended = ts + f.execution_time_ms / 1000 if ts is not None and f.execution_time_ms is not None else None
                 # its output (if any) is on this line: output_line says where tool_calls_io finds it
-                self.new_calls.append((exec_id, n, "legacy", None if f.output_result == parse.NULL else n,
-                                       f.tool_name, ts, ended, f.execution_time_ms, success, f.status,
-                                       f.error_message))
+                self.new_calls.append(ToolCall(exec_id, n, "legacy",
+                                               output_line=None if f.output_result == parse.NULL else n,
+                                               tool_name=f.tool_name, started_at=ts, ended_at=ended,
+                                               duration_ms=f.execution_time_ms, success=success, status=f.status,
+                                               error_message=f.error_message))
                 legacy_calls[f.tool_name] = n
 
     def write(self, store: Store, exec_id: int):
@@ -507,11 +527,6 @@ class EventRows:
             store.insert_tool_calls(self.new_calls)     # before completions: they may complete these
         if self.completions:
             store.complete_tool_calls(self.completions)
-        store.add_event_aggregates(
-            exec_id, lines=len(self.events), tool_calls=len(self.new_calls), steps=self.steps,
-            first_ts=self.first_ts, last_ts=self.last_ts, first_prompt=self.first_prompt,
-            recorded_session_id=self.recorded_session_id)
-
-
-def _flag(value: bool | None) -> int | None:
-    return None if value is None else int(value)
+        store.add_event_aggregates(exec_id, LogAggregates(
+            lines=len(self.events), tool_calls=len(self.new_calls), steps=self.steps, first_ts=self.first_ts,
+            last_ts=self.last_ts, first_prompt=self.first_prompt, recorded_session_id=self.recorded_session_id))

@@ -114,7 +114,9 @@ class ReadWorker:
     def _start(self):
         # A fresh interpreter (not fork: this process has threads and SQLite; not
         # multiprocessing's spawn, which re-imports the whole daemon and starts a resource
-        # tracker process too) that imports only what reading takes; -P: not from the cwd.
+        # tracker process too) that imports only what reading takes (ingest.py knows the store
+        # by its interface only: neither the SQLite backend nor apsw is loaded); -P: not from
+        # the cwd.
         ours, theirs = socket.socketpair()
         # The worker must not die of the signals that stop the daemon (systemd sends SIGTERM to
         # the whole group, Ctrl-C SIGINT): the loop closes it. Blocked before it starts, so

@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import apsw
-
 from daemon.discovery import DirtyPaths, Watcher, folder_problem, scan_dir
 from core import heartbeat
 from core.ids import Classified, Refused, partner_file_name, shown
@@ -26,7 +24,7 @@ from daemon.read_worker import ReadWorker
 from daemon.identity import needs_look
 from daemon.reader import folder_is_there
 from daemon.stale import StaleRuns
-from daemon.store import Store
+from daemon.storage import StorageError, Store
 
 log = logging.getLogger("reev.daemon")
 
@@ -208,7 +206,7 @@ class Service:
         while self.scanning is not None and len(self.dirty) < MAX_FILES_PER_BATCH:
             try:
                 item = next(self.scanning, None)
-            except apsw.Error:
+            except StorageError:
                 self.scan()        # a generator that raised is over: start again after the backoff
                 raise
             if item is None:
@@ -259,7 +257,7 @@ class Service:
                         lines_ingested_total=lines, bad_lines_total=bad, bytes_read_total=size,
                         files_read_total=done, batches_total=1,
                         batch_seconds_total=time.monotonic() - started)
-        except apsw.Error:
+        except StorageError:
             self.dirty.put_back(items)   # nothing was committed: the checkpoints did not move
             raise
         self.dirty.put_back(items[done:])
@@ -320,7 +318,7 @@ class Service:
         try:
             with self.store.savepoint():
                 return self.ingestor.process(path, scanned, ahead)
-        except apsw.Error:
+        except StorageError:
             raise          # the database itself failed: abort the batch, back off, retry
         except OSError as e:     # reading failed midway: what the file did is undone; tried again
             with self.store.savepoint():
@@ -355,7 +353,7 @@ class Service:
             return False
         log.error("the database %s %s while the daemon ran: exiting (started again, it opens or creates"
                   " the database the path names then)", self.config.db, why)
-        self.store.empty_wal()
+        self.store.abandon()
         self.stopping = self.database_gone = True
         return True
 
@@ -485,9 +483,9 @@ class Service:
                 # Only a whole round without a database error ends the backoff: reset after the
                 # batch alone, a failing heartbeat would be retried every 0.1 s forever.
                 backoff = 0.0
-            except apsw.Error as e:
+            except StorageError as e:
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF_SECONDS)
-                log.warning("database error (%s: %s); retrying in %.1f s", type(e).__name__, e, backoff)
+                log.warning("database error (%s: %s); retrying in %.1f s", e.engine_error, e, backoff)
                 continue
             if not len(self.dirty) and self.scanning is None and not self.rescan_requested:
                 next_retry = self.due_retries()
@@ -509,7 +507,7 @@ class Service:
 
     def status_line(self) -> str:
         """systemd's STATUS=: while catching up, how far (the lag counts only what was looked at);
-        after, what is tracked, and the lag (store.lag_bytes)."""
+        after, what is tracked, and the lag (the store's lag: Store.counts)."""
         if self.catching_up:
             return f"catching up: {self._catch_up_done()} so far"
         files, errors, lag = self.store.counts()

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from core import run_status as status
 from daemon.identity import unchanged
-from daemon.store import Store
+from daemon.storage import Store
 
 log = logging.getLogger("reev.daemon")
 
@@ -59,17 +59,18 @@ class StaleRuns:
         next_at, timed_out, queued = math.inf, [], 0
         with self.store.batch():
             candidates = self.store.stale_candidates(CHECK_LIMIT)
-            for exec_id, execution_id, last_ns in candidates:
-                at = status.stale_at("Running", False, last_ns / 1e9, self.stale_after)
+            for run in candidates:
+                last_byte_at = run.last_mtime_ns / 1e9
+                at = status.stale_at("Running", False, last_byte_at, self.stale_after)
                 if at > now:            # the oldest first: the rest are not due either
                     next_at = at + SLACK_SECONDS
                     break
-                changed = self._queue_changed_logs(execution_id)
+                changed = self._queue_changed_logs(run.execution_id)
                 if changed:
                     queued += changed   # (their read writes their checkpoints: logs_written)
                     continue
-                self.store.set_status(exec_id, status.STALE, status.stale_reason(last_ns / 1e9, self.stale_after))
-                timed_out.append(execution_id)
+                self.store.set_status(run.id, status.STALE, status.stale_reason(last_byte_at, self.stale_after))
+                timed_out.append(run.execution_id)
             else:
                 if len(candidates) == CHECK_LIMIT:  # more may be due: at once if this look moved on
                     next_at = now if timed_out else now + SLACK_SECONDS

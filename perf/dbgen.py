@@ -49,7 +49,7 @@ def iso(ts: float) -> str:
 
 def schema_version() -> int:
     try:
-        from daemon.store import SCHEMA_VERSION
+        from daemon.storage.sqlite import SCHEMA_VERSION
         return SCHEMA_VERSION
     except Exception:       # noqa: BLE001 - a broken product tree must not stop the generator
         return 1
@@ -218,10 +218,10 @@ def generate(db: Path, n: int, seed: int = 1, events: bool = True, order: str = 
         totals["events"] += len(evs)
         totals["tool_calls"] += len(calls)
     with conn:
-        # the change feed keeps its newest rows only (daemon/store.py), if this schema has one
+        # the change feed keeps its newest rows only (daemon/storage/sqlite/unit_of_work.py), if this schema has one
         if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchall():
             try:
-                from daemon.store import CHANGES_KEPT
+                from daemon.storage.sqlite import CHANGES_KEPT
             except Exception:   # noqa: BLE001
                 CHANGES_KEPT = 100_000
             conn.execute("DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?", (CHANGES_KEPT,))

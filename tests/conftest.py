@@ -173,7 +173,7 @@ OLD_RUN_LOG = "/var/lib/reev/sessions/enhanced_otel_old-run.jsonl"   # its event
 
 
 def write_old_database(path: Path, version: int, session_doc: dict, filler_events: int = 0):
-    """A database as schema version 2, 3, 4 or 5 left it (tests/data/schema_v<version>.sql),
+    """A database as schema version 2, 3, 4, 5 or 6 left it (tests/data/schema_v<version>.sql),
     holding one finished run, `old-run` of 301-test-transfer by `deterministic`, with this
     session document, the event lines OLD_RUN_EVENTS (its log's checkpoint at OLD_RUN_LOG) and
     the tool call of lines 3 and 4, its JSON copied as versions before 5 did; and `filler_events`

@@ -11,8 +11,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from daemon import store as store_module
-from daemon.store import SCHEMA_VERSION
+from daemon.storage.sqlite import SCHEMA_VERSION, SqliteStore, migrations
 from tests import fixtures as fx
 from tests.conftest import OLD_RUN_EVENTS, OLD_RUN_LOG, clean_env, daemon_command, write_old_database
 
@@ -686,20 +685,21 @@ def test_a_database_newer_than_the_program_is_refused_and_left_as_it_is(live, ru
     assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION + 1 and db.event_count(X) == 1
 
 
-@pytest.mark.parametrize("version", [2, 3, 4, 5])
+@pytest.mark.parametrize("version", [2, 3, 4, 5, 6])
 def test_an_older_database_is_migrated_in_place(version, run_once, db, workspace):
     """To version 3 (from 2): session files moved to their own table, the stats trigger
     replaced, an index dropped; to 4: events rebuilt as a rowid table; to 5: files rebuilt as
     a rowid table, tool calls without their copies of the lines' JSON; to 6: a column for why a
-    run is the stale rule's Timeout, an index of the Running runs. Nothing ingested before is
-    lost, and ingestion goes on with the new schema."""
+    run is the stale rule's Timeout, an index of the Running runs; to 7: no triggers (the store
+    keeps their rules, with their tables as they were). Nothing ingested before is lost, and
+    ingestion goes on with the new schema."""
     doc = fx.session_doc("before", success=True, score=0.75)
     write_old_database(workspace.db_path, version, doc)
     workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml())
     workspace.write_session(X, fx.session_doc(success=False, score=0.25))
     workspace.append_events(X, [fx.prompt_line("p", at=0), fx.step_complete_line(at=1)])
     run_once()
-    assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 6
+    assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION == 7
     assert [(e["line"], e["event_type"], e["ts"], e["doc"]) for e in db.events("old-run")] == [
         (n, kind, ts, doc) for n, kind, ts, doc in OLD_RUN_EVENTS]
     assert [e["line"] for e in db.events(X)] == [1, 2]
@@ -726,12 +726,11 @@ def test_an_older_database_is_migrated_in_place(version, run_once, db, workspace
     assert json.loads(moved["session_doc"]) == doc
     assert json.loads(moved["result_doc"]) == doc["final_result"]
     assert json.loads(db.execution(X)["result_doc"])["score"] == 0.25
-    assert "WHEN OLD.success IS NOT NEW.success" in db.scalar(
-        "SELECT sql FROM sqlite_schema WHERE name = 'executions_stats_update'")
+    assert db.scalar("SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'") == 0
     assert db.scalar("SELECT count(*) FROM sqlite_schema WHERE name = 'executions_changed'") == 0
     assert db.rows("SELECT agent_type, benchmark_id, finished, succeeded, score_sum FROM agent_benchmark_stats") == [
         ("deterministic", "301-test-transfer", 2, 1, 1.0)]
-    # the replaced trigger keeps the sums as the run changes
+    # the store keeps the sums as the run changes
     workspace.write_session(X, fx.session_doc(success=True, score=1.0))
     run_once()
     assert db.rows("SELECT finished, succeeded, score_sum FROM agent_benchmark_stats") == [(2, 2, 1.75)]
@@ -742,9 +741,9 @@ def test_a_long_migration_says_so_until_it_ends_and_gives_the_wal_space_back(wor
     events table must keep sending them. The rewritten rows went through the WAL, which
     the daemon keeps (PERSIST_WAL): it is truncated afterwards."""
     write_old_database(workspace.db_path, 3, fx.session_doc("before"), filler_events=200_000)
-    monkeypatch.setattr(store_module, "MIGRATION_NOTICE_SECONDS", 0.0)     # every progress tick
+    monkeypatch.setattr(migrations, "MIGRATION_NOTICE_SECONDS", 0.0)     # every progress tick
     told = []
-    store = store_module.Store(workspace.db_path, migrating=told.append)
+    store = SqliteStore(workspace.db_path, migrating=told.append)
     try:
         assert len(told) >= 2
         assert set(told) == {f"migrating the database schema from version 3 to {SCHEMA_VERSION}"}

@@ -488,7 +488,7 @@ def test_the_wal_grows_while_catching_up_and_is_cut_back_once_following_live_fil
     """A back-fill restarts its WAL only every 256 MiB (the copier thread copies it behind the
     loop meanwhile); once caught up the WAL is cut back to 16 MiB when it restarts, so the
     file does not keep the back-fill's size."""
-    from daemon.store import LIVE
+    from daemon.storage.sqlite.engine import LIVE
 
     total = big_logs(workspace)
     d = live_daemon()

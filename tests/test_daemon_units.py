@@ -678,7 +678,7 @@ def test_a_read_made_with_an_execution_id_lost_since_is_read_again_with_the_righ
     the reservation, the execution gets another id, and the rows must carry that one."""
     from core.ids import classify_session_file as classify
     from daemon.ingest import Ingestor, Limits, Scanned, read_new_file
-    from daemon.store import Store
+    from daemon.storage.sqlite import SqliteStore as Store
 
     sessions = tmp_path / "sessions"
     sessions.mkdir()
@@ -736,15 +736,15 @@ def test_catching_up_the_wal_is_copied_behind_the_loop_and_restarted_by_it(tmp_p
     3.5 times on this 2-core machine under load)."""
     import time
 
-    import daemon.store as store_module
+    from daemon.storage.sqlite import SqliteStore, engine
     from core.ids import classify_session_file as classify
     from daemon.ingest import Ingestor, Limits, Scanned
 
-    tuning = store_module.CATCHING_UP._replace(copy_pages=64, checkpoint_pages=1024)
-    monkeypatch.setattr(store_module, "CATCHING_UP", tuning)
+    tuning = engine.CATCHING_UP._replace(copy_pages=64, checkpoint_pages=1024)
+    monkeypatch.setattr(engine, "CATCHING_UP", tuning)
     sessions, db = tmp_path / "sessions", tmp_path / "reev.db"
     sessions.mkdir()
-    store = store_module.Store(db)
+    store = SqliteStore(db)
     try:
         store.tune(True)
         page = store.conn.execute("PRAGMA page_size").fetchone()[0]
@@ -790,7 +790,7 @@ def test_a_benchmark_is_parsed_off_the_loop_and_stored_when_it_comes_back(tmp_pa
     from core.ids import Classified
     from daemon.ingest import Ingestor, Limits, Scanned
     from daemon.offloop import OffLoop
-    from daemon.store import Store
+    from daemon.storage.sqlite import SqliteStore as Store
 
     benchmarks = tmp_path / "benchmarks"
     benchmarks.mkdir()

@@ -174,7 +174,7 @@ def test_a_log_that_changed_since_its_checkpoint_is_read_not_timed_out(tmp_path)
     real store and real files: the race is not one a test can time from outside.)"""
     from daemon.ingest import Ingestor, Limits
     from daemon.stale import StaleRuns
-    from daemon.store import Store
+    from daemon.storage.sqlite import SqliteStore as Store
 
     sessions = tmp_path / "sessions"
     sessions.mkdir()
@@ -214,7 +214,7 @@ def test_a_look_times_out_a_bounded_number_of_runs_and_comes_back_for_the_rest(w
     next look after that is planned for when the oldest remaining candidate is due."""
     from daemon.ingest import Ingestor, Limits
     from daemon.stale import SLACK_SECONDS, StaleRuns
-    from daemon.store import Store
+    from daemon.storage.sqlite import SqliteStore as Store
 
     monkeypatch.setattr(stale_module, "CHECK_LIMIT", 2)
     for n in range(5):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.store import SCHEMA_VERSION
+from daemon.storage.sqlite import SCHEMA_VERSION
 from tests import fixtures as fx
 from tests.api_client import api_command, free_port
 from tests.conftest import clean_env, daemon_command, missing_precondition, wait_for, write_old_database

@@ -21,7 +21,7 @@ from tests.reliability.conftest import scale
 from tests.reliability.support import (cpu_seconds, dump, event_logs_consistent, hold_database, once_db,
                                        wait_same_dump)
 
-BUSY_TIMEOUT = 5.0          # daemon/store.py BUSY_TIMEOUT_MS
+BUSY_TIMEOUT = 5.0          # daemon/storage/sqlite/engine.py BUSY_TIMEOUT_MS
 
 
 @contextlib.contextmanager
