@@ -19,6 +19,7 @@ this order); the last two tests run the real daemon, where the pairing spans two
 goes through the database.
 """
 
+import msgspec
 import pytest
 
 from daemon.ingest import NOTHING_EARLIER, EarlierCalls, EventRows
@@ -28,11 +29,6 @@ from tests import fixtures as fx
 EXEC = 7                  # the execution's row id the rows carry
 MAX_LINE = 1 << 20
 
-NEW_CALL = ("exec_id", "line", "source", "output_line", "tool_name", "started_at", "ended_at", "duration_ms",
-            "success", "status", "error_message")
-COMPLETION = ("output_line", "ended_at", "duration_ms", "success", "status", "error_message", "exec_id", "line")
-
-
 def build(items, first: int = 1, earlier: EarlierCalls = NOTHING_EARLIER) -> EventRows:
     """The rows of these lines (dicts or raw text), numbered from `first`."""
     offsets = fx.line_offsets(items)
@@ -41,11 +37,11 @@ def build(items, first: int = 1, earlier: EarlierCalls = NOTHING_EARLIER) -> Eve
 
 
 def new_calls(rows: EventRows) -> list[dict]:
-    return [dict(zip(NEW_CALL, row, strict=True)) for row in rows.new_calls]
+    return [msgspec.structs.asdict(call) for call in rows.new_calls]
 
 
 def completions(rows: EventRows) -> list[dict]:
-    return [dict(zip(COMPLETION, row, strict=True)) for row in rows.completions]
+    return [msgspec.structs.asdict(end) for end in rows.completions]
 
 
 def pairs(rows: EventRows) -> list[tuple]:
