@@ -68,20 +68,21 @@ def run_facts(row: ExecutionRow) -> render.RunFacts:
         created_at=row.created_at, updated_at=row.updated_at)
 
 
-def ingest_error(r: ErrorRow | ChangeRow, error_id: int) -> m.IngestError:
-    name = file_name(r.path)
+def ingest_error(row: ErrorRow | ChangeRow, error_id: int) -> m.IngestError:
+    name = file_name(row.path)
     known = classify_session_file(name) or classify_benchmark_file(name)
-    return m.IngestError(id=error_id, path=name, kind=known.kind if known else None, line=r.line,
-                         byte_offset=r.byte_offset, reason=r.reason, first_seen_at=iso(r.first_seen_at),
-                         last_seen_at=iso(r.last_seen_at), count=r.count)
+    return m.IngestError(id=error_id, path=name, kind=known.kind if known else None, line=row.line,
+                         byte_offset=row.byte_offset, reason=row.reason, first_seen_at=iso(row.first_seen_at),
+                         last_seen_at=iso(row.last_seen_at), count=row.count)
 
 
-def error_of(r: ErrorRow) -> m.IngestError:
-    return ingest_error(r, r.id)
+def error_of(row: ErrorRow) -> m.IngestError:
+    return ingest_error(row, row.id)
 
 
-def change_error_of(r: ChangeRow) -> m.IngestError:
-    return ingest_error(r, r.error_id)
+def change_error_of(row: ChangeRow) -> m.IngestError:
+    """The ingest error a change of the feed names (the stream shows it as it is now)."""
+    return ingest_error(row, row.error_id)
 
 
 def tool_call_of(row: ToolCallRow) -> m.ToolCall:
@@ -95,17 +96,17 @@ def session_tools(result: dict | None) -> list[m.ToolCall]:
     """The tool records of a session file's final_result (render.tool_records reads them), as
     tool calls: for a run without an event log."""
     calls = []
-    for t in render.tool_records(result)[0]:
-        if not isinstance(t, dict):
+    for record in render.tool_records(result)[0]:
+        if not isinstance(record, dict):
             continue
-        start, end = render.finite_number(t.get("start_time")), render.finite_number(t.get("end_time"))
-        status = t.get("status")
+        start, end = render.finite_number(record.get("start_time")), render.finite_number(record.get("end_time"))
+        outcome = record.get("status")
         calls.append(m.ToolCall(
-            tool_name=_text(t.get("tool_name")), started_at=iso(start), ended_at=iso(end),
+            tool_name=_text(record.get("tool_name")), started_at=iso(start), ended_at=iso(end),
             duration_ms=(end - start) * 1000 if start is not None and end is not None else None,
-            input=t.get("params"), output=t.get("result"),
-            success=None if not isinstance(status, str) else status == "success",
-            error_message=_text(t.get("error"))))
+            input=record.get("params"), output=record.get("result"),
+            success=None if not isinstance(outcome, str) else outcome == "success",
+            error_message=_text(record.get("error"))))
     return calls
 
 

@@ -95,12 +95,13 @@ def _one_line(s: str, limit: int = _MAX_TEXT) -> str:
     return _BAD_CHARS.sub(repl, s).strip()
 
 
-def finite_number(v: Any) -> float | None:
-    """A finite number, or None (bools, strings, NaN, inf and huge ints are not numbers)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+def finite_number(value: Any) -> float | None:
+    """A finite number, or None (bools, strings, NaN, inf and huge ints are not numbers): how
+    every number read from a producer's JSON is taken, here and in api/convert.py."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     try:
-        f = float(v)
+        f = float(value)
     except (OverflowError, ValueError):
         return None
     return f if math.isfinite(f) else None

@@ -10,10 +10,10 @@ from api.plumbing import (DEFAULT_LIMIT, Cursor, PageLimit, TimeKey, by_time, da
 from core.timestamps import iso
 
 
-def agent_result(r: ResultRow) -> m.AgentResult:
-    succeeded = r.final_status == "Succeeded" if r.final_status in ("Succeeded", "Failed") else bool(r.success)
-    return m.AgentResult(id=r.id, session_id=r.execution_id, benchmark_id=r.benchmark_id, score=r.score,
-                         final_status="Succeeded" if succeeded else "Failed", timestamp=iso(r.created_at))
+def agent_result(row: ResultRow) -> m.AgentResult:
+    succeeded = row.final_status == "Succeeded" if row.final_status in ("Succeeded", "Failed") else bool(row.success)
+    return m.AgentResult(id=row.id, session_id=row.execution_id, benchmark_id=row.benchmark_id, score=row.score,
+                         final_status="Succeeded" if succeeded else "Failed", timestamp=iso(row.created_at))
 
 
 def summary(agent: str, stats: list[AgentStatsRow], results: list[ResultRow]) -> m.AgentPerformanceSummary:
