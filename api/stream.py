@@ -229,7 +229,7 @@ def collapse(rows: list[ChangeRow]) -> list[ChangeRow]:
 def format_event(row: ChangeRow, database_id: str | None, summary, error) -> bytes:
     data = summary(row) if row.kind == "execution" else error(row)
     event_id = f"{database_id}:{row.seq}" if database_id else str(row.seq)
-    return (f"id: {event_id}\nevent: {row['kind']}\ndata: ".encode()
+    return (f"id: {event_id}\nevent: {row.kind}\ndata: ".encode()
             + msgspec.json.encode(data) + b"\n\n")
 
 
