@@ -1,5 +1,11 @@
-"""All SQL of the API, and its read-only connections (one per thread that queries: the event
-loop's, which runs the routes, and the threads that feed event streams and /metrics).
+"""All SQL of the API, its read-only connections (one per thread that queries: the event
+loop's, which runs the routes, and the threads that feed event streams and /metrics), and the
+typed rows its queries return.
+
+Column names and order live here only: each query returns msgspec Structs of one row kind
+(below), built positionally from the cursor's tuples (no per-row dict), and the first run of
+each statement checks that its columns are the Struct's fields, so a column added, dropped or
+misspelt on one side is an error at its first use rather than a shifted value.
 
 Each response runs its queries inside one read transaction (`Database.snapshot()`), so a page
 is one consistent snapshot, and the transaction ends before the response is sent: an open
@@ -7,13 +13,16 @@ read snapshot would stop the daemon's WAL checkpoints.
 """
 
 import contextlib
+import itertools
 import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import apsw
+import msgspec
 
 from core.readonly import CannotOpen, open_readonly
 
@@ -27,8 +36,162 @@ class QueryTimeout(Exception):
     """A query ran past the per-query time limit."""
 
 
-def _dict_rows(cursor: apsw.Cursor, row: tuple) -> dict:
-    return {d[0]: v for d, v in zip(cursor.get_description(), row)}
+# ---------------------------------------------------------------------- rows
+
+class Row(msgspec.Struct, gc=False):
+    """A row as a query returns it (scalars only, so no GC tracking: cheaper to make)."""
+
+
+class ExecutionRow(Row):
+    """An execution, with its benchmark's step count (0 when the benchmark is unknown)."""
+    id: int
+    execution_id: str
+    recorded_session_id: str | None
+    benchmark_id: str | None
+    agent_type: str | None
+    status: str
+    success: int | None
+    score: float | None
+    execution_time_ms: int | None
+    first_event_at: float | None
+    last_event_at: float | None
+    created_at: float | None
+    updated_at: float | None
+    sort_at: float
+    event_count: int
+    tool_call_count: int
+    step_count: int
+    stale_reason: str | None
+    flow_steps: int
+
+
+class BenchmarkRow(Row):
+    id: str
+    description: str
+    tags: str                 # a JSON array, as the daemon stored it
+    prompt: str
+    removed: int
+
+
+class ResultRow(Row):
+    """A finished execution, as agent performance lists it."""
+    id: int
+    execution_id: str
+    benchmark_id: str | None
+    score: float | None
+    success: int | None
+    final_status: str | None
+    created_at: float | None
+    sort_at: float
+
+
+class AgentStatsRow(Row):
+    """Per agent and benchmark (kept by the daemon as it stores executions)."""
+    agent_type: str
+    benchmark_id: str
+    finished: int
+    succeeded: int
+    scored: int
+    score_sum: float
+
+
+class EventRow(Row):
+    line: int
+    byte_offset: int
+    kind: str
+    event_type: str | None
+    ts: float | None
+    doc: str | None           # the stored JSON text
+
+
+class ToolCallRow(Row):
+    line: int
+    tool_name: str | None
+    started_at: float | None
+    ended_at: float | None
+    duration_ms: float | None
+    input: str | None         # stored JSON text
+    output: str | None
+    success: int | None
+    error_message: str | None
+
+
+class SourceFileRow(Row):
+    path: str
+    kind: str
+    offset: int
+    line_no: int
+    size: int
+    state: str
+    ingested_at: float | None
+
+
+class FileCountRow(Row):
+    kind: str
+    state: str
+    files: int
+    pending_bytes: int
+
+
+class ErrorRow(Row):
+    id: int
+    path: str
+    line: int
+    byte_offset: int
+    reason: str
+    first_seen_at: float | None
+    last_seen_at: float | None
+    count: int
+
+
+class ChangeRow(Row):
+    """A change of the feed, with what a stream event shows: the state the change led to, and
+    the rest of the summary (execution) or the error (ingest-error) as it is now."""
+    seq: int
+    generation: int
+    kind: str
+    execution_id: str | None
+    benchmark_id: str | None
+    agent_type: str | None
+    status: str | None
+    score: float | None
+    recorded_session_id: str | None
+    created_at: float | None
+    updated_at: float | None
+    last_event_at: float | None
+    error_id: int | None      # None: an error cleared since (its file became valid)
+    path: str | None
+    line: int | None
+    byte_offset: int | None
+    reason: str | None
+    first_seen_at: float | None
+    last_seen_at: float | None
+    count: int | None
+
+
+class Meta(Row):
+    """What the daemon records about itself in the meta table (None: not recorded yet)."""
+    database_id: str | None = None
+    data_generation: int | None = None
+    last_ingest_at: float | None = None
+    heartbeat_at: float | None = None
+    daemon_started_at: float | None = None
+
+
+R = TypeVar("R", bound=Row)
+_CHECKED: set[tuple[type, str]] = set()     # (row kind, statement) whose columns matched
+
+
+def _columns_match(row: type[Row], sql: str, cursor: apsw.Cursor):
+    """The first time a statement returns rows: its columns are the row kind's fields, in order."""
+    try:
+        names = tuple(d[0] for d in cursor.get_description())
+    except apsw.ExecutionCompleteError:      # no rows: nothing to check yet
+        return
+    if names != row.__struct_fields__:
+        raise TypeError(f"{row.__name__} has fields {row.__struct_fields__}, the statement returns {names}")
+    _CHECKED.add((row, sql))
+
 
 
 class Database:
@@ -54,7 +217,6 @@ class Database:
             conn, st = open_readonly(self.path)
         except CannotOpen as e:
             raise DatabaseUnavailable(str(e)) from None
-        conn.row_trace = _dict_rows
         self._local.conn, self._local.ino, self._local.database_id = conn, st.st_ino, None
         return conn
 
@@ -94,6 +256,7 @@ class Database:
             conn.set_progress_handler(None)
 
 
+
 class Queries:
     """The statements the routes run, inside one snapshot. `database_id`: the identity the
     daemon gave the database when it created it (None in one older than identities, until a
@@ -104,77 +267,85 @@ class Queries:
         self.conn = conn
         self.database_id = database_id
 
-    def all(self, sql: str, params=()) -> list[dict]:
-        return self.conn.execute(sql, params).fetchall()
+    def rows(self, row: type[R], sql: str, params=()) -> list[R]:
+        cursor = self.conn.execute(sql, params)
+        if (row, sql) not in _CHECKED:
+            _columns_match(row, sql, cursor)
+        return list(itertools.starmap(row, cursor))
 
-    def one(self, sql: str, params=()) -> dict | None:
-        rows = self.conn.execute(sql, params).fetchall()
-        return rows[0] if rows else None
+    def first(self, row: type[R], sql: str, params=()) -> R | None:
+        found = self.rows(row, sql, params)
+        return found[0] if found else None
+
+    def value(self, sql: str, params=()):
+        """The first column of the first row (None if there is none)."""
+        found = self.conn.execute(sql, params).fetchone()
+        return found[0] if found else None
 
     # ------------------------------------------------------------------ meta
 
-    def meta(self) -> dict:
-        return {r["key"]: r["value"] for r in self.all("SELECT key, value FROM meta")}
+    def meta(self) -> Meta:
+        fields = Meta.__struct_fields__
+        return Meta(**{key: value for key, value in self.conn.execute("SELECT key, value FROM meta")
+                       if key in fields})
 
     def stored_database_id(self) -> str | None:
-        row = self.one("SELECT value FROM meta WHERE key = 'database_id'")
-        return row["value"] if row else None
+        return self.value("SELECT value FROM meta WHERE key = 'database_id'")
 
     def generation(self) -> int:
-        row = self.one("SELECT value FROM meta WHERE key = 'data_generation'")
-        return int(row["value"]) if row and row["value"] is not None else 0
+        return int(self.value("SELECT value FROM meta WHERE key = 'data_generation'") or 0)
 
     # ------------------------------------------------------------------ benchmarks
 
     def execution_version(self, execution_id: str) -> tuple[int, int] | None:
         """What an execution's ETag is made of, in one statement (it runs for every request):
         the data generation that last changed it, and the one that last changed a benchmark."""
-        row = self.one("SELECT changed_generation AS g, (SELECT generation FROM scope_generations"
-                       " WHERE scope = 'benchmarks') AS b FROM executions WHERE execution_id = ?", (execution_id,))
-        return (row["g"], row["b"] or 0) if row else None
+        row = self.conn.execute("SELECT changed_generation, (SELECT generation FROM scope_generations"
+                                " WHERE scope = 'benchmarks') FROM executions WHERE execution_id = ?",
+                                (execution_id,)).fetchone()
+        return (row[0], row[1] or 0) if row else None
 
     def scope_generation(self, scope: str) -> int:
-        row = self.one("SELECT generation AS g FROM scope_generations WHERE scope = ?", (scope,))
-        return row["g"] if row else 0
+        return self.value("SELECT generation FROM scope_generations WHERE scope = ?", (scope,)) or 0
 
-    def benchmarks(self, limit: int) -> list[dict]:
-        return self.all("SELECT id, description, tags, prompt FROM benchmarks WHERE removed = 0"
-                        " ORDER BY id LIMIT ?", (limit,))
+    _BENCHMARK = "SELECT id, description, tags, prompt, removed FROM benchmarks"
 
-    def benchmark(self, bench_id: str) -> dict | None:
-        return self.one("SELECT id, description, tags, prompt, flow_steps, removed FROM benchmarks"
-                        " WHERE id = ?", (bench_id,))
+    def benchmarks(self, limit: int) -> list[BenchmarkRow]:
+        return self.rows(BenchmarkRow, self._BENCHMARK + " WHERE removed = 0 ORDER BY id LIMIT ?", (limit,))
+
+    def benchmark(self, bench_id: str) -> BenchmarkRow | None:
+        return self.first(BenchmarkRow, self._BENCHMARK + " WHERE id = ?", (bench_id,))
 
     # ------------------------------------------------------------------ executions
 
     _EXECUTION = (
         "SELECT e.id, e.execution_id, e.recorded_session_id, e.benchmark_id, e.agent_type, e.status,"
-        " e.success, e.score, e.final_status, e.execution_time_ms, e.start_time, e.end_time,"
-        " e.first_event_at, e.last_event_at, e.created_at, e.updated_at, e.sort_at, e.event_count,"
-        " e.tool_call_count, e.step_count, e.stale_reason, coalesce(b.flow_steps, 0) AS flow_steps"
+        " e.success, e.score, e.execution_time_ms, e.first_event_at, e.last_event_at, e.created_at,"
+        " e.updated_at, e.sort_at, e.event_count, e.tool_call_count, e.step_count, e.stale_reason,"
+        " coalesce(b.flow_steps, 0) AS flow_steps"
         " FROM executions e LEFT JOIN benchmarks b ON b.id = e.benchmark_id")
 
-    def execution(self, execution_id: str) -> dict | None:
-        return self.one(self._EXECUTION + " WHERE e.execution_id = ?", (execution_id,))
+    def execution(self, execution_id: str) -> ExecutionRow | None:
+        return self.first(ExecutionRow, self._EXECUTION + " WHERE e.execution_id = ?", (execution_id,))
 
-    def execution_docs(self, execution_id: str) -> dict | None:
-        return self.one("SELECT d.result_doc, d.session_doc FROM executions x"
-                        " JOIN session_docs d ON d.exec_id = x.id WHERE x.execution_id = ?",
-                        (execution_id,))
+    def result_doc(self, execution_id: str) -> str | None:
+        """The session file's final_result, as the daemon stored it (JSON text)."""
+        return self.value("SELECT d.result_doc FROM executions x JOIN session_docs d ON d.exec_id = x.id"
+                          " WHERE x.execution_id = ?", (execution_id,))
 
-    def newest_execution(self, bench_id: str, agent: str | None) -> dict | None:
+    def newest_execution(self, bench_id: str, agent: str | None) -> ExecutionRow | None:
         if agent is None:
-            return self.one(self._EXECUTION + " WHERE e.benchmark_id = ?"
-                            " ORDER BY e.sort_at DESC, e.execution_id DESC LIMIT 1", (bench_id,))
-        return self.one(self._EXECUTION + " WHERE e.benchmark_id = ? AND e.agent_type = ?"
-                        " ORDER BY e.sort_at DESC, e.execution_id DESC LIMIT 1", (bench_id, agent))
+            return self.first(ExecutionRow, self._EXECUTION + " WHERE e.benchmark_id = ?"
+                              " ORDER BY e.sort_at DESC, e.execution_id DESC LIMIT 1", (bench_id,))
+        return self.first(ExecutionRow, self._EXECUTION + " WHERE e.benchmark_id = ? AND e.agent_type = ?"
+                          " ORDER BY e.sort_at DESC, e.execution_id DESC LIMIT 1", (bench_id, agent))
 
-    def recent_executions(self, bench_id: str, limit: int) -> list[dict]:
-        return self.all(self._EXECUTION + " WHERE e.benchmark_id = ?"
-                        " ORDER BY e.sort_at DESC, e.execution_id DESC LIMIT ?", (bench_id, limit))
+    def recent_executions(self, bench_id: str, limit: int) -> list[ExecutionRow]:
+        return self.rows(ExecutionRow, self._EXECUTION + " WHERE e.benchmark_id = ?"
+                         " ORDER BY e.sort_at DESC, e.execution_id DESC LIMIT ?", (bench_id, limit))
 
     def sessions(self, *, benchmark_id: str | None, agent: str | None, status: str | None,
-                 after: tuple[float, str] | None, limit: int) -> list[dict]:
+                 after: tuple[float, str] | None, limit: int) -> list[ExecutionRow]:
         where, params = [], []
         for column, value in (("e.benchmark_id", benchmark_id), ("e.agent_type", agent), ("e.status", status)):
             if value is not None:
@@ -184,75 +355,78 @@ class Queries:
             where.append("(e.sort_at, e.execution_id) < (?, ?)")
             params.extend(after)
         sql = self._EXECUTION + (" WHERE " + " AND ".join(where) if where else "")
-        return self.all(sql + " ORDER BY e.sort_at DESC, e.execution_id DESC LIMIT ?", (*params, limit))
+        return self.rows(ExecutionRow, sql + " ORDER BY e.sort_at DESC, e.execution_id DESC LIMIT ?",
+                         (*params, limit))
 
     def agents(self, limit: int) -> list[str]:
-        return [r["agent_type"] for r in self.all(
+        return [name for name, in self.conn.execute(
             "SELECT DISTINCT agent_type FROM executions WHERE agent_type IS NOT NULL"
             " ORDER BY agent_type LIMIT ?", (limit,))]
 
     # ------------------------------------------------------------------ agent performance
 
-    def agent_stats(self) -> list[dict]:
-        """Per agent and benchmark: finished, succeeded, scored, score_sum (kept by triggers)."""
-        return self.all("SELECT agent_type, benchmark_id, finished, succeeded, scored, score_sum"
-                        " FROM agent_benchmark_stats ORDER BY agent_type, benchmark_id")
+    def agent_stats(self) -> list[AgentStatsRow]:
+        return self.rows(AgentStatsRow, "SELECT agent_type, benchmark_id, finished, succeeded, scored, score_sum"
+                                        " FROM agent_benchmark_stats ORDER BY agent_type, benchmark_id")
 
-    def finished_results(self, agent: str, after: tuple[float, str] | None, limit: int) -> list[dict]:
+    def finished_results(self, agent: str, after: tuple[float, str] | None, limit: int) -> list[ResultRow]:
         keyset = " AND (sort_at, execution_id) < (?, ?)" if after else ""
         # `agent_type = ?` (not coalesce(...) = ?) so that executions_finished_by_agent serves it;
         # the summary table files runs without an agent under ''
         who = "agent_type = ?" if agent else "agent_type IS NULL AND ? = ''"
-        return self.all(
-            "SELECT id, execution_id, benchmark_id, score, success, final_status, created_at, sort_at"
+        return self.rows(
+            ResultRow, "SELECT id, execution_id, benchmark_id, score, success, final_status, created_at, sort_at"
             f" FROM executions WHERE {who} AND success IS NOT NULL" + keyset +
             " ORDER BY sort_at DESC, execution_id DESC LIMIT ?", (agent, *(after or ()), limit))
 
     # ------------------------------------------------------------------ events and tool calls
 
-    def events(self, exec_id: int, after_line: int, limit: int) -> list[dict]:
-        return self.all("SELECT line, byte_offset, kind, event_type, ts, doc FROM events"
-                        " WHERE exec_id = ? AND line > ? ORDER BY line LIMIT ?", (exec_id, after_line, limit))
+    def events(self, exec_id: int, after_line: int, limit: int) -> list[EventRow]:
+        return self.rows(EventRow, "SELECT line, byte_offset, kind, event_type, ts, doc FROM events"
+                         " WHERE exec_id = ? AND line > ? ORDER BY line LIMIT ?", (exec_id, after_line, limit))
 
-    def tool_calls(self, exec_id: int, after_line: int, limit: int) -> list[dict]:
-        return self.all("SELECT line, output_line, tool_name, started_at, ended_at, duration_ms, input, output,"
-                        " success, status, error_message FROM tool_calls_io WHERE exec_id = ? AND line > ?"
-                        " ORDER BY line LIMIT ?", (exec_id, after_line, limit))
+    def tool_calls(self, exec_id: int, after_line: int, limit: int) -> list[ToolCallRow]:
+        return self.rows(ToolCallRow, "SELECT line, tool_name, started_at, ended_at, duration_ms, input, output,"
+                         " success, error_message FROM tool_calls_io WHERE exec_id = ? AND line > ?"
+                         " ORDER BY line LIMIT ?", (exec_id, after_line, limit))
 
-    def source_files(self, execution_id: str) -> list[dict]:
-        return self.all("SELECT path, kind, offset, line_no, size, state, ingested_at FROM files"
-                        " WHERE kind IN ('session', 'events') AND subject_id = ? ORDER BY kind, path",
-                        (execution_id,))
+    def source_files(self, execution_id: str) -> list[SourceFileRow]:
+        return self.rows(SourceFileRow, "SELECT path, kind, offset, line_no, size, state, ingested_at FROM files"
+                         " WHERE kind IN ('session', 'events') AND subject_id = ? ORDER BY kind, path",
+                         (execution_id,))
 
     # ------------------------------------------------------------------ ingest state
 
-    def file_counts(self) -> list[dict]:
-        # pending_bytes: the daemon's lag (daemon/store.py lag_bytes): logs it reads (state ok) only
-        return self.all("SELECT kind, state, count(*) AS files,"
-                        " sum(CASE WHEN kind = 'events' AND state = 'ok' AND size > offset THEN size - offset ELSE 0 END)"
-                        " AS pending_bytes"
-                        " FROM files GROUP BY kind, state ORDER BY kind, state")
+    def file_counts(self) -> list[FileCountRow]:
+        """Files by kind and state, with their pending bytes: the ingest lag, defined as the
+        daemon defines it for its STATUS= line and `reev-ingestd status` (`lag_bytes` in the
+        daemon's storage, daemon/storage/sqlite/reports.py; the API does not import the daemon,
+        so the rule is written here again, and tests/test_api_seams.py holds the two equal): bytes of the event
+        logs the daemon reads (state ok) beyond their checkpoint, size minus offset."""
+        return self.rows(FileCountRow, "SELECT kind, state, count(*) AS files,"
+                         " coalesce(sum(CASE WHEN kind = 'events' AND state = 'ok' AND size > offset"
+                         " THEN size - offset ELSE 0 END), 0) AS pending_bytes"
+                         " FROM files GROUP BY kind, state ORDER BY kind, state")
 
     def error_count(self) -> int:
-        return self.one("SELECT count(*) AS n FROM ingest_errors")["n"]
+        return self.value("SELECT count(*) FROM ingest_errors")
 
-    def errors(self, after_id: int | None, limit: int) -> list[dict]:
+    def errors(self, after_id: int | None, limit: int) -> list[ErrorRow]:
         keyset = " WHERE id < ?" if after_id is not None else ""
-        return self.all("SELECT id, path, line, byte_offset, reason, first_seen_at, last_seen_at, count"
-                        " FROM ingest_errors" + keyset + " ORDER BY id DESC LIMIT ?",
-                        (*((after_id,) if after_id is not None else ()), limit))
+        return self.rows(ErrorRow, "SELECT id, path, line, byte_offset, reason, first_seen_at, last_seen_at, count"
+                         " FROM ingest_errors" + keyset + " ORDER BY id DESC LIMIT ?",
+                         (*((after_id,) if after_id is not None else ()), limit))
 
     # ------------------------------------------------------------------ change feed and metrics
 
     def last_change(self) -> int:
-        row = self.one("SELECT max(seq) AS seq FROM changes")
-        return row["seq"] or 0
+        return self.value("SELECT max(seq) FROM changes") or 0
 
-    def changes_after(self, seq: int, limit: int | None, generation: int | None = None) -> list[dict]:
-        """Changes after `seq` in order (only of `generation`, if given), with what a stream event
-        shows: the state each change led to, the rest of the summary as it is now."""
+    def changes_after(self, seq: int, limit: int | None, generation: int | None = None) -> list[ChangeRow]:
+        """Changes after `seq` in order (only of `generation`, if given)."""
         only = " AND c.generation = ?" if generation is not None else ""
-        return self.all(
+        return self.rows(
+            ChangeRow,
             "SELECT c.seq, c.generation, c.kind, c.execution_id, c.benchmark_id, c.agent_type, c.status, c.score,"
             " x.recorded_session_id, x.created_at, x.updated_at, x.last_event_at,"
             " r.id AS error_id, r.path, r.line, r.byte_offset, r.reason, r.first_seen_at, r.last_seen_at, r.count"
@@ -261,7 +435,8 @@ class Queries:
             " WHERE c.seq > ?" + only + " ORDER BY c.seq LIMIT ?",
             (seq, *((generation,) if generation is not None else ()), -1 if limit is None else limit))
 
-    def ingest_counters(self) -> dict:
-        return {r["key"]: r["value"] for r in self.all(
+    def ingest_counters(self) -> dict[str, float | None]:
+        """The daemon's counters (meta keys `*_total`) and the gauges /metrics shows, by meta key."""
+        return dict(self.conn.execute(
             "SELECT key, value FROM meta WHERE key LIKE '%_total' OR key IN"
-            " ('data_generation', 'last_ingest_at', 'heartbeat_at')")}
+            " ('data_generation', 'last_ingest_at', 'heartbeat_at')"))

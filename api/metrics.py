@@ -46,10 +46,10 @@ class IngestCollector:
             yield CounterMetricFamily(name, help_text, value=float(counters.get(key) or 0))
         tracked = GaugeMetricFamily("reev_ingest_files_tracked", "Files the daemon tracks", labels=["kind", "state"])
         for f in files:
-            tracked.add_metric([f["kind"], f["state"]], f["files"])
+            tracked.add_metric([f.kind, f.state], f.files)
         yield tracked
         yield GaugeMetricFamily("reev_ingest_pending_bytes", "Bytes of event logs not read yet (as of the last read)",
-                                value=sum(f["pending_bytes"] or 0 for f in files))
+                                value=sum(f.pending_bytes for f in files))
         yield GaugeMetricFamily("reev_ingest_errors", "Places with bad input recorded", value=errors)
         yield GaugeMetricFamily("reev_ingest_data_generation", "Committed batches that changed data, ever",
                                 value=float(counters.get("data_generation") or 0))

@@ -7,8 +7,7 @@ import msgspec
 from msgspec import Raw, Struct
 
 from core.ids import FileKind
-
-Status = Literal["Queued", "Running", "Completed", "Failed", "Stopped", "Timeout"]
+from core.run_status import Status
 
 
 class ErrorBody(Struct):

@@ -19,12 +19,14 @@ colours: ✅, ❌, ``Error:``, ``⚠️``, ``Step``, ``Program``, ``Accounts``.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import re
 from typing import Any
 
 import msgspec
+
+from core.run_status import STATUSES, TERMINAL
+from core.timestamps import iso
 
 __all__ = [
     "RunFacts",
@@ -34,6 +36,8 @@ __all__ = [
     "flow_diagram",
     "flow_state_count",
     "MAX_FLOW_TOOL_STATES",
+    "finite_number",
+    "tool_records",
 ]
 
 
@@ -43,7 +47,7 @@ class RunFacts(msgspec.Struct):
     execution_id: str
     benchmark_id: str | None
     agent_type: str | None
-    status: str  # PascalCase: Running, Completed, Failed, Queued, Stopped, Timeout
+    status: str  # PascalCase, one of core.run_status.STATUSES
     score: float | None
     execution_time_ms: int | None
     created_at: float | None  # unix seconds
@@ -91,12 +95,13 @@ def _one_line(s: str, limit: int = _MAX_TEXT) -> str:
     return _BAD_CHARS.sub(repl, s).strip()
 
 
-def _num(v: Any) -> float | None:
-    """A finite number, or None (bools, strings, NaN, inf and huge ints are not numbers)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+def finite_number(value: Any) -> float | None:
+    """A finite number, or None (bools, strings, NaN, inf and huge ints are not numbers): how
+    every number read from a producer's JSON is taken, here and in api/convert.py."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     try:
-        f = float(v)
+        f = float(value)
     except (OverflowError, ValueError):
         return None
     return f if math.isfinite(f) else None
@@ -185,7 +190,7 @@ def _text_or_short(v: Any, limit: int = _MAX_TEXT) -> str:
 
 def _fmt_ms(ms: Any) -> str | None:
     """``850 ms``, ``37.0 s``, ``2m 05s``, ``1h 02m 03s``; None when unknown or negative."""
-    f = _num(ms)
+    f = finite_number(ms)
     if f is None or f < 0:
         return None
     if f < 1000:
@@ -201,32 +206,27 @@ def _fmt_ms(ms: Any) -> str | None:
 
 
 def _fmt_ts(ts: Any) -> str | None:
-    f = _num(ts)
-    if f is None:
-        return None
-    try:
-        d = _dt.datetime.fromtimestamp(f, tz=_dt.timezone.utc)
-    except (OverflowError, ValueError, OSError):
-        return None
-    return d.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A time as every answer shows it (core/timestamps.py); None for unknown or not a number."""
+    return iso(finite_number(ts))
 
 
 def _fmt_score(score: Any) -> str | None:
-    f = _num(score)
+    f = finite_number(score)
     if f is None:
         return None
     return f"{f * 100:.1f}%"
 
 
 def _span_ms(start: Any, end: Any) -> float | None:
-    a, b = _num(start), _num(end)
+    a, b = finite_number(start), finite_number(end)
     if a is None or b is None or b < a:
         return None
     d = (b - a) * 1000.0
     return d if math.isfinite(d) else None
 
 
-_STATUS_ICON = {
+_UNFINISHED = frozenset(STATUSES) - TERMINAL  # Queued, Running: no final result expected yet
+_STATUS_ICON = {  # every status (a test holds the keys to core.run_status.STATUSES)
     "Completed": "✅",
     "Failed": "❌",
     "Timeout": "❌",
@@ -343,8 +343,11 @@ def _steps(fr: dict[str, Any] | None) -> tuple[list[Any], str | None]:
     return _items(raw, "steps")
 
 
-def _tool_records(fr: dict[str, Any] | None) -> tuple[list[Any], list[str]]:
-    """Tool records from ``final_result.tools`` and ``final_result.data.tools`` (deduplicated)."""
+def tool_records(final_result: Any) -> tuple[list[Any], list[str]]:
+    """Tool records from ``final_result.tools`` and ``final_result.data.tools`` (deduplicated), and
+    a warning for each of the two that is not a list: the one reading of them, for the trace
+    here and the flow's tool calls of a run without an event log (api/convert.py)."""
+    fr = _final_dict(final_result)
     if fr is None:
         return [], []
     records: list[Any] = []
@@ -461,9 +464,9 @@ def _header(run: RunFacts, fr: dict[str, Any] | None) -> _Node:
     icon = _status_icon(status)
     bench = _str(getattr(run, "benchmark_id", None)) or _str(_get(fr, "benchmark_id")) or "unknown benchmark"
     agent = _str(getattr(run, "agent_type", None)) or "unknown agent"
-    ms = _num(getattr(run, "execution_time_ms", None))
+    ms = finite_number(getattr(run, "execution_time_ms", None))
     if ms is None:
-        ms = _num(_get(fr, "execution_time_ms"))
+        ms = finite_number(_get(fr, "execution_time_ms"))
     if ms is None:
         ms = _span_ms(getattr(run, "created_at", None), getattr(run, "updated_at", None))
     duration = _fmt_ms(ms) or "n/a"
@@ -471,7 +474,7 @@ def _header(run: RunFacts, fr: dict[str, Any] | None) -> _Node:
     if score is None:
         score = _fmt_score(_get(fr, "score"))
     if score is None:
-        score = "pending" if status in ("Running", "Queued") else "n/a"
+        score = "pending" if status in _UNFINISHED else "n/a"
     root = _Node(
         f"{icon} Execution {status}: {bench} by {agent} (duration {duration}, score {score})"
     )
@@ -488,7 +491,7 @@ def _header(run: RunFacts, fr: dict[str, Any] | None) -> _Node:
 def _final_result_lines(root: _Node, final_result: Any, status: str) -> dict[str, Any] | None:
     fr = _final_dict(final_result)
     if final_result is None:
-        if status in ("Running", "Queued"):
+        if status in _UNFINISHED:
             root.add("⏳ No final result yet: the execution is still running")
         else:
             root.add("⚠️ No final result recorded")
@@ -611,7 +614,7 @@ def _add_tool_record(parent: _Node, index: int, rec: Any) -> None:
 
 
 def _tool_call_duration(tc: Any) -> float | None:
-    d = _num(getattr(tc, "duration_ms", None))
+    d = finite_number(getattr(tc, "duration_ms", None))
     if d is not None and d >= 0:
         return d
     return _span_ms(getattr(tc, "started_at", None), getattr(tc, "ended_at", None))
@@ -670,12 +673,12 @@ def trace_text(run: RunFacts, final_result: dict | None, tool_calls: list[ToolCa
             _add_step(root, i, step)
         if len(steps) > _MAX_ITEMS:
             root.add(f"⚠️ {len(steps) - _MAX_ITEMS} more steps not shown")
-    elif status in ("Running", "Queued") and fr is None:
+    elif status in _UNFINISHED and fr is None:
         root.add("⚠️ No steps yet (execution still running)")
     else:
         root.add("⚠️ No steps recorded")
 
-    records, warnings = _tool_records(fr)
+    records, warnings = tool_records(fr)
     for w in warnings:
         root.add(w)
     if records:
@@ -742,7 +745,7 @@ def transaction_logs_text(run: RunFacts, final_result: dict | None) -> str:
         root.add(f"⚠️ {len(steps) - _MAX_ITEMS} more steps not shown")
 
     if not shown:
-        if status in ("Running", "Queued") and fr is None:
+        if status in _UNFINISHED and fr is None:
             root.add("⚠️ No transactions yet (execution still running)")
         else:
             root.add("⚠️ No transactions recorded")
@@ -763,7 +766,7 @@ _KEYWORDS = {
     "as", "of", "left", "right", "hide", "fork", "join", "choice", "concurrent",
     "accdescr", "acctitle", "default", "linkstyle", "prompt",
 }
-_FINAL_IDS = {"Completed", "Failed", "Running", "Queued", "Stopped", "Timeout"}
+_FINAL_IDS = frozenset(STATUSES)
 _LABEL_OK = set(" _.,()/+=@!?'-")
 
 
@@ -836,11 +839,11 @@ def flow_diagram(run: RunFacts, tool_calls: list[ToolCallFacts]) -> str:
     final_id = status if status in _FINAL_IDS else "Unknown"
     icon = _status_icon(status)
     final_label = f"{icon} {_mermaid_label(status, 30) or 'Unknown'}"
-    ms = _num(getattr(run, "execution_time_ms", None))
+    ms = finite_number(getattr(run, "execution_time_ms", None))
     if ms is None:
         ms = _span_ms(getattr(run, "created_at", None), getattr(run, "updated_at", None))
     dur = _fmt_ms(ms)
-    score = _num(getattr(run, "score", None))
+    score = finite_number(getattr(run, "score", None))
     extras = [x for x in (dur, f"score {score:.2f}" if score is not None else None) if x]
     if extras:
         final_label += f" ({', '.join(extras)})"

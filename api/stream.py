@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import anyio
 import msgspec
 
-from api.db import Database, DatabaseUnavailable, QueryTimeout
+from api.db import ChangeRow, Database, DatabaseUnavailable, QueryTimeout
 
 log = logging.getLogger("reev.api.stream")
 
@@ -49,14 +49,14 @@ class StreamFilter:
     benchmark_id: str | None = None
     types: frozenset[str] = frozenset(EVENT_TYPES)
 
-    def accepts(self, row: dict) -> bool:
-        if row["kind"] not in self.types:
+    def accepts(self, row: ChangeRow) -> bool:
+        if row.kind not in self.types:
             return False
-        if row["kind"] == "execution":
-            return ((self.execution_id is None or row["execution_id"] == self.execution_id)
-                    and (self.benchmark_id is None or row["benchmark_id"] == self.benchmark_id))
+        if row.kind == "execution":
+            return ((self.execution_id is None or row.execution_id == self.execution_id)
+                    and (self.benchmark_id is None or row.benchmark_id == self.benchmark_id))
         # an error that was cleared since (its file became valid) is no longer news
-        return self.execution_id is None and self.benchmark_id is None and row["error_id"] is not None
+        return self.execution_id is None and self.benchmark_id is None and row.error_id is not None
 
 
 class GenerationWatcher:
@@ -65,7 +65,7 @@ class GenerationWatcher:
     def __init__(self, db: Database):
         self.db = db
         self.generation: tuple[str | None, int] | None = None     # the database's identity and generation
-        self.recent: collections.deque[dict] = collections.deque(maxlen=RECENT)
+        self.recent: collections.deque[ChangeRow] = collections.deque(maxlen=RECENT)
         self.last_seq: int | None = None      # the newest change read (None: not started)
         self.database_id: str | None = None   # of the database those changes are in
         self.database_serial = 0              # +1 each time another database is found
@@ -112,20 +112,20 @@ class GenerationWatcher:
                 rows = await anyio.to_thread.run_sync(read_changes, self.db, self.last_seq, READ_LIMIT)
                 self.recent.extend(rows)
                 if rows:
-                    self.last_seq = rows[-1]["seq"]
+                    self.last_seq = rows[-1].seq
                 if len(rows) < READ_LIMIT // 2:
                     return
         except (DatabaseUnavailable, QueryTimeout) as e:
             log.debug("watcher: %s", e)
 
-    def changes_after(self, after: int) -> list[dict] | None:
+    def changes_after(self, after: int) -> list[ChangeRow] | None:
         """The changes after `after` from memory, or None when the stream is further behind
         than what is kept (or the watcher has not read anything yet)."""
-        if self.last_seq is None or after < (self.recent[0]["seq"] - 1 if self.recent else self.last_seq):
+        if self.last_seq is None or after < (self.recent[0].seq - 1 if self.recent else self.last_seq):
             return None
         if after >= self.last_seq:
             return []
-        i = bisect.bisect_right(self.recent, after, key=lambda r: r["seq"])
+        i = bisect.bisect_right(self.recent, after, key=lambda r: r.seq)
         return list(itertools.islice(self.recent, i, None))
 
     async def wait(self, timeout: float):
@@ -153,17 +153,17 @@ class GenerationWatcher:
             loop.add_signal_handler(sig, on_signal)
 
 
-def read_changes(db: Database, after: int, limit: int) -> list[dict]:
+def read_changes(db: Database, after: int, limit: int) -> list[ChangeRow]:
     """Whole generations of changes after `after` (a generation is never split between reads,
     so collapsing by generation below is exact)."""
     with db.snapshot() as q:
         rows = q.changes_after(after, limit)
         if len(rows) == limit:
-            last = rows[-1]["generation"]
-            if rows[0]["generation"] != last:
-                rows = [r for r in rows if r["generation"] != last]
+            last = rows[-1].generation
+            if rows[0].generation != last:
+                rows = [r for r in rows if r.generation != last]
             else:     # one generation larger than the limit (a back-fill batch): all of it
-                rows += q.changes_after(rows[-1]["seq"], None, generation=last)
+                rows += q.changes_after(rows[-1].seq, None, generation=last)
     return rows
 
 
@@ -215,21 +215,21 @@ def start_of_stream(db: Database, watcher: "GenerationWatcher", given: tuple[str
     return Start(serial, database_id, resume_after(given, database_id, newest))
 
 
-def collapse(rows: list[dict]) -> list[dict]:
+def collapse(rows: list[ChangeRow]) -> list[ChangeRow]:
     """Within one committed generation, only the last change of each execution is a state a
     reader could ever have seen: keep that one (its seq still covers the ones before it)."""
     last_of: dict[tuple, int] = {}
     for i, r in enumerate(rows):
-        if r["kind"] == "execution":
-            last_of[(r["generation"], r["execution_id"])] = i
+        if r.kind == "execution":
+            last_of[(r.generation, r.execution_id)] = i
     return [r for i, r in enumerate(rows)
-            if r["kind"] != "execution" or last_of[(r["generation"], r["execution_id"])] == i]
+            if r.kind != "execution" or last_of[(r.generation, r.execution_id)] == i]
 
 
-def format_event(row: dict, database_id: str | None, summary, error) -> bytes:
-    data = summary(row) if row["kind"] == "execution" else error(row)
-    event_id = f"{database_id}:{row['seq']}" if database_id else str(row["seq"])
-    return (f"id: {event_id}\nevent: {row['kind']}\ndata: ".encode()
+def format_event(row: ChangeRow, database_id: str | None, summary, error) -> bytes:
+    data = summary(row) if row.kind == "execution" else error(row)
+    event_id = f"{database_id}:{row.seq}" if database_id else str(row.seq)
+    return (f"id: {event_id}\nevent: {row.kind}\ndata: ".encode()
             + msgspec.json.encode(data) + b"\n\n")
 
 
@@ -262,7 +262,7 @@ async def event_stream(db: Database, watcher: GenerationWatcher, filt: StreamFil
             if filt.accepts(row):
                 yield format_event(row, start.database_id, summary, error)
         if rows:
-            after = rows[-1]["seq"]
+            after = rows[-1].seq
             continue                  # more may have come meanwhile: look before waiting
         await watcher.wait(max(0.0, next_beat - time.monotonic()))
         if time.monotonic() >= next_beat:

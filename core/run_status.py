@@ -6,9 +6,14 @@ A run with only an event log that has had no new byte for `--stale-after` second
 line makes the run Running again and a session file decides it as it would a Running one.
 """
 
+from typing import Literal, get_args
+
 from core.timestamps import iso
 
-STATUSES = ("Queued", "Running", "Completed", "Failed", "Stopped", "Timeout")
+# The run-status vocabulary, defined here only (schema.sql's CHECK repeats it in SQL; a test
+# holds the two equal). The API's responses are typed with Status.
+Status = Literal["Queued", "Running", "Completed", "Failed", "Stopped", "Timeout"]
+STATUSES: tuple[str, ...] = get_args(Status)
 TERMINAL = frozenset({"Completed", "Failed", "Stopped", "Timeout"})
 STALE = "Timeout"        # the status the stale rule gives
 
