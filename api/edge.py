@@ -5,6 +5,8 @@ whichever layer under it produced the answer (a route, Litestar's router, its CO
   rejects HEAD before any middleware could help), and every `Allow` that names GET names HEAD.
 - A request target or header section past the limits below is answered 414 or 431 before the
   app parses it.
+- An empty query parameter is an absent one (`?limit=&agent=x` is `?agent=x`): a UI that fills
+  a URL template sends `limit=` for "the default", which typed parameters would refuse.
 - An error answer that is not JSON (Litestar's CORS refusal is text/plain) is answered as the
   {"error", "message"} every other error is.
 
@@ -45,6 +47,11 @@ def too_large(scope) -> tuple[int, str] | None:
     return None
 
 
+def without_empty_parameters(query: bytes) -> bytes:
+    """The query string without its `name=` parts (an empty value is no value)."""
+    return b"&".join(part for part in query.split(b"&") if not part.endswith(b"="))
+
+
 def with_head_allowed(headers: list) -> list:
     """`Allow: GET, OPTIONS` (Litestar's, from the route) → `Allow: GET, HEAD, OPTIONS`."""
     out = []
@@ -72,6 +79,9 @@ class Edge:
         if head:
             scope["method"] = "GET"     # in place: wrappers outside see the route it took
         send = self._answer(send, head)
+        query = scope.get("query_string", b"")
+        if b"=&" in query or query.endswith(b"="):      # (the usual request pays two byte scans)
+            scope["query_string"] = without_empty_parameters(query)
         refused = too_large(scope)
         if refused:
             status, message = refused

@@ -72,6 +72,8 @@ def test_a_row_kind_that_is_not_its_statements_columns_is_an_error_at_first_use(
 # ---------------------------------------------------------------------- typed parameters
 
 def test_limits_are_integers_with_their_bounds_in_the_openapi_document(workspace, run_once, tmp_path):
+    for n in range(3):
+        workspace.append_events(f"run-{n}", [fx.prompt_line(f"p{n}")])
     run_once()
     server = Api(workspace.db_path, tmp_path / "api.log")
     try:
@@ -93,6 +95,12 @@ def test_limits_are_integers_with_their_bounds_in_the_openapi_document(workspace
             assert body == {"error": "bad_request", "message": f"query parameter `limit` {message}"}, query
         assert server.get("/api/v1/benchmarks?limit=10001", expect=400)["message"] == \
             "query parameter `limit` must be between 1 and 10000, got 10001"
+        # an empty parameter is an absent one, as the hand check had it: a URL template's blanks
+        everything = server.get("/api/v1/sessions")
+        assert len(everything["items"]) == 3
+        for query in ("limit=", "limit=&cursor=", "status=&limit=&agent=", "benchmark_id=&limit=", "cursor="):
+            assert server.get(f"/api/v1/sessions?{query}") == everything, query
+        assert server.get("/api/v1/sessions?limit=&limit=1")["items"] == everything["items"][:1]
     finally:
         server.close()
 
