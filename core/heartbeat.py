@@ -10,10 +10,8 @@ def age(heartbeat_at: object, now: float) -> float | None:
     return round(now - heartbeat_at, 3) if isinstance(heartbeat_at, (int, float)) else None
 
 
-def problem(beat_age: float | None) -> str | None:
-    """What is wrong with a heartbeat of this age, if anything."""
-    if beat_age is None:
-        return "the daemon has not written a heartbeat yet"
-    if beat_age > STALE_AFTER_SECONDS:
-        return f"the daemon's heartbeat is stale ({beat_age:.0f} s old)"
-    return None
+def is_stale(beat_age: float | None) -> bool:
+    """Never written, or older than STALE_AFTER_SECONDS: the daemon is stuck or gone. (What each
+    surface says about it differs on purpose: health's reason does not carry the age, so that
+    its ETag does not move with the clock; `status`, a one-off answer, shows it.)"""
+    return beat_age is None or beat_age > STALE_AFTER_SECONDS

@@ -23,13 +23,12 @@ def daemon_problems(db: Path, pid: int | None | str, age: float | None) -> list[
     its heartbeat. Holding the lock says a daemon runs now; the heartbeat says it is not stuck."""
     if pid is None:
         return [f"no reev-ingestd holds the writer lock of {db}: it is not running"]
-    stale = heartbeat.problem(age)
-    if stale is None:
+    if not heartbeat.is_stale(age):
         return []
     if age is None:
-        return [stale]
+        return ["the daemon has never written a heartbeat"]
     running = "is reev-ingestd running?" if isinstance(pid, str) else f"is reev-ingestd (pid {pid}) stuck?"
-    return [f"{stale}: {running}"]
+    return [f"the daemon's heartbeat is {age:.0f} s old: {running}"]
 
 
 def summarise(db: Path) -> dict:
@@ -56,6 +55,7 @@ def summarise(db: Path) -> dict:
     meta = r["meta"]
     beat = meta.get("heartbeat_at")
     age = heartbeat.age(beat, now)
+    age = None if age is None else round(age, 1)
     problems = daemon_problems(db, pid, age)
     size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
     files: dict[str, dict[str, int]] = {}

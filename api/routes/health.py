@@ -24,9 +24,9 @@ class HealthController(Controller):
             reasons.append(str(e))
         now = time.time()
         age = heartbeat.age(meta.heartbeat_at, now)
-        stale = heartbeat.problem(age) if reachable else None
-        if stale:
-            reasons.append(f"{stale}: is reev-ingestd running?" if age is not None else stale)
+        if reachable and heartbeat.is_stale(age):
+            reasons.append("the daemon's heartbeat is stale: is reev-ingestd running?" if age is not None
+                           else "the daemon has not written a heartbeat yet")
         body = m.Health(
             status="degraded" if reasons else "healthy", timestamp=iso(now), version=VERSION, reasons=reasons,
             database=m.DatabaseHealth(
