@@ -5,7 +5,8 @@ whichever layer under it produced the answer (a route, Litestar's router, its CO
   rejects HEAD before any middleware could help), and every `Allow` that names GET names HEAD.
 - A request target or header section past the limits below is answered 414 or 431 before the
   app parses it.
-- An empty query parameter is an absent one (`?limit=&agent=x` is `?agent=x`): a UI that fills
+- An empty query parameter is an absent one (`?limit=&agent=x` and `?limit&agent=x` are
+  `?agent=x`): a UI that fills
   a URL template sends `limit=` for "the default", which typed parameters would refuse.
 - An error answer that is not JSON (Litestar's CORS refusal is text/plain) is answered as the
   {"error", "message"} every other error is.
@@ -48,8 +49,9 @@ def too_large(scope) -> tuple[int, str] | None:
 
 
 def without_empty_parameters(query: bytes) -> bytes:
-    """The query string without its `name=` parts (an empty value is no value)."""
-    return b"&".join(part for part in query.split(b"&") if not part.endswith(b"="))
+    """The query string without the parameters whose value is empty (`name=` or a bare `name`);
+    every other part as sent (a value may itself end in `=`: base64 padding)."""
+    return b"&".join(part for part in query.split(b"&") if part.partition(b"=")[2])
 
 
 def with_head_allowed(headers: list) -> list:
@@ -80,7 +82,7 @@ class Edge:
             scope["method"] = "GET"     # in place: wrappers outside see the route it took
         send = self._answer(send, head)
         query = scope.get("query_string", b"")
-        if b"=&" in query or query.endswith(b"="):      # (the usual request pays two byte scans)
+        if query:
             scope["query_string"] = without_empty_parameters(query)
         refused = too_large(scope)
         if refused:

@@ -14,6 +14,7 @@ from typing import get_args
 import pytest
 
 from api import db as rows
+from api import edge
 from api import models as m
 from api import render
 from api.db import Database
@@ -101,8 +102,18 @@ def test_limits_are_integers_with_their_bounds_in_the_openapi_document(workspace
         for query in ("limit=", "limit=&cursor=", "status=&limit=&agent=", "benchmark_id=&limit=", "cursor="):
             assert server.get(f"/api/v1/sessions?{query}") == everything, query
         assert server.get("/api/v1/sessions?limit=&limit=1")["items"] == everything["items"][:1]
+        assert server.get("/api/v1/sessions?limit&status")["items"] == everything["items"]
+        # a value that ends in "=" is a value: a filter, a cursor with base64 padding
+        assert server.get("/api/v1/sessions?agent=deterministic=")["items"] == []
+        assert server.get("/api/v1/sessions?limit=5=", expect=400)
     finally:
         server.close()
+
+
+def test_only_parameters_with_an_empty_value_are_dropped():
+    assert edge.without_empty_parameters(b"cursor=WzE=&limit=&agent=x=&status&b=1") == b"cursor=WzE=&agent=x=&b=1"
+    assert edge.without_empty_parameters(b"limit=5") == b"limit=5"
+    assert edge.without_empty_parameters(b"&&limit=&") == b""
 
 
 # ---------------------------------------------------------------------- one vocabulary
