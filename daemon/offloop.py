@@ -43,7 +43,8 @@ class OffLoop:
 
     @property
     def busy(self) -> bool:
-        """A parse is waiting or under way (a --once run waits for it)."""
+        """A parse is waiting or under way. Read it before what `done` queues (Service._all_committed):
+        a parse that ends queues its path first, so once not busy, the path is there."""
         with self._cond:
             return bool(self._wanted) or self._running is not None
 
@@ -61,5 +62,5 @@ class OffLoop:
                 outcome = e
             with self._cond:
                 self._results[path] = (digest, outcome)
-                self._done(path)        # before it stops being busy: a --once run waits on both
+                self._done(path)        # before it stops being busy: see `busy`
                 self._running = None

@@ -342,6 +342,13 @@ class Service:
                     return
                 next_check = time.monotonic() + FOLDER_CHECK_SECONDS
 
+    def _all_committed(self) -> bool:
+        """Nothing queued, no scan in progress, no definition being parsed: what was found is in
+        the database. `busy` is read first: a parse that ends queues its path before it stops
+        being busy, so once it is not, the path is counted. (Read last, a parse that ended
+        between the reads let a start say "caught up", and READY=1, before its file was stored.)"""
+        return not self.parses.busy and not len(self.dirty) and self.scanning is None
+
     def _lost_the_database(self) -> bool:
         """Whether the database path no longer names the file open (deleted or replaced while
         the daemon runs): then everything written goes to a file nobody reads. Says so, empties
@@ -394,7 +401,7 @@ class Service:
         """--once: drain the queue, the documents caught mid-write after their settle period (then
         they count as what they are) and the benchmark definitions parsed off the loop."""
         self.drain()
-        while (self.retry_at or self.parses.busy or len(self.dirty)) and not self.stopping:
+        while (self.retry_at or not self._all_committed()) and not self.stopping:
             next_at = self.due_retries()
             if not len(self.dirty):
                 self.dirty.wait(0.5 if next_at is None else max(0.0, min(next_at - time.time(), 0.5)))
@@ -436,7 +443,7 @@ class Service:
                 self._advance_scan(SCAN_SLICE_SECONDS)
                 worked = self.run_batch()
                 now = time.monotonic()
-                if self.catching_up and not len(self.dirty) and self.scanning is None and not self.parses.busy:
+                if self.catching_up and self._all_committed():
                     log.info("caught up: %s", self._caught_up())
                     self._set_catching_up(False)     # everything found by the scan is committed
                     self.stale.look_by()             # (not while catching up: the files are ahead)

@@ -819,6 +819,48 @@ def test_a_benchmark_is_parsed_off_the_loop_and_stored_when_it_comes_back(tmp_pa
         store.close()
 
 
+def test_a_parse_that_ends_while_the_loop_looks_is_not_taken_for_nothing_left(tmp_path):
+    """`caught up` (and READY=1) waits for everything the scan found to be stored
+    (Service._all_committed). A definition parsed off the loop is either being parsed or
+    queued again: a parse that ended between the look at one and the look at the other once let
+    a start say it was caught up with its benchmark not stored. Here it ends inside the count of
+    the queue, where a thread switch once made it end."""
+    import threading
+
+    from core.notify import Notifier
+    from daemon.discovery import DirtyPaths
+    from daemon.offloop import OffLoop
+    from daemon.service import Config, Service
+    from daemon.storage.sqlite import SqliteStore as Store
+    from tests.conftest import wait_for
+
+    release = threading.Event()
+
+    class QueueCountedWhileTheParseEnds(DirtyPaths):
+        def __len__(self):
+            n = super().__len__()
+            release.set()
+            wait_for(lambda: not service.parses.busy, what="the parse to end")
+            return n
+
+    store = Store(tmp_path / "reev.db")
+    try:
+        service = Service(Config(tmp_path / "sessions", tmp_path / "benchmarks", tmp_path / "reev.db"),
+                          store, Notifier({}), database_lost=lambda: None)
+        service.dirty = QueueCountedWhileTheParseEnds()
+        service.parses = OffLoop(done=service.dirty.add)
+        path = str(tmp_path / "benchmarks" / "301-a.yml")
+        assert service.parses.result(path, b"digest", lambda: release.wait(10)) is None   # parsing
+        assert not service._all_committed()
+        release.set()
+        wait_for(lambda: not service.parses.busy, what="the parse to end")
+        assert not service._all_committed()          # its path is queued, not stored yet
+        assert [p for p, _ in service.dirty.take(10)] == [path]
+        assert service._all_committed()
+    finally:
+        store.close()
+
+
 def test_parse_benchmark_uses_libyaml_where_it_is_installed():
     import yaml
     if getattr(yaml, "__with_libyaml__", False):
