@@ -132,7 +132,7 @@ class GenerationWatcher:
         """Until the generation moves (or shutdown), at most `timeout` seconds."""
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def end_streams_on_shutdown_signals(self):

@@ -14,8 +14,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 from watchdog.events import (
-    DirAttribEvent, FileAttribEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent,
-    FileMovedEvent, FileSystemEvent, FileSystemEventHandler)
+    DirAttribEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from core.ids import is_text

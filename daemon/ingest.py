@@ -11,15 +11,23 @@ from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
-from daemon import identity, parse, reader
 from core.ids import Classified, Refused, classify_benchmark_file, classify_session_file, is_text, shown
+from core.run_status import TERMINAL, status_from_event, status_from_session
+from daemon import identity, parse, reader
 from daemon.offloop import OffLoop
 from daemon.parse import BadInput, ParsedLine
 from daemon.reader import Checkpoint, Line, NotAFile
-from core.run_status import TERMINAL, status_from_event, status_from_session
 from daemon.storage import Store
-from daemon.storage.records import (BenchmarkDefinition, EventRow, LogAggregates, Run, SessionResult,
-                                     SessionUpdate, ToolCall, ToolCallEnd)
+from daemon.storage.records import (
+    BenchmarkDefinition,
+    EventRow,
+    LogAggregates,
+    Run,
+    SessionResult,
+    SessionUpdate,
+    ToolCall,
+    ToolCallEnd,
+)
 
 log = logging.getLogger("reev.ingest")
 

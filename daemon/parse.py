@@ -5,7 +5,7 @@ act on; the caller records it with the file, line and byte offset.
 """
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
@@ -192,7 +192,7 @@ def parse_timestamp(value: str | float | None) -> float | None:
             except ValueError:
                 stamp = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
             if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=timezone.utc)
+                stamp = stamp.replace(tzinfo=UTC)
             seconds = stamp.timestamp()
         except (ValueError, OverflowError, OSError):
             return None

@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 
 from core.ids import Classified
+from core.parentage import die_with_parent
 from daemon.identity import seen, unchanged
 from daemon.ingest import FileRead, Limits, NotReadable, read_new_file
-from core.parentage import die_with_parent
 
 log = logging.getLogger("reev.read_worker")
 

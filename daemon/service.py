@@ -13,15 +13,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.discovery import DirtyPaths, Watcher, folder_problem, scan_dir
 from core import heartbeat
 from core.ids import Classified, Refused, partner_file_name, shown
-from daemon.ingest import Ingestor, Limits, Outcome, Scanned
 from core.notify import Notifier
-from daemon.offloop import OffLoop
 from daemon.cache_warmer import CacheWarmer
-from daemon.read_worker import ReadWorker
+from daemon.discovery import DirtyPaths, Watcher, folder_problem, scan_dir
 from daemon.identity import needs_look
+from daemon.ingest import Ingestor, Limits, Outcome, Scanned
+from daemon.offloop import OffLoop
+from daemon.read_worker import ReadWorker
 from daemon.reader import folder_is_there
 from daemon.stale import StaleRuns
 from daemon.storage import StorageError, Store

@@ -46,8 +46,16 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from daemon.reader import Checkpoint
-from daemon.storage.records import (BenchmarkDefinition, EventRow, LogAggregates, Run, SessionUpdate, StaleCandidate,
-                                    ToolCall, ToolCallEnd)
+from daemon.storage.records import (
+    BenchmarkDefinition,
+    EventRow,
+    LogAggregates,
+    Run,
+    SessionUpdate,
+    StaleCandidate,
+    ToolCall,
+    ToolCallEnd,
+)
 
 NOT_LOOKED_UP = object()     # Store.checkpoint(): no scanned checkpoint given
 

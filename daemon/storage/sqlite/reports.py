@@ -44,7 +44,7 @@ def canonical_dump(conn: apsw.Connection):
             names = None
             for row in cursor:
                 names = names or [d[0] for d in cursor.get_description()]
-                yield {"table": table, **dict(zip(names, row))}
+                yield {"table": table, **dict(zip(names, row, strict=True))}
 
 
 # ---------------------------------------------------------------------- operator status
