@@ -249,21 +249,20 @@ async def event_stream(db: Database, watcher: GenerationWatcher, filt: StreamFil
                 start = await anyio.to_thread.run_sync(start_of_stream, db, watcher, given)
                 after = start.after
                 continue
-            rows = []
         else:
             rows = watcher.changes_after(after)
-        if rows is None:              # behind what the watcher keeps: read the backlog
-            try:
-                rows = await anyio.to_thread.run_sync(read_changes, db, after, READ_LIMIT)
-            except (DatabaseUnavailable, QueryTimeout) as e:
-                log.debug("stream: %s", e)
-                rows = []
-        for row in collapse(rows):
-            if filt.accepts(row):
-                yield format_event(row, start.database_id, summary, error)
-        if rows:
-            after = rows[-1].seq
-            continue                  # more may have come meanwhile: look before waiting
+            if rows is None:              # behind what the watcher keeps: read the backlog
+                try:
+                    rows = await anyio.to_thread.run_sync(read_changes, db, after, READ_LIMIT)
+                except (DatabaseUnavailable, QueryTimeout) as e:
+                    log.debug("stream: %s", e)
+                    rows = []
+            for row in collapse(rows):
+                if filt.accepts(row):
+                    yield format_event(row, start.database_id, summary, error)
+            if rows:
+                after = rows[-1].seq
+                continue                  # more may have come meanwhile: look before waiting
         await watcher.wait(max(0.0, next_beat - time.monotonic()))
         if time.monotonic() >= next_beat:
             yield b": keep-alive\n\n"

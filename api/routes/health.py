@@ -27,8 +27,10 @@ class HealthController(Controller):
         stale = heartbeat.problem(age) if reachable else None
         if stale:
             reasons.append(f"{stale}: is reev-ingestd running?" if age is not None else stale)
+        stamp = iso(now)
+        assert stamp is not None      # (now is a time iso() shows: after 1970, before 9999)
         body = m.Health(
-            status="degraded" if reasons else "healthy", timestamp=iso(now), version=VERSION, reasons=reasons,
+            status="degraded" if reasons else "healthy", timestamp=stamp, version=VERSION, reasons=reasons,
             database=m.DatabaseHealth(
                 name=db.path.name, reachable=reachable, data_generation=meta.data_generation,
                 last_ingest_at=iso(meta.last_ingest_at), heartbeat_at=iso(meta.heartbeat_at),
