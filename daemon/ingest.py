@@ -128,9 +128,11 @@ class Ingestor:
             self._not_readable(path, what, None, read.reason, read.retry)
             return Outcome()
         if isinstance(read, LogRead):     # (an event log's read: a session file's is a DocumentRead)
+            exec_id = self.store.reserve_execution_id(what.subject_id)
+            if read.exec_id != exec_id:   # read ahead with an id lost since (Store.reserve_execution_id):
+                # read again, as if it had not been read ahead (the file may be gone by now)
+                return self._new_file(path, what, read_new_file(path, what, exec_id, self.limits))
             run = self.store.execution(what.subject_id)
-            if read.exec_id != run.id:    # read ahead with an id lost since (Store.reserve_execution_id)
-                return self._new_file(path, what, read_new_file(path, what, run.id, self.limits))
             return self._store_log(path, what.subject_id, run, Checkpoint(), read)
         return self._store_document(path, what, read)
 

@@ -700,6 +700,33 @@ def test_a_read_made_with_an_execution_id_lost_since_is_read_again_with_the_righ
         store.close()
 
 
+def test_a_read_made_with_an_execution_id_lost_since_of_a_file_gone_since_stores_nothing(tmp_path):
+    """As above, but the file is gone when it is read again: it is a file that is not there (as
+    when the loop reads it itself), not an internal error, and no execution is made of it."""
+    from core.ids import classify_session_file as classify
+    from daemon.ingest import Ingestor, Limits, Outcome, Scanned, read_new_file
+    from daemon.storage.sqlite import SqliteStore as Store
+
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    path = sessions / "enhanced_otel_run-1.jsonl"
+    path.write_bytes(fx.jsonl([fx.prompt_line("p", at=0)]))
+    what = classify(path.name)
+    db = tmp_path / "reev.db"
+    store = Store(db)
+    try:
+        ingestor = Ingestor(store, sessions, tmp_path / "benchmarks", Limits())
+        with store.batch():
+            stale = read_new_file(str(path), what, 999, Limits())
+            path.unlink()
+            assert ingestor.process(str(path), Scanned(what, None), stale) == Outcome()
+        assert dbread.value(db, "SELECT count(*) FROM executions") == 0
+        assert dbread.value(db, "SELECT count(*) FROM events") == 0
+        assert dbread.value(db, "SELECT count(*) FROM ingest_errors") == 0
+    finally:
+        store.close()
+
+
 def test_a_read_ahead_of_a_file_changed_since_is_not_used(tmp_path):
     """The loop may store a read a batch after the worker made it, into a queue entry that a
     change since has merged with: a read is only used if the file is still as it was read."""
