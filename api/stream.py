@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import anyio
 import msgspec
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.db import ChangeRow, Database, DatabaseUnavailable, QueryTimeout
 
@@ -283,13 +284,13 @@ class StreamSlots:
         self.taken = 0
 
 
-def take_a_stream_slot(app):
+def take_a_stream_slot(app: ASGIApp) -> ASGIApp:
     """Route middleware of the stream: a slot is taken before the route runs, counted and taken
     with no await between (so a burst of requests cannot all pass the count before any takes
     one), and given back when the answer ends however it ends (the client left, a bad
     parameter, the worker stopping)."""
 
-    async def middleware(scope, receive, send):
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         slots: StreamSlots = scope["litestar_app"].state.stream_slots
         if slots.taken >= slots.limit:
             raise TooManyStreams(f"too many open event streams ({slots.limit} per worker); try again later")

@@ -49,7 +49,7 @@ class DirtyPaths(Generic[Found]):
     the reconcile scan queued carries what the scan found out about it (`found`), so that it is
     not looked up twice; a path queued by an event carries None."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._paths: dict[str, Found | None] = {}   # insertion-ordered: path → found
         # Re-entrant: the signal handlers call wake() on the thread that may hold it.
         self._cond = threading.Condition(threading.RLock())
