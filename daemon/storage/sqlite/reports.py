@@ -66,7 +66,7 @@ def status_report(conn: apsw.Connection) -> dict:
     """What `reev-ingestd status` shows, read in one snapshot of a read-only connection
     (core/readonly.py)."""
     with conn:
-        meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM meta"))
+        meta: dict[str, object] = dict(conn.execute("SELECT key, value FROM meta"))
         files = conn.execute("SELECT kind, state, count(*) FROM files GROUP BY kind, state"
                              " ORDER BY kind, state").fetchall()
         lag = lag_bytes(conn)
