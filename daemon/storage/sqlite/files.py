@@ -90,6 +90,5 @@ class FileRepository(UnitOfWork):
     def event_logs(self, execution_id: str) -> list[tuple[str, Checkpoint]]:
         """The event logs tracked for an execution (one, unless the sessions folder moved), with
         their checkpoints."""
-        # (apsw: a row is any SQLite values, this one (path TEXT,); a tracked path has a checkpoint)
-        return [(path, self.checkpoint(path)) for (path,) in self.conn.execute(  # type: ignore[misc, arg-type]
+        return [(path, self.checkpoint(path)) for (path,) in self.conn.execute(  # type: ignore[misc, arg-type]  # apsw: a row is any SQLite values, this one (path TEXT,); a tracked path has a checkpoint
             "SELECT path FROM files WHERE kind = 'events' AND subject_id = ?", (execution_id,)).fetchall()]
