@@ -1,10 +1,10 @@
-# make run: the daemon and the API on defaults.  make test: the whole suite.
+# make run: the daemon and the API on defaults.  make test: lint, then the whole suite.
 SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test reliability install clean bench
+.PHONY: run test lint reliability install clean bench
 
 $(BIN)/reev-ingestd: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,12 @@ $(BIN)/reev-ingestd: pyproject.toml
 
 install: $(BIN)/reev-ingestd
 
-test: install
+# ruff and mypy, as configured in pyproject.toml ([tool.ruff], [tool.mypy]); a finding fails `make test`.
+lint: install
+	$(BIN)/ruff check
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The long versions of the reliability scenarios (many more kills, bigger files); see docs/reliability.md.

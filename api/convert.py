@@ -28,8 +28,8 @@ def load_run(q: Queries, execution_id: str) -> tuple[ExecutionRow, dict | None]:
 
 def summary_of(row: ExecutionRow | ChangeRow) -> m.SessionSummary:
     return m.SessionSummary(
-        execution_id=row.execution_id, recorded_session_id=row.recorded_session_id,
-        benchmark_id=row.benchmark_id, agent_type=row.agent_type, status=row.status,
+        execution_id=row.execution_id, recorded_session_id=row.recorded_session_id,  # type: ignore[arg-type]  # a ChangeRow of kind 'execution' has these (StreamFilter.accepts)
+        benchmark_id=row.benchmark_id, agent_type=row.agent_type, status=row.status,  # type: ignore[arg-type]  # a ChangeRow of kind 'execution' has these (StreamFilter.accepts)
         created_at=iso(row.created_at), updated_at=iso(row.updated_at),
         last_event_at=iso(row.last_event_at), score=row.score)
 
@@ -69,11 +69,11 @@ def run_facts(row: ExecutionRow) -> render.RunFacts:
 
 
 def ingest_error(row: ErrorRow | ChangeRow, error_id: int) -> m.IngestError:
-    name = file_name(row.path)
+    name = file_name(row.path)  # type: ignore[arg-type]  # a ChangeRow that reaches here names an error (StreamFilter.accepts)
     known = classify_session_file(name) or classify_benchmark_file(name)
-    return m.IngestError(id=error_id, path=name, kind=known.kind if known else None, line=row.line,
-                         byte_offset=row.byte_offset, reason=row.reason, first_seen_at=iso(row.first_seen_at),
-                         last_seen_at=iso(row.last_seen_at), count=row.count)
+    return m.IngestError(id=error_id, path=name, kind=known.kind if known else None, line=row.line,  # type: ignore[arg-type]  # a ChangeRow that reaches here names an error (StreamFilter.accepts)
+                         byte_offset=row.byte_offset, reason=row.reason, first_seen_at=iso(row.first_seen_at),  # type: ignore[arg-type]  # a ChangeRow that reaches here names an error (StreamFilter.accepts)
+                         last_seen_at=iso(row.last_seen_at), count=row.count)  # type: ignore[arg-type]  # a ChangeRow that reaches here names an error (StreamFilter.accepts)
 
 
 def error_of(row: ErrorRow) -> m.IngestError:
@@ -82,7 +82,7 @@ def error_of(row: ErrorRow) -> m.IngestError:
 
 def change_error_of(row: ChangeRow) -> m.IngestError:
     """The ingest error a change of the feed names (the stream shows it as it is now)."""
-    return ingest_error(row, row.error_id)
+    return ingest_error(row, row.error_id)  # type: ignore[arg-type]  # a ChangeRow that reaches here names an error (StreamFilter.accepts)
 
 
 def tool_call_of(row: ToolCallRow) -> m.ToolCall:

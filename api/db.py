@@ -19,12 +19,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import apsw
 import msgspec
 
 from core.readonly import CannotOpen, open_readonly
+from core.run_status import Status
 
 
 class DatabaseUnavailable(Exception):
@@ -49,7 +50,7 @@ class ExecutionRow(Row):
     recorded_session_id: str | None
     benchmark_id: str | None
     agent_type: str | None
-    status: str
+    status: Status
     success: int | None
     score: float | None
     execution_time_ms: int | None
@@ -118,7 +119,7 @@ class ToolCallRow(Row):
 
 class SourceFileRow(Row):
     path: str
-    kind: str
+    kind: Literal["session", "events"]
     offset: int
     line_no: int
     size: int
@@ -153,7 +154,7 @@ class ChangeRow(Row):
     execution_id: str | None
     benchmark_id: str | None
     agent_type: str | None
-    status: str | None
+    status: Status | None
     score: float | None
     recorded_session_id: str | None
     created_at: float | None
@@ -346,7 +347,8 @@ class Queries:
 
     def sessions(self, *, benchmark_id: str | None, agent: str | None, status: str | None,
                  after: tuple[float, str] | None, limit: int) -> list[ExecutionRow]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | float] = []
         for column, value in (("e.benchmark_id", benchmark_id), ("e.agent_type", agent), ("e.status", status)):
             if value is not None:
                 where.append(f"{column} = ?")

@@ -54,8 +54,8 @@ class IngestCollector:
         yield GaugeMetricFamily("reev_ingest_data_generation", "Committed batches that changed data, ever",
                                 value=float(counters.get("data_generation") or 0))
         if counters.get("last_ingest_at") is not None:
-            yield GaugeMetricFamily("reev_ingest_last_commit_timestamp_seconds", "When the last batch with data committed",
-                                    value=float(counters["last_ingest_at"]))
+            yield GaugeMetricFamily("reev_ingest_last_commit_timestamp_seconds",
+                                    "When the last batch with data committed", value=float(counters["last_ingest_at"]))
         if counters.get("heartbeat_at") is not None:
             yield GaugeMetricFamily("reev_ingest_heartbeat_age_seconds", "Seconds since the daemon's last heartbeat",
                                     value=max(0.0, time.time() - float(counters["heartbeat_at"])))

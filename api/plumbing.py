@@ -25,7 +25,8 @@ from litestar import Request, Response, get
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException, ValidationException
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import KwargDefinition, Parameter
+from litestar.types import ExceptionHandlersMap
 
 from api import models as m
 from api.db import Database, DatabaseUnavailable, Queries, QueryTimeout
@@ -158,7 +159,9 @@ def etag_for(q: Queries, request: Request) -> str:
 
 def matches(request: Request, tag: str) -> bool:
     given = request.headers.get("if-none-match")
-    return bool(given) and (given.strip() == "*" or tag in [t.strip() for t in given.split(",")])
+    if not given:
+        return False
+    return given.strip() == "*" or tag in [t.strip() for t in given.split(",")]
 
 
 def data_response(body: Any, tag: str) -> Response:
@@ -211,8 +214,10 @@ def refused_parameter(request: Request, exc: ValidationException) -> str:
     `must be an integer, got ...` or `must be between <ge> and <le>, got <n>`."""
     for problem in exc.extra if isinstance(exc.extra, list) else []:
         name = problem.get("key") if isinstance(problem, dict) else None
-        field = request.route_handler.parsed_fn_signature.parameters.get(name) if name else None
-        given = request.query_params.getall(name, []) if field is not None else []
+        if not isinstance(name, str) or (field := request.route_handler.parsed_fn_signature.parameters.get(name)) \
+                is None:
+            continue
+        given = request.query_params.getall(name, [])
         if not given:
             continue
         try:
@@ -220,7 +225,8 @@ def refused_parameter(request: Request, exc: ValidationException) -> str:
         except msgspec.ValidationError:
             return str(BadParameter(name, f"must be an integer, got {echo(given[-1])}"))
         bounds = field.kwarg_definition
-        return str(BadParameter(name, f"must be between {bounds.ge} and {bounds.le}, got {number}"))
+        if isinstance(bounds, KwargDefinition):     # (a bounded one: PageLimit and the like)
+            return str(BadParameter(name, f"must be between {bounds.ge} and {bounds.le}, got {number}"))
     return str(exc.detail)
 
 
@@ -257,6 +263,6 @@ def on_unexpected(request: Request, exc: Exception) -> Response:
     return error(500, "the server failed to answer this request; see its log")
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: on_http_error, BadParameter: on_bad_parameter, TooManyStreams: on_too_many_streams,
     DatabaseUnavailable: on_unavailable, QueryTimeout: on_unavailable, Exception: on_unexpected}

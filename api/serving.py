@@ -108,7 +108,7 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-class Server(Granian):
+class Server(Granian):  # type: ignore[valid-type, misc]  # granian: Granian is MPServer or MTServer, picked at import
     """Granian serving the socket `listen` made, shared by its workers. Granian has no option
     for that: this replaces the method that makes its sockets with what it does itself on the
     systems without SO_REUSEPORT (pyproject pins the Granian minor version it was written for;

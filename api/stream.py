@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import anyio
 import msgspec
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.db import ChangeRow, Database, DatabaseUnavailable, QueryTimeout
 
@@ -132,7 +133,7 @@ class GenerationWatcher:
         """Until the generation moves (or shutdown), at most `timeout` seconds."""
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def end_streams_on_shutdown_signals(self):
@@ -249,21 +250,20 @@ async def event_stream(db: Database, watcher: GenerationWatcher, filt: StreamFil
                 start = await anyio.to_thread.run_sync(start_of_stream, db, watcher, given)
                 after = start.after
                 continue
-            rows = []
         else:
             rows = watcher.changes_after(after)
-        if rows is None:              # behind what the watcher keeps: read the backlog
-            try:
-                rows = await anyio.to_thread.run_sync(read_changes, db, after, READ_LIMIT)
-            except (DatabaseUnavailable, QueryTimeout) as e:
-                log.debug("stream: %s", e)
-                rows = []
-        for row in collapse(rows):
-            if filt.accepts(row):
-                yield format_event(row, start.database_id, summary, error)
-        if rows:
-            after = rows[-1].seq
-            continue                  # more may have come meanwhile: look before waiting
+            if rows is None:              # behind what the watcher keeps: read the backlog
+                try:
+                    rows = await anyio.to_thread.run_sync(read_changes, db, after, READ_LIMIT)
+                except (DatabaseUnavailable, QueryTimeout) as e:
+                    log.debug("stream: %s", e)
+                    rows = []
+            for row in collapse(rows):
+                if filt.accepts(row):
+                    yield format_event(row, start.database_id, summary, error)
+            if rows:
+                after = rows[-1].seq
+                continue                  # more may have come meanwhile: look before waiting
         await watcher.wait(max(0.0, next_beat - time.monotonic()))
         if time.monotonic() >= next_beat:
             yield b": keep-alive\n\n"
@@ -284,13 +284,13 @@ class StreamSlots:
         self.taken = 0
 
 
-def take_a_stream_slot(app):
+def take_a_stream_slot(app: ASGIApp) -> ASGIApp:
     """Route middleware of the stream: a slot is taken before the route runs, counted and taken
     with no await between (so a burst of requests cannot all pass the count before any takes
     one), and given back when the answer ends however it ends (the client left, a bad
     parameter, the worker stopping)."""
 
-    async def middleware(scope, receive, send):
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         slots: StreamSlots = scope["litestar_app"].state.stream_slots
         if slots.taken >= slots.limit:
             raise TooManyStreams(f"too many open event streams ({slots.limit} per worker); try again later")

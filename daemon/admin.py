@@ -9,13 +9,14 @@ from pathlib import Path
 
 import msgspec
 
-from daemon.lock import holder
-from core.logs import escape
 from core import heartbeat
+from core.logs import escape
 from core.readonly import CannotOpen, NotAFile, open_readonly
+from core.timestamps import iso
+from daemon.lock import holder
 from daemon.storage import StorageError
 from daemon.storage.sqlite import canonical_dump, status_report
-from core.timestamps import iso
+
 
 def daemon_problems(db: Path, pid: int | None | str, age: float | None) -> list[str]:
     """What is wrong with the daemon, if anything: `pid` is the process that holds the database's

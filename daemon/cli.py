@@ -4,12 +4,12 @@ import logging
 import signal
 import sys
 
+from core.logs import setup_logging
+from core.notify import Notifier
 from daemon import admin
 from daemon.config import daemon_arguments
 from daemon.ingest import Limits
 from daemon.lock import DatabaseBusy, WriterLock
-from core.logs import setup_logging
-from core.notify import Notifier
 from daemon.service import HANDLED_SIGNALS, Config, Service
 from daemon.storage import StorageError
 from daemon.storage.sqlite import SqliteStore

@@ -5,8 +5,8 @@ import argparse
 import os
 from pathlib import Path
 
-from daemon.ingest import Limits
 from core.settings import DB, LOG_LEVEL, ArgumentParser, Setting, add_settings, integer, resolve, seconds
+from daemon.ingest import Limits
 
 # The longest line an operator may allow: a read holds a line in memory, several times over
 # while it is stored (docs/design.md, "Bad input, and memory").

@@ -11,11 +11,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from watchdog.events import (
-    DirAttribEvent, FileAttribEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent,
-    FileMovedEvent, FileSystemEvent, FileSystemEventHandler)
+    DirAttribEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from core.ids import is_text
@@ -33,18 +41,21 @@ _RELEVANT = [FileModifiedEvent, FileAttribEvent, FileCreatedEvent, FileDeletedEv
              FileClosedEvent, DirAttribEvent]
 
 
-class DirtyPaths:
+Found = TypeVar("Found")
+
+
+class DirtyPaths(Generic[Found]):
     """Paths that may have changed, shared by the observer thread and the service loop. A path
     the reconcile scan queued carries what the scan found out about it (`found`), so that it is
     not looked up twice; a path queued by an event carries None."""
 
-    def __init__(self):
-        self._paths: dict[str, object] = {}   # insertion-ordered: path → found
+    def __init__(self) -> None:
+        self._paths: dict[str, Found | None] = {}   # insertion-ordered: path → found
         # Re-entrant: the signal handlers call wake() on the thread that may hold it.
         self._cond = threading.Condition(threading.RLock())
         self.woken = False
 
-    def add(self, path: str, found: object = None):
+    def add(self, path: str, found: Found | None = None):
         with self._cond:
             self._paths[path] = found
             self._cond.notify()
@@ -55,7 +66,7 @@ class DirtyPaths:
                 self._paths[p] = None
             self._cond.notify()
 
-    def put_back(self, items: list[tuple[str, object]]):
+    def put_back(self, items: list[tuple[str, Found | None]]):
         """Paths taken but not processed (the batch ran out of time): first in line again."""
         if not items:
             return
@@ -83,7 +94,7 @@ class DirtyPaths:
                 self._cond.wait(left)
             self.woken = False
 
-    def take(self, limit: int) -> list[tuple[str, object]]:
+    def take(self, limit: int) -> list[tuple[str, Found | None]]:
         """Up to `limit` (path, found) in the order queued."""
         with self._cond:
             taken = []

@@ -9,17 +9,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
-from daemon import identity, parse, reader
 from core.ids import Classified, Refused, classify_benchmark_file, classify_session_file, is_text, shown
+from core.run_status import TERMINAL, status_from_event, status_from_session
+from daemon import identity, parse, reader
 from daemon.offloop import OffLoop
 from daemon.parse import BadInput, ParsedLine
 from daemon.reader import Checkpoint, Line, NotAFile
-from core.run_status import TERMINAL, status_from_event, status_from_session
 from daemon.storage import Store
-from daemon.storage.records import (BenchmarkDefinition, EventRow, LogAggregates, Run, SessionResult,
-                                     SessionUpdate, ToolCall, ToolCallEnd)
+from daemon.storage.records import (
+    BenchmarkDefinition,
+    EventRow,
+    LogAggregates,
+    Run,
+    SessionResult,
+    SessionUpdate,
+    ToolCall,
+    ToolCallEnd,
+)
 
 log = logging.getLogger("reev.ingest")
 
@@ -53,7 +61,7 @@ class Scanned(NamedTuple):
 
 class Ingestor:
     def __init__(self, store: Store, sessions_dir: Path, benchmarks_dir: Path, limits: Limits,
-                 parses: OffLoop | None = None):
+                 parses: "OffLoop[parse.ParsedBenchmark] | None" = None):
         """`parses` parses benchmark definitions off the loop (its `done` queues them again)."""
         self.store = store
         self.parses = parses or OffLoop(done=lambda path: None)
@@ -103,6 +111,7 @@ class Ingestor:
             return Outcome()
         try:
             if what.kind == "events":
+                assert cp is not None     # (an event log without one was read as a new file above)
                 return self._event_log(path, what.subject_id, fd, st, cp)
             return self._document(path, what, fd, st, cp)
         finally:
@@ -118,10 +127,12 @@ class Ingestor:
                 self.store.drop_reservation(what.subject_id)    # no execution: nothing to read
             self._not_readable(path, what, None, read.reason, read.retry)
             return Outcome()
-        if what.kind == "events":
+        if isinstance(read, LogRead):     # (an event log's read: a session file's is a DocumentRead)
+            exec_id = self.store.reserve_execution_id(what.subject_id)
+            if read.exec_id != exec_id:   # read ahead with an id lost since (Store.reserve_execution_id):
+                # read again, as if it had not been read ahead (the file may be gone by now)
+                return self._new_file(path, what, read_new_file(path, what, exec_id, self.limits))
             run = self.store.execution(what.subject_id)
-            if read.exec_id != run.id:    # read ahead with an id lost since (Store.reserve_execution_id)
-                read = read_new_file(path, what, run.id, self.limits)
             return self._store_log(path, what.subject_id, run, Checkpoint(), read)
         return self._store_document(path, what, read)
 
@@ -250,7 +261,8 @@ class Ingestor:
             return Outcome()        # being parsed off the loop: queued again once it is
         return self._store_document(path, what, read)
 
-    def _parse_benchmark(self, path: str, what: Classified, data: bytes, digest: bytes):
+    def _parse_benchmark(self, path: str, what: Classified, data: bytes,
+                         digest: bytes) -> parse.ParsedBenchmark | Exception | None:
         return self.parses.result(path, digest, partial(parse.parse_benchmark, data, what.subject_id))
 
     def _store_document(self, path: str, what: Classified, read: "DocumentRead") -> Outcome:
@@ -262,7 +274,7 @@ class Ingestor:
         if read.parsed is None:          # the content it had: only the file's identity changed
             self.store.save_checkpoint(path, what.kind, what.subject_id, new_cp, ingested=False)
             return Outcome()
-        if what.kind == "session":
+        if isinstance(read.parsed, parse.ParsedSession):
             self._session(what.subject_id, read.parsed)
         else:
             duplicate = self._benchmark(path, read.parsed)
@@ -373,11 +385,21 @@ def read_event_log(fd: int, st: os.stat_result, cp: Checkpoint, exec_id: int, ea
     return LogRead(st, new_cp, more, rows, exec_id)
 
 
+ParseBenchmark = Callable[[bytes, bytes], "parse.ParsedBenchmark | Exception | None"]
+
+
+@overload
 def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Limits, known: bytes | None,
-                       parse_benchmark: Callable[[bytes, bytes], object] | None = None) -> DocumentRead | None:
+                       parse_benchmark: None = None) -> DocumentRead: ...
+@overload
+def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Limits, known: bytes | None,
+                       parse_benchmark: ParseBenchmark) -> DocumentRead | None: ...
+def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Limits, known: bytes | None,
+                       parse_benchmark: ParseBenchmark | None = None) -> DocumentRead | None:
     """Read and parse a whole document, unless its content hash is `known` (nothing changed).
     A benchmark is parsed by `parse_benchmark(data, digest)` (off the loop: OffLoop.result),
-    which gives None until it is done: then so does this."""
+    which gives None until it is done: then so does this. Without one (read_new_file), the
+    document is a session file, and there is always a read."""
     limit = limits.max_session_bytes if what.kind == "session" else limits.max_benchmark_bytes
     try:
         data = reader.read_document(fd, st, limit)
@@ -386,8 +408,13 @@ def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Li
     digest = identity.digest(data)
     if digest == known:
         return DocumentRead(st, len(data), digest, None)
+    parsed: parse.ParsedSession | parse.ParsedBenchmark | Exception | None
     try:
-        parsed = parse.parse_session_file(data) if what.kind == "session" else parse_benchmark(data, digest)
+        if what.kind == "session":
+            parsed = parse.parse_session_file(data)
+        else:
+            assert parse_benchmark is not None, "a benchmark definition is parsed by the caller's parse_benchmark"
+            parsed = parse_benchmark(data, digest)
     except BadInput as e:
         parsed = e
     if parsed is None:
@@ -402,13 +429,14 @@ def read_document_file(fd: int, st: os.stat_result, what: Classified, limits: Li
 def read_new_file(path: str, what: Classified, exec_id: int | None, limits: Limits) -> FileRead:
     """Read a session file or event log that has no checkpoint yet from its first byte, as
     Ingestor.process stores it; `exec_id`: the id an event log's rows carry
-    (Ingestor.reserve). Touches no database, so the read worker runs it too."""
+    (Ingestor.reserve), None for a session file. Touches no database, so the read worker
+    runs it too."""
     try:
         fd, st = reader.open_regular(path)
     except NotAFile as e:
         return NotReadable(str(e), e.retry)
     try:
-        if what.kind == "events":
+        if exec_id is not None:     # an event log
             return read_event_log(fd, st, Checkpoint(), exec_id, NOTHING_EARLIER, limits)
         return read_document_file(fd, st, what, limits, None)
     except OSError as e:      # an I/O error midway
@@ -460,13 +488,15 @@ class EventRows:
             if p is not None:
                 parsed.append((line, p))
         open_inputs = list(earlier.open_inputs()) if any(p.event_type == "ToolOutput" for _, p in parsed) else []
-        legacy_calls = dict(earlier.legacy_calls()) if any(p.kind == "tool_call" for _, p in parsed) else {}
+        # (keyed by tool_name, which a "tool_call" line always has: parse_event_line)
+        legacy_calls: dict[str | None, int] = (dict(earlier.legacy_calls().items())
+                                               if any(p.kind == "tool_call" for _, p in parsed) else {})
         for line, p in parsed:
             rows._add(exec_id, line, p, open_inputs, legacy_calls)
         return rows
 
     def _add(self, exec_id: int, line: Line, p: ParsedLine, open_inputs: list[int],
-             legacy_calls: dict[str, int]):
+             legacy_calls: dict[str | None, int]):
         n, ts, f = line.number, p.ts, p.fields
         self.events.append(EventRow(exec_id, n, line.offset, p.kind, p.event_type, ts, p.doc))
         if ts is not None:

@@ -12,20 +12,23 @@ that out of the loop's way. One parse at a time, so at most one definition's wor
 import logging
 import threading
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 log = logging.getLogger("reev.offloop")
 
+Parsed = TypeVar("Parsed")
 
-class OffLoop:
+
+class OffLoop(Generic[Parsed]):
     def __init__(self, done: Callable[[str], None]):
         self._done = done
         self._cond = threading.Condition()
-        self._wanted: dict[str, tuple[bytes, Callable[[], object]]] = {}   # path → (digest, job), to start
+        self._wanted: dict[str, tuple[bytes, Callable[[], Parsed]]] = {}   # path → (digest, job), to start
         self._running: tuple[str, bytes] | None = None
-        self._results: dict[str, tuple[bytes, object]] = {}   # path → (digest, outcome)
+        self._results: dict[str, tuple[bytes, Parsed | Exception]] = {}   # path → (digest, outcome)
         self._thread: threading.Thread | None = None
 
-    def result(self, path: str, digest: bytes, job: Callable[[], object]) -> object | None:
+    def result(self, path: str, digest: bytes, job: Callable[[], Parsed]) -> Parsed | Exception | None:
         """What `job` (the parse of `path` whose bytes hash to `digest`) returned or raised,
         once it is done; until then None, the job queued (in place of one for older bytes of
         the same path), and `done(path)` called from the thread when it is."""

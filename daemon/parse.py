@@ -5,7 +5,7 @@ act on; the caller records it with the file, line and byte offset.
 """
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
@@ -44,11 +44,13 @@ class ToolOutputFields(Struct):
 
 
 class LineFields(Struct):
-    """The fields of any event-log line that the daemon acts on; the rest is kept as raw text."""
+    """The fields of any event-log line that the daemon acts on; the rest is kept as raw text.
+    The times are as the decoder that read the line left them (_TypedLine, _LineWithRawTimes):
+    ParsedLine.ts is the line's time."""
 
     event_type: str | None = None
-    timestamp: str | float | None = None    # RFC 3339, or Unix seconds: see parse_timestamp
-    logged_at: str | float | None = None
+    timestamp: str | float | Raw | None = None
+    logged_at: str | float | Raw | None = None
     session_id: str | None = None
     prompt: PromptFields | None = None
     tool_input: ToolInputFields | None = None
@@ -62,15 +64,22 @@ class LineFields(Struct):
     execution_time_ms: float | None = None
 
 
+class _TypedLine(LineFields):
+    """The common case: the times decoded with the rest of the line."""
+
+    timestamp: str | float | None = None    # RFC 3339, or Unix seconds: see parse_timestamp
+    logged_at: str | float | None = None
+
+
 class _LineWithRawTimes(LineFields):
-    """The same fields with the times left as JSON text, for the lines LineFields refuses: a
+    """The same fields with the times left as JSON text, for the lines _TypedLine refuses: a
     time that is a number beyond a double (1e999) is no time, not bad input (time_field)."""
 
     timestamp: Raw = NULL
     logged_at: Raw = NULL
 
 
-_LINE_DECODER = msgspec.json.Decoder(LineFields)
+_LINE_DECODER = msgspec.json.Decoder(_TypedLine)
 _RAW_TIMES_DECODER = msgspec.json.Decoder(_LineWithRawTimes)
 
 LineKind = Literal["event", "tool_call", "summary"]
@@ -103,6 +112,7 @@ def parse_event_line(raw: bytes) -> ParsedLine | None:
     if summary_line:
         body = stripped[len(SUMMARY_PREFIX):]
         text = text[len(SUMMARY_PREFIX):]
+    fields: LineFields
     try:
         fields = _LINE_DECODER.decode(body)
         ts = parse_timestamp(fields.timestamp)
@@ -138,7 +148,7 @@ def _check_bytes(data: bytes, what: str):
         raise BadInput(f"NUL byte at byte {nul} of {what}")
 
 
-def decode_json(body: bytes, decoder: msgspec.json.Decoder, at: str = "$"):
+def decode_json(body: bytes | memoryview, decoder: msgspec.json.Decoder, at: str = "$"):
     """Decode into a typed value; `at` is the JSON path of `body` within its document, so that
     a wrong-typed field is named by its full path."""
     try:
@@ -192,7 +202,7 @@ def parse_timestamp(value: str | float | None) -> float | None:
             except ValueError:
                 stamp = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
             if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=timezone.utc)
+                stamp = stamp.replace(tzinfo=UTC)
             seconds = stamp.timestamp()
         except (ValueError, OverflowError, OSError):
             return None

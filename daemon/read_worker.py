@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 
 from core.ids import Classified
+from core.parentage import die_with_parent
 from daemon.identity import seen, unchanged
 from daemon.ingest import FileRead, Limits, NotReadable, read_new_file
-from core.parentage import die_with_parent
 
 log = logging.getLogger("reev.read_worker")
 
@@ -56,7 +56,8 @@ class ReadWorker:
         as their reads are asked for."""
         self._passed.clear()
         # (lazily: by the time one is asked for, the loop may have taken it, read in the loop)
-        todo = (f for f in new_files if f[0] not in self._in_flight and f[0] not in self._passed)
+        todo: Iterator[tuple[str, Classified]] = (f for f in new_files
+                                                  if f[0] not in self._in_flight and f[0] not in self._passed)
         if self.broken:
             return
         if self._proc is None:
@@ -71,7 +72,7 @@ class ReadWorker:
     def take(self, path: str) -> FileRead | None:
         """The read of `path` if it was asked for, else None: read it yourself. Answers for
         files asked for earlier and not taken are dropped (those files are read in the loop)."""
-        if self._proc is None:
+        if self._conn is None:       # no worker (started and stopped with its connection)
             return None
         self._passed.add(path)
         if path not in self._in_flight:

@@ -13,15 +13,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.discovery import DirtyPaths, Watcher, folder_problem, scan_dir
 from core import heartbeat
 from core.ids import Classified, Refused, partner_file_name, shown
-from daemon.ingest import Ingestor, Limits, Outcome, Scanned
 from core.notify import Notifier
-from daemon.offloop import OffLoop
 from daemon.cache_warmer import CacheWarmer
-from daemon.read_worker import ReadWorker
+from daemon.discovery import DirtyPaths, Watcher, folder_problem, scan_dir
 from daemon.identity import needs_look
+from daemon.ingest import Ingestor, Limits, Outcome, Scanned
+from daemon.offloop import OffLoop
+from daemon.parse import ParsedBenchmark
+from daemon.read_worker import ReadWorker
 from daemon.reader import folder_is_there
 from daemon.stale import StaleRuns
 from daemon.storage import StorageError, Store
@@ -55,11 +56,13 @@ class Config:
     limits: Limits = Limits()
 
 
-def _found_without_checkpoint(scanned: Scanned | None) -> bool:
+def _found_without_checkpoint(scanned: Scanned | None) -> Classified | None:
     """A session file or event log the scan found without a checkpoint (a back-fill's): read
-    from its first byte whatever happens, so it can be read ahead."""
-    return (scanned is not None and scanned.checkpoint is None and isinstance(scanned.what, Classified)
-            and scanned.what.kind != "benchmark")
+    from its first byte whatever happens, so it can be read ahead. What it is, if so."""
+    if (scanned is not None and scanned.checkpoint is None and isinstance(scanned.what, Classified)
+            and scanned.what.kind != "benchmark"):
+        return scanned.what
+    return None
 
 
 class Service:
@@ -69,8 +72,9 @@ class Service:
         self.config = config
         self.database_lost = database_lost
         self.store = store
-        self.dirty = DirtyPaths()
-        self.parses = OffLoop(done=self.dirty.add)      # benchmark definitions, parsed off the loop
+        self.dirty: DirtyPaths[Scanned] = DirtyPaths()
+        # benchmark definitions, parsed off the loop
+        self.parses: OffLoop[ParsedBenchmark] = OffLoop(done=self.dirty.add)
         self.ingestor = Ingestor(store, config.sessions_dir, config.benchmarks_dir, config.limits, self.parses)
         self.cache_warmer = CacheWarmer(config.limits.read_budget_bytes)
         self.read_worker = ReadWorker(config.limits, self.ingestor.reserve)
@@ -169,10 +173,10 @@ class Service:
             log.debug("scan: %d tracked files found, fewer than tracked: looking for gone ones", tracked)
             reachable: dict[str, bool] = {}
             for path in self.store.present_paths():
-                folder = os.path.dirname(path)
-                if folder not in reachable:
-                    reachable[folder] = folder_is_there(path)
-                if not reachable[folder]:
+                parent = os.path.dirname(path)
+                if parent not in reachable:
+                    reachable[parent] = folder_is_there(path)
+                if not reachable[parent]:
                     continue          # out of reach, not gone: judged once its folder is back
                 try:
                     gone = stat.S_ISDIR(os.lstat(path).st_mode)
@@ -196,9 +200,10 @@ class Service:
         except OSError:
             return None       # not there (yet): its own event or scan will tell
         cp = self.store.checkpoint(path)
-        if stat.S_ISDIR(st.st_mode) or not needs_look(st, cp):
+        partner = self.ingestor.classify(path)     # (always something: a name of the same folder's)
+        if stat.S_ISDIR(st.st_mode) or not needs_look(st, cp) or partner is None:
             return None
-        return path, Scanned(self.ingestor.classify(path), cp)
+        return path, Scanned(partner, cp)
 
     def _advance_scan(self, seconds: float):
         """Queue the next paths of the scan in progress, up to a batch's worth or `seconds`."""
@@ -235,7 +240,8 @@ class Service:
         try:
             with self.store.batch():
                 if self.catching_up:
-                    self.read_worker.plan((path, s.what) for path, s in items if _found_without_checkpoint(s))
+                    self.read_worker.plan((path, what) for path, s in items
+                                          if (what := _found_without_checkpoint(s)) is not None)
                 for path, scanned in items:
                     if done and (size >= MAX_BATCH_BYTES or self.stopping
                                  or time.monotonic() - started > self.batch_seconds):

@@ -62,6 +62,7 @@ class StaleRuns:
             for run in candidates:
                 last_byte_at = run.last_mtime_ns / 1e9
                 at = status.stale_at("Running", False, last_byte_at, self.stale_after)
+                assert at is not None     # a look is only planned while the rule is on (look_by)
                 if at > now:            # the oldest first: the rest are not due either
                     next_at = at + SLACK_SECONDS
                     break

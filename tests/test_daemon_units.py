@@ -673,11 +673,14 @@ def test_read_ahead_worker_killed_mid_batch_leaves_the_loop_to_read(tmp_path):
         ra.close()
 
 
-def test_a_read_made_with_an_execution_id_lost_since_is_read_again_with_the_right_one(tmp_path):
+@pytest.mark.parametrize("gone", [False, True], ids=["there", "gone since"])
+def test_a_read_made_with_an_execution_id_lost_since_is_read_again_with_the_right_one(tmp_path, gone):
     """Read-ahead builds an event log's rows with a reserved id; if a rolled-back batch lost
-    the reservation, the execution gets another id, and the rows must carry that one."""
+    the reservation, the execution gets another id, and the rows must carry that one. A file
+    gone by then is a file that is not there (as when the loop reads it itself), not an
+    internal error, and no execution is made of it."""
     from core.ids import classify_session_file as classify
-    from daemon.ingest import Ingestor, Limits, Scanned, read_new_file
+    from daemon.ingest import Ingestor, Limits, Outcome, Scanned, read_new_file
     from daemon.storage.sqlite import SqliteStore as Store
 
     sessions = tmp_path / "sessions"
@@ -691,11 +694,19 @@ def test_a_read_made_with_an_execution_id_lost_since_is_read_again_with_the_righ
         ingestor = Ingestor(store, sessions, tmp_path / "benchmarks", Limits())
         with store.batch():
             stale = read_new_file(str(path), what, 999, Limits())
-            ingestor.process(str(path), Scanned(what, None), stale)
-        rows = dbread.query(db, "SELECT DISTINCT exec_id FROM events")
-        ids = dbread.query(db, "SELECT id FROM executions")
-        assert rows == ids and ids != [(999,)]
-        assert dbread.value(db, "SELECT count(*) FROM events") == 2
+            if gone:
+                path.unlink()
+            outcome = ingestor.process(str(path), Scanned(what, None), stale)
+        if gone:
+            assert outcome == Outcome()
+            assert dbread.query(db, "SELECT id FROM executions") == []
+            assert dbread.value(db, "SELECT count(*) FROM events") == 0
+            assert dbread.value(db, "SELECT count(*) FROM ingest_errors") == 0
+        else:
+            rows = dbread.query(db, "SELECT DISTINCT exec_id FROM events")
+            ids = dbread.query(db, "SELECT id FROM executions")
+            assert rows == ids and ids != [(999,)]
+            assert dbread.value(db, "SELECT count(*) FROM events") == 2
     finally:
         store.close()
 

@@ -5,8 +5,20 @@ from litestar import Controller, Request, Response
 
 from api import models as m
 from api.db import AgentStatsRow, Database, ResultRow
-from api.plumbing import (DEFAULT_LIMIT, Cursor, PageLimit, TimeKey, by_time, data_response, decode_cursor, echo,
-                          etag_for, not_found, paged, read_route)
+from api.plumbing import (
+    DEFAULT_LIMIT,
+    Cursor,
+    PageLimit,
+    TimeKey,
+    by_time,
+    data_response,
+    decode_cursor,
+    echo,
+    etag_for,
+    not_found,
+    paged,
+    read_route,
+)
 from core.timestamps import iso
 
 

@@ -21,7 +21,8 @@ class BenchmarkController(Controller):
     path = "/api/v1/benchmarks"
 
     @read_route("/")
-    def list_benchmarks(self, request: Request, db: Database, limit: BenchmarkLimit = 1000) -> Response[list[m.Benchmark]]:
+    def list_benchmarks(self, request: Request, db: Database,
+                        limit: BenchmarkLimit = 1000) -> Response[list[m.Benchmark]]:
         with db.snapshot() as q:
             tag = etag_for(q, request)
             rows = q.benchmarks(limit)

@@ -27,8 +27,10 @@ class HealthController(Controller):
         if reachable and heartbeat.is_stale(age):
             reasons.append("the daemon's heartbeat is stale: is reev-ingestd running?" if age is not None
                            else "the daemon has not written a heartbeat yet")
+        stamp = iso(now)
+        assert stamp is not None      # (now is a time iso() shows: after 1970, before 9999)
         body = m.Health(
-            status="degraded" if reasons else "healthy", timestamp=iso(now), version=VERSION, reasons=reasons,
+            status="degraded" if reasons else "healthy", timestamp=stamp, version=VERSION, reasons=reasons,
             database=m.DatabaseHealth(
                 name=db.path.name, reachable=reachable, data_generation=meta.data_generation,
                 last_ingest_at=iso(meta.last_ingest_at), heartbeat_at=iso(meta.heartbeat_at),

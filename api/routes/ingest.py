@@ -8,8 +8,18 @@ from litestar import Controller, Request, Response
 from api import models as m
 from api.convert import error_of
 from api.db import Database
-from api.plumbing import (DEFAULT_LIMIT, Cursor, PageLimit, RowKey, data_response, decode_cursor, etag_for,
-                          keyed_response, paged, read_route)
+from api.plumbing import (
+    DEFAULT_LIMIT,
+    Cursor,
+    PageLimit,
+    RowKey,
+    data_response,
+    decode_cursor,
+    etag_for,
+    keyed_response,
+    paged,
+    read_route,
+)
 from core import heartbeat
 from core.timestamps import iso
 

@@ -6,8 +6,7 @@ from litestar import Controller, Request, Response
 
 from api import models as m
 from api import render
-from api.convert import (facts_of_calls, facts_of_rows, load_run, progress_of, run_facts, session_tools,
-                         tool_call_of)
+from api.convert import facts_of_calls, facts_of_rows, load_run, progress_of, run_facts, session_tools, tool_call_of
 from api.db import Database, ExecutionRow, Queries
 from api.plumbing import BadParameter, data_response, echo, etag_for, read_route
 from core.ids import normalise_benchmark_id

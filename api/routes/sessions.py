@@ -6,8 +6,21 @@ from litestar import Controller, Request, Response
 from api import models as m
 from api.convert import file_name, load_run, progress_of, summary_of, tool_call_of
 from api.db import Database, Queries
-from api.plumbing import (DEFAULT_LIMIT, BadParameter, Cursor, PageLimit, RowKey, TimeKey, by_line, by_time,
-                          data_response, decode_cursor, etag_for, paged, read_route)
+from api.plumbing import (
+    DEFAULT_LIMIT,
+    BadParameter,
+    Cursor,
+    PageLimit,
+    RowKey,
+    TimeKey,
+    by_line,
+    by_time,
+    data_response,
+    decode_cursor,
+    etag_for,
+    paged,
+    read_route,
+)
 from core.ids import normalise_benchmark_id
 from core.run_status import STATUSES
 from core.timestamps import iso

@@ -43,13 +43,28 @@ daemon/storage/rules.py: SQL both SQLite and PostgreSQL accept, for a second bac
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import Protocol
+from enum import Enum
+from typing import Final, Protocol
 
 from daemon.reader import Checkpoint
-from daemon.storage.records import (BenchmarkDefinition, EventRow, LogAggregates, Run, SessionUpdate, StaleCandidate,
-                                    ToolCall, ToolCallEnd)
+from daemon.storage.records import (
+    BenchmarkDefinition,
+    EventRow,
+    LogAggregates,
+    Run,
+    SessionUpdate,
+    StaleCandidate,
+    ToolCall,
+    ToolCallEnd,
+)
 
-NOT_LOOKED_UP = object()     # Store.checkpoint(): no scanned checkpoint given
+
+class NotLookedUp(Enum):
+    """Store.checkpoint(): no scanned checkpoint given (a sentinel: None is a scanned answer)."""
+    NOT_LOOKED_UP = "not looked up"
+
+
+NOT_LOOKED_UP: Final = NotLookedUp.NOT_LOOKED_UP
 
 
 class Store(Protocol):
@@ -91,7 +106,7 @@ class Store(Protocol):
 
     # ---------------------------------------------------------------- files and checkpoints
 
-    def checkpoint(self, path: str, scanned: object = NOT_LOOKED_UP) -> Checkpoint | None:
+    def checkpoint(self, path: str, scanned: Checkpoint | None | NotLookedUp = NOT_LOOKED_UP) -> Checkpoint | None:
         """The file's checkpoint, None if it is not tracked. `scanned`: what the reconcile scan
         read for it before this batch, which stays true unless this batch wrote it since."""
 

@@ -30,7 +30,7 @@ class BenchmarkRepository(UnitOfWork):
              benchmark.flow_steps, benchmark.yaml_text, time.time()))
         self._keep_rules(rules.benchmark_written(benchmark.id, self.next_generation))
         # A file whose id changed no longer defines the old one.
-        self._written(self.conn.execute(
+        self._written(self.conn.execute(  # type: ignore[arg-type]  # apsw: a row is any SQLite values; this one is (id TEXT,)
             "UPDATE benchmarks SET removed = 1 WHERE path = ? AND id != ? AND removed = 0 RETURNING id",
             (path, benchmark.id)).fetchall())
         self.mark_changed()
@@ -51,7 +51,7 @@ class BenchmarkRepository(UnitOfWork):
             "UPDATE benchmarks SET removed = 1, updated_at = ? WHERE path = ? AND removed = 0 RETURNING id",
             (time.time(), path)).fetchall()
         if removed:
-            self._written(removed)
+            self._written(removed)  # type: ignore[arg-type]  # apsw: a row is any SQLite values; this one is (id TEXT,)
             self.mark_changed()
             self.relink_unlinked()
 

@@ -108,7 +108,7 @@ class ExecutionRepository(UnitOfWork):
         # Counted once: this is the only writer, and an id is never handed out twice, not even
         # one a rolled-back batch or a reservation left unused.
         if self._next_id is None:
-            self._next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM executions").fetchone()[0]
+            self._next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM executions").get
         exec_id, self._next_id = self._next_id, self._next_id + 1
         return exec_id
 
@@ -215,7 +215,7 @@ class ExecutionRepository(UnitOfWork):
             f" WHERE ({where}) AND ({' OR '.join(f'{c} IS NOT {e}' for c, e in _DERIVED.items())})",
             params).fetchall()
         for row in changed:
-            before = ExecutionState(*row[:-3])
+            before = ExecutionState(*row[:-3])  # type: ignore[arg-type]  # apsw: a row is any SQLite values; these are TRACKED_COLUMNS
             self._update_tracked(before.id, _SET_DERIVED, (*row[-3:], self.next_generation, before.id), before)
         if changed:
             self.mark_changed()
@@ -224,6 +224,6 @@ class ExecutionRepository(UnitOfWork):
         """Run `sql` (an UPDATE of the execution `exec_id` ending in RETURNING TRACKED_COLUMNS) and
         keep the domain rules (daemon/storage/rules.py), from the row before and after."""
         if before is None:
-            before = ExecutionState(*self.conn.execute(_TRACKED, (exec_id,)).fetchone())
+            before = ExecutionState(*self.conn.execute(_TRACKED, (exec_id,)).fetchone())  # type: ignore[misc]  # apsw: fetchone() is None without a row; the execution is there
         for row in self.conn.execute(sql, params).fetchall():
-            self._keep_rules(rules.execution_updated(before, ExecutionState(*row), self.next_generation))
+            self._keep_rules(rules.execution_updated(before, ExecutionState(*row), self.next_generation))  # type: ignore[arg-type]  # apsw: a row is any SQLite values; these are TRACKED_COLUMNS

@@ -4,7 +4,7 @@ import time
 from collections.abc import Iterator
 
 from daemon.reader import Checkpoint
-from daemon.storage.interface import NOT_LOOKED_UP
+from daemon.storage.interface import NOT_LOOKED_UP, NotLookedUp
 from daemon.storage.sqlite.reports import lag_bytes
 from daemon.storage.sqlite.unit_of_work import UnitOfWork
 
@@ -17,7 +17,7 @@ class FileRepository(UnitOfWork):
         self.marked_missing = 0    # files found gone since the start (a count, for the scan)
         self.oldest_log_mtime_ns: int | None = None    # of the event-log checkpoints written since taken
 
-    def checkpoint(self, path: str, scanned: object = NOT_LOOKED_UP) -> Checkpoint | None:
+    def checkpoint(self, path: str, scanned: Checkpoint | None | NotLookedUp = NOT_LOOKED_UP) -> Checkpoint | None:
         """The file's checkpoint, None if it is not tracked. `scanned`: what the reconcile scan
         read for it before this batch, still true unless this batch has written it since."""
         if scanned is not NOT_LOOKED_UP and path not in self._files_written:
@@ -66,14 +66,14 @@ class FileRepository(UnitOfWork):
 
     def counts(self) -> tuple[int, int, int]:
         """(files tracked, input errors recorded, lag_bytes), for the one-line status."""
-        files = self.conn.execute("SELECT count(*) FROM files").fetchone()[0]
-        errors = self.conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
+        files = self.conn.execute("SELECT count(*) FROM files").get
+        errors = self.conn.execute("SELECT count(*) FROM ingest_errors").get
         return files, errors, lag_bytes(self.conn)
 
     def count_present(self, seen_before: float) -> int:
         """Files tracked since before `seen_before` and not known to be gone, for the scan."""
         return self.conn.execute("SELECT count(*) FROM files WHERE state != 'missing' AND first_seen_at < ?",
-                                 (seen_before,)).fetchone()[0]
+                                 (seen_before,)).get
 
     def present_paths(self, chunk: int = 1000) -> Iterator[str]:
         """Those files' paths, a chunk per query (no statement stays open between chunks)."""
@@ -90,5 +90,5 @@ class FileRepository(UnitOfWork):
     def event_logs(self, execution_id: str) -> list[tuple[str, Checkpoint]]:
         """The event logs tracked for an execution (one, unless the sessions folder moved), with
         their checkpoints."""
-        return [(path, self.checkpoint(path)) for (path,) in self.conn.execute(
+        return [(path, self.checkpoint(path)) for (path,) in self.conn.execute(  # type: ignore[misc, arg-type]  # apsw: a row is any SQLite values, this one (path TEXT,); a tracked path has a checkpoint
             "SELECT path FROM files WHERE kind = 'events' AND subject_id = ?", (execution_id,)).fetchall()]

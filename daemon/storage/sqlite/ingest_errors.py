@@ -23,7 +23,7 @@ class ErrorRepository(UnitOfWork):
             " last_seen_at = excluded.last_seen_at, count = ingest_errors.count + 1 RETURNING id",
             (path, line, byte_offset, reason, now, now)).fetchall()
         if before is None:     # a new error is in the change feed (one seen again is not)
-            self._keep_rules(rules.error_recorded(error_id, self.next_generation))
+            self._keep_rules(rules.error_recorded(error_id, self.next_generation))  # type: ignore[arg-type]  # apsw: any SQLite value; id is INTEGER
         self.mark_changed()
         return before is None or before[0] != reason
 

@@ -74,7 +74,7 @@ def refuse_anothers(conn: apsw.Connection):
     """Another program's SQLite database is not taken over: one that holds tables but no
     schema version (ours is set with its first tables, in the same transaction)."""
     if pragma(conn, "user_version")[0][0] == 0:
-        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        if conn.execute("SELECT count(*) FROM sqlite_master").get:
             raise Incompatible("it already holds tables but no reev-ingest schema version (user_version 0):"
                                " another program's database, left as it is")
 

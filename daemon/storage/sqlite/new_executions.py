@@ -65,7 +65,7 @@ class NewExecutions:
     """The batch's new executions, by id and by execution_id, with the undo log of the
     savepoint in hand."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.by_id: dict[int, NewExecution] = {}
         self.ids: dict[str, int] = {}                    # execution_id → id
         self._undo: dict[int, NewExecution | None] | None = None   # inside a savepoint: by_id[] before it

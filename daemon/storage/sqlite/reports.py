@@ -44,7 +44,7 @@ def canonical_dump(conn: apsw.Connection):
             names = None
             for row in cursor:
                 names = names or [d[0] for d in cursor.get_description()]
-                yield {"table": table, **dict(zip(names, row))}
+                yield {"table": table, **dict(zip(names, row, strict=True))}
 
 
 # ---------------------------------------------------------------------- operator status
@@ -58,7 +58,7 @@ def lag_bytes(conn: apsw.Connection) -> int:
     SQLite uses it): a few rows, whatever the number of files."""
     return conn.execute(
         "SELECT coalesce(sum(size - offset), 0) FROM files"
-        " WHERE kind = 'events' AND size > offset AND state != 'missing' AND state = 'ok'").fetchone()[0]
+        " WHERE kind = 'events' AND size > offset AND state != 'missing' AND state = 'ok'").get
 
 
 @translating
@@ -66,13 +66,13 @@ def status_report(conn: apsw.Connection) -> dict:
     """What `reev-ingestd status` shows, read in one snapshot of a read-only connection
     (core/readonly.py)."""
     with conn:
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        meta: dict[str, object] = dict(conn.execute("SELECT key, value FROM meta"))
         files = conn.execute("SELECT kind, state, count(*) FROM files GROUP BY kind, state"
                              " ORDER BY kind, state").fetchall()
         lag = lag_bytes(conn)
         statuses = conn.execute("SELECT status, count(*) FROM executions GROUP BY status ORDER BY status").fetchall()
         errors = conn.execute("SELECT path, line, byte_offset, reason, last_seen_at FROM ingest_errors"
                               " ORDER BY last_seen_at DESC, id DESC LIMIT 5").fetchall()
-        error_count = conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
+        error_count = conn.execute("SELECT count(*) FROM ingest_errors").get
     return {"meta": meta, "files": files, "lag_bytes": lag, "statuses": statuses, "errors": errors,
             "error_count": error_count}
