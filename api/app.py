@@ -15,7 +15,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from api.db import Database
 from api.edge import Edge
 from api.metrics import ApiMetrics, RequestMetrics
-from api.plumbing import EXCEPTION_HANDLERS, VERSION, dependencies, not_modified
+from api.plumbing import EXCEPTION_HANDLERS, TYPE_DECODERS, VERSION, dependencies, not_modified
 from api.routes import CONTROLLERS
 from api.stream import GenerationWatcher, StreamSlots
 from core.notify import Notifier
@@ -31,6 +31,7 @@ def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeo
         on_startup=[start_watching, tell_systemd_ready],
         on_shutdown=[stop_watching, tell_systemd_stopping],
         exception_handlers=EXCEPTION_HANDLERS,
+        type_decoders=TYPE_DECODERS,      # the integer query parameters (BoundedInteger)
         cors_config=CORSConfig(allow_origins=cors_origins or ["*"], allow_methods=["GET", "HEAD", "OPTIONS"],
                                allow_headers=["*"], expose_headers=["ETag"], max_age=600),
         openapi_config=OpenAPIConfig(title="reev-ingest API", version=VERSION, path="/schema",

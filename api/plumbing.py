@@ -18,15 +18,17 @@ import base64
 import hashlib
 import logging
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from litestar import Request, Response, get
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException, ValidationException
 from litestar.openapi import ResponseSpec
-from litestar.params import KwargDefinition, Parameter
-from litestar.types import ExceptionHandlersMap
+from litestar.openapi.spec import OpenAPIType
+from litestar.params import Parameter
+from litestar.types import ExceptionHandlersMap, TypeDecodersSequence
+from litestar.utils import is_class_and_subclass
 
 from api import models as m
 from api.db import Database, DatabaseUnavailable, Queries, QueryTimeout
@@ -69,14 +71,6 @@ def dependencies(db: Database) -> dict[str, Provide]:
 
 # ---------------------------------------------------------------------- query parameters
 
-DEFAULT_LIMIT, MAX_LIMIT = 50, 500
-MAX_BENCHMARKS = 10_000
-PageLimit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description=f"rows per page, 1 to {MAX_LIMIT}")]
-BenchmarkLimit = Annotated[int, Parameter(ge=1, le=MAX_BENCHMARKS,
-                                          description=f"benchmarks listed, 1 to {MAX_BENCHMARKS}")]
-Cursor = Annotated[str | None, Parameter(description="the next_cursor of the page before; none: the first page")]
-
-
 class BadParameter(Exception):
     def __init__(self, name: str, problem: str):
         super().__init__(f"query parameter `{name}` {problem}")
@@ -86,9 +80,76 @@ class BadParameter(Exception):
 ECHOED = 64     # characters of a client's input that a message repeats
 
 
-def echo(value: str) -> str:
-    """A client's input quoted in a message, cut to ECHOED characters."""
-    return repr(value) if len(value) <= ECHOED else repr(value[:ECHOED]) + f"... ({len(value)} characters)"
+def echo(value: str, quoted: bool = True) -> str:
+    """A client's input quoted in a message (or not: digits need no quotes), cut to ECHOED characters."""
+    shown = repr if quoted else str
+    return shown(value) if len(value) <= ECHOED else shown(value[:ECHOED]) + f"... ({len(value)} characters)"
+
+
+MAX_INTEGER = 2**63 - 1     # a SQLite integer: no number a client gives is bound beyond it
+
+
+def parse_integer(text: str) -> int:
+    """The one integer syntax of the API's input (a query parameter, a Last-Event-ID): ASCII
+    digits, leading zeros allowed; no sign, space, underscore, fraction, exponent or other
+    script's digits (int() and msgspec's lax conversion take some of those). ValueError if it
+    is not one; OverflowError if it is one above MAX_INTEGER (read without converting it all)."""
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(text)
+    if len(text.lstrip("0")) > len(str(MAX_INTEGER)) or (number := int(text)) > MAX_INTEGER:
+        raise OverflowError(text)
+    return number
+
+
+class BoundedInteger(int):
+    """A typed integer query parameter from LOW to HIGH. Litestar hands its text to `decode`
+    (TYPE_DECODERS): msgspec's own int conversion is lax with text (`1e2`, `5.0`), and msgspec
+    cannot bound a custom type, so the type holds its bounds and `parameter` puts them in the
+    OpenAPI document. A subclass per range, so a default value is typed as the parameter is."""
+    LOW: ClassVar[int]
+    HIGH: ClassVar[int]
+
+    @classmethod
+    def problem(cls, text: str) -> str | None:
+        """What is wrong with `text` as this parameter, as its 400 says it; None: nothing."""
+        try:
+            if cls.LOW <= parse_integer(text) <= cls.HIGH:
+                return None
+        except ValueError:
+            return f"must be an integer, got {echo(text)}"
+        except OverflowError:
+            pass
+        return f"must be between {cls.LOW} and {cls.HIGH}, got {echo(text, quoted=False)}"
+
+    @staticmethod
+    def decode(kind: type["BoundedInteger"], value: Any) -> "BoundedInteger":
+        text = value if isinstance(value, str) else ""
+        if (problem := kind.problem(text)) is not None:
+            raise ValueError(problem)     # a 400: refused_parameter says `problem` with the name
+        return kind(text)
+
+    @classmethod
+    def parameter(cls, description: str) -> Any:
+        """What the OpenAPI document says of it: an integer, with its bounds."""
+        return Parameter(description=f"{description}, {cls.LOW} to {cls.HIGH}",
+                         schema_extra={"type": OpenAPIType.INTEGER, "minimum": cls.LOW, "maximum": cls.HIGH})
+
+
+class RowCount(BoundedInteger):
+    LOW, HIGH = 1, 500
+
+
+class BenchmarkCount(BoundedInteger):
+    LOW, HIGH = 1, 10_000
+
+
+TYPE_DECODERS: TypeDecodersSequence = [
+    (lambda kind: is_class_and_subclass(kind, BoundedInteger), BoundedInteger.decode)]
+DEFAULT_LIMIT = RowCount(50)
+DEFAULT_BENCHMARKS = BenchmarkCount(1000)
+PageLimit = Annotated[RowCount, RowCount.parameter("rows per page")]
+BenchmarkLimit = Annotated[BenchmarkCount, BenchmarkCount.parameter("benchmarks listed")]
+Cursor = Annotated[str | None, Parameter(description="the next_cursor of the page before; none: the first page")]
 
 
 # What a cursor holds: the key of the last row of a page. A row id or line number is a
@@ -210,23 +271,16 @@ def error(status: int, message: str, headers: dict | None = None) -> Response[m.
 
 
 def refused_parameter(request: Request, exc: ValidationException) -> str:
-    """What a typed query parameter Litestar refused is told, as a hand-checked one would be:
-    `must be an integer, got ...` or `must be between <ge> and <le>, got <n>`."""
+    """What a typed query parameter Litestar refused is told: a BoundedInteger's own problem
+    (`must be an integer, got ...`, `must be between <LOW> and <HIGH>, got <n>`)."""
     for problem in exc.extra if isinstance(exc.extra, list) else []:
         name = problem.get("key") if isinstance(problem, dict) else None
         if not isinstance(name, str) or (field := request.route_handler.parsed_fn_signature.parameters.get(name)) \
-                is None:
+                is None or not field.is_subclass_of(BoundedInteger):
             continue
         given = request.query_params.getall(name, [])
-        if not given:
-            continue
-        try:
-            number = msgspec.convert(given[-1], int, strict=False)     # as Litestar read it
-        except msgspec.ValidationError:
-            return str(BadParameter(name, f"must be an integer, got {echo(given[-1])}"))
-        bounds = field.kwarg_definition
-        if isinstance(bounds, KwargDefinition):     # (a bounded one: PageLimit and the like)
-            return str(BadParameter(name, f"must be between {bounds.ge} and {bounds.le}, got {number}"))
+        if given and (told := field.annotation.problem(given[-1])) is not None:
+            return str(BadParameter(name, told))
     return str(exc.detail)
 
 

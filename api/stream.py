@@ -21,7 +21,6 @@ import collections
 import contextlib
 import itertools
 import logging
-import re
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -39,9 +38,6 @@ POLL_SECONDS = 0.02          # how often the watcher looks at the generation
 READ_LIMIT = 500             # changes read per transaction
 RECENT = 5000                # changes the watcher keeps in memory for the streams
 EVENT_TYPES = ("execution", "ingest-error")
-# `<database id>:<seq>`, or `<seq>`: the id is lower(hex(randomblob(8))) (schema.sql), the seq
-# a SQLite integer
-EVENT_ID = re.compile(r"(?:([0-9a-f]{16}):)?([0-9]{1,19})")
 
 
 @dataclass(frozen=True)
@@ -180,15 +176,6 @@ def same_numbers(database_id: str | None, seq: int, now_id: str | None, newest: 
     change beyond the newest one tells one that went back (a backup restored: same identity) or
     an id from elsewhere. (None: a database older than identities, until a daemon gives it one.)"""
     return (database_id is None or now_id is None or database_id == now_id) and seq <= newest
-
-
-def parse_event_id(value: str) -> tuple[str | None, int]:
-    """A Last-Event-ID: `<database id>:<seq>` as the stream sends it, or a bare `<seq>` (of this
-    database: `0` is everything kept). ValueError if it is neither."""
-    match = EVENT_ID.fullmatch(value)
-    if not match or int(match[2]) >= 2**63:
-        raise ValueError(value)
-    return match[1], int(match[2])
 
 
 def resume_after(given: tuple[str | None, int] | None, database_id: str | None, newest: int) -> int:

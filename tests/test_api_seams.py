@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import urllib.parse
 from pathlib import Path
 from typing import get_args
 
@@ -96,6 +97,18 @@ def test_limits_are_integers_with_their_bounds_in_the_openapi_document(workspace
             assert body == {"error": "bad_request", "message": f"query parameter `limit` {message}"}, query
         assert server.get("/api/v1/benchmarks?limit=10001", expect=400)["message"] == \
             "query parameter `limit` must be between 1 and 10000, got 10001"
+        # an integer is ASCII digits, leading zeros and all; not what int() or a lax
+        # conversion also reads (fractions, exponents, signs, spaces, other digits, underscores)
+        for query in ("1e2", "5.0", "0.5e1", "4.9999999999999999", "5e2", "%205", "5%20", "+5", "%2B5", "-1",
+                      "%EF%BC%95", "%D9%A3", "1_0", "0x10", "%E2%81%B5"):
+            body = server.get(f"/api/v1/sessions?limit={query}", expect=400)
+            given = urllib.parse.unquote_plus(query)
+            assert body["message"] == f"query parameter `limit` must be an integer, got {given!r}", query
+        assert len(server.get("/api/v1/sessions?limit=02")["items"]) == 2
+        assert server.get("/api/v1/benchmarks?limit=0010000") == []
+        # a number out of range is repeated as any input is: at most ECHOED (64) characters
+        assert server.get("/api/v1/sessions?limit=" + "9" * 4000, expect=400)["message"] == \
+            "query parameter `limit` must be between 1 and 500, got " + "9" * 64 + "... (4000 characters)"
         # an empty parameter is an absent one, as the hand check had it: a URL template's blanks
         everything = server.get("/api/v1/sessions")
         assert len(everything["items"]) == 3

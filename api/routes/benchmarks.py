@@ -7,7 +7,7 @@ from litestar import Controller, Request, Response
 from api import models as m
 from api.convert import load_run, state_of
 from api.db import Database
-from api.plumbing import BenchmarkLimit, data_response, echo, etag_for, not_found, read_route
+from api.plumbing import DEFAULT_BENCHMARKS, BenchmarkLimit, data_response, echo, etag_for, not_found, read_route
 from core.ids import normalise_benchmark_id
 from core.timestamps import iso
 
@@ -22,7 +22,7 @@ class BenchmarkController(Controller):
 
     @read_route("/")
     def list_benchmarks(self, request: Request, db: Database,
-                        limit: BenchmarkLimit = 1000) -> Response[list[m.Benchmark]]:
+                        limit: BenchmarkLimit = DEFAULT_BENCHMARKS) -> Response[list[m.Benchmark]]:
         with db.snapshot() as q:
             tag = etag_for(q, request)
             rows = q.benchmarks(limit)

@@ -11,6 +11,7 @@ from api.plumbing import (
     BadParameter,
     Cursor,
     PageLimit,
+    RowCount,
     RowKey,
     TimeKey,
     by_line,
@@ -25,7 +26,7 @@ from core.ids import normalise_benchmark_id
 from core.run_status import STATUSES
 from core.timestamps import iso
 
-LINES_PER_PAGE = 100       # events and tool calls of a page, unless `limit` says
+LINES_PER_PAGE = RowCount(100)      # events and tool calls of a page, unless `limit` says
 _STATUS_BY_LOWER = {s.lower(): s for s in STATUSES}
 
 

@@ -1,22 +1,30 @@
 """GET /api/v1/stream: Server-Sent Events of the daemon's change feed. The route checks what it
 is asked before its 200; the feed itself (the watcher, resuming, the stream slots) is api/stream.py."""
 
+import re
+
 import anyio
 from litestar import Controller, Request, get
 from litestar.response import Stream
 
 from api.convert import change_error_of, summary_of
 from api.db import Database, DatabaseUnavailable, QueryTimeout
-from api.plumbing import RESPONSES, BadParameter, echo
-from api.stream import EVENT_TYPES, StreamFilter, event_stream, parse_event_id, start_of_stream, take_a_stream_slot
+from api.plumbing import RESPONSES, BadParameter, echo, parse_integer
+from api.stream import EVENT_TYPES, StreamFilter, event_stream, start_of_stream, take_a_stream_slot
 from core.ids import normalise_benchmark_id
+
+DATABASE_ID = re.compile(r"[0-9a-f]{16}")     # lower(hex(randomblob(8))) (schema.sql)
 
 
 def event_id(value: str) -> tuple[str | None, int]:
-    """A Last-Event-ID: `<database id>:<seq>`, or a bare seq (see parse_event_id)."""
+    """A Last-Event-ID: `<database id>:<seq>` as the stream sends it, or a bare `<seq>` (of this
+    database: `0` is everything kept); the seq an integer as every number the API is given."""
+    database_id, colon, seq = value.rpartition(":")
     try:
-        return parse_event_id(value)
-    except ValueError:
+        if colon and not DATABASE_ID.fullmatch(database_id):
+            raise ValueError(database_id)
+        return database_id or None, parse_integer(seq)
+    except (ValueError, OverflowError):
         raise BadParameter("last_event_id", f"(or the Last-Event-ID header) must be an event id, `<database id>:<n>`"
                                             f" as the stream sends them or a whole number from 0 to 2^63-1; got"
                                             f" {echo(value)}") from None
