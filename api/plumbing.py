@@ -272,7 +272,10 @@ def error(status: int, message: str, headers: dict | None = None) -> Response[m.
 
 def refused_parameter(request: Request, exc: ValidationException) -> str:
     """What a typed query parameter Litestar refused is told: a BoundedInteger's own problem
-    (`must be an integer, got ...`, `must be between <LOW> and <HIGH>, got <n>`)."""
+    (`must be an integer, got ...`, `must be between <LOW> and <HIGH>, got <n>`); a required one
+    left out (or empty, api/edge.py), `is required` (Litestar's own message repeats the URL)."""
+    if isinstance(missing := exc.__cause__, KeyError) and missing.args and isinstance(missing.args[0], str):
+        return str(BadParameter(missing.args[0], "is required"))     # (the KeyError of its extractor)
     for problem in exc.extra if isinstance(exc.extra, list) else []:
         name = problem.get("key") if isinstance(problem, dict) else None
         if not isinstance(name, str) or (field := request.route_handler.parsed_fn_signature.parameters.get(name)) \

@@ -240,8 +240,20 @@ def test_execution_logs_trace(api):
     assert "✅" in got["trace"] and "Step 1" in got["trace"] and "Program" in got["trace"]
     failed = api.get(f"/api/v1/execution-logs/{B301}?execution_id={FAILED}")
     assert "❌" in failed["trace"] and "Error: custom program error: 0x1" in failed["trace"]
-    assert "execution_id" in api.get(f"/api/v1/execution-logs/{B301}", expect=400)["message"]
+    for query in ("", "?execution_id=", "?other=" + "x" * 300):
+        assert api.get(f"/api/v1/execution-logs/{B301}{query}", expect=400) == \
+            {"error": "bad_request", "message": "query parameter `execution_id` is required"}, query
     assert api.get(f"/api/v1/execution-logs/{B301}?execution_id=nope", expect=404)["message"]
+
+
+def test_the_openapi_document_says_which_execution_id_is_required(api):
+    """As the routes answer: execution-logs refuses a request without one (400), transaction-logs
+    shows the newest execution (docs/http-contract.md)."""
+    paths = api.get("/schema/openapi.json")["paths"]
+    for path, required in (("/api/v1/execution-logs/{benchmark_id}", True),
+                           ("/api/v1/transaction-logs/{benchmark_id}", False)):
+        execution_id = next(p for p in paths[path]["get"]["parameters"] if p["name"] == "execution_id")
+        assert execution_id["required"] is required, (path, execution_id)
 
 
 def test_transaction_logs(api):

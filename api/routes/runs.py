@@ -8,7 +8,7 @@ from api import models as m
 from api import render
 from api.convert import facts_of_calls, facts_of_rows, load_run, progress_of, run_facts, session_tools, tool_call_of
 from api.db import Database, ExecutionRow, Queries
-from api.plumbing import BadParameter, data_response, echo, etag_for, read_route
+from api.plumbing import data_response, echo, etag_for, read_route
 from core.ids import normalise_benchmark_id
 
 MAX_TOOL_CALLS = 1000     # tool calls a rendering shows
@@ -29,9 +29,7 @@ class RunViewController(Controller):
 
     @read_route("/execution-logs/{benchmark_id:str}", etag="execution:execution_id", in_thread=True)
     def execution_logs(self, request: Request, db: Database, benchmark_id: str,
-                       execution_id: str | None = None) -> Response[m.ExecutionLogs]:
-        if not execution_id:
-            raise BadParameter("execution_id", "is required")
+                       execution_id: str) -> Response[m.ExecutionLogs]:
         with db.snapshot() as q:
             tag = etag_for(q, request)
             row, result = load_run(q, execution_id)
