@@ -8,6 +8,10 @@ whichever layer under it produced the answer (a route, Litestar's router, its CO
 - An empty query parameter is an absent one (`?limit=&agent=x` and `?limit&agent=x` are
   `?agent=x`): a UI that fills
   a URL template sends `limit=` for "the default", which typed parameters would refuse.
+- A path segment that holds an encoded `/` (`%2F`: an agent type is free text) stays one
+  segment: ASGI's `path` is decoded, so Litestar's router would see two. Such a path is given
+  to the router with each segment's own `/` and `%` escaped (`ESCAPED_SEGMENTS`), and the
+  route whose parameter can hold one reads it with api/plumbing.py `path_text`.
 - An error answer that is not JSON (Litestar's CORS refusal is text/plain) is answered as the
   {"error", "message"} every other error is.
 
@@ -20,6 +24,8 @@ keep-alive, the buffer size and pipelining), so the limits here are below them: 
 can parse gets a JSON answer.
 """
 
+from urllib.parse import unquote, unquote_to_bytes
+
 import msgspec
 
 from api import models as m
@@ -28,6 +34,7 @@ MAX_TARGET_BYTES = 8 * 1024       # path and query string: nginx's default for a
 MAX_HEADER_BYTES = 32 * 1024      # names and values of all fields: nginx's default (4 × 8 KiB)
 MAX_HEADER_FIELDS = 64            # hyper's own limit is 100 (see above)
 JSON = b"application/json"
+ESCAPED_SEGMENTS = "reev.escaped_segments"   # in the scope: path segments are escaped (see segmented_path)
 
 
 def error_body(status: int, message: str) -> bytes:
@@ -52,6 +59,21 @@ def without_empty_parameters(query: bytes) -> bytes:
     """The query string without the parameters whose value is empty (`name=` or a bare `name`);
     every other part as sent (a value may itself end in `=`: base64 padding)."""
     return b"&".join(part for part in query.split(b"&") if part.partition(b"=")[2])
+
+
+def segmented_path(raw_path: bytes) -> str | None:
+    """The path as the client split it, when a segment holds an encoded `/`: each segment
+    decoded, then its `%` and `/` escaped again (%25, %2F), so the router splits where the
+    client did; None when no segment holds one (the path as ASGI decoded it is that)."""
+    if b"%2f" not in raw_path.lower():
+        return None
+    return "/".join(unquote_to_bytes(part).decode("utf-8", "replace").replace("%", "%25").replace("/", "%2F")
+                    for part in raw_path.split(b"/"))
+
+
+def path_text(scope, value: str) -> str:
+    """A path parameter's text as the client meant it (see segmented_path)."""
+    return unquote(value) if scope.get(ESCAPED_SEGMENTS) else value
 
 
 def with_head_allowed(headers: list) -> list:
@@ -84,6 +106,9 @@ class Edge:
         query = scope.get("query_string", b"")
         if query:
             scope["query_string"] = without_empty_parameters(query)
+        raw_path = scope.get("raw_path")
+        if raw_path and b"%" in raw_path and (path := segmented_path(raw_path)) is not None:
+            scope["path"], scope[ESCAPED_SEGMENTS] = path, True
         refused = too_large(scope)
         if refused:
             status, message = refused

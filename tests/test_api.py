@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import apsw
@@ -194,6 +195,30 @@ def test_agent_performance_one_result_per_finished_run(api):
 def test_agent_results_pages(api):
     page = api.get("/api/v1/agent-performance/deterministic/results?limit=1")
     assert [r["session_id"] for r in page["items"]] == [DONE] and page["next_cursor"] is None
+
+
+def test_an_agent_whose_name_holds_a_slash_has_its_results_route(workspace, run_once, tmp_path):
+    """An agent type is free text from a session file: one with `/` (sent as %2F in its path
+    segment), `%` or spaces is reachable as agent-performance lists it, and %2F is no `/`."""
+    names = ["weird/agent name", "50%/x", "/lead", "a%2Fb"]
+    for n, agent in enumerate(names):
+        workspace.write_session(f"odd-{n}", fx.session_doc(f"odd-{n}", agent_type=agent))
+    workspace.write_session("plain", fx.session_doc("plain", agent_type="weird"))
+    run_once()
+    server = Api(workspace.db_path, tmp_path / "api.log")
+    try:
+        listed = {a["agent_type"] for a in server.get("/api/v1/agent-performance")}
+        assert listed == {*names, "weird"}
+        for n, agent in enumerate(names):
+            page = server.get(f"/api/v1/agent-performance/{urllib.parse.quote(agent, safe='')}/results")
+            assert [r["session_id"] for r in page["items"]] == [f"odd-{n}"], agent
+        assert server.get("/api/v1/agent-performance/weird%2fagent%20name/results")["items"]   # lower-case hex
+        # a `/` itself still separates segments: that is another route (none)
+        assert server.get("/api/v1/agent-performance/weird/agent%20name/results", expect=404)["message"] == \
+            "no route '/api/v1/agent-performance/weird/agent name/results'"
+        assert [r["session_id"] for r in server.get("/api/v1/agent-performance/weird/results")["items"]] == ["plain"]
+    finally:
+        server.close()
 
 
 def test_agent_results_pages_follow_their_cursor_to_the_end(workspace, run_once, tmp_path):

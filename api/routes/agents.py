@@ -5,6 +5,7 @@ from litestar import Controller, Request, Response
 
 from api import models as m
 from api.db import AgentStatsRow, Database, ResultRow
+from api.edge import path_text
 from api.plumbing import (
     DEFAULT_LIMIT,
     Cursor,
@@ -57,13 +58,14 @@ class AgentController(Controller):
                          for agent, stats in per_agent.items()]
         return data_response(summaries, tag)
 
+    # (an agent type may hold a `/`: its client sends it as %2F, see api/edge.py)
     @read_route("/agent-performance/{agent_type:str}/results", etag="results")
     def agent_results(self, request: Request, db: Database, agent_type: str, limit: PageLimit = DEFAULT_LIMIT,
                       cursor: Cursor = None) -> Response[m.AgentResultPage]:
         after = decode_cursor(cursor, TimeKey)
         with db.snapshot() as q:
             tag = etag_for(q, request)
-            rows = q.finished_results(agent_type, after, limit + 1)
+            rows = q.finished_results(path_text(request.scope, agent_type), after, limit + 1)
         rows, next_cursor = paged(rows, limit, by_time)
         return data_response(m.AgentResultPage(items=[agent_result(r) for r in rows], next_cursor=next_cursor), tag)
 
