@@ -48,7 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         service = Service(config, store, notify, database_lost=lock.lost)
-        return service.run_once() if config.once else service.run_live()
+        if not config.once:
+            return service.run_live()      # (it retries a database error, backing off)
+        try:
+            return service.run_once()
+        except StorageError as e:     # a run that ends stops at it: each batch committed before it stays
+            log.error("--once stopped: the database %s failed (%s: %s); the batches committed before stay",
+                      config.db, e.engine_error, e)
+            return 1
     finally:
         store.close()
         lock.release()

@@ -1015,3 +1015,53 @@ def test_once_leaves_an_empty_wal_after_a_back_fill(workspace, run_once, db):
     assert db.scalar("SELECT count(*) FROM events") == 24_000
     assert os.path.exists(f"{workspace.db_path}-wal")
     assert os.path.getsize(f"{workspace.db_path}-wal") == 0
+
+
+# ---------------------------------------------------------------------- --once and a database that fails
+
+def once_failure(stderr: str, db: Path) -> str:
+    """The one line a --once run that a database error stopped writes: no traceback."""
+    lines = stderr.strip().splitlines()
+    assert not any("Traceback" in line or "uncaught" in line for line in lines), stderr
+    failed = [line for line in lines if "--once stopped" in line]
+    assert len(failed) == 1 and f"the database {db} failed" in failed[0], stderr
+    return failed[0]
+
+
+def test_once_on_a_corrupt_database_exits_1_with_one_line(workspace, run_once):
+    """A database damaged past its first pages opens, and fails in a batch: `--once` says which
+    database and why, in one line, and exits 1 (docs/design.md), not a crash with a traceback."""
+    for n in range(40):
+        workspace.append_events(f"run-{n}", [fx.prompt_line("p" * 2000, at=i) for i in range(20)])
+    run_once()
+    data = bytearray(workspace.db_path.read_bytes())
+    page = 4096
+    cut = len(data) - len(data) // 4 // page * page      # the last quarter: rows, not the schema
+    data[cut:] = b"\xa5" * (len(data) - cut)
+    workspace.db_path.write_bytes(bytes(data))
+    for n in range(40):
+        workspace.append_events(f"run-{n}", [fx.prompt_line("more", at=30)])
+    line = once_failure(run_once(expect_rc=1).stderr, workspace.db_path)
+    assert "CorruptError" in line and "malformed" in line, line
+
+
+def test_once_on_a_full_disk_exits_1_and_keeps_what_it_committed(workspace, run_once, tmp_path):
+    """No space left: one line, exit 1; what was committed stays, and a run once there is
+    space again ingests the rest, each line once."""
+    from tests.reliability.test_db_faults import fill, small_filesystem
+    with small_filesystem(tmp_path / "small-fs", "16m") as fs:
+        db = fs / "reev.db"
+        args = ["--sessions-dir", str(workspace.sessions), "--benchmarks-dir", str(workspace.benchmarks),
+                "--db", str(db)]
+        workspace.append_events("first", [fx.prompt_line("p", at=1)])
+        run_once(base_args=args)
+        filler = fill(fs)
+        os.truncate(filler, filler.stat().st_size - 512 * 1024)     # room to open, not for all of it
+        for n in range(30):
+            workspace.append_events(f"big-{n}", [fx.prompt_line("x" * 20_000, at=i) for i in range(4)])
+        line = once_failure(run_once(base_args=args, expect_rc=1).stderr, db)
+        assert "FullError" in line, line
+        filler.unlink()
+        run_once(base_args=args)
+        with apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY) as conn:
+            assert conn.execute("SELECT count(*) FROM events").fetchall()[0][0] == 1 + 30 * 4
