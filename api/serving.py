@@ -30,7 +30,7 @@ log = logging.getLogger("reev.api")
 KEEP_ALIVE_SECONDS = 5
 # Connections a worker holds at once, when the file limit allows it: 4 × Granian's default of
 # 1 024, which one client filled with idle connections. Streams are a small share of it
-# (--max-streams, 100). An idle connection costs a worker about 9 KiB (3 000 of them: 27 MB).
+# (--max-streams, 100). What an idle connection costs: docs/api.md.
 MAX_CONNECTIONS_PER_WORKER = 4096
 # Files a worker needs besides its connections: a SQLite connection (database, -wal, -shm) for
 # the event loop and each of anyio's 40 worker threads, the listening socket, the runtime's

@@ -1,8 +1,7 @@
 """Parsing a benchmark definition off the loop, on a thread of its own.
 
-A definition is YAML, parsed whole and slowly (libyaml's C loader about 1 s a megabyte of
-small keys, PyYAML's own loader four times that). Parsed in a batch, one big file held back
-every other file's lines and starved the watchdog (a 6.6 MB file: 30 s). Here the loop hands
+A definition is YAML, parsed whole and slowly (docs/design.md has the figures). Parsed in a
+batch, one big file held back every other file's lines and starved the watchdog. Here the loop hands
 the parse over and goes on; when it is done, the path is queued again (`done`), and the loop
 stores the outcome if the file still holds the bytes that were parsed (their content hash).
 The size limit on definitions (ingest.Limits) bounds what one parse costs; this keeps even
