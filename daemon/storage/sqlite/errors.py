@@ -33,6 +33,7 @@ def translating(fn):
                 return (yield from fn(*args, **kwargs))
             except apsw.Error as e:
                 raise storage_error(e) from e
+        generator.translates = True      # read by _translates
         return generator
 
     @functools.wraps(fn)
@@ -41,15 +42,27 @@ def translating(fn):
             return fn(*args, **kwargs)
         except apsw.Error as e:
             raise storage_error(e) from e
+    function.translates = True      # read by _translates
     return function
 
 
 def translating_methods(cls):
     """The class, with its public methods (and __init__), inherited ones included,
     translating apsw.Error at the edge."""
-    for klass in reversed(cls.__mro__[:-1]):
-        for name, value in vars(klass).items():
-            if inspect.isfunction(value) and (not name.startswith("_") or name == "__init__") \
-                    and getattr(cls, name) is value:
-                setattr(cls, name, translating(value))
+    # Collected before any is set: wrapping while walking would wrap the class's own (just
+    # wrapped) attributes a second time. A method that translates already (batch, savepoint:
+    # `translating` under contextmanager) is left as it is.
+    public = {name: value for klass in reversed(cls.__mro__[:-1]) for name, value in vars(klass).items()
+              if inspect.isfunction(value) and (not name.startswith("_") or name == "__init__")
+              and getattr(cls, name) is value and not _translates(value)}
+    for name, value in public.items():
+        setattr(cls, name, translating(value))
     return cls
+
+
+def _translates(fn) -> bool:
+    while fn is not None:
+        if getattr(fn, "translates", False):
+            return True
+        fn = getattr(fn, "__wrapped__", None)
+    return False
