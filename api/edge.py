@@ -6,8 +6,8 @@ whichever layer under it produced the answer (a route, Litestar's router, its CO
 - A request target or header section past the limits below is answered 414 or 431 before the
   app parses it.
 - An empty query parameter is an absent one (`?limit=&agent=x` and `?limit&agent=x` are
-  `?agent=x`): a UI that fills
-  a URL template sends `limit=` for "the default", which typed parameters would refuse.
+  `?agent=x`): a UI that fills a URL template sends `limit=` for "the default", which typed
+  parameters would refuse.
 - A path segment that holds an encoded `/` (`%2F`: an agent type is free text) stays one
   segment: ASGI's `path` is decoded, so Litestar's router would see two. Such a path is given
   to the router with each segment's own `/` and `%` escaped (`ESCAPED_SEGMENTS`), and the
