@@ -34,7 +34,9 @@ PROGRAMS = ("initdb", "pg_ctl", "postgres", "pg_basebackup", "psql")
 TIMEOUT = 60                  # seconds pg_ctl waits for a start or a stop
 SOCKET_PATH_MAX = 107         # sun_path, less the terminating NUL
 
-# postgresql.conf additions (later lines win over initdb's).
+# postgresql.conf additions (later lines win over initdb's). fsync and synchronous_commit keep
+# their defaults (on): a test that kills the server (pg_ctl restart -m immediate) must find every
+# acknowledged commit, as in production.
 SETTINGS = """
 listen_addresses = ''
 unix_socket_directories = '{socket}'
