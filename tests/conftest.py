@@ -226,7 +226,7 @@ def write_old_database(path: Path, version: int, session_doc: dict, filler_event
 class Db:
     """Read-only views of the daemon's database used across the tests."""
 
-    path: Path
+    path: Path | str      # a SQLite file, or a PostgreSQL database's URL
 
     def rows(self, sql: str, params: dbread.Params = ()) -> list[tuple]:
         return dbread.query(self.path, sql, params)
@@ -241,12 +241,12 @@ class Db:
         return dbread.value(self.path, sql, params)
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return dbread.is_postgres(self.path) or Path(self.path).exists()
 
     # the daemon's tables, by the keys the tests know
 
     def meta(self, key: str):
-        return self.scalar("SELECT value FROM meta WHERE key = ?", (key,))
+        return dbread.meta(self.path, key)
 
     def generation(self) -> int:
         return self.meta("data_generation")
@@ -297,13 +297,17 @@ class Workspace:
     benchmarks: Path
     db_path: Path
     db: Db = field(init=False)
+    db_target: Path | str = field(init=False)   # what --db says: db_path, or a PostgreSQL URL (`backend`)
 
     def __post_init__(self):
-        self.db = Db(self.db_path)
+        self.use_database(self.db_path)
+
+    def use_database(self, target: Path | str):
+        self.db_target, self.db = target, Db(target)
 
     def args(self) -> list[str]:
         return ["--sessions-dir", str(self.sessions), "--benchmarks-dir", str(self.benchmarks),
-                "--db", str(self.db_path)]
+                "--db", str(self.db_target)]
 
     # paths
 
@@ -566,6 +570,27 @@ def fresh_database(server_url: str):
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# Tests of what the daemon stores take `backend`: they run once on SQLite (the workspace's file)
+# and once on PostgreSQL (a new database of the test server). A test that checks something of
+# SQLite's own (its file, its migrations) and takes `backend` anyway is marked `sqlite_only`.
+
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        metafunc.parametrize("backend", ["sqlite"] if only else ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture
+def backend(request, workspace) -> str:
+    """"sqlite" or "postgres": the workspace's --db (and its `db` reader) is then the backend's."""
+    if request.param == "postgres":
+        with fresh_database(request.getfixturevalue("pg_server")) as url:
+            workspace.use_database(url)
+            yield "postgres"
+    else:
+        yield "sqlite"
 
 
 @pytest.fixture
