@@ -16,7 +16,7 @@ import pytest
 
 from tests import dbread, pgcluster
 from tests import fixtures as fx
-from tests.conftest import Db, WaitTimeout, clean_env, daemon_command, fresh_database, wait_for
+from tests.conftest import Db, WaitTimeout, clean_env, daemon_command, fresh_database, missing_precondition, wait_for
 
 PROMPT = "Send 0.3 SOL to the second wallet."
 
@@ -218,7 +218,7 @@ def test_a_server_restart_mid_back_fill_loses_and_duplicates_nothing(tmp_path, r
     reconnects with backoff, takes its source lock again and goes on from the committed
     checkpoints; the database then dumps exactly as a SQLite --once run over the same files."""
     if pgcluster.bindir() is None:
-        pytest.skip("PostgreSQL's server programs are needed for a cluster of this test's own")
+        missing_precondition("PostgreSQL's server programs, for a cluster of this test's own")
     root = Path(tempfile.mkdtemp(prefix="reev-test-restart-"))
     try:
         cluster = pgcluster.start(root)
