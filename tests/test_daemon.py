@@ -1,6 +1,7 @@
 """reev-ingestd on the file formats of docs/formats.md: every line kind and file variant, tool-call
 pairing, bad input, statuses, benchmarks. These run the real program with `--once` on files
-written into tmp_path and read the real database it leaves behind."""
+written into tmp_path and read the real database it leaves behind, on each backend (`backend`:
+SQLite, then PostgreSQL; the tests of SQLite's own file and migrations are `sqlite_only`)."""
 
 import json
 import os
@@ -17,6 +18,8 @@ from tests.conftest import OLD_RUN_EVENTS, OLD_RUN_LOG, clean_env, daemon_comman
 
 X = "0f3c6d2e-5b1a-4c8e-9d7f-a1b2c3d4e5f6"      # an execution id (UUID-like)
 Y = "run-with.dots_and-dashes"                   # an execution id that is not a UUID
+
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 def docs(events):
@@ -383,7 +386,7 @@ def test_the_lag_counts_only_the_logs_the_daemon_reads(workspace, run_once, db):
     partial = b'{"event_type": "StepComp'
     workspace.append_raw(workspace.events_path(X), fx.jsonl([fx.prompt_line("p")]) + partial)
     run_once()
-    proc = subprocess.run(daemon_command() + ["status", "--db", str(workspace.db_path), "--json"],
+    proc = subprocess.run(daemon_command() + ["status", "--db", str(workspace.db_target), "--json"],
                           capture_output=True, text=True, env=clean_env(), timeout=30)
     assert json.loads(proc.stdout)["lag_bytes"] == len(partial)
 
@@ -647,6 +650,7 @@ def test_benchmark_arriving_after_the_events_links_the_running_execution(workspa
 # ------------------------------------------------------------------------------ the database itself
 
 
+@pytest.mark.sqlite_only
 def test_once_on_empty_folders_creates_the_database_with_its_schema(tmp_path, run_once, db, workspace):
     missing = tmp_path / "nowhere"
     proc = run_once(base_args=["--sessions-dir", str(missing / "sessions"),
@@ -661,6 +665,7 @@ def test_once_on_empty_folders_creates_the_database_with_its_schema(tmp_path, ru
     assert db.executions() == []
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("live", [False, True], ids=["once", "live"])
 def test_a_database_newer_than_the_program_is_refused_and_left_as_it_is(live, run_once, db, workspace):
     """A database a newer reev-ingestd wrote (its schema version above this program's): this one
@@ -685,6 +690,7 @@ def test_a_database_newer_than_the_program_is_refused_and_left_as_it_is(live, ru
     assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION + 1 and db.event_count(X) == 1
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("version", [2, 3, 4, 5, 6])
 def test_an_older_database_is_migrated_in_place(version, run_once, db, workspace):
     """To version 3 (from 2): session files moved to their own table, the stats trigger
@@ -736,6 +742,7 @@ def test_an_older_database_is_migrated_in_place(version, run_once, db, workspace
     assert db.rows("SELECT finished, succeeded, score_sum FROM agent_benchmark_stats") == [(2, 2, 1.75)]
 
 
+@pytest.mark.sqlite_only
 def test_a_long_migration_says_so_until_it_ends_and_gives_the_wal_space_back(workspace, monkeypatch):
     """Under systemd each notice buys ten more minutes: a migration that rewrites a big
     events table must keep sending them. The rewritten rows went through the WAL, which
@@ -753,6 +760,7 @@ def test_a_long_migration_says_so_until_it_ends_and_gives_the_wal_space_back(wor
         store.close()
 
 
+@pytest.mark.sqlite_only
 def test_once_exits_non_zero_when_the_database_cannot_be_created(tmp_path, run_once, workspace):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a regular file")
@@ -814,7 +822,7 @@ def test_dump_is_canonical_and_independent_of_how_ingestion_ran(workspace, run_o
                              env=clean_env(), check=True).stdout.splitlines()
         return [json.loads(line) for line in out]
 
-    first_dump, second_dump = dump(workspace.db_path), dump(second)
+    first_dump, second_dump = dump(workspace.db_target), dump(second)   # (on PostgreSQL: against SQLite)
     assert first_dump == second_dump
     tables = {r["table"] for r in first_dump}
     assert tables == {"benchmark", "execution", "event", "tool_call", "agent_benchmark_stats", "file", "ingest_error"}
@@ -973,7 +981,7 @@ def test_files_read_ahead_by_the_worker_give_the_database_the_loop_gives(workspa
     assert live.stop() == 0
     assert "read worker started" in live.stderr() and "Traceback" not in live.stderr()
     assert "read worker failed" not in live.stderr()
-    assert dump(workspace.db_path) == ahead
+    assert dump(workspace.db_target) == ahead     # (on PostgreSQL: the same records as SQLite's)
     tables = {}
     for r in ahead:
         tables[r["table"]] = tables.get(r["table"], 0) + 1
@@ -1006,6 +1014,7 @@ def test_a_file_gone_while_the_daemon_was_stopped_is_marked_missing_and_a_back_f
     assert db.event_count("d") == 1
 
 
+@pytest.mark.sqlite_only
 def test_once_leaves_an_empty_wal_after_a_back_fill(workspace, run_once, db):
     """--once copies what its WAL holds into the database and cuts the file back when it exits
     (the file stays: a reader without write access to the folder needs it)."""

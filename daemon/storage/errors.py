@@ -8,6 +8,10 @@ without its rows), the loop backs off (0.1 s doubling to 30 s) and tries again. 
 say what happened, for the log and for a caller that one day wants to tell them apart.
 """
 
+import functools
+import inspect
+from collections.abc import Callable
+
 
 class StorageError(Exception):
     """The database failed: nothing of the unit of work in hand was committed.
@@ -40,3 +44,41 @@ class Corrupt(StorageError):
 class Incompatible(StorageError):
     """The database is not one this daemon may write: another program's, or a newer schema's.
     Left as it is."""
+
+
+class NotOwned(Exception):
+    """The file names something another source owns in a database several daemons write (an
+    execution id created by another host's files): an ingest error on this file, not a failure
+    of the database. str(error) is the reason recorded."""
+
+
+def translating(fn, engine_error: type[BaseException], convert: Callable[[BaseException], StorageError]):
+    """`fn` (a function or a generator function) raising `convert(e)` for the engine's errors
+    (`engine_error`). (A wrapper per call: the stores' methods are called per file, never per line.)"""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            try:
+                return (yield from fn(*args, **kwargs))
+            except engine_error as e:
+                raise convert(e) from e
+        return generator
+
+    @functools.wraps(fn)
+    def function(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except engine_error as e:
+            raise convert(e) from e
+    return function
+
+
+def translating_methods(cls, wrap: Callable):
+    """The class, with its public methods (and __init__), inherited ones included, wrapped by
+    `wrap` (a backend's `translating`)."""
+    for klass in reversed(cls.__mro__[:-1]):
+        for name, value in vars(klass).items():
+            if inspect.isfunction(value) and (not name.startswith("_") or name == "__init__") \
+                    and getattr(cls, name) is value:
+                setattr(cls, name, wrap(value))
+    return cls

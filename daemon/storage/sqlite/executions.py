@@ -9,9 +9,11 @@ from core.run_status import status_from_event
 from daemon.storage import rules
 from daemon.storage.records import LogAggregates, Run, SessionUpdate, StaleCandidate
 from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
-from daemon.storage.sqlite.derived import BENCHMARK, CREATED_AT, UPDATED_AT
-from daemon.storage.sqlite.new_executions import NewExecution
+from daemon.storage.derived import SQLITE as DERIVED
+from daemon.storage.new_executions import NewExecution
 from daemon.storage.sqlite.unit_of_work import UnitOfWork
+
+BENCHMARK, CREATED_AT, UPDATED_AT = DERIVED.BENCHMARK, DERIVED.CREATED_AT, DERIVED.UPDATED_AT
 
 # The statements run for every file, built once.
 _UPDATE_SESSION = (

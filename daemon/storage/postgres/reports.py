@@ -1,0 +1,85 @@
+"""The operators' read-only queries over a PostgreSQL database (`reev-ingestd status` and
+`dump`), each in one REPEATABLE READ READ ONLY snapshot, and the ingest lag. They raise
+StorageError, as the store does."""
+
+import psycopg
+
+from daemon.storage.postgres.connection import running_sources, translating
+
+# The same records, columns and order as SQLite's (daemon/storage/sqlite/reports.py), so that
+# the same files dump alike whichever backend holds them. (The source is not dumped: a file's
+# records are the same whichever host read it; with several sources their rows interleave by path.)
+DUMP_QUERIES = {
+    "benchmark": "SELECT id, path, description, tags, prompt, flow_steps, yaml_text, removed"
+                 " FROM benchmarks ORDER BY id",
+    "execution": "SELECT execution_id, recorded_session_id, benchmark_id, session_benchmark_id, first_prompt,"
+                 " agent_type, status, success, score, final_status, execution_time_ms, start_time, end_time,"
+                 " first_event_at, last_event_at, created_at, updated_at, event_count, tool_call_count,"
+                 " step_count, stale_reason, d.session_doc, d.result_doc"
+                 " FROM executions x LEFT JOIN session_docs d ON d.exec_id = x.id ORDER BY execution_id",
+    "event": "SELECT x.execution_id, e.line, e.byte_offset, e.kind, e.event_type, e.ts, e.doc"
+             " FROM events e JOIN executions x ON x.id = e.exec_id ORDER BY x.execution_id, e.line",
+    "tool_call": "SELECT x.execution_id, t.line, t.source, t.output_line, t.tool_name, t.started_at, t.ended_at,"
+                 " t.duration_ms, t.input, t.output, t.success, t.status, t.error_message"
+                 " FROM tool_calls_io t JOIN executions x ON x.id = t.exec_id ORDER BY x.execution_id, t.line",
+    "agent_benchmark_stats": "SELECT agent_type, benchmark_id, finished, succeeded, scored,"
+                             " round(score_sum::numeric, 9)::double precision AS score_sum"
+                             " FROM agent_benchmark_stats ORDER BY agent_type, benchmark_id",
+    "file": "SELECT path, kind, subject_id, \"offset\", line_no, skipping, state FROM files ORDER BY path, source",
+    "ingest_error": "SELECT path, line, byte_offset, reason FROM ingest_errors ORDER BY path, line, source",
+}
+
+
+def open_reader(url: str) -> psycopg.Connection:
+    """A connection for the operators' commands (it writes nothing)."""
+    return psycopg.connect(url, autocommit=True, connect_timeout=5, application_name="reev-ingestd (operator)")
+
+
+@translating
+def canonical_dump(conn: psycopg.Connection):
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        for table, sql in DUMP_QUERIES.items():
+            with conn.cursor(name=f"dump_{table}") as cursor:      # (server-side: rows as read)
+                cursor.execute(sql)
+                names = None
+                for row in cursor:
+                    names = names or [d.name for d in cursor.description]
+                    yield {"table": table, **dict(zip(names, row))}
+
+
+def lag_bytes(conn: psycopg.Connection, source: str | None = None) -> int:
+    """As SQLite's (sqlite/reports.py): bytes of the event logs read (state ok) beyond their
+    checkpoints; one source's, or every source's (None)."""
+    return conn.execute(
+        "SELECT coalesce(sum(size - \"offset\"), 0)::bigint FROM files WHERE kind = 'events'"
+        " AND size > \"offset\" AND state != 'missing' AND state = 'ok'"
+        " AND (%(source)s::text IS NULL OR source = %(source)s::text)", {"source": source}).fetchone()[0]
+
+
+@translating
+def status_report(conn: psycopg.Connection) -> dict:
+    """What `reev-ingestd status` shows, in one snapshot: as SQLite's, the meta facts summed over
+    the sources, and each source's heartbeat and whether a daemon holds its lock now."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        generation, last_ingest = conn.execute("SELECT data_generation, last_ingest_at FROM meta").fetchone()
+        sources = conn.execute("SELECT source, started_at, heartbeat_at, lines_ingested_total FROM sources"
+                               " ORDER BY source").fetchall()
+        files = conn.execute("SELECT kind, state, count(*) FROM files GROUP BY kind, state"
+                             " ORDER BY kind, state").fetchall()
+        lag = lag_bytes(conn)
+        statuses = conn.execute("SELECT status, count(*) FROM executions GROUP BY status ORDER BY status").fetchall()
+        errors = conn.execute("SELECT path, line, byte_offset, reason, last_seen_at FROM ingest_errors"
+                              " ORDER BY last_seen_at DESC, id DESC LIMIT 5").fetchall()
+        error_count = conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    running = running_sources(conn, [s[0] for s in sources])
+    beats = [s[2] for s in sources if s[2] is not None]
+    meta = {"data_generation": generation, "last_ingest_at": last_ingest,
+            "heartbeat_at": max(beats) if beats else None,
+            "lines_ingested_total": sum(s[3] for s in sources)}
+    return {"meta": meta, "files": files, "lag_bytes": lag, "statuses": statuses, "errors": errors,
+            "error_count": error_count, "database_bytes": size,
+            "sources": [{"source": s, "started_at": started, "heartbeat_at": beat, "running": s in running}
+                        for s, started, beat, _ in sources]}
