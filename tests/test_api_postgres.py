@@ -250,3 +250,37 @@ def test_a_hot_standby_answers_as_the_primary_once_it_has_replayed(corpus, apis,
         assert server.request("/api/v1/benchmarks", headers={"If-None-Match": before.etag}).status == 304
     finally:
         server.close()
+
+
+def test_before_the_daemon_made_its_tables_then_served_without_a_restart(pg_url, tmp_path):
+    """A database the daemon has not started on yet: health degraded and a 503 saying so, then
+    answers once the daemon has made its tables and ingested."""
+    server = Api(pg_url, tmp_path / "api.log")
+    try:
+        reply = server.request("/api/v1/benchmarks")
+        assert reply.status == 503 and "no reev-ingest tables yet" in reply.json()["message"], reply.body
+        health = server.get("/api/v1/health")
+        assert health["status"] == "degraded" and health["database"]["reachable"] is False
+        sessions, benchmarks = tmp_path / "sessions", tmp_path / "benchmarks"
+        sessions.mkdir()
+        benchmarks.mkdir()
+        write_corpus(sessions, benchmarks)
+        ingest(sessions, benchmarks, pg_url)
+        assert [b["id"] for b in server.get("/api/v1/benchmarks")] == [B301, B302, B303]
+    finally:
+        server.close()
+
+
+def test_sessions_ended_by_the_server_are_made_again(corpus, apis):
+    """The server ends the API's sessions (an administrator, a standby's replay conflict, a
+    restart): the API connects again and answers, within one failed request per connection."""
+    _, on_postgres = apis
+    url = corpus[4]
+    before = on_postgres.get("/api/v1/benchmarks")
+    with psycopg.connect(url, autocommit=True) as admin:
+        ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                              " WHERE application_name = 'reev-api' AND datname = current_database()").fetchone()[0]
+    assert ended >= 1
+    wait_for(lambda: on_postgres.request("/api/v1/benchmarks").status == 200, what="answers again")
+    assert on_postgres.get("/api/v1/benchmarks") == before
+    assert on_postgres.request("/api/v1/health").status == 200
