@@ -96,13 +96,14 @@ class Deadlines:
 
     def __init__(self, limit: float):
         self.every = min(max(limit / 4, 0.01), 0.25)
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._open: dict[int, tuple[float, psycopg.Connection]] = {}
+        self._cancelling: set[int] = set()
         self._thread: threading.Thread | None = None
 
     def arm(self, conn: psycopg.Connection, deadline: float) -> int:
         token = id(conn)      # (a connection serves one response at a time)
-        with self._lock:
+        with self._changed:
             self._open[token] = (deadline, conn)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch, name="reev-api deadlines", daemon=True)
@@ -110,19 +111,27 @@ class Deadlines:
         return token
 
     def disarm(self, token: int):
-        with self._lock:
+        """Before the response's transaction ends: a cancel under way is waited for, so that it
+        cannot reach the connection's next statement (another response's)."""
+        with self._changed:
             self._open.pop(token, None)
+            self._changed.wait_for(lambda: token not in self._cancelling)
 
     def _watch(self):
         while True:
             time.sleep(self.every)
             now = time.monotonic()
-            with self._lock:      # (disarmed before its transaction ends: a cancel never hits the next response)
-                late = [token for token, (deadline, _) in self._open.items() if deadline < now]
-                for token in late:
-                    _, conn = self._open.pop(token)
-                    with contextlib.suppress(psycopg.Error):
-                        conn.cancel_safe(timeout=CONNECT_TIMEOUT)
+            with self._changed:
+                late = [(token, conn) for token, (deadline, conn) in self._open.items() if deadline < now]
+                for token, _ in late:
+                    del self._open[token]
+                    self._cancelling.add(token)
+            for token, conn in late:      # (not under the lock: a cancel is a new connection to the server)
+                with contextlib.suppress(psycopg.Error):
+                    conn.cancel_safe(timeout=CONNECT_TIMEOUT)
+                with self._changed:
+                    self._cancelling.discard(token)
+                    self._changed.notify_all()
 
 
 class PostgresDatabase(Database):
