@@ -19,7 +19,6 @@ read snapshot would stop the daemon's WAL checkpoints (SQLite) or hold back vacu
 
 import contextlib
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 

@@ -38,8 +38,8 @@ POLL_SECONDS = 0.02          # how often the watcher looks at the generation
 READ_LIMIT = 500             # changes read per transaction
 RECENT = 5000                # changes the watcher keeps in memory for the streams
 EVENT_TYPES = ("execution", "ingest-error")
-# `<database id>:<seq>`, or `<seq>`: the id is lower(hex(randomblob(8))) (schema.sql), the seq
-# a SQLite integer
+# `<database id>:<seq>`, or `<seq>`: the id is 16 hex digits (schema.sql; the PostgreSQL daemon's
+# alike), the seq a 64-bit integer
 EVENT_ID = re.compile(r"(?:([0-9a-f]{16}):)?([0-9]{1,19})")
 
 
