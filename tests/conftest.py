@@ -529,7 +529,9 @@ def live_daemon(workspace, request, tmp_path):
 
 
 @pytest.fixture
-def db(workspace) -> Db:
+def db(workspace, request) -> Db:
+    if "backend" in request.fixturenames:
+        request.getfixturevalue("backend")     # (first: it may point the workspace at PostgreSQL)
     return workspace.db
 
 

@@ -10,6 +10,7 @@ commit without it (when the session ends, its open transaction is rolled back wi
 server releases it when the daemon dies or its connection is lost."""
 
 import hashlib
+import time
 
 import psycopg
 import psycopg.errors
@@ -69,15 +70,25 @@ class SourceTaken(Incompatible):
     """Another daemon with the same source runs against this database."""
 
 
+# A daemon restarted at once after a kill may find its lock still held, for the moment the
+# server takes to see the old session gone: it tries again for this long before giving up.
+LOCK_WAIT_SECONDS = 3.0
+
+
 def connect(url: str, source: str) -> psycopg.Connection:
-    """The writer's connection, holding the source's lock (SourceTaken when another session has it)."""
+    """The writer's connection, holding the source's lock (SourceTaken when another session
+    still has it after LOCK_WAIT_SECONDS)."""
     conn = psycopg.connect(url, autocommit=True, connect_timeout=5,
                            application_name=f"reev-ingestd:{source}"[:63],
                            keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
     try:
         # a hung daemon inside a transaction frees its row locks (and the feed's) after a minute
         conn.execute("SET idle_in_transaction_session_timeout = '60s'")
-        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (source_key(source),)).fetchone()[0]:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (source_key(source),)).fetchone()[0]:
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
             raise SourceTaken(f"source {source!r} is already running against this database"
                               f" ({holder(conn, source) or 'a session that has ended since'})")
     except BaseException:

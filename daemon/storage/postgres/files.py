@@ -63,7 +63,6 @@ class FileRepository(UnitOfWork):
         return changed
 
     def counts(self) -> tuple[int, int, int]:
-        self._connected()     # (once a second: a lost connection is found and made again here too)
         files = self.conn.execute("SELECT count(*) FROM files WHERE source = %s", (self.source,)).fetchone()[0]
         errors = self.conn.execute("SELECT count(*) FROM ingest_errors WHERE source = %s",
                                    (self.source,)).fetchone()[0]

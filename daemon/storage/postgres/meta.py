@@ -14,10 +14,8 @@ class MetaRepository(UnitOfWork):
         self.conn.execute(_ADD, {**dict.fromkeys(COUNTERS, 0), **amounts, "source": self.source})
 
     def set_started(self, now: float):
-        self._connected()
         self.conn.execute("UPDATE sources SET started_at = %s, heartbeat_at = %s WHERE source = %s",
                           (now, now, self.source))
 
     def heartbeat(self, now: float):
-        self._connected()
         self.conn.execute("UPDATE sources SET heartbeat_at = %s WHERE source = %s", (now, self.source))
