@@ -1,8 +1,10 @@
 """The API's PostgreSQL engine (api/db.py is the interface), for `--db postgresql://...`.
 
 Connections: one per thread that queries (threading.local), in autocommit, made on first use
-and again after one breaks; a failed attempt is not retried by that thread for a second, so a
-database that cannot be reached costs the event loop one attempt a second, not one per request.
+and again after one breaks. After a failed attempt that thread answers 503 without trying
+again for a while (0.5 s, doubling to 5 s while attempts keep failing): the event loop makes
+its own connection, and a database that cannot be reached must cost it an attempt now and
+then (each at most CONNECT_TIMEOUT), not one per request.
 Each session is read-only (`default_transaction_read_only`), so the API works as a role that
 may only SELECT and on a hot standby: it never writes, takes no sequence value, makes no
 temporary table and does not LISTEN.
@@ -31,7 +33,7 @@ from api.db import Database, DatabaseUnavailable, Meta, Queries, QueryTimeout
 from core.dburl import shown
 
 CONNECT_TIMEOUT = 2          # seconds (libpq's least): a connection is made on the event loop
-RECONNECT_AFTER = 1.0        # seconds a thread waits after a failed attempt before the next
+RETRY_FIRST, RETRY_MOST = 0.5, 5.0    # seconds a thread waits after a failed attempt (doubling)
 _NO_TABLES = "42P01"         # undefined_table: the daemon has not created the schema yet
 # Answered 503 (try again): the server shutting down or starting, a role without the grants,
 # and, on a standby, a query cancelled for WAL replay (40001, 40P01).
@@ -159,9 +161,11 @@ class PostgresDatabase(Database):
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                                    application_name="reev-api")
         except psycopg.Error as e:
-            local.retry_at = time.monotonic() + RECONNECT_AFTER
+            local.wait = min(RETRY_MOST, 2 * getattr(local, "wait", RETRY_FIRST / 2))
+            local.retry_at = time.monotonic() + local.wait
             local.failure = f"cannot connect to the database {self.name}: {first_line(e)}"
             raise DatabaseUnavailable(local.failure) from None
+        local.wait = RETRY_FIRST / 2
         try:
             conn.execute(self._session_setup)
         except psycopg.Error as e:

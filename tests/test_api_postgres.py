@@ -19,6 +19,7 @@ import pytest
 from psycopg import sql
 
 from tests import fixtures as fx
+from tests import pgcluster
 from tests.api_client import Api
 from tests.conftest import clean_env, daemon_command, fresh_database, wait_for
 from tests.test_api import B301, B302, B303, DONE, FAILED, FLOW, PATHID, RUNNING, write_corpus
@@ -284,3 +285,33 @@ def test_sessions_ended_by_the_server_are_made_again(corpus, apis):
     wait_for(lambda: on_postgres.request("/api/v1/benchmarks").status == 200, what="answers again")
     assert on_postgres.get("/api/v1/benchmarks") == before
     assert on_postgres.request("/api/v1/health").status == 200
+
+
+def test_a_database_that_cannot_be_reached_yet_is_503_then_served(pg_server, tmp_path):
+    """A URL naming a database that does not exist (yet): the server refuses the connection;
+    the API answers 503 saying so and health degraded, keeps running, and serves once the
+    database is there, without a restart (its attempts wait at most a few seconds apart)."""
+    name = f"reev_test_later_{tmp_path.name[-8:].lower()}"
+    url = pgcluster.database_url(pg_server, name)
+    server = Api(url, tmp_path / "api.log")
+    try:
+        reply = server.request("/api/v1/benchmarks")
+        assert reply.status == 503 and "cannot connect to the database" in reply.json()["message"], reply.body
+        assert server.get("/api/v1/health")["database"]["reachable"] is False
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        try:
+            sessions, benchmarks = tmp_path / "sessions", tmp_path / "benchmarks"
+            sessions.mkdir()
+            benchmarks.mkdir()
+            write_corpus(sessions, benchmarks)
+            ingest(sessions, benchmarks, url)
+            wait_for(lambda: server.request("/api/v1/benchmarks").status == 200, timeout=15,
+                     what="answers once the database is there")
+            assert [b["id"] for b in server.get("/api/v1/benchmarks")] == [B301, B302, B303]
+        finally:
+            server.close()
+            with psycopg.connect(pg_server, autocommit=True) as admin:
+                admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        server.close()
