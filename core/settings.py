@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from core.dburl import check_url, is_url, shown
+from core.dburl import check_url, is_url
 from core.logs import LEVELS
 
 Environ = Mapping[str, str]
@@ -142,17 +142,11 @@ def database_target(text: str) -> Path | str:
     return check_url(text) if is_url(text) else absolute_path(text)
 
 
-def database_path(text: str) -> Path:
-    """A SQLite database's path: a program that reads SQLite alone refuses a PostgreSQL URL
-    with one line, rather than taking it for a file name."""
-    if is_url(text):
-        raise ValueError(f"{shown(text)!r}: PostgreSQL is not supported here yet: give a SQLite database's path")
-    return absolute_path(text)
-
-
-# The API's (SQLite only, for now); the daemon's takes a URL too (daemon/config.py).
-DB = Setting("db", "--db", "REEV_DB", database_path, default_db_path,
-             "$STATE_DIRECTORY/reev.db under systemd, else state/reev.db", "the database file", metavar="PATH")
+# Both programs': a SQLite file's path, or a PostgreSQL URL (daemon/config.py and api/config.py
+# say what each does with it).
+DB = Setting("db", "--db", "REEV_DB", database_target, default_db_path,
+             "$STATE_DIRECTORY/reev.db under systemd, else state/reev.db", "the database: a file, or a URL",
+             metavar="PATH|URL")
 LOG_LEVEL = Setting("log_level", "--log-level", "REEV_LOG_LEVEL", log_level, "info", "info",
                     f"least severe level logged: {', '.join(LEVELS)}, in any case", metavar="LEVEL")
 

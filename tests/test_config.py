@@ -79,15 +79,19 @@ def test_the_database_is_found_alike_by_both_programs_and_status():
         assert parse(argv + ["--db", "/y.db"], state | {"REEV_DB": "x.db"}).db == Path("/y.db")
 
 
-def test_the_daemons_database_is_a_path_or_a_postgresql_url_and_nothing_else_chooses():
+def test_the_database_is_a_path_or_a_postgresql_url_and_nothing_else_chooses():
     """`--db` with a postgresql:// or postgres:// URL (libpq's form, a socket folder as ?host=)
-    names a PostgreSQL database, kept as written; anything else is a SQLite file's path."""
+    names a PostgreSQL database, kept as written; anything else is a SQLite file's path. The
+    same for both programs."""
     for url in ("postgresql://reev:secret@db.example:5432/reev?sslmode=require",
                 "postgres:///reev?host=/run/postgresql"):
         for argv in ([], ["status"], ["dump"]):
             assert daemon_arguments(argv + ["--db", url], {}).db == url
             assert daemon_arguments(argv, {"REEV_DB": url}).db == url
+        assert api_arguments(["--db", url], {}).db == url
+        assert api_arguments([], {"REEV_DB": url}).db == url
     assert daemon_arguments(["--db", "postgresql.db"], {}).db == Path("postgresql.db").absolute()
+    assert api_arguments(["--db", "postgresql.db"], {}).db == Path("postgresql.db").absolute()
 
 
 def test_a_database_url_is_shown_without_its_password():
@@ -156,8 +160,8 @@ API_REFUSES = [
     (["--max-streams", "1000001"], {}, "--max-streams"),
     ([], {"REEV_API_PORT": "3_001"}, "REEV_API_PORT"),
     (["--workers", "1e1"], {}, "--workers"),
-    # PostgreSQL is the daemon's for now: the API says so, rather than take the URL for a file name
-    (["--db", "postgresql:///reev?host=/run/postgresql"], {}, "--db"),
+    # a PostgreSQL URL must parse
+    (["--db", "postgresql://host:port/db"], {}, "--db"),
 ]
 
 
