@@ -1,7 +1,8 @@
 """`make fleet` for real (scripts/fleet.py): its own PostgreSQL cluster beside any other (CI's
 included), three daemons under three sources, one API reading as the read-only role of
 deploy/postgresql/roles.sql; and a Ctrl-C (SIGINT to the whole process group, as a terminal
-sends it) that leaves no process, no server and no throwaway folder behind."""
+sends it) that leaves no process, no server and no throwaway folder behind. And the guide
+(docs/fleet.md) shows the roles file the fleet runs as it is."""
 
 from __future__ import annotations
 
@@ -111,3 +112,9 @@ def test_make_fleet_serves_three_sources_and_ctrl_c_leaves_nothing_behind():
     left = [p for p in processes if alive(p)]
     assert not left, f"still running after the fleet stopped: {left}"
     assert not work.exists(), f"{work} left behind"
+
+
+def test_the_guide_shows_the_roles_file_the_fleet_runs():
+    guide = (ROOT / "docs" / "fleet.md").read_text()
+    blocks = re.findall(r"^```sql\n(.*?)^```$", guide, re.M | re.S)
+    assert (ROOT / "deploy" / "postgresql" / "roles.sql").read_text() in blocks
