@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import http.client
 import itertools
 import json
 import os
@@ -127,7 +128,7 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 def served(port: int, execution_id: str) -> bool:
     try:
         return get(port, f"/api/v1/sessions/{execution_id}")[0] == 200
-    except OSError:
+    except (OSError, http.client.HTTPException):     # (not answering yet, or cut off)
         return False
 
 

@@ -6,6 +6,7 @@ sends it) that leaves no process, no server and no throwaway folder behind. And 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -42,7 +43,7 @@ def served(port: int, execution_id: str) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/sessions/{execution_id}", timeout=5) as r:
             return json.load(r)["summary"]["execution_id"] == execution_id
-    except OSError:
+    except (OSError, http.client.HTTPException):     # (not answering yet, or cut off)
         return False
 
 
