@@ -2,9 +2,10 @@
 
 Every read in the tests goes through these functions (conftest's `Db` is built on them), with
 SQL that both SQLite and PostgreSQL take: standard joins, aggregates and `coalesce`, `?`
-placeholders, no SQLite-only functions. Running the suite against another backend is then a
-change here alone: open the test's --db target with that engine's client (and translate `?`
-for a driver that wants another placeholder).
+placeholders, no SQLite-only functions. The target is a SQLite file's path or a PostgreSQL
+database's URL (the `backend` fixture): a URL is read with psycopg, `?` and `:name` becoming
+`%s` and `%(name)s`, PostgreSQL's numeric sums given back as SQLite gives them, and `meta(key)`
+reading SQLite's key/value facts from PostgreSQL's `meta` row and `sources` rows.
 
 SQLite-only SQL that stays, because it tests the SQLite backend itself (another backend's run
 would skip those tests): the schema version and migration checks (`PRAGMA user_version`,

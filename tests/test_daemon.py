@@ -226,6 +226,23 @@ def test_older_logger_tool_calls_and_their_update_lines(workspace, run_once, db)
     assert db.event_count(X) == 6
 
 
+def test_calls_completed_in_one_batch_stay_completed_whatever_the_batch_writes_after_them(workspace, run_once, db):
+    """One back-fill batch reads several logs whose older-logger calls are completed by a later
+    line of the same read. (On PostgreSQL the batch's tool calls are kept and written together:
+    each completion writes them first, and the next write upserted the same calls again,
+    uncompleted, from its staging table.)"""
+    for r in range(4):
+        workspace.append_events(f"legacy-{r}", [
+            fx.legacy_call_line("sol_transfer", {"amount": r}, at=0),
+            fx.legacy_update_line("sol_transfer", at=1.5, output_result={"signature": f"sig-{r}"},
+                                  execution_time_ms=1500)])
+    run_once()
+    for r in range(4):
+        [call] = db.tool_calls(f"legacy-{r}")
+        assert (call["line"], call["output_line"], call["duration_ms"]) == (1, 2, 1500), call
+        assert json.loads(call["output"]) == {"signature": f"sig-{r}"}
+
+
 def test_event_line_with_wrong_field_types_is_recorded_and_skipped(workspace, run_once, db):
     """A known field of the wrong type is bad input (its path named in the reason); the lines
     around it are ingested. A numeric timestamp is accepted as Unix seconds."""

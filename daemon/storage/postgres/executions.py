@@ -4,6 +4,7 @@ a run belongs to the source whose files created it, ids come from the table's se
 domain rules run in the commit tail (unit_of_work.py)."""
 
 import time
+from typing import NamedTuple
 
 import msgspec
 
@@ -81,20 +82,47 @@ _SET_DERIVED = ("UPDATE executions SET created_at = %s, updated_at = %s, benchma
                 f" WHERE id = %s RETURNING {TRACKED_COLUMNS}")
 _TRACKED = f"SELECT {TRACKED_COLUMNS} FROM executions WHERE id = %s"
 
-_INSERT_EVENTS = (
-    "INSERT INTO events (exec_id, line, byte_offset, kind, event_type, ts, doc) VALUES (%s,%s,%s,%s,%s,%s,%s)"
+# The batch's event lines and tool calls are copied into these (n: the order they were read
+# in, so that the last read of a line wins), then upserted, a statement per table.
+_STAGE_EVENTS = ("CREATE TEMP TABLE IF NOT EXISTS stage_events (n bigint GENERATED ALWAYS AS IDENTITY, exec_id bigint,"
+                 " line bigint, byte_offset bigint, kind text, event_type text, ts double precision, doc text)"
+                 " ON COMMIT DELETE ROWS")
+_EVENT_COLUMNS = "exec_id, line, byte_offset, kind, event_type, ts, doc"
+_EVENT_TYPES = ["int8", "int8", "int8", "text", "text", "float8", "text"]
+_UPSERT_STAGED_EVENTS = (
+    f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT DISTINCT ON (exec_id, line) {_EVENT_COLUMNS} FROM stage_events"
+    " ORDER BY exec_id, line, n DESC"
     " ON CONFLICT (exec_id, line) DO UPDATE SET byte_offset = excluded.byte_offset, kind = excluded.kind,"
     " event_type = excluded.event_type, ts = excluded.ts, doc = excluded.doc")
-_INSERT_TOOL_CALLS = (
+_STAGE_CALLS = ("CREATE TEMP TABLE IF NOT EXISTS stage_calls (n bigint GENERATED ALWAYS AS IDENTITY, exec_id bigint,"
+                " line bigint, source text, output_line bigint, tool_name text, started_at double precision,"
+                " ended_at double precision, given double precision, success smallint, status text,"
+                " error_message text) ON COMMIT DELETE ROWS")
+_CALL_COLUMNS = "exec_id, line, source, output_line, tool_name, started_at, ended_at, given, success, status, error_message"
+_CALL_TYPES = ["int8", "int8", "text", "int8", "text", "float8", "float8", "float8", "int2", "text", "text"]
+_UPSERT_STAGED_CALLS = (
     "INSERT INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at, ended_at, duration_ms,"
-    " success, status, error_message) VALUES (%(exec_id)s, %(line)s, %(source)s, %(output_line)s, %(tool_name)s,"
-    " %(started)s::double precision, %(ended)s::double precision,"
-    f" {DURATION.format(given=_p('given', _F8), started=_p('started', _F8), ended=_p('ended', _F8))},"
-    " %(success)s::smallint, %(status)s, %(error_message)s)"
+    " success, status, error_message)"
+    " SELECT DISTINCT ON (exec_id, line) exec_id, line, source, output_line, tool_name, started_at, ended_at,"
+    f" {DURATION.format(given='given', started='started_at', ended='ended_at')}, success, status, error_message"
+    " FROM stage_calls ORDER BY exec_id, line, n DESC"
     " ON CONFLICT (exec_id, line) DO UPDATE SET source = excluded.source, output_line = excluded.output_line,"
     " tool_name = excluded.tool_name, started_at = excluded.started_at, ended_at = excluded.ended_at,"
     " duration_ms = excluded.duration_ms, success = excluded.success, status = excluded.status,"
     " error_message = excluded.error_message")
+
+
+class _Staged(NamedTuple):
+    """A table's rows kept by the batch, copied into a temporary table, then upserted."""
+    table: str
+    create: str
+    columns: str
+    types: list[str]
+    upsert: str
+
+
+_EVENTS_STAGED = _Staged("stage_events", _STAGE_EVENTS, _EVENT_COLUMNS, _EVENT_TYPES, _UPSERT_STAGED_EVENTS)
+_CALLS_STAGED = _Staged("stage_calls", _STAGE_CALLS, _CALL_COLUMNS, _CALL_TYPES, _UPSERT_STAGED_CALLS)
 _COMPLETE_TOOL_CALLS = (
     "UPDATE tool_calls SET output_line = %(output_line)s, ended_at = coalesce(%(ended)s::double precision, ended_at),"
     f" duration_ms = coalesce({DURATION.format(given=_p('given', _F8), started='started_at', ended=_p('ended', _F8))},"
@@ -126,11 +154,14 @@ class ExecutionRepository(UnitOfWork):
         exec_id = self.new.ids.get(execution_id)
         if exec_id is not None:
             return Run(exec_id, self.new.by_id[exec_id].status, False)
-        row = self._owned(execution_id)
-        if row:
-            self._reserved.pop(execution_id, None)
-            return Run(row[0], row[1], bool(row[2]))
-        exec_id = self._reserved.pop(execution_id, None) or self._allocate_id()
+        # (Reserved: it was not in the database then; if another source creates it meanwhile,
+        # the insert at commit finds it there, and the batch is run again.)
+        exec_id = self._reserved.pop(execution_id, None)
+        if exec_id is None:
+            row = self._owned(execution_id)
+            if row:
+                return Run(row[0], row[1], bool(row[2]))
+            exec_id = self._allocate_id()
         status = status_from_event(None, stalled=False)
         self.new.set(exec_id, NewExecution(exec_id, execution_id, status))
         self.mark_changed()
@@ -241,6 +272,7 @@ class ExecutionRepository(UnitOfWork):
 
     def reset_event_log(self, exec_id: int):
         self._insert_new(only=exec_id)
+        self._write_rows()
         self.conn.execute("DELETE FROM events WHERE exec_id = %s", (exec_id,))
         self.conn.execute("DELETE FROM tool_calls WHERE exec_id = %s", (exec_id,))
         # the recorded session id came from the session file (it wins) or the old lines
@@ -292,18 +324,37 @@ class ExecutionRepository(UnitOfWork):
     # ------------------------------------------------------------------ events and tool calls
 
     def insert_events(self, rows: list[EventRow]):
-        with self.conn.cursor() as cur:
-            cur.executemany(_INSERT_EVENTS, [(r.exec_id, r.line, r.byte_offset, r.kind, r.event_type, r.ts, r.doc)
-                                             for r in rows])
+        """Kept for the end of the batch (_write_rows): a back-fill's lines go in one COPY."""
+        self._events.extend((r.exec_id, r.line, r.byte_offset, r.kind, r.event_type, r.ts, r.doc) for r in rows)
 
     def insert_tool_calls(self, rows: list[ToolCall]):
-        with self.conn.cursor() as cur:
-            cur.executemany(_INSERT_TOOL_CALLS, [
-                {"exec_id": c.exec_id, "line": c.line, "source": c.source, "output_line": c.output_line,
-                 "tool_name": c.tool_name, "started": c.started_at, "ended": c.ended_at, "given": c.duration_ms,
-                 "success": _int(c.success), "status": c.status, "error_message": c.error_message} for c in rows])
+        """Kept, as event lines are, until something reads or completes tool calls, or the batch ends."""
+        self._calls.extend((c.exec_id, c.line, c.source, c.output_line, c.tool_name, c.started_at, c.ended_at,
+                            c.duration_ms, _int(c.success), c.status, c.error_message) for c in rows)
+
+    def _write_rows(self):
+        """The batch's event lines and tool calls kept so far: each table's rows copied into a
+        temporary table, then one upsert; the last read of a line wins (a log read again from its
+        first byte in the same batch), as row by row."""
+        if self._events or self._calls:
+            self._writing_kept_rows()
+        for rows, stage in ((self._events, _EVENTS_STAGED), (self._calls, _CALLS_STAGED)):
+            if not rows:
+                continue
+            with self.conn.cursor() as cur:
+                cur.execute(stage.create)
+                with cur.copy(f"COPY {stage.table} ({stage.columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(stage.types)
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(stage.upsert)
+                # (emptied now, not at the commit: a later write in the batch, a tool call's
+                # completion, must not be undone by these rows upserted again)
+                cur.execute(f"DELETE FROM {stage.table}")
+            rows.clear()
 
     def complete_tool_calls(self, rows: list[ToolCallEnd]):
+        self._write_rows()
         with self.conn.cursor() as cur:
             cur.executemany(_COMPLETE_TOOL_CALLS, [
                 {"exec_id": e.exec_id, "line": e.line, "output_line": e.output_line, "ended": e.ended_at,
@@ -311,11 +362,13 @@ class ExecutionRepository(UnitOfWork):
                  "error_message": e.error_message} for e in rows])
 
     def open_tool_inputs(self, exec_id: int) -> list[int]:
+        self._write_rows()
         return [r[0] for r in self.conn.execute(
             "SELECT line FROM tool_calls WHERE exec_id = %s AND source = 'input' AND output_line IS NULL"
             " ORDER BY line", (exec_id,))]
 
     def last_legacy_calls(self, exec_id: int) -> dict[str, int]:
+        self._write_rows()
         return {r[0]: r[1] for r in self.conn.execute(
             "SELECT tool_name, max(line) FROM tool_calls WHERE exec_id = %s AND source = 'legacy'"
             " GROUP BY tool_name", (exec_id,))}

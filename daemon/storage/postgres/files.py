@@ -57,8 +57,9 @@ class FileRepository(UnitOfWork):
 
     def set_file_state(self, path: str, state: str) -> bool:
         self._files_written.add(path)
-        changed = self.conn.execute("UPDATE files SET state = %s WHERE source = %s AND path = %s AND state != %s",
-                                    (state, self.source, path, state)).rowcount > 0
+        changed = bool(self.conn.execute(
+            "UPDATE files SET state = %s WHERE source = %s AND path = %s AND state != %s RETURNING 1",
+            (state, self.source, path, state)).fetchall())
         self.marked_missing += changed and state == "missing"
         return changed
 
@@ -112,11 +113,11 @@ class FileRepository(UnitOfWork):
         return row[0] if row else None
 
     def clear_line_errors(self, path: str):
-        if self.conn.execute("DELETE FROM ingest_errors WHERE source = %s AND path = %s AND line > 0",
-                             (self.source, shown(path))).rowcount:
+        if self.conn.execute("DELETE FROM ingest_errors WHERE source = %s AND path = %s AND line > 0 RETURNING 1",
+                             (self.source, shown(path))).fetchall():
             self.mark_changed()
 
     def clear_file_error(self, path: str):
-        if self.conn.execute("DELETE FROM ingest_errors WHERE source = %s AND path = %s AND line = 0",
-                             (self.source, shown(path))).rowcount:
+        if self.conn.execute("DELETE FROM ingest_errors WHERE source = %s AND path = %s AND line = 0 RETURNING 1",
+                             (self.source, shown(path))).fetchall():
             self.mark_changed()

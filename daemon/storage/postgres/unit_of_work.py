@@ -34,6 +34,10 @@ from daemon.storage.rules import ExecutionState
 
 log = logging.getLogger("reev.store")
 
+_SAVEPOINT = "SAVEPOINT one_file"
+_RELEASE_AND_SAVEPOINT = "RELEASE SAVEPOINT one_file; SAVEPOINT one_file"
+_ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT one_file; RELEASE SAVEPOINT one_file"
+
 CHANGES_KEPT = 100_000      # the change feed keeps this many of its newest rows
 PRUNE_SECONDS = 10.0        # at most this often, from any daemon
 
@@ -71,8 +75,13 @@ class UnitOfWork:
         self.new = NewExecutions()
         self._files_written: set[str] = set()
         self._deferred: list[tuple[str, list[tuple], bool]] = []   # (sql, params, many): for the tail
+        self._events: list[tuple] = []       # event lines and tool calls of the batch, written at its
+        self._calls: list[tuple] = []        # end or before tool calls are read (executions.py)
+        # how long those lists were when the savepoint in hand began (their rows, once written)
+        self._kept_before: tuple[int, int] | tuple[list, list] | None = None
         self._stamp: int | None = None
         self._in_batch = False
+        self._savepoint_open = False     # a file's savepoint not released yet (savepoint())
         self._benchmarks_locked = False
         self._trust_scanned = True     # False once reconnected: checkpoints are read again
         self._pruned_at = 0.0
@@ -105,12 +114,13 @@ class UnitOfWork:
         self._connected()
         self.changed, self._stamp, self._benchmarks_locked = False, None, False
         self._deferred.clear()
-        self._in_batch = True
+        self._in_batch, self._savepoint_open = True, False
         generation = None
         try:
             with self.conn.transaction():
                 yield self
                 self._insert_new()
+                self._write_rows()
                 if self.changed:
                     generation = self._commit_tail()
         finally:
@@ -118,6 +128,8 @@ class UnitOfWork:
             self.new.forget()
             self._files_written.clear()
             self._deferred.clear()
+            self._events.clear()
+            self._calls.clear()
         if generation is not None:
             self.generation = generation
         self._prune_changes()
@@ -125,18 +137,42 @@ class UnitOfWork:
     @contextlib.contextmanager
     @translating
     def savepoint(self):
-        """One file's work: undone alone (its writes, its new executions, its deferred rules)."""
+        """One file's work: undone alone (its writes, its new executions, its deferred rules,
+        the rows it kept for later)."""
         deferred = len(self._deferred)
+        self._kept_before = (len(self._events), len(self._calls))
         self.new.savepoint()
+        # The previous file's savepoint is released with this one's start, in one round trip:
+        # a back-fill's batch holds thousands of files.
+        self.conn.execute(_RELEASE_AND_SAVEPOINT if self._savepoint_open else _SAVEPOINT)
+        self._savepoint_open = True
         try:
-            with self.conn.transaction():
-                yield
+            yield
         except BaseException:
+            if not (self.conn.broken or self.conn.closed):
+                self.conn.execute(_ROLLBACK_TO_SAVEPOINT)
+            self._savepoint_open = False
             self.new.undo()
             del self._deferred[deferred:]
+            kept = self._kept_before
+            if isinstance(kept[0], list):
+                # This file's reads wrote what earlier files kept, and the rollback to the
+                # savepoint undid that write: it is kept again.
+                self._events[:], self._calls[:] = kept
+            else:
+                del self._events[kept[0]:]
+                del self._calls[kept[1]:]
             raise
         finally:
             self.new.release()
+            self._kept_before = None
+
+    def _writing_kept_rows(self):
+        """The kept rows are about to be written: inside a savepoint, what earlier files kept is
+        remembered first (see savepoint)."""
+        kept = self._kept_before
+        if kept is not None and not isinstance(kept[0], list):
+            self._kept_before = (self._events[:kept[0]], self._calls[:kept[1]])
 
     def _commit_tail(self) -> int:
         """The shared writes, in commit order: the feed's lock, the generation, the rules."""
@@ -174,6 +210,9 @@ class UnitOfWork:
                 self._deferred.append((pg_sql(sql), rows, True))
 
     def _insert_rows(self, rows: list[dict]) -> list[ExecutionState]:
+        raise NotImplementedError     # executions.py
+
+    def _write_rows(self):
         raise NotImplementedError     # executions.py
 
     def _keep_rules(self, statements: Iterable[rules.Statement]):
