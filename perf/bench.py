@@ -4,7 +4,8 @@ it to perf/RESULTS.md (with the date, the machine, and the exact commands).
     BENCH_SIZE=small|large .venv/bin/python perf/bench.py
 
 Optional overrides (for running part of `large` within a time budget; RESULTS.md says which
-were used): BENCH_ONLY=backfill,live,api,scale,memory,profile (default: all);
+were used): BENCH_ONLY=backfill,live,api,scale,memory,profile,pg (default: all; pg: the PostgreSQL
+backends against SQLite, on a throwaway cluster, perf/pgperf.py);
 BENCH_CORPUS=N (sessions of the back-fill corpus); BENCH_SCALE=10000,100000,1000000;
 BENCH_BIGLOG_MB=512,1024; BENCH_WATCH=50000,100000; BENCH_REPS=3.
 
@@ -186,7 +187,15 @@ def wait_until(cond, timeout: float, what: str, interval=0.1, alive=None):
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
-def query(db: Path, sql: str, params=()) -> list:
+def is_url(db) -> bool:
+    return str(db).startswith(("postgresql://", "postgres://"))
+
+
+def query(db: Path | str, sql: str, params=()) -> list:
+    """Rows of `sql` (`?` parameters) on a SQLite file, read-only, or a PostgreSQL URL."""
+    if is_url(db):
+        from perf import pgperf
+        return pgperf.query(str(db), sql.replace("?", "%s"), params)
     conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         conn.set_busy_timeout(2000)
@@ -452,43 +461,59 @@ def bench_backfill(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
 # ------------------------------------------------------------------------------ 2. live latency
 
 def bench_live(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
-    work = tmp / "live"
+    live = live_latency(cfg, tmp, "live")
+    extra["live"] = live["runs"]
+    add_row(rows, "2", live_measurement(cfg, live), live_figure(live), "p50 < 10 ms, p99 < 50 ms",
+            live["p50"] < 10 and live["p99"] < 50 and not live["missed"],
+            f"p50 {fmt_ms(live['p50'])}, p99 {fmt_ms(live['p99'])}")
+
+
+def live_latency(cfg: dict, tmp: Path, name: str, db: str | None = None, during=contextlib.nullcontext) -> dict:
+    """The live daemon and the API on an empty database (`db`: a PostgreSQL URL, or by default a
+    SQLite file in tmp/NAME), perf/live.py's writers and pollers `live_reps` times, each run
+    inside `during()` (what else is measured over the same runs)."""
+    work = tmp / name
     shutil.rmtree(work, ignore_errors=True)
     (work / "sessions").mkdir(parents=True)
     from perf.corpus import write_benchmarks
     write_benchmarks(work / "benchmarks")
-    db = work / "reev.db"
-    daemon = start_daemon(work / "sessions", work / "benchmarks", db, tmp, "live-daemon")
+    db = db or work / "reev.db"
+    daemon = start_daemon(work / "sessions", work / "benchmarks", db, tmp, f"{name}-daemon")
     api = None
     runs = []
     try:
         wait_until(lambda: query(db, "SELECT count(*) FROM benchmarks")[0][0] == 20, 60, "the daemon's first scan",
                    alive=daemon)
-        api, base = start_api(db, tmp, "live-api")
+        api, base = start_api(db, tmp, f"{name}-api")
         for rep in range(cfg["live_reps"]):
-            p = run([PY, PERF / "live.py", "--sessions-dir", work / "sessions", "--api", base, "--writers", 50,
-                     "--rate", 2000, "--sampled", 5, "--sample-every", 4, "--duration", cfg["live_seconds"],
-                     "--warmup", 2, "--tag", f"r{rep}"], cfg["live_seconds"] + 120,
-                    stdout=subprocess.PIPE, text=True, check=True)
+            with during():
+                p = run([PY, PERF / "live.py", "--sessions-dir", work / "sessions", "--api", base, "--writers", 50,
+                         "--rate", 2000, "--sampled", 5, "--sample-every", 4, "--duration", cfg["live_seconds"],
+                         "--warmup", 2, "--tag", f"r{rep}"], cfg["live_seconds"] + 120,
+                        stdout=subprocess.PIPE, text=True, check=True)
             r = json.loads(p.stdout.strip().splitlines()[-1])
             runs.append(r)
-            log(f"live rep {rep + 1}: {r}")
+            log(f"{name} rep {rep + 1}: {r}")
     finally:
         if api:
             api.stop()
         daemon.stop()
-    p50, p99 = med([r["p50_ms"] for r in runs]), med([r["p99_ms"] for r in runs])
-    rate = med([r["rate"] for r in runs])
     samples = sum(r["samples"] for r in runs)
-    missed = sum(r["missed"] for r in runs)
-    extra["live"] = runs
-    add_row(rows, "2", f"Live latency, write → visible via API (50 writers, {fmt(rate)} lines/s total; "
-                       f"{samples} samples on 5 logs, {sum(r['polls'] for r in runs) / max(1, samples):.1f} polls "
-                       f"each, {cfg['live_reps']} runs × {cfg['live_seconds']} s"
-                       f"{f', {missed} missed' if missed else ''})",
-            f"p50 {fmt_ms(p50)}, p99 {fmt_ms(p99)} (max {fmt_ms(max(r['max_ms'] or 0 for r in runs))})",
-            "p50 < 10 ms, p99 < 50 ms", p50 < 10 and p99 < 50 and not missed,
-            f"p50 {fmt_ms(p50)}, p99 {fmt_ms(p99)}")
+    return {"runs": runs, "p50": med([r["p50_ms"] for r in runs]), "p99": med([r["p99_ms"] for r in runs]),
+            "rate": med([r["rate"] for r in runs]), "samples": samples, "missed": sum(r["missed"] for r in runs),
+            "polls": sum(r["polls"] for r in runs) / max(1, samples), "max": max(r["max_ms"] or 0 for r in runs),
+            "lines": sum(r["lines_written"] for r in runs)}
+
+
+def live_measurement(cfg: dict, live: dict, engine: str = "") -> str:
+    missed = f", {live['missed']} missed" if live["missed"] else ""
+    return (f"Live latency{engine}, write → visible via API (50 writers, {fmt(live['rate'])} lines/s total; "
+            f"{live['samples']} samples on 5 logs, {live['polls']:.1f} polls each, {cfg['live_reps']} runs × "
+            f"{cfg['live_seconds']} s{missed})")
+
+
+def live_figure(live: dict) -> str:
+    return f"p50 {fmt_ms(live['p50'])}, p99 {fmt_ms(live['p99'])} (max {fmt_ms(live['max'])})"
 
 
 # ------------------------------------------------------------------------------ 3. API under load
@@ -727,6 +752,285 @@ def bench_memory(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
             "< 150 MB, flat (≤ 1.2× growth)", ok, f"{max(x['rss'] for x in watch):.0f} MB, ×{growth:.2f}")
 
 
+# ------------------------------------------------------------------------------ 6. PostgreSQL
+
+# A primary's budget in the capacity rows (6h): the share of its cores the server may use.
+PRIMARY_BUSY = 0.7
+LIVE_HOST_RATE = 2000      # lines/s of one runner host in 6h: the live benchmark's load (50 agents)
+
+
+class ServerCost:
+    """What the PostgreSQL server spent inside the `with cost(url):` blocks, summed: the
+    execution time of the statements on that database (pg_stat_statements) and the CPU time of
+    the server's processes (/proc). Nothing else may use the server meanwhile."""
+
+    def __init__(self, pg):
+        self.pg, self.statements, self.cpu, self.calls = pg, 0.0, 0.0, 0
+
+    @contextlib.contextmanager
+    def __call__(self, url: str):
+        self.pg.reset_statements()
+        cpu = self.pg.cpu_seconds()
+        yield
+        self.cpu += self.pg.cpu_seconds() - cpu
+        seconds, calls = self.pg.statement_seconds(url)
+        self.statements += seconds
+        self.calls += calls
+
+    def per(self, count: float, unit: float) -> str:
+        """Both figures per `unit` of `count` things done."""
+        return (f"{self.statements / count * unit:.2f} s in statements, {self.cpu / count * unit:.2f} s of server "
+                f"CPU")
+
+
+def bench_pg(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    """The PostgreSQL backends against SQLite (issue 18's figures 1 to 5), on one throwaway
+    cluster. Each part runs even when one before it failed; the failures are raised at the end."""
+    from perf import pgperf
+    corpus = extra.get("corpus") or build_corpus(data, cfg["corpus"])
+    extra["corpus"] = corpus
+    warm(corpus["dir"] / "sessions")
+    warm(corpus["dir"])
+    failed = []
+    with pgperf.Server() as pg:
+        log(f"PostgreSQL cluster in {pg.root}")
+        for part in (pg_backfill, pg_fleet, pg_live, pg_api, pg_capacity):
+            try:
+                part(cfg, pg, corpus, tmp, rows, extra)
+            except Exception as e:      # noqa: BLE001 - one failed measurement must not lose the others
+                failed.append(f"{part.__name__}: {type(e).__name__}: {e}")
+                log(f"{part.__name__} failed: {e}")
+    if failed:
+        raise RuntimeError("; ".join(failed))
+
+
+def check_stored(db, corpus: dict, what: str):
+    """A note when `db` does not hold every line and session of the corpus."""
+    events, executions = query(db, "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM executions)")[0]
+    if events != corpus["lines"] or executions != corpus["sessions"]:
+        NOTES.append(f"{what}: the database holds {events} events and {executions} executions for "
+                     f"{corpus['lines']} lines and {corpus['sessions']} sessions")
+
+
+def pg_backfill(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
+    """6a: `--once` over the corpus into an empty SQLite file and an empty PostgreSQL database,
+    interleaved, once per repetition."""
+    sessions, benchmarks = corpus["dir"] / "sessions", corpus["dir"] / "benchmarks"
+    (tmp / "pg-sqlite").mkdir(exist_ok=True)
+    sdb = tmp / "pg-sqlite" / "reev.db"
+    timeout = max(600, cfg["corpus"] * 0.2)
+    walls = defaultdict(list)
+    cost = ServerCost(pg)
+    for rep in range(cfg["reps"]):
+        rm_db(sdb)
+        walls["sqlite"].append(timed([BIN / "reev-ingestd", "--sessions-dir", sessions, "--benchmarks-dir", benchmarks,
+                                      "--db", sdb, "--once", *DAEMON_FLAGS], timeout, tmp)["wall"])
+        url = pg.fresh("backfill")
+        with cost(url):
+            walls["pg"].append(timed([BIN / "reev-ingestd", "--sessions-dir", sessions, "--benchmarks-dir",
+                                      benchmarks, "--db", url, "--once", *DAEMON_FLAGS], timeout, tmp)["wall"])
+        log(f"pg back-fill rep {rep + 1}: SQLite {walls['sqlite'][-1]:.2f} s, PostgreSQL {walls['pg'][-1]:.2f} s")
+    check_stored(sdb, corpus, "PostgreSQL back-fill, SQLite's run")
+    check_stored(url, corpus, "PostgreSQL back-fill")
+    extra["pg_sqlite_db"], extra["pg_url"] = sdb, url
+    lines = corpus["lines"]
+    lite, post = med(walls["sqlite"]), med(walls["pg"])
+    ratio = lite / post
+    extra["pg_backfill"] = {"walls": dict(walls), "statements_s": cost.statements, "cpu_s": cost.cpu,
+                            "lines": lines * cfg["reps"]}
+    add_row(rows, "6a", f"Back-fill `reev-ingestd --once` into PostgreSQL against SQLite (the same "
+                        f"{fmt(corpus['sessions'])} sessions, {fmt(lines)} lines; interleaved)",
+            f"PostgreSQL {fmt(lines / post)} lines/s ({post:.2f} s), SQLite {fmt(lines / lite)} lines/s "
+            f"({lite:.2f} s): **{ratio:.2f} ×**", "PostgreSQL ≥ 0.5 × SQLite", ratio >= 0.5, f"{ratio:.2f} ×")
+    add_row(rows, "6f", "PostgreSQL server time per million lines back-filled (pg_stat_statements' execution "
+                        "time; the server processes' CPU from /proc)",
+            cost.per(lines * cfg["reps"], 1e6), headline=f"{cost.cpu / (lines * cfg['reps']) * 1e6:.1f} s CPU")
+
+
+def split_corpus(corpus: dict, parts: int) -> list[Path]:
+    """The corpus's sessions folder as `parts` folders (hard links), a run's event log and
+    session file in the same one: the runner hosts of a fleet."""
+    root = corpus["dir"] / f"split-{parts}"
+    folders = [root / f"part-{k}" for k in range(parts)]
+
+    def build():
+        for folder in folders:
+            folder.mkdir(parents=True)
+        names = sorted(os.listdir(corpus["dir"] / "sessions"))
+        sids = sorted({re.sub(r"^(enhanced_otel_|session_)|\.jsonl?$", "", n) for n in names})
+        part = {sid: k % parts for k, sid in enumerate(sids)}
+        for n in names:
+            os.link(corpus["dir"] / "sessions" / n,
+                    folders[part[re.sub(r"^(enhanced_otel_|session_)|\.jsonl?$", "", n)]] / n)
+
+    generated(root, {"sessions": corpus["sessions"], "parts": parts}, f"the corpus in {parts} folders",
+              [PY, "perf/bench.py  # split_corpus", corpus["dir"] / "sessions", parts], build)
+    return folders
+
+
+def fleet_run(folders: list[Path], benchmarks: Path, url: str, tmp: Path, name: str, once: bool,
+              timeout: float) -> dict:
+    """One daemon per folder (its own --source), started together on an empty database: with
+    `once`, the seconds until the last `--once` exits (each must exit 0); else the seconds until
+    every live daemon has logged that it caught up. And the batches they retried: the service
+    loop logs "database error (...); retrying" for each (--once does not retry: an error ends it)."""
+    started = time.monotonic()
+    procs = [Proc([BIN / "reev-ingestd", "--sessions-dir", folder, "--benchmarks-dir", benchmarks, "--db", url,
+                   "--source", f"{name}-{k}", *(["--once"] if once else []), *DAEMON_FLAGS,
+                   "--log-level", "info"],        # (the last --log-level counts)
+                  tmp / f"{name}-{k}.log") for k, folder in enumerate(folders)]
+    try:
+        waiting = set(range(len(procs)))
+        while waiting:
+            for k in list(waiting):
+                if once and not procs[k].alive():
+                    if procs[k].p.returncode != 0:
+                        raise RuntimeError(f"{name}: a daemon exited {procs[k].p.returncode}; see {procs[k].log_path}")
+                    waiting.discard(k)
+                elif not once and "caught up:" in procs[k].log_path.read_text(errors="replace"):
+                    waiting.discard(k)
+                elif not procs[k].alive():
+                    raise RuntimeError(f"{name}: a daemon exited; see {procs[k].log_path}")
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{name}: not done after {timeout} s")
+            time.sleep(0.01)
+        wall = time.monotonic() - started
+    finally:
+        for proc in procs:
+            proc.stop()
+    retried = [line for proc in procs for line in proc.log_path.read_text(errors="replace").splitlines()
+               if "database error (" in line]
+    return {"wall": wall, "retried": len(retried), "retry_lines": retried[:5]}
+
+
+def pg_fleet(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
+    """6b, 6b′: three daemons on the corpus split in three, one database, against one daemon on
+    the whole corpus; `--once` (6b) and live until caught up (6b′), alternated."""
+    parts = split_corpus(corpus, 3)
+    whole = [corpus["dir"] / "sessions"]
+    benchmarks = corpus["dir"] / "benchmarks"
+    timeout = max(600, cfg["corpus"] * 0.2)
+    runs = defaultdict(list)
+    for rep in range(cfg["reps"]):
+        for mode, once in (("once", True), ("live", False)):
+            for count, folders in (("one", whole), ("three", parts)):
+                url = pg.fresh("fleet")
+                runs[f"{mode}-{count}"].append(fleet_run(folders, benchmarks, url, tmp, f"fleet-{mode}-{count}", once,
+                                                         timeout))
+                check_stored(url, corpus, f"{count} daemon(s) ({mode}) into PostgreSQL")
+        log(f"pg fleet rep {rep + 1}: " + ", ".join(f"{k} {v[-1]['wall']:.2f} s ({v[-1]['retried']} retried)"
+                                                      for k, v in runs.items()))
+    extra["pg_fleet"] = dict(runs)
+    for r in (r for v in runs.values() for r in v):
+        NOTES.extend(f"retried batch: {line}" for line in r["retry_lines"])
+    lines = corpus["lines"]
+    for num, mode, how in (("6b", "once", "`--once`"), ("6b′", "live", "live, start → every daemon caught up")):
+        one, three = (med([r["wall"] for r in runs[f"{mode}-{n}"]]) for n in ("one", "three"))
+        retried, retried_one = (sum(r["retried"] for r in runs[f"{mode}-{n}"]) for n in ("three", "one"))
+        ratio = one / three
+        add_row(rows, num, f"Three daemons (three folders, three --source) into one PostgreSQL against one daemon "
+                           f"with all the files ({how})",
+                f"three: {fmt(lines / three)} lines/s in all ({three:.2f} s), one: {fmt(lines / one)} lines/s "
+                f"({one:.2f} s): **{ratio:.2f} ×**; batches retried: {retried} in {cfg['reps']} three-daemon runs "
+                f"({retried_one} with one daemon)",
+                "three ≥ 1.0 × one", ratio >= 1.0, f"{ratio:.2f} ×, {retried} retried")
+
+
+def pg_live(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
+    """6c: the live benchmark (2) with the database a PostgreSQL one."""
+    url = pg.fresh("live")
+    cost = ServerCost(pg)
+    live = live_latency(cfg, tmp, "pg-live", url, during=lambda: cost(url))
+    ingested = query(url, "SELECT count(*) FROM events")[0][0]
+    extra["pg_live"] = {**live, "statements_s": cost.statements, "cpu_s": cost.cpu, "ingested": ingested}
+    add_row(rows, "6c", live_measurement(cfg, live, " on PostgreSQL"), live_figure(live),
+            "p50 < 20 ms, p99 < 100 ms", live["p50"] < 20 and live["p99"] < 100 and not live["missed"],
+            f"p50 {fmt_ms(live['p50'])}, p99 {fmt_ms(live['p99'])}")
+    add_row(rows, "6f′", f"PostgreSQL server time per million lines ingested live (6c: {fmt(ingested)} lines in "
+                         "small batches, the pollers' API requests included)",
+            cost.per(ingested, 1e6), headline=f"{cost.cpu / max(1, ingested) * 1e6:.1f} s CPU")
+
+
+def pg_api(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
+    """6d, 6e, 6g: an API on the back-filled PostgreSQL database and one on the SQLite file of the
+    same corpus (6a's last runs), both idle while the other is loaded; wrk as in 3."""
+    sdb, url = extra["pg_sqlite_db"], extra["pg_url"]
+    ids = pick_ids(sdb)                  # the same resources on both (the same corpus)
+    mix = ["e=" + ids["status"], "b=" + ids["benchmark"], "r=" + ids["agents"], "e=" + ids["logs"]]
+    seconds = cfg["wrk_seconds"]
+    res = defaultdict(list)
+    costs = {kind: ServerCost(pg) for kind in ("status", "mix200", "mix304")}
+    apis = []
+    try:
+        apis.append(start_api(sdb, tmp, "pg-sqlite-api"))
+        apis.append(start_api(url, tmp, "pg-api"))
+        (_, lite), (_, post) = apis
+        for path in (ids["status"], ids["benchmark"], ids["agents"], ids["logs"]):
+            for base in (lite, post):
+                status, body = http_get(base + path)
+                if status != 200:
+                    raise RuntimeError(f"{base}{path} answered {status}: {body[:200]!r}")
+        for rep in range(cfg["reps"]):
+            res["sqlite_status"].append(wrk(lite, [ids["status"]], seconds))
+            with costs["status"](url):
+                res["pg_status"].append(wrk(post, [ids["status"]], seconds))
+            with costs["mix200"](url):
+                res["pg_mix200"].append(wrk(post, mix, seconds, etag=False))
+            with costs["mix304"](url):
+                res["pg_mix304"].append(wrk(post, mix, seconds, etag=True))
+            log("pg api rep %d: status SQLite %.0f/s, PostgreSQL %.0f/s; mix %.0f/s, mix+etag %.0f/s (%d 304s)" % (
+                rep + 1, res["sqlite_status"][-1]["rps"], res["pg_status"][-1]["rps"], res["pg_mix200"][-1]["rps"],
+                res["pg_mix304"][-1]["rps"], res["pg_mix304"][-1]["n304"]))
+    finally:
+        for proc, _ in apis:
+            proc.stop()
+    requests = {kind: sum(r["requests"] for r in res[f"pg_{kind}"]) for kind in costs}
+    extra["pg_api"] = {"wrk": dict(res), "ids": ids, "requests": requests,
+                       "costs": {k: {"statements_s": c.statements, "cpu_s": c.cpu, "calls": c.calls}
+                                 for k, c in costs.items()}}
+
+    def m(key, field="rps"):
+        return med([r[field] for r in res[key]])
+
+    bad = sum(r["bad"] + r["socket_errors"] for k in res for r in res[k])
+    ratio = m("pg_status") / m("sqlite_status")
+    add_row(rows, "6d", "Status route on PostgreSQL against the SQLite API (the same corpus, wrk -t2 -c64, "
+                        "nothing being written)",
+            f"PostgreSQL {fmt(m('pg_status'))} req/s (p50 {fmt_ms(m('pg_status', 'p50'))}, p99 "
+            f"{fmt_ms(m('pg_status', 'p99'))}), SQLite {fmt(m('sqlite_status'))} req/s (p50 "
+            f"{fmt_ms(m('sqlite_status', 'p50'))}): **{ratio:.2f} ×**" + (f"; {bad} errors" if bad else ""),
+            "PostgreSQL ≥ 0.5 × SQLite", ratio >= 0.5 and not bad, f"{ratio:.2f} ×")
+    share = sum(r["n304"] for r in res["pg_mix304"]) / max(1, requests["mix304"])
+    ratio = m("pg_mix304") / m("pg_mix200")
+    add_row(rows, "6e", "Polling mix on PostgreSQL (as 3b′), without → with If-None-Match",
+            f"{fmt(m('pg_mix200'))} → {fmt(m('pg_mix304'))} req/s, p50 {fmt_ms(m('pg_mix200', 'p50'))} → "
+            f"{fmt_ms(m('pg_mix304', 'p50'))} ({share:.0%} answered 304): **{ratio:.2f} ×**",
+            "304 path ≥ 1.5 × 200 path", ratio >= 1.5, f"{ratio:.2f} ×")
+    add_row(rows, "6g", "PostgreSQL server time per thousand API requests: status route; polling mix, 200 path; "
+                        "polling mix, If-None-Match",
+            "; ".join(f"{kind}: {costs[kind].per(requests[kind], 1e3)}" for kind in costs),
+            headline=f"{costs['mix200'].cpu / max(1, requests['mix200']) * 1e3:.2f} s CPU (mix)")
+
+
+def pg_capacity(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
+    """6h, on paper: how many runner hosts, or API replicas, a primary with this machine's cores
+    carries at the server CPU 6f′ and 6g measured (the assumptions are in the row)."""
+    live, api = extra.get("pg_live"), extra.get("pg_api")
+    if not live or not api:
+        raise RuntimeError("no figures to derive from (6c or 6d did not run)")
+    budget = (os.cpu_count() or 1) * PRIMARY_BUSY
+    per_line = live["cpu_s"] / max(1, live["ingested"])
+    per_request = api["costs"]["mix200"]["cpu_s"] / max(1, api["requests"]["mix200"])
+    replica_rps = med([r["rps"] for r in api["wrk"]["pg_mix200"]])
+    hosts = budget / (per_line * LIVE_HOST_RATE)
+    replicas = budget / (per_request * replica_rps)
+    add_row(rows, "6h", f"On paper: a primary of {os.cpu_count()} cores at {PRIMARY_BUSY:.0%} busy, at 6f′'s and "
+                        f"6g's CPU per line and per request",
+            f"{hosts:.1f} runner hosts writing {fmt(LIVE_HOST_RATE)} lines/s each, or {replicas:.1f} API replicas "
+            f"each serving the polling mix's 200 path flat out ({fmt(replica_rps)} req/s)",
+            headline=f"{hosts:.1f} hosts or {replicas:.1f} replicas")
+
+
 # ------------------------------------------------------------------------------ profiles
 
 # Innermost frames that mean "waiting", not working: a thread blocked on a lock, a queue, a
@@ -843,7 +1147,13 @@ SHORT = {"1": "back-fill", "1a": "vs the floor", "1b": "vs sqlite-utils tuned", 
          "2": "live latency, write → visible", "3a": "API polling mix, 200 path", "3b": "304 vs 200, daemon ingesting",
          "3b′": "304 vs 200, daemon idle", "3c": "status route vs Datasette", "3d": "Datasette's faster lookup",
          "4a": "scale: status p50", "4b": "scale: benchmark detail p50", "4c": "scale: agent-performance p50",
-         "5a": "peak RSS, one big event log", "5b": "peak RSS, N files watched"}
+         "5a": "peak RSS, one big event log", "5b": "peak RSS, N files watched",
+         "6a": "PostgreSQL back-fill vs SQLite", "6b": "three daemons vs one, PostgreSQL, --once",
+         "6b′": "three daemons vs one, PostgreSQL, live catch-up",
+         "6c": "live latency, PostgreSQL", "6d": "status route, PostgreSQL vs SQLite",
+         "6e": "304 vs 200, PostgreSQL", "6f": "server CPU per million lines, back-fill",
+         "6f′": "server CPU per million lines, live", "6g": "server CPU per thousand requests",
+         "6h": "one primary carries (on paper)"}
 
 
 def commit() -> str:
@@ -874,7 +1184,16 @@ def machine() -> dict:
             "kernel": platform.release(), "python": platform.python_version(), "sqlite": apsw.sqlite_lib_version(),
             "apsw": apsw.apsw_version(), "wrk": (wrk_v.stdout + wrk_v.stderr).split("\n")[0].strip(),
             "granian": installed("granian"), "granian_loop": loop, "datasette": installed("datasette"),
-            "sqlite-utils": installed("sqlite-utils")}
+            "sqlite-utils": installed("sqlite-utils"), "postgresql": postgres_version(), "psycopg": installed("psycopg")}
+
+
+def postgres_version() -> str:
+    """The server's version, of the programs tests/pgcluster.py would run (or "not installed")."""
+    from tests import pgcluster
+    folder = pgcluster.bindir()
+    if folder is None:
+        return "not installed"
+    return subprocess.run([folder / "postgres", "--version"], capture_output=True, text=True).stdout.split()[2]
 
 
 def main() -> int:
@@ -890,7 +1209,7 @@ def main() -> int:
         if os.environ.get(env):
             cfg[key] = conv(os.environ[env])
             overrides.append(f"{env}={os.environ[env]}")
-    only = set((os.environ.get("BENCH_ONLY") or "backfill,live,api,scale,memory,profile").split(","))
+    only = set((os.environ.get("BENCH_ONLY") or "backfill,live,api,scale,memory,profile,pg").split(","))
     if os.environ.get("BENCH_ONLY"):
         overrides.append(f"BENCH_ONLY={os.environ['BENCH_ONLY']}")
     for tool in (TIME, WRK):
@@ -910,7 +1229,10 @@ def main() -> int:
     profile_sections: list[str] = []
     failures = []
     steps = [("backfill", bench_backfill), ("live", bench_live), ("api", bench_api), ("scale", bench_scale),
-             ("memory", bench_memory), ("profile", None)]
+             ("memory", bench_memory), ("profile", None), ("pg", bench_pg)]
+    # A run of some steps only (BENCH_ONLY) is kept beside the last whole run of its size, not over it.
+    ran = [name for name, _ in steps if name in only]
+    label = size if len(ran) == len(steps) else f"{size}-{'-'.join(ran)}"
     for name, fn in steps:
         if name not in only:
             continue
@@ -929,15 +1251,15 @@ def main() -> int:
         extra.setdefault("durations", {})[name] = round(time.monotonic() - t)
     commit_at_end = commit()
     record = {
-        "size": size, "date": f"{when:%Y-%m-%d %H:%M}", "minutes": round((time.monotonic() - started) / 60, 1),
+        "size": size, "name": label, "date": f"{when:%Y-%m-%d %H:%M}", "minutes": round((time.monotonic() - started) / 60, 1),
         "durations": extra.get("durations", {}), "commit": commit_at_start,
         "commit_at_end": commit_at_end if commit_at_end != commit_at_start else None,
         "machine": machine(), "load": load, "overrides": overrides, "corpus": cfg["corpus"], "reps": cfg["reps"],
         "live_reps": cfg["live_reps"], "rows": rows, "notes": NOTES, "failures": failures,
-        "commands": [f"BENCH_SIZE={size} make bench   # runs all of the below", *COMMANDS],
+        "commands": [f"{' '.join([f'BENCH_SIZE={size}', *overrides])} make bench   # runs all of the below", *COMMANDS],
         "profiles": profile_sections, "raw": _jsonable({k: v for k, v in extra.items() if k != "durations"})}
     RUNS.mkdir(exist_ok=True)
-    (RUNS / f"{size}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    (RUNS / f"{label}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     runs = last_runs()
     (PERF / "RESULTS.md").write_text(results_markdown(runs))
     write_results_block(runs)
@@ -945,7 +1267,7 @@ def main() -> int:
     for f in failures:
         print(f"FAILED TO RUN: {f}")
     passed, failed = tally(rows)
-    log(f"done in {record['minutes']} min: {passed} PASS, {failed} FAIL; perf/runs/{size}.json, perf/RESULTS.md "
+    log(f"done in {record['minutes']} min: {passed} PASS, {failed} FAIL; perf/runs/{label}.json, perf/RESULTS.md "
         "and docs/performance.md's results written")
     return 0
 
@@ -953,8 +1275,15 @@ def main() -> int:
 # ------------------------------------------------------------------------------ reports
 
 def last_runs() -> list[dict]:
-    """The last run of each size, small first."""
-    return [json.loads(path.read_text()) for size in PROFILES if (path := RUNS / f"{size}.json").exists()]
+    """The last whole run of each size, small first, each followed by the last runs of some of
+    its steps (BENCH_ONLY: perf/runs/<size>-<steps>.json)."""
+    paths = [path for size in PROFILES for path in (RUNS / f"{size}.json", *sorted(RUNS.glob(f"{size}-*.json")))]
+    return [json.loads(path.read_text()) for path in paths if path.exists()]
+
+
+def run_label(run: dict) -> str:
+    """The size, and the steps when not all ran: small, small-pg."""
+    return run.get("name", run["size"])
 
 
 def tally(rows: list[dict]) -> tuple[int, int]:
@@ -962,7 +1291,7 @@ def tally(rows: list[dict]) -> tuple[int, int]:
 
 
 def run_name(run: dict) -> str:
-    return f"{run['size']} ({run['date']} UTC, {run['commit'].split()[0]})"
+    return f"{run_label(run)} ({run['date']} UTC, {run['commit'].split()[0]})"
 
 
 def runs_table(runs: list[dict]) -> list[str]:
@@ -970,16 +1299,15 @@ def runs_table(runs: list[dict]) -> list[str]:
     table = ["| run | date (UTC) | commit | back-fill corpus | 1-minute load average before → after each step"
              " | targets |", "|---|---|---|---|---|---|"]
     for size in PROFILES:
-        run = next((r for r in runs if r["size"] == size), None)
-        if run is None:
+        if not any(r["size"] == size for r in runs):
             table.append(f"| {size} | not run yet: `BENCH_SIZE={size} make bench` | | | | |")
-            continue
+    for run in runs:
         passed, failed = tally(run["rows"])
         load = ", ".join(f"{k} {v['before']} → {v['after']}" for k, v in run["load"].items())
         overrides = f" ({', '.join(run['overrides'])})" if run["overrides"] else ""
         not_run = f", {len(run['failures'])} not run" if run["failures"] else ""
-        table.append(f"| {size} | {run['date']} ({run['minutes']} min) | {run['commit']} | {fmt(run['corpus'])} sessions"
-                     f"{overrides} | {load} | {passed} PASS, {failed} FAIL{not_run} |")
+        table.append(f"| {run_label(run)} | {run['date']} ({run['minutes']} min) | {run['commit']} | "
+                     f"{fmt(run['corpus'])} sessions{overrides} | {load} | {passed} PASS, {failed} FAIL{not_run} |")
     return table
 
 
@@ -1008,7 +1336,7 @@ def figures_table(rows: list[dict]) -> list[str]:
 def run_section(run: dict) -> list[str]:
     m = run["machine"]
     passed, failed = tally(run["rows"])
-    md = [f"## The {run['size']} run", "",
+    md = [f"## The {run_label(run)} run", "",
           f"- date: {run['date']} UTC; total run time {run['minutes']} min"
           f" ({', '.join(f'{k} {v} s' for k, v in run['durations'].items())})",
           f"- commit {run['commit']}" + (f" at the start, {run['commit_at_end']} at the end (the tree changed during"
@@ -1018,19 +1346,20 @@ def run_section(run: dict) -> list[str]:
           + ", ".join(f"{k} {v['before']} → {v['after']}" for k, v in run["load"].items())
           + f" ({m['cores']} would mean every core busy before the step adds its own load)",
           f"- software: Python {m['python']}, SQLite {m['sqlite']} (APSW {m['apsw']}), Granian {m['granian']} (event "
-          f"loop {m['granian_loop']}), Datasette {m['datasette']}, sqlite-utils {m['sqlite-utils']}, {m['wrk']}",
+          f"loop {m['granian_loop']}), Datasette {m['datasette']}, sqlite-utils {m['sqlite-utils']}, {m['wrk']}"
+          + (f", PostgreSQL {m['postgresql']} (psycopg {m['psycopg']})" if "postgresql" in m else ""),
           f"- `BENCH_SIZE={run['size']}`" + (f" with {', '.join(run['overrides'])}" if run["overrides"] else "")
           + f"; figures are medians of {run['reps']} runs (live latency: {run['live_reps']} runs), ratios are between"
-          f" figures of this same run; every figure: `perf/runs/{run['size']}.json`", "",
+          f" figures of this same run; every figure: `perf/runs/{run_label(run)}.json`", "",
           f"**{passed} PASS, {failed} FAIL**" + (f", {len(run['failures'])} not run" if run["failures"] else ""), "",
           *figures_table(run["rows"]), ""]
     notes = run["notes"] + STANDING_NOTES + [f"could not run: {f}" for f in run["failures"]]
-    md += [f"### Notes ({run['size']})", "", *[f"- {n}" for n in notes], ""]
+    md += [f"### Notes ({run_label(run)})", "", *[f"- {n}" for n in notes], ""]
     if run["profiles"]:
-        md += [f"### Profiles ({run['size']}, py-spy)", "", "Self % = samples whose innermost Python frame is that "
+        md += [f"### Profiles ({run_label(run)}, py-spy)", "", "Self % = samples whose innermost Python frame is that "
                "function (time in SQLite's C code counts for the Python function that called it); inclusive % = "
                "samples with it anywhere on the stack.", "", *run["profiles"]]
-    md += [f"### Commands ({run['size']})", "", "```sh", *run["commands"], "```", ""]
+    md += [f"### Commands ({run_label(run)})", "", "```sh", *run["commands"], "```", ""]
     return md
 
 
@@ -1128,6 +1457,23 @@ METHOD = """
    sampled every 50 ms): `--once` over one event log of the given size;
    and the live daemon over a folder of N small event logs until it has caught up, then a SIGHUP
    full rescan and appends to 50 of the files, then SIGTERM.
+6. **PostgreSQL** (`BENCH_ONLY=pg`). A throwaway cluster (tests/pgcluster.py: fsync and
+   synchronous_commit on, shared_buffers 64 MB, pg_stat_statements loaded) on the same disk, a
+   fresh database per run. 6a: `--once` over the back-fill corpus into SQLite and into
+   PostgreSQL, interleaved. 6b, 6b′: the corpus split in three folders (hard links; a run's
+   event log and session file together), three daemons with three `--source` names started at
+   once on one empty database, against one daemon on the whole folder: `--once` until the last
+   exits (6b), and live until the last logs "caught up" (6b′), wall time from starting the
+   processes; a retried batch is a "database error (...);
+   retrying" log line. 6c: the live benchmark (2) with `--db` a PostgreSQL URL. 6d, 6e: an API
+   on 6a's PostgreSQL database and one on 6a's SQLite file, nothing being written, wrk as in 3
+   (the status route on each; the polling mix with and without If-None-Match on PostgreSQL).
+   6f, 6f′, 6g: pg_stat_statements' summed total_exec_time on that database (reset before each
+   measured run; planning time not included) and the CPU time of the server's processes
+   (/proc: the postmaster's own and reaped children's, plus its live children's) over the same
+   runs, per million lines stored or per thousand requests answered. 6h divides a primary's
+   budget (its cores at 70 %) by 6f′'s CPU per line at 2 000 lines/s per runner host (the
+   live benchmark's load) and by 6g's CPU per request at the req/s one API worker serves.
 """
 
 
