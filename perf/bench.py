@@ -5,8 +5,8 @@ it to perf/RESULTS.md (with the date, the machine, and the exact commands).
 
 Optional overrides (for running part of `large` within a time budget; RESULTS.md says which
 were used): BENCH_ONLY=backfill,live,api,scale,memory,profile,pg (default: all; pg: the PostgreSQL
-backends against SQLite, on a throwaway cluster, perf/pgperf.py);
-BENCH_CORPUS=N (sessions of the back-fill corpus); BENCH_SCALE=10000,100000,1000000;
+backends against SQLite, on a throwaway cluster, perf/pgperf.py); BENCH_CORPUS=N (sessions of
+the back-fill corpus); BENCH_PG_CORPUS=N (of the PostgreSQL step's); BENCH_SCALE=10000,100000,1000000;
 BENCH_BIGLOG_MB=512,1024; BENCH_WATCH=50000,100000; BENCH_REPS=3.
 
 Generated data lives in perf/data/<size>/ (gitignored) and is reused when its parameters
@@ -53,13 +53,14 @@ DAEMON_FLAGS = ["--log-level", "warning", "--stale-after", "0"]
 
 PROFILES = {
     # sessions in the back-fill corpus; live-latency run length; wrk run length; API scale sizes
-    # (the first size >= 10 000 is the baseline); big event log sizes; watched file counts.
+    # (the first size >= 10 000 is the baseline); big event log sizes; watched file counts; sessions
+    # of the PostgreSQL step's corpus (its live catch-ups are slow: see docs/performance.md).
     "small": dict(corpus=1_000, reps=3, live_seconds=10, live_reps=3, wrk_seconds=5, scale_seconds=2,
                   scale=[10_000, 30_000, 100_000], scale_events_upto=0, biglog_mb=[64, 128], watch=[5_000, 10_000],
-                  profile_seconds=8),
+                  profile_seconds=8, pg_corpus=1_000),
     "large": dict(corpus=100_000, reps=3, live_seconds=30, live_reps=3, wrk_seconds=10, scale_seconds=3,
                   scale=[10_000, 100_000, 1_000_000], scale_events_upto=100_000, biglog_mb=[512, 1024],
-                  watch=[50_000, 100_000], profile_seconds=15),
+                  watch=[50_000, 100_000], profile_seconds=15, pg_corpus=10_000),
 }
 
 COMMANDS: list[str] = []     # every command run, in order (for RESULTS.md)
@@ -787,8 +788,8 @@ def bench_pg(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
     """The PostgreSQL backends against SQLite (issue 18's figures 1 to 5), on one throwaway
     cluster. Each part runs even when one before it failed; the failures are raised at the end."""
     from perf import pgperf
-    corpus = extra.get("corpus") or build_corpus(data, cfg["corpus"])
-    extra["corpus"] = corpus
+    same = extra.get("corpus") and extra["corpus"]["sessions"] == cfg["pg_corpus"]
+    corpus = extra["corpus"] if same else build_corpus(data, cfg["pg_corpus"])
     warm(corpus["dir"] / "sessions")
     warm(corpus["dir"])
     failed = []
@@ -868,12 +869,16 @@ def split_corpus(corpus: dict, parts: int) -> list[Path]:
     return folders
 
 
-def fleet_run(folders: list[Path], benchmarks: Path, url: str, tmp: Path, name: str, once: bool,
+def fleet_run(pg, folders: list[Path], benchmarks: Path, url: str, tmp: Path, name: str, once: bool,
               timeout: float) -> dict:
     """One daemon per folder (its own --source), started together on an empty database: with
     `once`, the seconds until the last `--once` exits (each must exit 0); else the seconds until
     every live daemon has logged that it caught up. And the batches they retried: the service
-    loop logs "database error (...); retrying" for each (--once does not retry: an error ends it)."""
+    loop logs "database error (...); retrying" for each (--once does not retry: an error ends it);
+    and the seconds they waited for advisory locks (pg_stat_statements: the lock's statement, one
+    for both locks): the change feed's, which puts every source's commits in one order (a wait
+    per batch), and the schema's while the first daemon creates it."""
+    pg.reset_statements()
     started = time.monotonic()
     procs = [Proc([BIN / "reev-ingestd", "--sessions-dir", folder, "--benchmarks-dir", benchmarks, "--db", url,
                    "--source", f"{name}-{k}", *(["--once"] if once else []), *DAEMON_FLAGS,
@@ -900,7 +905,8 @@ def fleet_run(folders: list[Path], benchmarks: Path, url: str, tmp: Path, name: 
             proc.stop()
     retried = [line for proc in procs for line in proc.log_path.read_text(errors="replace").splitlines()
                if "database error (" in line]
-    return {"wall": wall, "retried": len(retried), "retry_lines": retried[:5]}
+    lock_wait, tails = pg.statement_seconds(url, "pg_advisory_xact_lock")
+    return {"wall": wall, "retried": len(retried), "retry_lines": retried[:5], "lock_wait": lock_wait, "tails": tails}
 
 
 def pg_fleet(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
@@ -915,7 +921,7 @@ def pg_fleet(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
         for mode, once in (("once", True), ("live", False)):
             for count, folders in (("one", whole), ("three", parts)):
                 url = pg.fresh("fleet")
-                runs[f"{mode}-{count}"].append(fleet_run(folders, benchmarks, url, tmp, f"fleet-{mode}-{count}", once,
+                runs[f"{mode}-{count}"].append(fleet_run(pg, folders, benchmarks, url, tmp, f"fleet-{mode}-{count}", once,
                                                          timeout))
                 check_stored(url, corpus, f"{count} daemon(s) ({mode}) into PostgreSQL")
         log(f"pg fleet rep {rep + 1}: " + ", ".join(f"{k} {v[-1]['wall']:.2f} s ({v[-1]['retried']} retried)"
@@ -927,12 +933,15 @@ def pg_fleet(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
     for num, mode, how in (("6b", "once", "`--once`"), ("6b′", "live", "live, start → every daemon caught up")):
         one, three = (med([r["wall"] for r in runs[f"{mode}-{n}"]]) for n in ("one", "three"))
         retried, retried_one = (sum(r["retried"] for r in runs[f"{mode}-{n}"]) for n in ("three", "one"))
+        lock_wait = med([r["lock_wait"] for r in runs[f"{mode}-three"]])
+        tails = med([r["tails"] for r in runs[f"{mode}-three"]])
         ratio = one / three
         add_row(rows, num, f"Three daemons (three folders, three --source) into one PostgreSQL against one daemon "
                            f"with all the files ({how})",
                 f"three: {fmt(lines / three)} lines/s in all ({three:.2f} s), one: {fmt(lines / one)} lines/s "
                 f"({one:.2f} s): **{ratio:.2f} ×**; batches retried: {retried} in {cfg['reps']} three-daemon runs "
-                f"({retried_one} with one daemon)",
+                f"({retried_one} with one daemon); the three waited {lock_wait:.2f} s in all for the advisory locks "
+                f"(the change feed's, {fmt(tails)} commit tails; the schema's at start)",
                 "three ≥ 1.0 × one", ratio >= 1.0, f"{ratio:.2f} ×, {retried} retried")
 
 
@@ -1202,7 +1211,8 @@ def main() -> int:
         sys.exit(f"BENCH_SIZE must be one of {', '.join(PROFILES)}")
     cfg = dict(PROFILES[size])
     overrides = []
-    for env, key, conv in (("BENCH_CORPUS", "corpus", int), ("BENCH_REPS", "reps", int),
+    for env, key, conv in (("BENCH_CORPUS", "corpus", int), ("BENCH_PG_CORPUS", "pg_corpus", int),
+                           ("BENCH_REPS", "reps", int),
                            ("BENCH_SCALE", "scale", lambda v: [int(x) for x in v.split(",")]),
                            ("BENCH_BIGLOG_MB", "biglog_mb", lambda v: [int(x) for x in v.split(",")]),
                            ("BENCH_WATCH", "watch", lambda v: [int(x) for x in v.split(",")])):

@@ -56,12 +56,14 @@ class Server:
         """Start pg_stat_statements' counts again (every database's)."""
         query(self.admin_url, "SELECT pg_stat_statements_reset()")
 
-    def statement_seconds(self, url: str) -> tuple[float, int]:
-        """pg_stat_statements since the last reset, for the database `url` names: the summed
-        execution time of its statements (seconds; planning not included) and their calls."""
+    def statement_seconds(self, url: str, containing: str = "") -> tuple[float, int]:
+        """pg_stat_statements since the last reset, for the database `url` names (and the
+        statements whose text contains `containing`): the summed execution time (seconds;
+        planning not included) and the calls."""
         ms, calls = query(self.admin_url, "SELECT coalesce(sum(s.total_exec_time), 0), coalesce(sum(s.calls), 0)"
                                           " FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
-                                          " WHERE d.datname = %s", (pgcluster.dbname_of(url),))[0]
+                                          " WHERE d.datname = %s AND strpos(s.query, %s) > 0",
+                          (pgcluster.dbname_of(url), containing))[0]
         return float(ms) / 1000, int(calls)
 
     def cpu_seconds(self) -> float:
