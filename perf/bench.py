@@ -7,6 +7,7 @@ Optional overrides (for running part of `large` within a time budget; RESULTS.md
 were used): BENCH_ONLY=backfill,live,api,scale,memory,profile,pg (default: all; pg: the PostgreSQL
 backends against SQLite, on a throwaway cluster, perf/pgperf.py); BENCH_CORPUS=N (sessions of
 the back-fill corpus); BENCH_PG_CORPUS=N (of the PostgreSQL step's); BENCH_SCALE=10000,100000,1000000;
+BENCH_PG_SCALE=10000,100000;
 BENCH_BIGLOG_MB=512,1024; BENCH_WATCH=50000,100000; BENCH_REPS=3.
 
 Generated data lives in perf/data/<size>/ (gitignored) and is reused when its parameters
@@ -57,10 +58,10 @@ PROFILES = {
     # of the PostgreSQL step's corpus (its live catch-ups are slow: see docs/performance.md).
     "small": dict(corpus=1_000, reps=3, live_seconds=10, live_reps=3, wrk_seconds=5, scale_seconds=2,
                   scale=[10_000, 30_000, 100_000], scale_events_upto=0, biglog_mb=[64, 128], watch=[5_000, 10_000],
-                  profile_seconds=8, pg_corpus=1_000),
+                  profile_seconds=8, pg_corpus=1_000, pg_scale=[10_000, 100_000]),
     "large": dict(corpus=100_000, reps=3, live_seconds=30, live_reps=3, wrk_seconds=10, scale_seconds=3,
                   scale=[10_000, 100_000, 1_000_000], scale_events_upto=100_000, biglog_mb=[512, 1024],
-                  watch=[50_000, 100_000], profile_seconds=15, pg_corpus=10_000),
+                  watch=[50_000, 100_000], profile_seconds=15, pg_corpus=10_000, pg_scale=[10_000, 1_000_000]),
 }
 
 COMMANDS: list[str] = []     # every command run, in order (for RESULTS.md)
@@ -632,6 +633,23 @@ def bench_api(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
 def bench_scale(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
     sizes = cfg["scale"]
     dbs = {n: build_scale_db(data, n, n <= cfg["scale_events_upto"]) for n in sizes}
+    result = extra["scale"] = scale_p50(cfg, dbs, tmp, "scale")
+    starred = {n for n in sizes if n > cfg["scale_events_upto"]}
+    scale_rows(rows, ("4a", "4b", "4c"), result, "direct DB", starred)
+    if starred:
+        NOTES.append("Scale sizes marked * were generated with `--events none` (executions, tool calls, stats, "
+                     "files and meta, but an empty events table) to fit the time budget: the 1 000 000-session DB "
+                     "with its ~26 M event rows would be ~28 GB and ~10 more minutes to write (`perf/dbgen.py DB "
+                     "1000000` does it). The three routes measured read no events.")
+
+
+SCALE_ROUTES = {"status": "status", "benchmark": "benchmark detail", "agents": "agent-performance"}
+
+
+def scale_p50(cfg: dict, dbs: dict, tmp: Path, name: str) -> dict:
+    """p50, p99 and req/s of the status, benchmark detail and agent-performance routes, one
+    request at a time (wrk -t1 -c1), on each of `dbs` (size → database)."""
+    sizes = list(dbs)
     # One API per size, all up at once, and the repetitions interleaved across sizes, so that
     # the machine's noise falls on every size alike.
     apis, ids = {}, {}
@@ -639,13 +657,13 @@ def bench_scale(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
     try:
         for n in sizes:
             ids[n] = pick_ids(dbs[n])
-            apis[n] = start_api(dbs[n], tmp, f"scale-api-{n}")
+            apis[n] = start_api(dbs[n], tmp, f"{name}-api-{n}")
         for n in sizes:
-            for route in ("status", "benchmark", "agents"):
+            for route in SCALE_ROUTES:
                 wrk(apis[n][1], [ids[n][route]], 1, conns=1, threads=1)     # warm the page cache
         for rep in range(cfg["reps"]):
             for n in sizes:
-                for route in ("status", "benchmark", "agents"):
+                for route in SCALE_ROUTES:
                     per[n][route].append(wrk(apis[n][1], [ids[n][route]], cfg["scale_seconds"], conns=1, threads=1))
     finally:
         for proc, _ in apis.values():
@@ -654,14 +672,17 @@ def bench_scale(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
     for n in sizes:
         result[n] = {route: {"p50": med([r["p50"] for r in v]), "p99": med([r["p99"] for r in v]),
                              "rps": med([r["rps"] for r in v])} for route, v in per[n].items()}
-        result[n]["events"] = n <= cfg["scale_events_upto"]
-        log(f"scale {n}: " + ", ".join(f"{k} p50 {v['p50']:.2f} ms" for k, v in result[n].items() if k != "events"))
-    extra["scale"] = result
+        log(f"{name} {n}: " + ", ".join(f"{k} p50 {v['p50']:.2f} ms" for k, v in result[n].items()))
+    return result
+
+
+def scale_rows(rows: list, ids: tuple, result: dict, how: str, starred: set = frozenset()):
+    """A row per route: p50 at the largest size against p50 at the first size of 10 000 or more."""
+    sizes = list(result)
     base_n = next((n for n in sizes if n >= 10_000), sizes[0])
     top = sizes[-1]
-    names = {"status": "status", "benchmark": "benchmark detail", "agents": "agent-performance"}
-    for route, label in names.items():
-        figs = ", ".join(f"{n:,}".replace(",", " ") + f"{'' if result[n]['events'] else '*'}: "
+    for num, (route, label) in zip(ids, SCALE_ROUTES.items(), strict=True):
+        figs = ", ".join(f"{n:,}".replace(",", " ") + f"{'*' if n in starred else ''}: "
                          f"{fmt_ms(result[n][route]['p50'])}" for n in sizes)
         ratio = result[top][route]["p50"] / result[base_n][route]["p50"]
         target = f"p50 at {top:,} ≤ 1.5 × p50 at {base_n:,}".replace(",", " ")
@@ -669,13 +690,8 @@ def bench_scale(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
         if route == "agents":
             target += "; < 50 ms"
             ok = ok and result[top][route]["p50"] < 50
-        add_row(rows, f"4{'abc'[list(names).index(route)]}", f"Scale: {label} p50 (wrk -t1 -c1, direct DB)",
+        add_row(rows, num, f"Scale: {label} p50 (wrk -t1 -c1, {how})",
                 f"{figs} → **{ratio:.2f} ×**", target, ok, f"{ratio:.2f} × ({fmt_ms(result[top][route]['p50'])})")
-    if any(not result[n]["events"] for n in sizes):
-        NOTES.append("Scale sizes marked * were generated with `--events none` (executions, tool calls, stats, "
-                     "files and meta, but an empty events table) to fit the time budget: the 1 000 000-session DB "
-                     "with its ~26 M event rows would be ~28 GB and ~10 more minutes to write (`perf/dbgen.py DB "
-                     "1000000` does it). The three routes measured read no events.")
 
 
 # ------------------------------------------------------------------------------ 5. memory
@@ -795,9 +811,9 @@ def bench_pg(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
     failed = []
     with pgperf.Server() as pg:
         log(f"PostgreSQL cluster in {pg.root}")
-        for part in (pg_backfill, pg_fleet, pg_live, pg_api, pg_capacity):
+        for part in (pg_backfill, pg_fleet, pg_live, pg_api, pg_capacity, pg_scale):
             try:
-                part(cfg, pg, corpus, tmp, rows, extra)
+                part(cfg, pg, corpus, data, tmp, rows, extra)
             except Exception as e:      # noqa: BLE001 - one failed measurement must not lose the others
                 failed.append(f"{part.__name__}: {type(e).__name__}: {e}")
                 log(f"{part.__name__} failed: {e}")
@@ -813,7 +829,7 @@ def check_stored(db, corpus: dict, what: str):
                      f"{corpus['lines']} lines and {corpus['sessions']} sessions")
 
 
-def pg_backfill(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
+def pg_backfill(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
     """6a: `--once` over the corpus into an empty SQLite file and an empty PostgreSQL database,
     interleaved, once per repetition."""
     sessions, benchmarks = corpus["dir"] / "sessions", corpus["dir"] / "benchmarks"
@@ -909,7 +925,7 @@ def fleet_run(pg, folders: list[Path], benchmarks: Path, url: str, tmp: Path, na
     return {"wall": wall, "retried": len(retried), "retry_lines": retried[:5], "lock_wait": lock_wait, "tails": tails}
 
 
-def pg_fleet(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
+def pg_fleet(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
     """6b, 6b′: three daemons on the corpus split in three, one database, against one daemon on
     the whole corpus; `--once` (6b) and live until caught up (6b′), alternated."""
     parts = split_corpus(corpus, 3)
@@ -945,7 +961,7 @@ def pg_fleet(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
                 "three ≥ 1.0 × one", ratio >= 1.0, f"{ratio:.2f} ×, {retried} retried")
 
 
-def pg_live(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
+def pg_live(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
     """6c: the live benchmark (2) with the database a PostgreSQL one."""
     url = pg.fresh("live")
     cost = ServerCost(pg)
@@ -960,7 +976,7 @@ def pg_live(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
             cost.per(ingested, 1e6), headline=f"{cost.cpu / max(1, ingested) * 1e6:.1f} s CPU")
 
 
-def pg_api(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
+def pg_api(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
     """6d, 6e, 6g: an API on the back-filled PostgreSQL database and one on the SQLite file of the
     same corpus (6a's last runs), both idle while the other is loaded; wrk as in 3."""
     sdb, url = extra["pg_sqlite_db"], extra["pg_url"]
@@ -1021,7 +1037,7 @@ def pg_api(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
             headline=f"{costs['mix200'].cpu / max(1, requests['mix200']) * 1e3:.2f} s CPU (mix)")
 
 
-def pg_capacity(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict):
+def pg_capacity(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
     """6h, on paper: how many runner hosts, or API replicas, a primary with this machine's cores
     carries at the server CPU 6f′ and 6g measured (the assumptions are in the row)."""
     live, api = extra.get("pg_live"), extra.get("pg_api")
@@ -1038,6 +1054,25 @@ def pg_capacity(cfg: dict, pg, corpus: dict, tmp: Path, rows: list, extra: dict)
             f"{hosts:.1f} runner hosts writing {fmt(LIVE_HOST_RATE)} lines/s each, or {replicas:.1f} API replicas "
             f"each serving the polling mix's 200 path flat out ({fmt(replica_rps)} req/s)",
             headline=f"{hosts:.1f} hosts or {replicas:.1f} replicas")
+
+
+def pg_scale(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    """6i to 6k: the scale benchmark (4) on PostgreSQL: perf/dbgen.py's databases (without
+    events) copied into databases a daemon made the schema of (perf/pgperf.copy_dbgen)."""
+    from perf import pgperf
+    empty = tmp / "pg-scale-empty"
+    empty.mkdir(exist_ok=True)
+    dbs = {}
+    for n in cfg["pg_scale"]:
+        sdb = build_scale_db(data, n, False)
+        url = dbs[n] = pg.fresh(f"scale{n}")
+        run([BIN / "reev-ingestd", "--sessions-dir", empty, "--benchmarks-dir", empty, "--db", url, "--source",
+             "bench-scale", "--once", *DAEMON_FLAGS], 120, check=True)
+        started = time.monotonic()
+        pgperf.copy_dbgen(sdb, url, "bench-scale")
+        log(f"pg scale {n}: copied in {time.monotonic() - started:.1f} s")
+    result = extra["pg_scale"] = scale_p50(cfg, dbs, tmp, "pg-scale")
+    scale_rows(rows, ("6i", "6j", "6k"), result, "PostgreSQL, perf/dbgen.py's rows without events")
 
 
 # ------------------------------------------------------------------------------ profiles
@@ -1162,7 +1197,8 @@ SHORT = {"1": "back-fill", "1a": "vs the floor", "1b": "vs sqlite-utils tuned", 
          "6c": "live latency, PostgreSQL", "6d": "status route, PostgreSQL vs SQLite",
          "6e": "304 vs 200, PostgreSQL", "6f": "server CPU per million lines, back-fill",
          "6f′": "server CPU per million lines, live", "6g": "server CPU per thousand requests",
-         "6h": "one primary carries (on paper)"}
+         "6h": "one primary carries (on paper)", "6i": "scale on PostgreSQL: status p50",
+         "6j": "scale on PostgreSQL: benchmark detail p50", "6k": "scale on PostgreSQL: agent-performance p50"}
 
 
 def commit() -> str:
@@ -1214,6 +1250,7 @@ def main() -> int:
     for env, key, conv in (("BENCH_CORPUS", "corpus", int), ("BENCH_PG_CORPUS", "pg_corpus", int),
                            ("BENCH_REPS", "reps", int),
                            ("BENCH_SCALE", "scale", lambda v: [int(x) for x in v.split(",")]),
+                           ("BENCH_PG_SCALE", "pg_scale", lambda v: [int(x) for x in v.split(",")]),
                            ("BENCH_BIGLOG_MB", "biglog_mb", lambda v: [int(x) for x in v.split(",")]),
                            ("BENCH_WATCH", "watch", lambda v: [int(x) for x in v.split(",")])):
         if os.environ.get(env):
@@ -1484,6 +1521,8 @@ METHOD = """
    runs, per million lines stored or per thousand requests answered. 6h divides a primary's
    budget (its cores at 70 %) by 6f′'s CPU per line at 2 000 lines/s per runner host (the
    live benchmark's load) and by 6g's CPU per request at the req/s one API worker serves.
+   6i to 6k: the scale benchmark (4) on PostgreSQL: perf/dbgen.py's databases without events,
+   copied (one COPY per table, then VACUUM ANALYZE) into databases whose schema a daemon made.
 """
 
 

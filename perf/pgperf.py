@@ -81,6 +81,39 @@ class Server:
         return ticks / TICKS
 
 
+# What perf/dbgen.py writes that the API's routes read, in an order the foreign keys allow.
+DBGEN_TABLES = ("benchmarks", "executions", "session_docs", "agent_benchmark_stats", "files", "tool_calls")
+
+
+def copy_dbgen(sqlite_db: Path, url: str, source: str):
+    """perf/dbgen.py's rows (a SQLite file) into the empty PostgreSQL database `url`, whose
+    schema a daemon made: each table's columns that both schemas have (not PostgreSQL's
+    generated ones), `source` where only PostgreSQL's table has one; one COPY per table, one
+    transaction. The scale benchmark's large databases, without a back-fill of minutes."""
+    import apsw
+    lite = apsw.Connection(str(sqlite_db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        with psycopg.connect(url) as conn:
+            for table in DBGEN_TABLES:
+                theirs = [c for (c,) in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
+                    " AND table_name = %s AND is_generated = 'NEVER'", (table,))]
+                ours = [row[1] for row in lite.execute(f"PRAGMA table_xinfo({table})") if row[6] == 0]
+                columns = [c for c in ours if c in theirs]
+                add_source = "source" in theirs and "source" not in ours
+                target = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                    sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns + ["source"] * add_source)))
+                select = f"SELECT {', '.join(f'[{c}]' for c in columns)} FROM {table}"
+                with conn.cursor().copy(target) as copy:
+                    for row in lite.execute(select):
+                        copy.write_row((*row, source) if add_source else row)
+            conn.execute("UPDATE meta SET data_generation = 1")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")      # as autovacuum would have by the time a fleet's database is this big
+    finally:
+        lite.close()
+
+
 def _stat(pid: int) -> list[int]:
     """/proc/PID/stat's numeric fields after the command name (index 11 is utime); [] if gone."""
     try:
