@@ -937,8 +937,8 @@ def pg_fleet(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, ext
         for mode, once in (("once", True), ("live", False)):
             for count, folders in (("one", whole), ("three", parts)):
                 url = pg.fresh("fleet")
-                runs[f"{mode}-{count}"].append(fleet_run(pg, folders, benchmarks, url, tmp, f"fleet-{mode}-{count}", once,
-                                                         timeout))
+                runs[f"{mode}-{count}"].append(
+                    fleet_run(pg, folders, benchmarks, url, tmp, f"fleet-{mode}-{count}", once, timeout))
                 check_stored(url, corpus, f"{count} daemon(s) ({mode}) into PostgreSQL")
         log(f"pg fleet rep {rep + 1}: " + ", ".join(f"{k} {v[-1]['wall']:.2f} s ({v[-1]['retried']} retried)"
                                                       for k, v in runs.items()))
@@ -1003,9 +1003,10 @@ def pg_api(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra
                 res["pg_mix200"].append(wrk(post, mix, seconds, etag=False))
             with costs["mix304"](url):
                 res["pg_mix304"].append(wrk(post, mix, seconds, etag=True))
-            log("pg api rep %d: status SQLite %.0f/s, PostgreSQL %.0f/s; mix %.0f/s, mix+etag %.0f/s (%d 304s)" % (
-                rep + 1, res["sqlite_status"][-1]["rps"], res["pg_status"][-1]["rps"], res["pg_mix200"][-1]["rps"],
-                res["pg_mix304"][-1]["rps"], res["pg_mix304"][-1]["n304"]))
+            last = {k: v[-1] for k, v in res.items()}
+            log(f"pg api rep {rep + 1}: status SQLite {last['sqlite_status']['rps']:.0f}/s, PostgreSQL "
+                f"{last['pg_status']['rps']:.0f}/s; mix {last['pg_mix200']['rps']:.0f}/s, mix+etag "
+                f"{last['pg_mix304']['rps']:.0f}/s ({last['pg_mix304']['n304']} 304s)")
     finally:
         for proc, _ in apis:
             proc.stop()
@@ -1058,7 +1059,8 @@ def pg_capacity(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, 
 
 def pg_scale(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
     """6i to 6k: the scale benchmark (4) on PostgreSQL: perf/dbgen.py's databases (without
-    events) copied into databases a daemon made the schema of (perf/pgperf.copy_dbgen)."""
+    events) copied into databases a daemon made the schema of (perf/pgperf.copy_dbgen: the
+    tables those routes read)."""
     from perf import pgperf
     empty = tmp / "pg-scale-empty"
     empty.mkdir(exist_ok=True)
@@ -1072,7 +1074,7 @@ def pg_scale(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, ext
         pgperf.copy_dbgen(sdb, url, "bench-scale")
         log(f"pg scale {n}: copied in {time.monotonic() - started:.1f} s")
     result = extra["pg_scale"] = scale_p50(cfg, dbs, tmp, "pg-scale")
-    scale_rows(rows, ("6i", "6j", "6k"), result, "PostgreSQL, perf/dbgen.py's rows without events")
+    scale_rows(rows, ("6i", "6j", "6k"), result, "PostgreSQL, perf/dbgen.py's rows without events or tool calls")
 
 
 # ------------------------------------------------------------------------------ profiles
@@ -1229,7 +1231,8 @@ def machine() -> dict:
             "kernel": platform.release(), "python": platform.python_version(), "sqlite": apsw.sqlite_lib_version(),
             "apsw": apsw.apsw_version(), "wrk": (wrk_v.stdout + wrk_v.stderr).split("\n")[0].strip(),
             "granian": installed("granian"), "granian_loop": loop, "datasette": installed("datasette"),
-            "sqlite-utils": installed("sqlite-utils"), "postgresql": postgres_version(), "psycopg": installed("psycopg")}
+            "sqlite-utils": installed("sqlite-utils"), "postgresql": postgres_version(),
+            "psycopg": installed("psycopg")}
 
 
 def postgres_version() -> str:
@@ -1298,7 +1301,8 @@ def main() -> int:
         extra.setdefault("durations", {})[name] = round(time.monotonic() - t)
     commit_at_end = commit()
     record = {
-        "size": size, "name": label, "date": f"{when:%Y-%m-%d %H:%M}", "minutes": round((time.monotonic() - started) / 60, 1),
+        "size": size, "name": label, "date": f"{when:%Y-%m-%d %H:%M}",
+        "minutes": round((time.monotonic() - started) / 60, 1),
         "durations": extra.get("durations", {}), "commit": commit_at_start,
         "commit_at_end": commit_at_end if commit_at_end != commit_at_start else None,
         "machine": machine(), "load": load, "overrides": overrides, "corpus": cfg["corpus"], "reps": cfg["reps"],
@@ -1522,7 +1526,9 @@ METHOD = """
    budget (its cores at 70 %) by 6f′'s CPU per line at 2 000 lines/s per runner host (the
    live benchmark's load) and by 6g's CPU per request at the req/s one API worker serves.
    6i to 6k: the scale benchmark (4) on PostgreSQL: perf/dbgen.py's databases without events,
-   copied (one COPY per table, then VACUUM ANALYZE) into databases whose schema a daemon made.
+   their tables that those three routes read (benchmarks, executions, session documents,
+   per-agent statistics) copied (one COPY per table, then VACUUM ANALYZE) into databases whose
+   schema a daemon made.
 """
 
 

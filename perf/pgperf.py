@@ -81,8 +81,9 @@ class Server:
         return ticks / TICKS
 
 
-# What perf/dbgen.py writes that the API's routes read, in an order the foreign keys allow.
-DBGEN_TABLES = ("benchmarks", "executions", "session_docs", "agent_benchmark_stats", "files", "tool_calls")
+# What perf/dbgen.py writes that the scale benchmark's routes (status, benchmark detail,
+# agent-performance) read, in an order the foreign keys allow: not files nor tool calls.
+DBGEN_TABLES = ("benchmarks", "executions", "session_docs", "agent_benchmark_stats")
 
 
 def copy_dbgen(sqlite_db: Path, url: str, source: str):
