@@ -811,12 +811,16 @@ def bench_pg(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
     failed = []
     with pgperf.Server() as pg:
         log(f"PostgreSQL cluster in {pg.root}")
+        load = []
         for part in (pg_backfill, pg_fleet, pg_live, pg_api, pg_capacity, pg_scale):
+            before = os.getloadavg()[0]
             try:
                 part(cfg, pg, corpus, data, tmp, rows, extra)
             except Exception as e:      # noqa: BLE001 - one failed measurement must not lose the others
                 failed.append(f"{part.__name__}: {type(e).__name__}: {e}")
                 log(f"{part.__name__} failed: {e}")
+            load.append(f"{part.__name__} {before:.2f} → {os.getloadavg()[0]:.2f}")
+    NOTES.append("The PostgreSQL step's parts, 1-minute load average before → after each: " + ", ".join(load))
     if failed:
         raise RuntimeError("; ".join(failed))
 
