@@ -821,6 +821,7 @@ def bench_pg(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
                 log(f"{part.__name__} failed: {e}")
             load.append(f"{part.__name__} {before:.2f} → {os.getloadavg()[0]:.2f}")
     NOTES.append("The PostgreSQL step's parts, 1-minute load average before → after each: " + ", ".join(load))
+    extra["pg_profiles"] = profile_tables(extra.pop("pg_spied", []))
     if failed:
         raise RuntimeError("; ".join(failed))
 
@@ -853,6 +854,12 @@ def pg_backfill(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, 
         log(f"pg back-fill rep {rep + 1}: SQLite {walls['sqlite'][-1]:.2f} s, PostgreSQL {walls['pg'][-1]:.2f} s")
     check_stored(sdb, corpus, "PostgreSQL back-fill, SQLite's run")
     check_stored(url, corpus, "PostgreSQL back-fill")
+    raw = data / "profiles" / "pg-backfill.txt"      # one more, profiled (not timed)
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    run([BIN / "py-spy", "record", "--format", "raw", "-r", "250", "-o", raw, "--", BIN / "reev-ingestd",
+         "--sessions-dir", sessions, "--benchmarks-dir", benchmarks, "--db", pg.fresh("profiled"), "--once",
+         *DAEMON_FLAGS], timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    extra.setdefault("pg_spied", []).append(("Back-fill into PostgreSQL (`reev-ingestd --once`, not timed)", raw))
     extra["pg_sqlite_db"], extra["pg_url"] = sdb, url
     lines = corpus["lines"]
     lite, post = med(walls["sqlite"]), med(walls["pg"])
@@ -971,8 +978,12 @@ def pg_live(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extr
     cost = ServerCost(pg)
     live = live_latency(cfg, tmp, "pg-live", url, during=lambda: cost(url))
     ingested = query(url, "SELECT count(*) FROM events")[0][0]
-    extra["pg_live"] = {**live, "statements_s": cost.statements, "cpu_s": cost.cpu, "ingested": ingested}
-    add_row(rows, "6c", live_measurement(cfg, live, " on PostgreSQL"), live_figure(live),
+    # the daemon's own counters (/metrics'): how many batches, so commits, and files in each
+    batches, files = query(url, "SELECT sum(batches_total), sum(files_read_total) FROM sources")[0]
+    extra["pg_live"] = {**live, "statements_s": cost.statements, "cpu_s": cost.cpu, "ingested": ingested,
+                        "batches": batches, "files": files}
+    add_row(rows, "6c", live_measurement(cfg, live, " on PostgreSQL"),
+            live_figure(live) + f"; {fmt(batches)} batches (commits), {files / max(1, batches):.1f} files each",
             "p50 < 20 ms, p99 < 100 ms", live["p50"] < 20 and live["p99"] < 100 and not live["missed"],
             f"p50 {fmt_ms(live['p50'])}, p99 {fmt_ms(live['p99'])}")
     add_row(rows, "6f′", f"PostgreSQL server time per million lines ingested live (6c: {fmt(ingested)} lines in "
@@ -1011,6 +1022,15 @@ def pg_api(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra
             log(f"pg api rep {rep + 1}: status SQLite {last['sqlite_status']['rps']:.0f}/s, PostgreSQL "
                 f"{last['pg_status']['rps']:.0f}/s; mix {last['pg_mix200']['rps']:.0f}/s, mix+etag "
                 f"{last['pg_mix304']['rps']:.0f}/s ({last['pg_mix304']['n304']} 304s)")
+        raw = data / "profiles" / "pg-api-status.txt"       # then profiled (not counted)
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        secs = cfg["profile_seconds"]
+        spy = Proc([BIN / "py-spy", "record", "--format", "raw", "-r", "250", "-d", secs + 1, "--subprocesses",
+                    "-p", apis[1][0].pid, "-o", raw], tmp / "py-spy-pg-api.log")
+        time.sleep(1)
+        wrk(post, [ids["status"]], secs)
+        spy.p.wait(secs + 60)
+        extra.setdefault("pg_spied", []).append(("API on PostgreSQL, the status route (wrk -t2 -c64)", raw))
     finally:
         for proc, _ in apis:
             proc.stop()
@@ -1170,6 +1190,11 @@ def bench_profile(cfg: dict, data: Path, tmp: Path, extra: dict) -> list[str]:
         out.append(("API under the polling mix, 200 path (wrk -t2 -c64)", raw))
     finally:
         api.stop()
+    return profile_tables(out)
+
+
+def profile_tables(out: list[tuple[str, Path]]) -> list[str]:
+    """A Markdown table of hotspots for each (title, py-spy raw output)."""
     sections = []
     for title, raw in out:
         if not raw.exists():
@@ -1312,7 +1337,8 @@ def main() -> int:
         "machine": machine(), "load": load, "overrides": overrides, "corpus": cfg["corpus"], "reps": cfg["reps"],
         "live_reps": cfg["live_reps"], "rows": rows, "notes": NOTES, "failures": failures,
         "commands": [f"{' '.join([f'BENCH_SIZE={size}', *overrides])} make bench   # runs all of the below", *COMMANDS],
-        "profiles": profile_sections, "raw": _jsonable({k: v for k, v in extra.items() if k != "durations"})}
+        "profiles": profile_sections + extra.pop("pg_profiles", []),
+        "raw": _jsonable({k: v for k, v in extra.items() if k != "durations"})}
     RUNS.mkdir(exist_ok=True)
     (RUNS / f"{label}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     runs = last_runs()
