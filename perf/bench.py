@@ -821,9 +821,19 @@ def bench_pg(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
                 log(f"{part.__name__} failed: {e}")
             load.append(f"{part.__name__} {before:.2f} → {os.getloadavg()[0]:.2f}")
     NOTES.append("The PostgreSQL step's parts, 1-minute load average before → after each: " + ", ".join(load))
-    extra["pg_profiles"] = profile_tables(extra.pop("pg_spied", []))
+    extra["pg_profiles"] = profile_tables(extra.pop("pg_spied", [])) + extra.pop("pg_statements", [])
     if failed:
         raise RuntimeError("; ".join(failed))
+
+
+def statements_table(title: str, statements: list) -> str:
+    """pg_stat_statements' rows (calls, total ms, text) as a Markdown table, for the run's record."""
+    lines = [f"**{title}** — pg_stat_statements, the statements that took longest in all\n",
+             "| calls | total ms | mean ms | statement |", "|---|---|---|---|"]
+    for calls, total, text in statements:
+        shown = text if len(text) <= 110 else text[:107] + "..."
+        lines.append(f"| {calls} | {total:.1f} | {total / max(1, calls):.3f} | `{shown.replace('|', '&#124;')}` |")
+    return "\n".join(lines) + "\n"
 
 
 def check_stored(db, corpus: dict, what: str):
@@ -852,6 +862,8 @@ def pg_backfill(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, 
             walls["pg"].append(timed([BIN / "reev-ingestd", "--sessions-dir", sessions, "--benchmarks-dir",
                                       benchmarks, "--db", url, "--once", *DAEMON_FLAGS], timeout, tmp)["wall"])
         log(f"pg back-fill rep {rep + 1}: SQLite {walls['sqlite'][-1]:.2f} s, PostgreSQL {walls['pg'][-1]:.2f} s")
+    extra.setdefault("pg_statements", []).append(statements_table(
+        f"Back-fill into PostgreSQL (the last timed run: {fmt(corpus['files'])} files)", pg.top_statements(url)))
     check_stored(sdb, corpus, "PostgreSQL back-fill, SQLite's run")
     check_stored(url, corpus, "PostgreSQL back-fill")
     raw = data / "profiles" / "pg-backfill.txt"      # one more, profiled (not timed)
@@ -977,6 +989,8 @@ def pg_live(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extr
     url = pg.fresh("live")
     cost = ServerCost(pg)
     live = live_latency(cfg, tmp, "pg-live", url, during=lambda: cost(url))
+    extra.setdefault("pg_statements", []).append(statements_table(
+        "Live on PostgreSQL (6c's last run; the API's polls included)", pg.top_statements(url)))
     ingested = query(url, "SELECT count(*) FROM events")[0][0]
     # the daemon's own counters (/metrics'): how many batches, so commits, and files in each
     batches, files = query(url, "SELECT sum(batches_total), sum(files_read_total) FROM sources")[0]
@@ -1558,7 +1572,9 @@ METHOD = """
    6i to 6k: the scale benchmark (4) on PostgreSQL: perf/dbgen.py's databases without events,
    their tables that those three routes read (benchmarks, executions, session documents,
    per-agent statistics) copied (one COPY per table, then VACUUM ANALYZE) into databases whose
-   schema a daemon made.
+   schema a daemon made. After the timed runs the step profiles (py-spy) a back-fill into
+   PostgreSQL and the API's status route on it, and keeps pg_stat_statements' longest statements
+   of the last timed back-fill and the last live run: the "Profiles" of the run's section.
 """
 
 

@@ -66,6 +66,14 @@ class Server:
                           (pgcluster.dbname_of(url), containing))[0]
         return float(ms) / 1000, int(calls)
 
+    def top_statements(self, url: str, count: int = 10) -> list[tuple[int, float, str]]:
+        """pg_stat_statements since the last reset, for the database `url` names: its `count`
+        statements that took longest in all (calls, total ms, the statement's text)."""
+        return query(self.admin_url, "SELECT s.calls, s.total_exec_time, regexp_replace(s.query, '\\s+', ' ', 'g')"
+                                     " FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+                                     " WHERE d.datname = %s ORDER BY s.total_exec_time DESC LIMIT %s",
+                     (pgcluster.dbname_of(url), count))
+
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the server has used so far: the postmaster's own and its
         reaped children's (ended sessions), plus that of its children still running."""
