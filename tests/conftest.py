@@ -297,13 +297,18 @@ class Workspace:
     benchmarks: Path
     db_path: Path
     db: Db = field(init=False)
-    db_target: Path | str = field(init=False)   # what --db says: db_path, or a PostgreSQL URL (`backend`)
+    url: str | None = None          # a PostgreSQL database's URL in place of db_path (`backend`)
 
     def __post_init__(self):
-        self.use_database(self.db_path)
+        self.db = Db(self.db_path)
 
-    def use_database(self, target: Path | str):
-        self.db_target, self.db = target, Db(target)
+    def use_database(self, url: str):
+        self.url, self.db = url, Db(url)
+
+    @property
+    def db_target(self) -> Path | str:
+        """What --db says: the URL if there is one, else db_path (which a test may change)."""
+        return self.url or self.db_path
 
     def args(self) -> list[str]:
         return ["--sessions-dir", str(self.sessions), "--benchmarks-dir", str(self.benchmarks),

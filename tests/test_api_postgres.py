@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from api.db import QueryTimeout, open_database
 from tests import fixtures as fx
 from tests import pgcluster
 from tests.api_client import Api
@@ -202,6 +203,19 @@ def test_a_query_past_its_time_limit_is_503(corpus, tmp_path):
         assert server.request("/api/v1/sessions").status == 200
     finally:
         server.close()
+
+
+def test_a_response_of_several_statements_is_stopped_at_its_deadline(corpus):
+    """The limit is the response's, as on SQLite: statements each well inside statement_timeout
+    but past the limit together are cancelled at the response's deadline."""
+    db = open_database(corpus[4], query_timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(QueryTimeout, match="longer than 0.3 s"), db.snapshot() as q:
+        for _ in range(5):
+            q.value("SELECT pg_sleep(0.2)")
+    assert time.monotonic() - started < 0.9     # (the five would take 1 s)
+    with db.snapshot() as q:     # the connection serves the next response
+        assert q.generation() >= 1
 
 
 def test_a_role_that_may_only_select_is_served_and_its_password_never_shown(corpus, apis, tmp_path):

@@ -38,7 +38,7 @@ def test_every_query_returns_rows_whose_fields_are_its_columns(workspace, run_on
     run_once()
     with open_database(workspace.db_path).snapshot() as q:
         run = q.execution("with-events")
-        assert isinstance(run, rows.ExecutionRow) and run.execution_id == "with-events"
+        assert isinstance(run, rows.RunRow) and run.execution_id == "with-events" and run.result_doc
         got = {
             "benchmarks": q.benchmarks(10), "benchmark": [q.benchmark("301-test-transfer")],
             "newest": [q.newest_execution("301-test-transfer", None),
@@ -50,7 +50,7 @@ def test_every_query_returns_rows_whose_fields_are_its_columns(workspace, run_on
             "files": q.source_files("with-events"), "counts": q.file_counts(), "errors": q.errors(None, 10),
             "changes": q.changes_after(0, None),
         }
-        assert q.result_doc("with-events") and q.meta().data_generation
+        assert q.meta().data_generation
     for name, found in got.items():
         assert found and all(isinstance(r, rows.Row) for r in found), name
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests import dbread, pgcluster
 from tests import fixtures as fx
-from tests.conftest import Db, WaitTimeout, clean_env, daemon_command, fresh_database, wait_for
+from tests.conftest import Db, WaitTimeout, clean_env, daemon_command, fresh_database, missing_precondition, wait_for
 
 PROMPT = "Send 0.3 SOL to the second wallet."
 
@@ -218,7 +218,7 @@ def test_a_server_restart_mid_back_fill_loses_and_duplicates_nothing(tmp_path, r
     reconnects with backoff, takes its source lock again and goes on from the committed
     checkpoints; the database then dumps exactly as a SQLite --once run over the same files."""
     if pgcluster.bindir() is None:
-        pytest.skip("PostgreSQL's server programs are needed for a cluster of this test's own")
+        missing_precondition("PostgreSQL's server programs, for a cluster of this test's own")
     root = Path(tempfile.mkdtemp(prefix="reev-test-restart-"))
     try:
         cluster = pgcluster.start(root)
@@ -226,11 +226,11 @@ def test_a_server_restart_mid_back_fill_loses_and_duplicates_nothing(tmp_path, r
             admin.execute("CREATE DATABASE reev")
         url = cluster.url("reev")
         workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml("301-test-transfer", prompt=PROMPT))
-        for i in range(400):
-            lines = [fx.prompt_line(PROMPT, at=0)] + [fx.tool_input_line("t", {"i": j}, at=j) for j in range(1, 150)]
+        for i in range(250):
+            lines = [fx.prompt_line(PROMPT, at=0)] + [fx.tool_input_line("t", {"i": j}, at=j) for j in range(1, 100)]
             workspace.append_events(f"bf-{i:03d}", lines)
             if i % 2:
-                workspace.write_session(f"bf-{i:03d}", fx.session_doc(f"inner-{i}", score=i / 400))
+                workspace.write_session(f"bf-{i:03d}", fx.session_doc(f"inner-{i}", score=i / 250))
         host = Host(tmp_path, "restarted", url)
         shutil.rmtree(host.sessions)
         host.sessions = workspace.sessions
@@ -238,11 +238,11 @@ def test_a_server_restart_mid_back_fill_loses_and_duplicates_nothing(tmp_path, r
         daemon = host.start("--log-level", "info")
         try:
             db = Db(url)
-            wait_for(lambda: (db.scalar("SELECT count(*) FROM events") or 0) > 2000, timeout=60,
+            wait_for(lambda: (db.scalar("SELECT count(*) FROM events") or 0) > 1000, timeout=60,
                      what="the back-fill to be under way")
             cluster.ctl("restart", "-m", "immediate")
             try:
-                wait_for(lambda: db.scalar("SELECT count(*) FROM events") == 400 * 150, timeout=60,
+                wait_for(lambda: db.scalar("SELECT count(*) FROM events") == 250 * 100, timeout=60,
                          what="the back-fill to finish after the restart",
                          alive=lambda: daemon.poll() is None or pytest.fail(host.logs.read_text()[-3000:]))
             except WaitTimeout as e:
@@ -281,3 +281,32 @@ def test_status_shows_each_source_and_no_password(tmp_path, url):
     assert "hunter2" not in proc.stdout + proc.stderr
     with psycopg.connect(url) as conn:      # (the password was not needed: the test server trusts local users)
         assert conn.execute("SELECT count(*) FROM sources").fetchone()[0] == 1
+
+
+def test_a_batch_numbers_its_changes_only_once_it_holds_the_feed_lock(tmp_path, url):
+    """The change feed is numbered in the commit tail, under the feed's advisory lock: while
+    another session holds it, a daemon's whole batch waits unseen (no number taken, nothing
+    visible), and once it gets the lock its changes come after every change committed before."""
+    from daemon.storage.postgres.connection import FEED_KEY
+    a, b = Host(tmp_path, "host-a", url), Host(tmp_path, "host-b", url)
+    a.run("first")
+    a.once()
+    db = Db(url)
+    before = db.rows("SELECT seq, generation FROM changes ORDER BY seq")
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (FEED_KEY,))
+        b.run("second")
+        waiting = subprocess.Popen(b.args("--once"), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=open(b.logs, "ab"), env=clean_env())
+        try:
+            wait_for(lambda: db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                     == 1, timeout=30, what="the daemon's commit tail to wait for the feed lock",
+                     alive=lambda: waiting.poll() is None or pytest.fail(b.logs.read_text()[-3000:]))
+            assert db.rows("SELECT seq, generation FROM changes ORDER BY seq") == before
+            assert db.execution("second") is None
+        finally:
+            holder.execute("SELECT pg_advisory_unlock(%s)", (FEED_KEY,))
+        assert waiting.wait(30) == 0
+    after = db.rows("SELECT seq, generation, execution_id FROM changes ORDER BY seq")
+    new = [r for r in after if r[2] == "second"]
+    assert new and all(seq > before[-1][0] and generation == before[-1][1] + 1 for seq, generation, _ in new)

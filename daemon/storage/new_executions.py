@@ -5,10 +5,34 @@ them back as they were before it. Shared by the backends; each has its own INSER
 parameters are NewExecution.row()'s names)."""
 
 import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from daemon.storage.records import LogAggregates, SessionUpdate
 from daemon.storage.rules import ExecutionState
+
+
+def session_values(update: SessionUpdate, generation: int, exec_id: int) -> dict:
+    """The parameters, by name, of the UPDATE a session file makes (and a new execution's
+    `session`): `keep` when it has no final_result, whose last one stored is kept."""
+    result = update.result
+    return {
+        "sid": update.recorded_session_id, "bench": update.benchmark_id, "agent": update.agent_type,
+        "status": update.status, "keep": result is None,
+        "success": None if result is None or result.success is None else int(result.success),
+        "score": None if result is None else result.score,
+        "final_status": None if result is None else result.final_status,
+        "ms": None if result is None else result.execution_time_ms,
+        "start": update.start_time, "end": update.end_time,
+        "finished": update.finished, "now": time.time(), "gen": generation, "id": exec_id}
+
+
+def aggregate_values(aggregates: LogAggregates, generation: int, exec_id: int) -> dict:
+    """The parameters, by name, of the UPDATE lines of an event log make."""
+    return {"lines": aggregates.lines, "calls": aggregates.tool_calls, "steps": aggregates.steps,
+            "first": aggregates.first_ts, "last": aggregates.last_ts, "prompt": aggregates.first_prompt,
+            "sid": aggregates.recorded_session_id, "gen": generation, "id": exec_id}
 
 _NO_SESSION = {"sid": None, "bench": None, "agent": None, "success": None, "score": None, "final_status": None,
                "ms": None, "start": None, "end": None, "finished_at": None}
@@ -29,6 +53,19 @@ class NewExecution:
     last: float | None = None
     prompt: str | None = None
     events_sid: str | None = None
+
+    def add(self, aggregates: LogAggregates):
+        """What lines of its event log give it (as the UPDATE of an execution stored does)."""
+        self.given = True
+        self.lines += aggregates.lines
+        self.calls += aggregates.tool_calls
+        self.steps += aggregates.steps
+        if aggregates.first_ts is not None and (self.first is None or aggregates.first_ts < self.first):
+            self.first = aggregates.first_ts
+        if aggregates.last_ts is not None and (self.last is None or aggregates.last_ts > self.last):
+            self.last = aggregates.last_ts
+        self.prompt = self.prompt if self.prompt is not None else aggregates.first_prompt
+        self.events_sid = self.events_sid if self.events_sid is not None else aggregates.recorded_session_id
 
     def row(self, gen: int) -> dict:
         """The parameters of INSERT_NEW."""

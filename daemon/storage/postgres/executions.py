@@ -3,7 +3,6 @@
 a run belongs to the source whose files created it, ids come from the table's sequence, and the
 domain rules run in the commit tail (unit_of_work.py)."""
 
-import time
 from typing import NamedTuple
 
 import msgspec
@@ -12,7 +11,7 @@ from core.run_status import status_from_event
 from daemon.storage import rules
 from daemon.storage.derived import POSTGRES as DERIVED
 from daemon.storage.errors import Busy, NotOwned
-from daemon.storage.new_executions import NewExecution
+from daemon.storage.new_executions import NewExecution, aggregate_values, session_values
 from daemon.storage.postgres.unit_of_work import GENERATION, UnitOfWork
 from daemon.storage.records import EventRow, LogAggregates, Run, SessionUpdate, StaleCandidate, ToolCall, ToolCallEnd
 from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
@@ -208,16 +207,7 @@ class ExecutionRepository(UnitOfWork):
 
     def update_session(self, exec_id: int, update: SessionUpdate):
         result = update.result
-        keep_result = result is None
-        values = {
-            "sid": update.recorded_session_id, "bench": update.benchmark_id, "agent": update.agent_type,
-            "status": update.status, "keep": keep_result,
-            "success": None if result is None else _int(result.success),
-            "score": None if result is None else result.score,
-            "final_status": None if result is None else result.final_status,
-            "ms": None if result is None else result.execution_time_ms,
-            "start": update.start_time, "end": update.end_time,
-            "finished": update.finished, "now": time.time(), "gen": self.stamp, "id": exec_id}
+        values = session_values(update, self.stamp, exec_id)
         new = self.new.changing(exec_id)
         if new is None:
             self._update_tracked(exec_id, _UPDATE_SESSION, values)
@@ -227,27 +217,16 @@ class ExecutionRepository(UnitOfWork):
             "INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (%s, %s, %s)"
             " ON CONFLICT (exec_id) DO UPDATE SET session_doc = excluded.session_doc,"
             " result_doc = CASE WHEN %s THEN session_docs.result_doc ELSE excluded.result_doc END",
-            (exec_id, update.doc, None if result is None else result.doc, keep_result))
+            (exec_id, update.doc, None if result is None else result.doc, values["keep"]))
         self.mark_changed()
 
     def add_event_aggregates(self, exec_id: int, aggregates: LogAggregates):
         new = self.new.changing(exec_id)
         if new is not None:
-            new.given = True
-            new.lines += aggregates.lines
-            new.calls += aggregates.tool_calls
-            new.steps += aggregates.steps
-            if aggregates.first_ts is not None and (new.first is None or aggregates.first_ts < new.first):
-                new.first = aggregates.first_ts
-            if aggregates.last_ts is not None and (new.last is None or aggregates.last_ts > new.last):
-                new.last = aggregates.last_ts
-            new.prompt = new.prompt if new.prompt is not None else aggregates.first_prompt
-            new.events_sid = new.events_sid if new.events_sid is not None else aggregates.recorded_session_id
+            new.add(aggregates)
             self.mark_changed()
             return
-        values = {"lines": aggregates.lines, "calls": aggregates.tool_calls, "steps": aggregates.steps,
-                  "first": aggregates.first_ts, "last": aggregates.last_ts, "prompt": aggregates.first_prompt,
-                  "sid": aggregates.recorded_session_id, "gen": self.stamp, "id": exec_id}
+        values = aggregate_values(aggregates, self.stamp, exec_id)
         if aggregates.first_prompt is not None:
             self._update_tracked(exec_id, _ADD_AGGREGATES_DERIVING, values)
         else:

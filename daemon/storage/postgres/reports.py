@@ -4,30 +4,13 @@ StorageError, as the store does."""
 
 import psycopg
 
+from daemon.storage.dump import dump_queries
 from daemon.storage.postgres.connection import running_sources, translating
 
-# The same records, columns and order as SQLite's (daemon/storage/sqlite/reports.py), so that
-# the same files dump alike whichever backend holds them. (The source is not dumped: a file's
-# records are the same whichever host read it; with several sources their rows interleave by path.)
-DUMP_QUERIES = {
-    "benchmark": "SELECT id, path, description, tags, prompt, flow_steps, yaml_text, removed"
-                 " FROM benchmarks ORDER BY id",
-    "execution": "SELECT execution_id, recorded_session_id, benchmark_id, session_benchmark_id, first_prompt,"
-                 " agent_type, status, success, score, final_status, execution_time_ms, start_time, end_time,"
-                 " first_event_at, last_event_at, created_at, updated_at, event_count, tool_call_count,"
-                 " step_count, stale_reason, d.session_doc, d.result_doc"
-                 " FROM executions x LEFT JOIN session_docs d ON d.exec_id = x.id ORDER BY execution_id",
-    "event": "SELECT x.execution_id, e.line, e.byte_offset, e.kind, e.event_type, e.ts, e.doc"
-             " FROM events e JOIN executions x ON x.id = e.exec_id ORDER BY x.execution_id, e.line",
-    "tool_call": "SELECT x.execution_id, t.line, t.source, t.output_line, t.tool_name, t.started_at, t.ended_at,"
-                 " t.duration_ms, t.input, t.output, t.success, t.status, t.error_message"
-                 " FROM tool_calls_io t JOIN executions x ON x.id = t.exec_id ORDER BY x.execution_id, t.line",
-    "agent_benchmark_stats": "SELECT agent_type, benchmark_id, finished, succeeded, scored,"
-                             " round(score_sum::numeric, 9)::double precision AS score_sum"
-                             " FROM agent_benchmark_stats ORDER BY agent_type, benchmark_id",
-    "file": "SELECT path, kind, subject_id, \"offset\", line_no, skipping, state FROM files ORDER BY path, source",
-    "ingest_error": "SELECT path, line, byte_offset, reason FROM ingest_errors ORDER BY path, line, source",
-}
+# The same records, columns and order as SQLite's (the source is not dumped: a file's records
+# are the same whichever host read it; with several sources their rows interleave by path).
+DUMP_QUERIES = dump_queries(offset='"offset"', score_sum="round(score_sum::numeric, 9)::double precision",
+                            tie=", source")
 
 
 def open_reader(url: str) -> psycopg.Connection:
