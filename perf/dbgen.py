@@ -13,8 +13,8 @@ with APSW executemany in large transactions:
 - events: 3 to 50 lines per execution, a Prompt line of 1 to 10 KB, tool lines of a few
   hundred bytes, StepComplete lines (`--events none` leaves the table empty, for a quick DB);
 - tool_calls: one per ToolInput/ToolOutput pair;
-- agent_benchmark_stats: kept by schema.sql's triggers on executions as the rows go in, so it
-  is consistent by construction (checked at the end against a full aggregate);
+- agent_benchmark_stats: one aggregate over the finished executions at the end (the daemon's
+  store keeps it row by row; schema.sql has no triggers for it), checked against the table;
 - files: the two files of each execution with their checkpoints; meta: generation, heartbeat.
 
 Row order: `--order backfill` (the default) inserts the executions in a shuffled order, as a
@@ -226,6 +226,10 @@ def generate(db: Path, n: int, seed: int = 1, events: bool = True, order: str = 
                 CHANGES_KEPT = 100_000
             conn.execute("DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - ?", (CHANGES_KEPT,))
             conn.execute("UPDATE changes SET generation = 1")
+        conn.execute("INSERT INTO agent_benchmark_stats (agent_type, benchmark_id, finished, succeeded, scored,"
+                     " score_sum) SELECT coalesce(agent_type, ''), coalesce(benchmark_id, ''), count(*), sum(success),"
+                     " sum(score IS NOT NULL), sum(coalesce(score, 0)) FROM executions WHERE success IS NOT NULL"
+                     " GROUP BY 1, 2")
         conn.execute("UPDATE meta SET value = 1 WHERE key = 'data_generation'")
         for key in ("heartbeat_at", "last_ingest_at", "daemon_started_at"):
             conn.execute("UPDATE meta SET value = ? WHERE key = ?", (now, key))
