@@ -211,7 +211,7 @@ class Database:
 def open_database(target: Path | str, query_timeout: float = 2.0) -> Database:
     """The database `--db` names: a postgresql:// URL, else a SQLite file's path."""
     if is_url(target):
-        from api.db_postgres import PostgresDatabase     # (psycopg: the optional extra)
+        from api.db_postgres import PostgresDatabase  # (psycopg: the optional extra)
         return PostgresDatabase(str(target), query_timeout)
     from api.db_sqlite import SQLiteDatabase
     return SQLiteDatabase(Path(target), query_timeout)

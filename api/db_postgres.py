@@ -88,7 +88,8 @@ class PostgresQueries(Queries):
             " sum(batch_seconds_total) AS batch_seconds_total, max(heartbeat_at) AS heartbeat_at,"
             " (SELECT data_generation FROM meta) AS data_generation,"
             " (SELECT last_ingest_at FROM meta) AS last_ingest_at FROM sources")
-        return dict(zip(self.columns(cursor) or (), cursor.fetchone() or ()))
+        # (aggregates without GROUP BY: always one row, one value per column)
+        return dict(zip(self.columns(cursor) or (), cursor.fetchone() or (), strict=True))
 
 
 class Deadlines:
@@ -216,7 +217,8 @@ class PostgresDatabase(Database):
         if isinstance(e, psycopg.errors.QueryCanceled):
             return QueryTimeout(f"the query took longer than {self.query_timeout:g} s")
         if e.sqlstate == _NO_TABLES:
-            return DatabaseUnavailable(f"{self.name} has no reev-ingest tables yet: reev-ingestd makes them at its start")
+            return DatabaseUnavailable(f"{self.name} has no reev-ingest tables yet:"
+                                       " reev-ingestd makes them at its start")
         if conn.broken or conn.closed or e.sqlstate in _UNAVAILABLE or e.sqlstate is None \
                 or e.sqlstate.startswith("08"):
             return DatabaseUnavailable(f"cannot read the database {self.name}: {first_line(e)}")

@@ -3,6 +3,7 @@
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from core import dburl
 from core.logs import setup_logging
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     # One writer per SQLite file: its lock, taken before SQLite opens the database. (On
     # PostgreSQL, one daemon per source: the store takes the source's advisory lock.)
-    lock = None if dburl.is_url(config.db) else WriterLock(config.db)
+    lock = None if dburl.is_url(config.db) else WriterLock(Path(config.db))
     try:
         if lock:
             lock.acquire()

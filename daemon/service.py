@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import heartbeat
+from core import dburl, heartbeat
 from core.ids import Classified, Refused, partner_file_name, shown
 from core.notify import Notifier
 from daemon.cache_warmer import CacheWarmer
@@ -25,7 +25,6 @@ from daemon.parse import ParsedBenchmark
 from daemon.read_worker import ReadWorker
 from daemon.reader import folder_is_there
 from daemon.stale import StaleRuns
-from core import dburl
 from daemon.storage import NotOwned, StorageError, Store
 
 log = logging.getLogger("reev.daemon")

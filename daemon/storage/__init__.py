@@ -60,11 +60,12 @@ def open_reports(db: Path | str) -> Reports:
             raise Unavailable(f"a PostgreSQL database needs psycopg: pip install 'reev-ingest[postgres]' ({e})") \
                 from None
         try:
-            conn = open_reader(str(db))
+            pg_conn = open_reader(str(db))
         except psycopg.Error as e:
             raise Unavailable(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
-        return Reports(conn, status_report, canonical_dump)
+        return Reports(pg_conn, status_report, canonical_dump)
     from core.readonly import open_readonly
-    from daemon.storage.sqlite import canonical_dump as sqlite_dump, status_report as sqlite_status
+    from daemon.storage.sqlite import canonical_dump as sqlite_dump
+    from daemon.storage.sqlite import status_report as sqlite_status
     conn, _ = open_readonly(Path(db))
     return Reports(conn, sqlite_status, sqlite_dump)

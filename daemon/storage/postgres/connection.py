@@ -11,6 +11,7 @@ server releases it when the daemon dies or its connection is lost."""
 
 import hashlib
 import time
+from typing import Any
 
 import psycopg
 import psycopg.errors
@@ -41,6 +42,20 @@ def storage_error(e: psycopg.Error) -> StorageError:
     else:
         kind = StorageError
     return kind(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, type(e).__name__)
+
+
+def one_row(cursor: psycopg.Cursor) -> tuple[Any, ...]:
+    """The row of a statement that always returns one (an aggregate, a function's result, meta's
+    single row, an upsert's RETURNING, a row this transaction holds)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise Corrupt("a statement that always returns a row returned none")
+    return row
+
+
+def one_value(cursor: psycopg.Cursor) -> Any:
+    """The first column of one_row."""
+    return one_row(cursor)[0]
 
 
 def translating(fn):
@@ -85,7 +100,7 @@ def connect(url: str, source: str) -> psycopg.Connection:
         # a hung daemon inside a transaction frees its row locks (and the feed's) after a minute
         conn.execute("SET idle_in_transaction_session_timeout = '60s'")
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
-        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (source_key(source),)).fetchone()[0]:
+        while not one_value(conn.execute("SELECT pg_try_advisory_lock(%s)", (source_key(source),))):
             if time.monotonic() < deadline:
                 time.sleep(0.1)
                 continue

@@ -12,6 +12,7 @@ from daemon.storage import rules
 from daemon.storage.derived import POSTGRES as DERIVED
 from daemon.storage.errors import Busy, NotOwned
 from daemon.storage.new_executions import NewExecution, aggregate_values, session_values
+from daemon.storage.postgres.connection import one_row
 from daemon.storage.postgres.unit_of_work import GENERATION, UnitOfWork
 from daemon.storage.records import EventRow, LogAggregates, Run, SessionUpdate, StaleCandidate, ToolCall, ToolCallEnd
 from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
@@ -36,7 +37,8 @@ _INSERT_NEW = (
     " %(final_status)s::text, %(ms)s::bigint, %(start)s::double precision, %(end)s::double precision,"
     " %(first)s::double precision, %(last)s::double precision,"
     f" {CREATED_AT.format(start=_p('start', _F8), first=_p('first', _F8))},"
-    f" CASE WHEN %(given)s THEN {UPDATED_AT.format(last=_p('last', _F8), end=_p('end', _F8), start=_p('start', _F8))} END,"
+    " CASE WHEN %(given)s THEN"
+    f" {UPDATED_AT.format(last=_p('last', _F8), end=_p('end', _F8), start=_p('start', _F8))} END,"
     f" {BENCHMARK.format(session_benchmark=_p('bench', '::text'), prompt=_p('prompt', '::text'))},"
     " %(finished_at)s::double precision, %(lines)s, %(calls)s, %(steps)s, %(gen)s)"
     f" ON CONFLICT (execution_id) DO NOTHING RETURNING {TRACKED_COLUMNS}")
@@ -97,7 +99,8 @@ _STAGE_CALLS = ("CREATE TEMP TABLE IF NOT EXISTS stage_calls (n bigint GENERATED
                 " line bigint, source text, output_line bigint, tool_name text, started_at double precision,"
                 " ended_at double precision, given double precision, success smallint, status text,"
                 " error_message text) ON COMMIT DELETE ROWS")
-_CALL_COLUMNS = "exec_id, line, source, output_line, tool_name, started_at, ended_at, given, success, status, error_message"
+_CALL_COLUMNS = ("exec_id, line, source, output_line, tool_name, started_at, ended_at, given, success, status,"
+                 " error_message")
 _CALL_TYPES = ["int8", "int8", "text", "int8", "text", "float8", "float8", "float8", "int2", "text", "text"]
 _UPSERT_STAGED_CALLS = (
     "INSERT INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at, ended_at, duration_ms,"
@@ -136,7 +139,7 @@ def _int(flag: bool | None) -> int | None:
 class ExecutionRepository(UnitOfWork):
     """This source's executions, with their session documents, events and tool calls."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._ids: list[int] = []                   # taken from the sequence, not handed out yet
         self._reserved: dict[str, int] = {}
@@ -193,7 +196,7 @@ class ExecutionRepository(UnitOfWork):
     def _insert_rows(self, rows: list[dict]) -> list[ExecutionState]:
         with self.conn.cursor() as cur:
             cur.executemany(_INSERT_NEW, [{**row, "source": self.source} for row in rows], returning=True)
-            inserted = []
+            inserted: list[ExecutionState] = []
             while True:
                 inserted.extend(ExecutionState(*r) for r in cur.fetchall())
                 if not cur.nextset():
@@ -296,7 +299,7 @@ class ExecutionRepository(UnitOfWork):
 
     def _update_tracked(self, exec_id: int, sql: str, params: tuple | dict, before: ExecutionState | None = None):
         if before is None:
-            before = ExecutionState(*self.conn.execute(_TRACKED, (exec_id,)).fetchone())
+            before = ExecutionState(*one_row(self.conn.execute(_TRACKED, (exec_id,))))
         for row in self.conn.execute(sql, params).fetchall():
             self._keep_rules(rules.execution_updated(before, ExecutionState(*row), GENERATION))
 

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from core.ids import shown
 from daemon.reader import Checkpoint
 from daemon.storage import rules
-from daemon.storage.interface import NOT_LOOKED_UP
+from daemon.storage.interface import NOT_LOOKED_UP, NotLookedUp
+from daemon.storage.postgres.connection import one_row, one_value
 from daemon.storage.postgres.reports import lag_bytes
 from daemon.storage.postgres.unit_of_work import GENERATION, UnitOfWork
 
@@ -26,12 +27,12 @@ _SAVE_CHECKPOINT = (
 class FileRepository(UnitOfWork):
     """This source's rows of files (keyed by source and path: two hosts often have the same paths)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.marked_missing = 0
         self.oldest_log_mtime_ns: int | None = None
 
-    def checkpoint(self, path: str, scanned: object = NOT_LOOKED_UP) -> Checkpoint | None:
+    def checkpoint(self, path: str, scanned: Checkpoint | None | NotLookedUp = NOT_LOOKED_UP) -> Checkpoint | None:
         # (After a reconnect the scan's checkpoints may predate a commit that went through.)
         if scanned is not NOT_LOOKED_UP and path not in self._files_written and self._trust_scanned:
             return scanned
@@ -64,14 +65,14 @@ class FileRepository(UnitOfWork):
         return changed
 
     def counts(self) -> tuple[int, int, int]:
-        files = self.conn.execute("SELECT count(*) FROM files WHERE source = %s", (self.source,)).fetchone()[0]
-        errors = self.conn.execute("SELECT count(*) FROM ingest_errors WHERE source = %s",
-                                   (self.source,)).fetchone()[0]
+        files = one_value(self.conn.execute("SELECT count(*) FROM files WHERE source = %s", (self.source,)))
+        errors = one_value(self.conn.execute("SELECT count(*) FROM ingest_errors WHERE source = %s",
+                                             (self.source,)))
         return files, errors, lag_bytes(self.conn, self.source)
 
     def count_present(self, seen_before: float) -> int:
-        return self.conn.execute("SELECT count(*) FROM files WHERE source = %s AND state != 'missing'"
-                                 " AND first_seen_at < %s", (self.source, seen_before)).fetchone()[0]
+        return one_value(self.conn.execute("SELECT count(*) FROM files WHERE source = %s AND state != 'missing'"
+                                           " AND first_seen_at < %s", (self.source, seen_before)))
 
     def present_paths(self, chunk: int = 1000) -> Iterator[str]:
         """This source's files only: one host never marks another's files gone."""
@@ -86,9 +87,14 @@ class FileRepository(UnitOfWork):
             after = paths[-1]
 
     def event_logs(self, execution_id: str) -> list[tuple[str, Checkpoint]]:
-        return [(path, self.checkpoint(path)) for (path,) in self.conn.execute(
-            "SELECT path FROM files WHERE source = %s AND kind = 'events' AND subject_id = %s",
-            (self.source, execution_id)).fetchall()]
+        logs = []
+        for (path,) in self.conn.execute(
+                "SELECT path FROM files WHERE source = %s AND kind = 'events' AND subject_id = %s",
+                (self.source, execution_id)).fetchall():
+            cp = self.checkpoint(path)
+            if cp is not None:      # (always: the path was just read from its row)
+                logs.append((path, cp))
+        return logs
 
     # ------------------------------------------------------------------ input errors
 
@@ -96,12 +102,12 @@ class FileRepository(UnitOfWork):
         path, now = shown(path), time.time()
         before = self.conn.execute("SELECT reason FROM ingest_errors WHERE source = %s AND path = %s AND line = %s",
                                    (self.source, path, line)).fetchone()
-        (error_id,) = self.conn.execute(
+        (error_id,) = one_row(self.conn.execute(
             "INSERT INTO ingest_errors (source, path, line, byte_offset, reason, first_seen_at, last_seen_at)"
             " VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (source, path, line) DO UPDATE SET"
             " byte_offset = excluded.byte_offset, reason = excluded.reason,"
             " last_seen_at = excluded.last_seen_at, count = ingest_errors.count + 1 RETURNING id",
-            (self.source, path, line, byte_offset, reason, now, now)).fetchone()
+            (self.source, path, line, byte_offset, reason, now, now)))
         if before is None:
             self._keep_rules(rules.error_recorded(error_id, GENERATION))
         self.mark_changed()

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 
 from daemon.storage.errors import Incompatible
-from daemon.storage.postgres.connection import MIGRATE_KEY
+from daemon.storage.postgres.connection import MIGRATE_KEY, one_value
 
 log = logging.getLogger("reev.store")
 
@@ -24,8 +24,8 @@ def migrate(conn: psycopg.Connection, source: str):
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_KEY,))
         version = _version(conn)
         if version is None:
-            if conn.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                            " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'v', 'S')").fetchone()[0]:
+            if one_value(conn.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                                      " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'v', 'S')")):
                 raise Incompatible("its schema already holds tables but no reev-ingest meta table:"
                                    " another program's database, left as it is")
         elif version > SCHEMA_VERSION:
@@ -40,7 +40,7 @@ def migrate(conn: psycopg.Connection, source: str):
 
 
 def _version(conn: psycopg.Connection) -> int | None:
-    if conn.execute("SELECT to_regclass('meta')").fetchone()[0] is None:
+    if one_value(conn.execute("SELECT to_regclass('meta')")) is None:
         return None
     row = conn.execute("SELECT schema_version FROM meta").fetchone()
     return row[0] if row else 0

@@ -5,7 +5,7 @@ StorageError, as the store does."""
 import psycopg
 
 from daemon.storage.dump import dump_queries
-from daemon.storage.postgres.connection import running_sources, translating
+from daemon.storage.postgres.connection import one_row, one_value, running_sources, translating
 
 # The same records, columns and order as SQLite's (the source is not dumped: a file's records
 # are the same whichever host read it; with several sources their rows interleave by path).
@@ -27,17 +27,17 @@ def canonical_dump(conn: psycopg.Connection):
                 cursor.execute(sql)
                 names = None
                 for row in cursor:
-                    names = names or [d.name for d in cursor.description]
-                    yield {"table": table, **dict(zip(names, row))}
+                    names = names or [d.name for d in cursor.description or ()]
+                    yield {"table": table, **dict(zip(names, row, strict=True))}      # (names: this cursor's)
 
 
 def lag_bytes(conn: psycopg.Connection, source: str | None = None) -> int:
     """As SQLite's (sqlite/reports.py): bytes of the event logs read (state ok) beyond their
     checkpoints; one source's, or every source's (None)."""
-    return conn.execute(
+    return one_value(conn.execute(
         "SELECT coalesce(sum(size - \"offset\"), 0)::bigint FROM files WHERE kind = 'events'"
         " AND size > \"offset\" AND state != 'missing' AND state = 'ok'"
-        " AND (%(source)s::text IS NULL OR source = %(source)s::text)", {"source": source}).fetchone()[0]
+        " AND (%(source)s::text IS NULL OR source = %(source)s::text)", {"source": source}))
 
 
 @translating
@@ -46,7 +46,7 @@ def status_report(conn: psycopg.Connection) -> dict:
     the sources, and each source's heartbeat and whether a daemon holds its lock now."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        generation, last_ingest = conn.execute("SELECT data_generation, last_ingest_at FROM meta").fetchone()
+        generation, last_ingest = one_row(conn.execute("SELECT data_generation, last_ingest_at FROM meta"))
         sources = conn.execute("SELECT source, started_at, heartbeat_at, lines_ingested_total FROM sources"
                                " ORDER BY source").fetchall()
         files = conn.execute("SELECT kind, state, count(*) FROM files GROUP BY kind, state"
@@ -55,8 +55,8 @@ def status_report(conn: psycopg.Connection) -> dict:
         statuses = conn.execute("SELECT status, count(*) FROM executions GROUP BY status ORDER BY status").fetchall()
         errors = conn.execute("SELECT path, line, byte_offset, reason, last_seen_at FROM ingest_errors"
                               " ORDER BY last_seen_at DESC, id DESC LIMIT 5").fetchall()
-        error_count = conn.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
-        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        error_count = one_value(conn.execute("SELECT count(*) FROM ingest_errors"))
+        size = one_value(conn.execute("SELECT pg_database_size(current_database())"))
     running = running_sources(conn, [s[0] for s in sources])
     beats = [s[2] for s in sources if s[2] is not None]
     meta = {"data_generation": generation, "last_ingest_at": last_ingest,

@@ -29,7 +29,7 @@ import psycopg
 
 from daemon.storage import rules
 from daemon.storage.new_executions import NewExecutions
-from daemon.storage.postgres.connection import FEED_KEY, connect, translating
+from daemon.storage.postgres.connection import FEED_KEY, connect, one_value, translating
 from daemon.storage.rules import ExecutionState
 
 log = logging.getLogger("reev.store")
@@ -42,10 +42,10 @@ CHANGES_KEPT = 100_000      # the change feed keeps this many of its newest rows
 PRUNE_SECONDS = 10.0        # at most this often, from any daemon
 
 
-class _Generation:
+class _Generation(rules.Pending):
     """Stands for the batch's generation in the rules' parameters until the tail knows it."""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "GENERATION"
 
 
@@ -69,7 +69,7 @@ class UnitOfWork:
     url: str
     source: str
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.generation = self._read_generation()
         self.changed = False
         self.new = NewExecutions()
@@ -87,7 +87,7 @@ class UnitOfWork:
         self._pruned_at = 0.0
 
     def _read_generation(self) -> int:
-        return self.conn.execute("SELECT data_generation FROM meta").fetchone()[0]
+        return one_value(self.conn.execute("SELECT data_generation FROM meta"))
 
     # ------------------------------------------------------------------ the connection
 
@@ -178,9 +178,9 @@ class UnitOfWork:
         """The shared writes, in commit order: the feed's lock, the generation, the rules."""
         self._lock_feed()
         now = time.time()
-        generation = self.conn.execute(
+        generation = one_value(self.conn.execute(
             "UPDATE meta SET data_generation = data_generation + 1, last_ingest_at = %s RETURNING data_generation",
-            (now,)).fetchone()[0]
+            (now,)))
         with self.conn.cursor() as cur:
             for sql, params, many in self._deferred:
                 if many:
@@ -224,7 +224,7 @@ class UnitOfWork:
     def stamp(self) -> int:
         """The batch's stamp, for the rows it changes."""
         if self._stamp is None:
-            self._stamp = self.conn.execute("SELECT nextval('batch_stamps')").fetchone()[0]
+            self._stamp = one_value(self.conn.execute("SELECT nextval('batch_stamps')"))
         return self._stamp
 
     def mark_changed(self):

@@ -1,7 +1,7 @@
 """The events and tool_calls tables: the lines of event logs, and the tool calls they pair into."""
 
-from daemon.storage.records import EventRow, ToolCall, ToolCallEnd
 from daemon.storage.derived import SQLITE as DERIVED
+from daemon.storage.records import EventRow, ToolCall, ToolCallEnd
 from daemon.storage.sqlite.unit_of_work import UnitOfWork
 
 DURATION = DERIVED.DURATION

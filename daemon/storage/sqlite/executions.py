@@ -6,10 +6,10 @@ new runs (this is the only writer: an id is counted once, never handed out twice
 
 from core.run_status import status_from_event
 from daemon.storage import rules
-from daemon.storage.records import LogAggregates, Run, SessionUpdate, StaleCandidate
-from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
 from daemon.storage.derived import SQLITE as DERIVED
 from daemon.storage.new_executions import NewExecution, aggregate_values, session_values
+from daemon.storage.records import LogAggregates, Run, SessionUpdate, StaleCandidate
+from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
 from daemon.storage.sqlite.unit_of_work import UnitOfWork
 
 BENCHMARK, CREATED_AT, UPDATED_AT = DERIVED.BENCHMARK, DERIVED.CREATED_AT, DERIVED.UPDATED_AT

@@ -2,8 +2,8 @@
 
 import apsw
 
-from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
 from daemon.storage.derived import SQLITE as DERIVED
+from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
 
 BENCHMARK, CREATED_AT, UPDATED_AT = DERIVED.BENCHMARK, DERIVED.CREATED_AT, DERIVED.UPDATED_AT
 

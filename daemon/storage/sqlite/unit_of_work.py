@@ -5,16 +5,16 @@ they share its connection and what it knows of the batch in hand."""
 
 import contextlib
 import time
-from functools import partial
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 import apsw
 
 from daemon.storage import rules
+from daemon.storage.new_executions import NewExecutions
 from daemon.storage.sqlite.engine import Wal
 from daemon.storage.sqlite.errors import translating
-from daemon.storage.new_executions import NewExecutions
 from daemon.storage.sqlite.new_executions import insert_new
 
 CHANGES_KEPT = 100_000      # the change feed keeps this many of its newest rows
