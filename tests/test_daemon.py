@@ -1054,6 +1054,7 @@ def once_failure(stderr: str, db: Path) -> str:
     return failed[0]
 
 
+@pytest.mark.sqlite_only      # (a SQLite file damaged or on a full filesystem)
 def test_once_on_a_corrupt_database_exits_1_with_one_line(workspace, run_once):
     """A database damaged past its first pages opens, and fails in a batch: `--once` says which
     database and why, in one line, and exits 1 (docs/design.md), not a crash with a traceback."""
@@ -1071,6 +1072,7 @@ def test_once_on_a_corrupt_database_exits_1_with_one_line(workspace, run_once):
     assert "CorruptError" in line and "malformed" in line, line
 
 
+@pytest.mark.sqlite_only      # (a SQLite file damaged or on a full filesystem)
 def test_once_on_a_full_disk_exits_1_and_keeps_what_it_committed(workspace, run_once, tmp_path):
     """No space left: one line, exit 1; what was committed stays, and a run once there is
     space again ingests the rest, each line once."""
