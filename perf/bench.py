@@ -993,7 +993,7 @@ def pg_live(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extr
         "Live on PostgreSQL (6c's last run; the API's polls included)", pg.top_statements(url)))
     ingested = query(url, "SELECT count(*) FROM events")[0][0]
     # the daemon's own counters (/metrics'): how many batches, so commits, and files in each
-    batches, files = query(url, "SELECT sum(batches_total), sum(files_read_total) FROM sources")[0]
+    batches, files = query(url, "SELECT sum(batches_total)::bigint, sum(files_read_total)::bigint FROM sources")[0]
     extra["pg_live"] = {**live, "statements_s": cost.statements, "cpu_s": cost.cpu, "ingested": ingested,
                         "batches": batches, "files": files}
     add_row(rows, "6c", live_measurement(cfg, live, " on PostgreSQL"),
