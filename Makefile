@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint reliability install clean bench
+.PHONY: run fleet test lint reliability install clean bench
 
 $(BIN)/reev-ingestd: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ run: install
 	$(BIN)/reev-ingestd & daemon=$$!; \
 	$(BIN)/reev-api & api=$$!; \
 	wait -n; status=$$?; kill $$daemon $$api 2>/dev/null; wait; exit $$status
+
+# The scale-out on one machine (scripts/fleet.py, docs/fleet.md): a throwaway PostgreSQL, three
+# daemons on three sources' folders and one API on port 3001; Ctrl-C stops them all and deletes
+# the throwaway data. FLEET_ARGS: e.g. --port 3002 --sessions 50 --every 2.
+fleet: install
+	$(BIN)/python scripts/fleet.py $(FLEET_ARGS)
 
 # Benchmarks (perf/bench.py): BENCH_SIZE=small (about 5 minutes) or large (the real one, long).
 # Prints one Markdown table, records the run in perf/runs/$(BENCH_SIZE).json and rewrites

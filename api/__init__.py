@@ -21,8 +21,10 @@ Where each concern lives (a request goes down this list, and its answer back up)
   pure functions.
 - stream.py: the change feed behind the event stream: the watcher, resuming by event id,
   the stream slots.
-- db.py: all the API's SQL, its read-only connections and snapshots, and the typed rows its
-  queries return: the one module that knows table and column names.
+- db.py: the API's SQL, the interface the routes read through (Database, snapshot, Queries)
+  and the typed rows its queries return; one engine each in db_sqlite.py (a SQLite file, read
+  only) and db_postgres.py (a postgresql:// URL, read-only sessions): the only modules that
+  know table and column names.
 
 The API never imports the daemon (daemon/): what both programs share is in core/.
 """

@@ -1,7 +1,8 @@
 """The Litestar application: its routes (api/routes/, a controller per resource), the HTTP
 plumbing they share (api/plumbing.py) and what runs at start and stop.
 
-Only reads: the database is opened read-only (api/db.py) and no route writes.
+Only reads: the database is opened read-only (api/db.py: a SQLite file, or PostgreSQL in
+read-only transactions) and no route writes.
 """
 
 import os
@@ -12,7 +13,7 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
-from api.db import Database
+from api.db import open_database
 from api.edge import Edge
 from api.metrics import ApiMetrics, RequestMetrics
 from api.plumbing import EXCEPTION_HANDLERS, TYPE_DECODERS, VERSION, dependencies, not_modified
@@ -21,9 +22,9 @@ from api.stream import GenerationWatcher, StreamSlots
 from core.notify import Notifier
 
 
-def create_app(db_path: Path, cors_origins: list[str] | None = None, query_timeout: float = 2.0,
+def create_app(db_target: Path | str, cors_origins: list[str] | None = None, query_timeout: float = 2.0,
                max_streams: int = 100, stream_heartbeat: float = 15.0) -> Litestar:
-    db = Database(db_path, query_timeout=query_timeout)
+    db = open_database(db_target, query_timeout=query_timeout)
     app = Litestar(
         route_handlers=CONTROLLERS,
         dependencies=dependencies(db),

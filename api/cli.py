@@ -9,6 +9,7 @@ from pathlib import Path
 from api.app import create_app, serve
 from api.config import api_arguments
 from api.serving import Server, listen, server_settings
+from core.dburl import is_url, shown
 from core.logs import logging_config, setup_logging
 from core.parentage import die_with_parent
 
@@ -21,7 +22,8 @@ def app_from_env():
     """The app factory each server worker calls."""
     cfg = json.loads(os.environ[_CONFIG_ENV])
     die_with_parent(cfg["server_pid"])     # not left holding the port alone
-    return serve(create_app(Path(cfg["db"]), cfg["cors_origins"], cfg["query_timeout"], cfg["max_streams"],
+    target = cfg["db"] if is_url(cfg["db"]) else Path(cfg["db"])
+    return serve(create_app(target, cfg["cors_origins"], cfg["query_timeout"], cfg["max_streams"],
                             cfg["stream_heartbeat"]))
 
 
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "query_timeout": args.query_timeout, "max_streams": args.max_streams,
                                           "stream_heartbeat": args.stream_heartbeat, "server_pid": os.getpid()})
     address = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
-    log.info("serving %s on http://%s", args.db, address)
+    log.info("serving %s on http://%s", shown(args.db), address)
     try:
         listener = listen(args.host, args.port)
     except OSError as e:        # taken (by anything, another reev-api included), no such address, no permission

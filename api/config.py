@@ -6,7 +6,7 @@ import os
 from core.settings import DB, LOG_LEVEL, ArgumentParser, Setting, add_settings, integer, ip_address, resolve, seconds
 
 SETTINGS = (
-    DB._replace(help="the database reev-ingestd writes, opened read-only"),
+    DB._replace(help="the database reev-ingestd writes, read only: a SQLite file, or a postgresql:// URL"),
     Setting("host", "--host", "REEV_API_HOST", ip_address, "127.0.0.1", "127.0.0.1",
             "IP address to listen on", metavar="HOST"),
     Setting("port", "--port", "REEV_API_PORT", integer(1, 65535), 3001, "3001", "TCP port to listen on",

@@ -23,7 +23,7 @@ def load_run(q: Queries, execution_id: str) -> tuple[ExecutionRow, dict | None]:
     row = q.execution(execution_id)
     if row is None:
         raise not_found(f"no execution with id {echo(execution_id)}")
-    return row, m.decode_object(q.result_doc(execution_id))
+    return row, m.decode_object(row.result_doc)
 
 
 def summary_of(row: ExecutionRow | ChangeRow) -> m.SessionSummary:

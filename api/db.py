@@ -1,6 +1,11 @@
-"""All SQL of the API, its read-only connections (one per thread that queries: the event
-loop's, which runs the routes, and the threads that feed event streams and /metrics), and the
-typed rows its queries return.
+"""All SQL of the API, the interface its routes read through (`Database`, its `snapshot()`,
+`Queries`), and the typed rows its queries return. Two engines implement it, one module each:
+api/db_sqlite.py (APSW, a file opened read-only) and api/db_postgres.py (psycopg, a
+postgresql:// URL; imported only when one is given). `open_database` picks by the target alone,
+as `--db` says it. The SQL both engines accept is written once, here, with `?` placeholders;
+what differs (the meta facts, the agents' list, "no limit") each backend's Queries says.
+Connections are one per thread that queries: the event loop's, which runs most routes, and the
+worker threads of the others, of event streams and of /metrics.
 
 Column names and order live here only: each query returns msgspec Structs of one row kind
 (below), built positionally from the cursor's tuples (no per-row dict), and the first run of
@@ -9,28 +14,23 @@ misspelt on one side is an error at its first use rather than a shifted value.
 
 Each response runs its queries inside one read transaction (`Database.snapshot()`), so a page
 is one consistent snapshot, and the transaction ends before the response is sent: an open
-read snapshot would stop the daemon's WAL checkpoints.
+read snapshot would stop the daemon's WAL checkpoints (SQLite) or hold back vacuum (PostgreSQL).
 """
 
 import contextlib
 import itertools
-import os
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-import apsw
 import msgspec
 
-from core.readonly import CannotOpen, open_readonly
+from core.dburl import is_url
 from core.run_status import Status
 
 
 class DatabaseUnavailable(Exception):
-    """The database file does not exist (yet) or cannot be opened. (Its message names the file
-    by its name only: it is shown to clients.)"""
+    """The database does not exist (yet) or cannot be opened or reached. (Its message names a
+    file by its name only, a URL without its password: it is shown to clients.)"""
 
 
 class QueryTimeout(Exception):
@@ -64,6 +64,12 @@ class ExecutionRow(Row):
     step_count: int
     stale_reason: str | None
     flow_steps: int
+
+
+class RunRow(ExecutionRow):
+    """An execution with its session file's final_result, as the daemon stored it (JSON text;
+    None until a session file gave one)."""
+    result_doc: str | None
 
 
 class BenchmarkRow(Row):
@@ -183,96 +189,71 @@ R = TypeVar("R", bound=Row)
 _CHECKED: set[tuple[type, str]] = set()     # (row kind, statement) whose columns matched
 
 
-def _columns_match(row: type[Row], sql: str, cursor: apsw.Cursor):
-    """The first time a statement returns rows: its columns are the row kind's fields, in order."""
-    try:
-        names = tuple(d[0] for d in cursor.get_description())
-    except apsw.ExecutionCompleteError:      # no rows: nothing to check yet
-        return
-    if names != row.__struct_fields__:
-        raise TypeError(f"{row.__name__} has fields {row.__struct_fields__}, the statement returns {names}")
-    _CHECKED.add((row, sql))
-
-
-
 class Database:
-    """Read-only access to the daemon's database; survives the file not existing yet."""
+    """Read-only access to the daemon's database, which need not exist yet (an engine's module
+    implements it). `name`: the database as the health route shows it (a file's name; a URL
+    without its password)."""
 
-    def __init__(self, path: Path, query_timeout: float = 2.0):
-        self.path = path
-        self.query_timeout = query_timeout
-        self._local = threading.local()
+    name: str
+    query_timeout: float
 
-    # ------------------------------------------------------------------ connections
-
-    def _connection(self) -> apsw.Connection:
-        conn = getattr(self._local, "conn", None)
-        try:
-            ino = os.stat(self.path).st_ino
-        except OSError:
-            ino = None
-        if conn is not None and self._local.ino == ino:
-            return conn
-        self._drop()   # first use, or the file was replaced (or is gone): open it anew
-        try:
-            conn, st = open_readonly(self.path)
-        except CannotOpen as e:
-            raise DatabaseUnavailable(str(e)) from None
-        self._local.conn, self._local.ino, self._local.database_id = conn, st.st_ino, None
-        return conn
-
-    def _drop(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            with contextlib.suppress(apsw.Error):
-                conn.close()
-        self._local.conn = None
-        self._local.ino = None
-        self._local.database_id = None
-
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator["Queries"]:
+    def snapshot(self) -> contextlib.AbstractContextManager["Queries"]:
         """One read transaction with a time limit, closed before the response is sent."""
-        conn = self._connection()
-        deadline = time.monotonic() + self.query_timeout
-        conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
-        try:
-            conn.execute("BEGIN DEFERRED").fetchall()
-            try:
-                q = Queries(conn, self._local.database_id)
-                if q.database_id is None:
-                    # Read once per connection; until a daemon has given an older database its
-                    # identity (schema.sql, at its start), looked for again each time.
-                    q.database_id = self._local.database_id = q.stored_database_id()
-                yield q
-            finally:
-                if conn.in_transaction:
-                    conn.execute("COMMIT").fetchall()
-        except apsw.InterruptError:
-            raise QueryTimeout(f"the query took longer than {self.query_timeout:g} s") from None
-        except (apsw.CantOpenError, apsw.NotADBError, apsw.CorruptError, apsw.IOError) as e:
-            self._drop()
-            raise DatabaseUnavailable(f"cannot read the database: {e}") from None
-        finally:
-            conn.set_progress_handler(None)
+        raise NotImplementedError
 
+    def lookup(self) -> contextlib.AbstractContextManager["Queries"]:
+        """For one statement read on its own (the ETag check before a route, the stream's poll
+        of the generation): the engine may run it outside a transaction, each statement then its
+        own snapshot. The same limits and errors as snapshot()."""
+        return self.snapshot()
+
+
+def open_database(target: Path | str, query_timeout: float = 2.0) -> Database:
+    """The database `--db` names: a postgresql:// URL, else a SQLite file's path."""
+    if is_url(target):
+        from api.db_postgres import PostgresDatabase  # (psycopg: the optional extra)
+        return PostgresDatabase(str(target), query_timeout)
+    from api.db_sqlite import SQLiteDatabase
+    return SQLiteDatabase(Path(target), query_timeout)
 
 
 class Queries:
     """The statements the routes run, inside one snapshot. `database_id`: the identity the
     daemon gave the database when it created it (None in one older than identities, until a
     daemon has started on it): a database rebuilt or replaced by another has another one, so
-    its generations and change numbers are not taken for this one's (ETags, event ids)."""
+    its generations and change numbers are not taken for this one's (ETags, event ids).
 
-    def __init__(self, conn: apsw.Connection, database_id: str | None = None):
+    An engine's subclass says how a statement runs (`execute`, `columns`) and holds the
+    statements that differ between engines."""
+
+    NO_LIMIT: ClassVar[Any]       # what `LIMIT ?` takes for "no limit"
+
+    def __init__(self, conn, database_id: str | None = None):
         self.conn = conn
         self.database_id = database_id
 
+    def execute(self, sql: str, params=()) -> Any:
+        """A cursor over the rows of `sql` (with `?` placeholders), as tuples."""
+        raise NotImplementedError
+
+    def columns(self, cursor) -> tuple[str, ...] | None:
+        """The names of the columns a cursor returns (None: no rows to tell)."""
+        raise NotImplementedError
+
     def rows(self, row: type[R], sql: str, params=()) -> list[R]:
-        cursor = self.conn.execute(sql, params)
+        cursor = self.execute(sql, params)
         if (row, sql) not in _CHECKED:
-            _columns_match(row, sql, cursor)
+            self._columns_match(row, sql, cursor)
         return list(itertools.starmap(row, cursor))
+
+    def _columns_match(self, row: type[Row], sql: str, cursor):
+        """The first time a statement returns rows: its columns are the row kind's fields, in order."""
+        names = self.columns(cursor)
+        if names is None:
+            return
+        if names != row.__struct_fields__:
+            raise TypeError(f"{row.__name__} has fields {row.__struct_fields__}, the statement returns {names}")
+        _CHECKED.add((row, sql))
 
     def first(self, row: type[R], sql: str, params=()) -> R | None:
         found = self.rows(row, sql, params)
@@ -280,28 +261,26 @@ class Queries:
 
     def value(self, sql: str, params=()):
         """The first column of the first row (None if there is none)."""
-        found = self.conn.execute(sql, params).fetchone()
+        found = self.execute(sql, params).fetchone()
         return found[0] if found else None
 
     # ------------------------------------------------------------------ meta
 
     def meta(self) -> Meta:
-        fields = Meta.__struct_fields__
-        return Meta(**{key: value for key, value in self.conn.execute("SELECT key, value FROM meta")
-                       if key in fields})
+        raise NotImplementedError
 
     def stored_database_id(self) -> str | None:
-        return self.value("SELECT value FROM meta WHERE key = 'database_id'")
+        raise NotImplementedError
 
     def generation(self) -> int:
-        return int(self.value("SELECT value FROM meta WHERE key = 'data_generation'") or 0)
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ benchmarks
 
     def execution_version(self, execution_id: str) -> tuple[int, int] | None:
         """What an execution's ETag is made of, in one statement (it runs for every request):
         the data generation that last changed it, and the one that last changed a benchmark."""
-        row = self.conn.execute("SELECT changed_generation, (SELECT generation FROM scope_generations"
+        row = self.execute("SELECT changed_generation, (SELECT generation FROM scope_generations"
                                 " WHERE scope = 'benchmarks') FROM executions WHERE execution_id = ?",
                                 (execution_id,)).fetchone()
         return (row[0], row[1] or 0) if row else None
@@ -319,20 +298,19 @@ class Queries:
 
     # ------------------------------------------------------------------ executions
 
-    _EXECUTION = (
+    _EXECUTION_COLUMNS = (
         "SELECT e.id, e.execution_id, e.recorded_session_id, e.benchmark_id, e.agent_type, e.status,"
         " e.success, e.score, e.execution_time_ms, e.first_event_at, e.last_event_at, e.created_at,"
         " e.updated_at, e.sort_at, e.event_count, e.tool_call_count, e.step_count, e.stale_reason,"
-        " coalesce(b.flow_steps, 0) AS flow_steps"
-        " FROM executions e LEFT JOIN benchmarks b ON b.id = e.benchmark_id")
+        " coalesce(b.flow_steps, 0) AS flow_steps")
+    _EXECUTION_FROM = " FROM executions e LEFT JOIN benchmarks b ON b.id = e.benchmark_id"
+    _EXECUTION = _EXECUTION_COLUMNS + _EXECUTION_FROM
 
-    def execution(self, execution_id: str) -> ExecutionRow | None:
-        return self.first(ExecutionRow, self._EXECUTION + " WHERE e.execution_id = ?", (execution_id,))
-
-    def result_doc(self, execution_id: str) -> str | None:
-        """The session file's final_result, as the daemon stored it (JSON text)."""
-        return self.value("SELECT d.result_doc FROM executions x JOIN session_docs d ON d.exec_id = x.id"
-                          " WHERE x.execution_id = ?", (execution_id,))
+    def execution(self, execution_id: str) -> RunRow | None:
+        """One execution with its session file's final_result, in one statement (every view of
+        one run reads both: one round trip fewer on PostgreSQL)."""
+        return self.first(RunRow, self._EXECUTION_COLUMNS + ", d.result_doc" + self._EXECUTION_FROM +
+                          " LEFT JOIN session_docs d ON d.exec_id = e.id WHERE e.execution_id = ?", (execution_id,))
 
     def newest_execution(self, bench_id: str, agent: str | None) -> ExecutionRow | None:
         if agent is None:
@@ -361,9 +339,8 @@ class Queries:
                          (*params, limit))
 
     def agents(self, limit: int) -> list[str]:
-        return [name for name, in self.conn.execute(
-            "SELECT DISTINCT agent_type FROM executions WHERE agent_type IS NOT NULL"
-            " ORDER BY agent_type LIMIT ?", (limit,))]
+        """The agents that have executions, in order (at most `limit`)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ agent performance
 
@@ -393,7 +370,7 @@ class Queries:
                          " ORDER BY line LIMIT ?", (exec_id, after_line, limit))
 
     def source_files(self, execution_id: str) -> list[SourceFileRow]:
-        return self.rows(SourceFileRow, "SELECT path, kind, offset, line_no, size, state, ingested_at FROM files"
+        return self.rows(SourceFileRow, "SELECT path, kind, \"offset\", line_no, size, state, ingested_at FROM files"
                          " WHERE kind IN ('session', 'events') AND subject_id = ? ORDER BY kind, path",
                          (execution_id,))
 
@@ -406,8 +383,8 @@ class Queries:
         so the rule is written here again, and tests/test_api_seams.py holds the two equal): bytes of the event
         logs the daemon reads (state ok) beyond their checkpoint, size minus offset."""
         return self.rows(FileCountRow, "SELECT kind, state, count(*) AS files,"
-                         " coalesce(sum(CASE WHEN kind = 'events' AND state = 'ok' AND size > offset"
-                         " THEN size - offset ELSE 0 END), 0) AS pending_bytes"
+                         " CAST(coalesce(sum(CASE WHEN kind = 'events' AND state = 'ok' AND size > \"offset\""
+                         " THEN size - \"offset\" ELSE 0 END), 0) AS bigint) AS pending_bytes"
                          " FROM files GROUP BY kind, state ORDER BY kind, state")
 
     def error_count(self) -> int:
@@ -435,10 +412,9 @@ class Queries:
             " FROM changes c LEFT JOIN executions x ON x.execution_id = c.execution_id"
             " LEFT JOIN ingest_errors r ON r.id = c.error_id"
             " WHERE c.seq > ?" + only + " ORDER BY c.seq LIMIT ?",
-            (seq, *((generation,) if generation is not None else ()), -1 if limit is None else limit))
+            (seq, *((generation,) if generation is not None else ()), self.NO_LIMIT if limit is None else limit))
 
     def ingest_counters(self) -> dict[str, float | None]:
-        """The daemon's counters (meta keys `*_total`) and the gauges /metrics shows, by meta key."""
-        return dict(self.conn.execute(
-            "SELECT key, value FROM meta WHERE key LIKE '%_total' OR key IN"
-            " ('data_generation', 'last_ingest_at', 'heartbeat_at')"))
+        """The daemon's counters (`*_total`, as the daemon names them) and the gauges /metrics
+        shows (data_generation, last_ingest_at, heartbeat_at)."""
+        raise NotImplementedError

@@ -1,7 +1,8 @@
 """GET /metrics: Prometheus text format, through prometheus_client.
 
 The daemon's figures are read from the database at scrape time (its counters live in the
-meta table, moved by each committed batch); the API's own are kept in this process."""
+meta table on SQLite, in each source's row on PostgreSQL, summed; moved by each committed
+batch); the API's own are kept in this process."""
 
 import time
 

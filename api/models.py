@@ -25,7 +25,8 @@ def error_kind(status: int) -> str:
 
 
 class DatabaseHealth(Struct):
-    name: str                            # its file name: answers never show where files are
+    name: str                            # a file's name (answers never show where files are), or a
+                                         # PostgreSQL URL without its password
     reachable: bool
     data_generation: int | None
     last_ingest_at: str | None

@@ -245,7 +245,7 @@ async def not_modified(request: Request) -> Response | None:
     Litestar runs a sync hook in a worker thread, for every request."""
     if request.route_handler.opt.get("etag") in (None, "keyed", "none") or "if-none-match" not in request.headers:
         return None
-    with request.app.state.db.snapshot() as q:
+    with request.app.state.db.lookup() as q:
         tag = etag_for(q, request)
     if matches(request, tag):
         return Response(content=None, status_code=304, headers={"ETag": tag})

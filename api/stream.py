@@ -83,7 +83,7 @@ class GenerationWatcher:
     async def _run(self):
         while not self.stopping:
             try:
-                with self.db.snapshot() as q:      # (another database may be at the same generation)
+                with self.db.lookup() as q:      # (another database may be at the same generation)
                     generation = (q.database_id, q.generation())
             except (DatabaseUnavailable, QueryTimeout):
                 generation = None

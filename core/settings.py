@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from core.dburl import check_url, is_url
 from core.logs import LEVELS
 
 Environ = Mapping[str, str]
@@ -135,8 +136,17 @@ def default_db_path(environ: Environ = os.environ) -> Path:
     return absolute_path(str(Path(state or "state") / "reev.db"))
 
 
-DB = Setting("db", "--db", "REEV_DB", absolute_path, default_db_path,
-             "$STATE_DIRECTORY/reev.db under systemd, else state/reev.db", "the database file", metavar="PATH")
+def database_target(text: str) -> Path | str:
+    """A PostgreSQL URL (postgresql:// or postgres://, core/dburl.py), kept as text; anything
+    else a SQLite database's path, made absolute. Nothing else chooses the backend."""
+    return check_url(text) if is_url(text) else absolute_path(text)
+
+
+# Both programs': a SQLite file's path, or a PostgreSQL URL (daemon/config.py and api/config.py
+# say what each does with it).
+DB = Setting("db", "--db", "REEV_DB", database_target, default_db_path,
+             "$STATE_DIRECTORY/reev.db under systemd, else state/reev.db", "the database: a file, or a URL",
+             metavar="PATH|URL")
 LOG_LEVEL = Setting("log_level", "--log-level", "REEV_LOG_LEVEL", log_level, "info", "info",
                     f"least severe level logged: {', '.join(LEVELS)}, in any case", metavar="LEVEL")
 

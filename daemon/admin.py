@@ -9,63 +9,75 @@ from pathlib import Path
 
 import msgspec
 
-from core import heartbeat
+from core import dburl, heartbeat
 from core.logs import escape
-from core.readonly import CannotOpen, NotAFile, open_readonly
+from core.readonly import CannotOpen, NotAFile
 from core.timestamps import iso
 from daemon.lock import holder
-from daemon.storage import StorageError
-from daemon.storage.sqlite import canonical_dump, status_report
+from daemon.storage import StorageError, open_reports
 
 
-def daemon_problems(db: Path, pid: int | None | str, age: float | None) -> list[str]:
+def daemon_problems(db: Path | str, pid: int | None | str, age: float | None) -> list[str]:
     """What is wrong with the daemon, if anything: `pid` is the process that holds the database's
-    writer lock (None: no process does; a str: why that could not be told), `age` the age of
-    its heartbeat. Holding the lock says a daemon runs now; the heartbeat says it is not stuck."""
+    writer lock (None: no process does; a str: why that could not be told; True: some daemon
+    holds a PostgreSQL database's source lock), `age` the age of its heartbeat. Holding the lock
+    says a daemon runs now; the heartbeat says it is not stuck."""
     if pid is None:
-        return [f"no reev-ingestd holds the writer lock of {db}: it is not running"]
+        return [f"no reev-ingestd holds the writer lock of {dburl.shown(db)}: it is not running"]
     if not heartbeat.is_stale(age):
         return []
     if age is None:
         return ["the daemon has never written a heartbeat"]
-    running = "is reev-ingestd running?" if isinstance(pid, str) else f"is reev-ingestd (pid {pid}) stuck?"
+    running = ("is reev-ingestd running?" if isinstance(pid, str) else "is reev-ingestd stuck?" if pid is True
+               else f"is reev-ingestd (pid {pid}) stuck?")
     return [f"the daemon's heartbeat is {age:.0f} s old: {running}"]
 
 
-def summarise(db: Path) -> dict:
+def summarise(db: Path | str) -> dict:
     """The status as data (times in RFC 3339, as the API gives them); `healthy` is False when
     the database can't be read, no daemon holds it, or the daemon's heartbeat is missing or stale.
-    NotAFile when the path is not a database file at all."""
+    NotAFile when the path is not a database file at all. On PostgreSQL, each source's daemon
+    is listed (running: it holds its source's lock now); the heartbeat is the latest source's."""
     now = time.time()
+    name = dburl.shown(db)
     try:
-        conn, _ = open_readonly(db)
+        reports = open_reports(db)
     except NotAFile:
         raise
-    except CannotOpen as e:
-        return {"database": str(db), "healthy": False, "problems": [str(e)]}
+    except (CannotOpen, StorageError) as e:
+        return {"database": name, "healthy": False, "problems": [str(e)]}
     try:
-        r = status_report(conn)
+        r = reports.status()
     except StorageError as e:
-        return {"database": str(db), "healthy": False, "problems": [f"cannot read {db}: {e}"]}
+        return {"database": name, "healthy": False, "problems": [f"cannot read {name}: {e}"]}
     finally:
-        conn.close()
-    try:
-        pid: int | None | str = holder(db)
-    except OSError as e:      # (the lock file is the daemon's; an operator may not read it)
-        pid = f"cannot tell: {e.strerror}"
+        reports.close()
+    sources = r.get("sources")
+    pid: int | None | str | bool
+    if sources is not None:
+        pid = True if any(s["running"] for s in sources) else None
+    else:
+        try:
+            pid = holder(Path(db))
+        except OSError as e:      # (the lock file is the daemon's; an operator may not read it)
+            pid = f"cannot tell: {e.strerror}"
     meta = r["meta"]
     beat = meta.get("heartbeat_at")
     age = heartbeat.age(beat, now)
     age = None if age is None else round(age, 1)
     problems = daemon_problems(db, pid, age)
-    size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
+    if sources is None:
+        path = Path(db)
+        size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
+    else:
+        size = r["database_bytes"]
     files: dict[str, dict[str, int]] = {}
     for kind, state, n in r["files"]:
         files.setdefault(kind, {})[state] = n
-    return {
-        "database": str(db), "database_bytes": size, "healthy": not problems, "problems": problems,
+    summary = {
+        "database": name, "database_bytes": size, "healthy": not problems, "problems": problems,
         "daemon_running": None if isinstance(pid, str) else pid is not None,
-        "daemon_pid": pid if isinstance(pid, int) else None,
+        "daemon_pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
         "heartbeat_at": iso(beat), "heartbeat_age_seconds": age, "data_generation": meta.get("data_generation"),
         "last_ingest_at": iso(meta.get("last_ingest_at")), "files": files, "lag_bytes": r["lag_bytes"],
         "executions": dict(r["statuses"]), "error_count": r["error_count"],
@@ -73,6 +85,11 @@ def summarise(db: Path) -> dict:
                         for p, line, off, reason, _ in r["errors"]],
         "lines_ingested_total": meta.get("lines_ingested_total"),
     }
+    if sources is not None:
+        summary["sources"] = [{"source": s["source"], "running": s["running"], "started_at": iso(s["started_at"]),
+                               "heartbeat_at": iso(s["heartbeat_at"]),
+                               "heartbeat_age_seconds": heartbeat.age(s["heartbeat_at"], now)} for s in sources]
+    return summary
 
 
 def render(s: dict) -> str:
@@ -83,8 +100,12 @@ def render(s: dict) -> str:
         return "\n".join(out)
     out[-1 - len(s["problems"])] += f"  ({s['database_bytes'] / 1e6:.1f} MB, generation {s['data_generation']})"
     running = s["daemon_running"]
-    out.append("daemon     " + ("unknown" if running is None else f"running (pid {s['daemon_pid']})" if running
-                                else "not running"))
+    out.append("daemon     " + ("unknown" if running is None else "not running" if not running
+                                else f"running (pid {s['daemon_pid']})" if s["daemon_pid"] else "running"))
+    for source in s.get("sources", ()):
+        age = source["heartbeat_age_seconds"]
+        out.append(f"  source {source['source']}: {'running' if source['running'] else 'not running'},"
+                   f" heartbeat {'never' if age is None else f'{age:.1f} s ago'}")
     age = s["heartbeat_age_seconds"]
     out.append(f"heartbeat  {'never' if age is None else f'{age:.1f} s ago'}")
     for kind in ("events", "session", "benchmark"):
@@ -101,37 +122,49 @@ def render(s: dict) -> str:
     return "\n".join(out)
 
 
-def status(db: Path, as_json: bool) -> int:
+def status(db: Path | str, as_json: bool) -> int:
     """`reev-ingestd status [--json]`: exit 0 healthy, 1 degraded, 2 when --db names no file a
     database can be (a FIFO, a device, a folder)."""
     try:
         s = summarise(db)
     except NotAFile as e:
-        print(f"reev-ingestd status: {db}: {e}", file=sys.stderr)
+        print(f"reev-ingestd status: {dburl.shown(db)}: {e}", file=sys.stderr)
         return 2
     with stdout_to_a_pipe():
         print(msgspec.json.encode(s).decode() if as_json else render(s))
     return 0 if s["healthy"] else 1
 
 
-def dump(db: Path) -> int:
+def dump(db: Path | str) -> int:
     """`reev-ingestd dump`: the ingested data as canonical JSON lines, for comparing two
-    databases with diff."""
+    databases with diff, whichever backends hold them (dump_record)."""
+    name = dburl.shown(db)
     try:
-        conn, _ = open_readonly(db)
-    except CannotOpen as e:
-        print(f"reev-ingestd dump: {db}: {e}", file=sys.stderr)
+        reports = open_reports(db)
+    except (CannotOpen, StorageError) as e:
+        print(f"reev-ingestd dump: {name}: {e}", file=sys.stderr)
         return 2
     try:
         with stdout_to_a_pipe():
-            for record in canonical_dump(conn):
-                sys.stdout.write(msgspec.json.encode(record).decode() + "\n")
+            for record in reports.dump():
+                sys.stdout.write(msgspec.json.encode(dump_record(record)).decode() + "\n")
     except StorageError as e:
-        print(f"reev-ingestd dump: cannot read {db}: {e}", file=sys.stderr)
+        print(f"reev-ingestd dump: cannot read {name}: {e}", file=sys.stderr)
         return 2
     finally:
-        conn.close()
+        reports.close()
     return 0
+
+
+def dump_record(record: dict) -> dict:
+    """A record as dumped: a tool call's input and output, JSON taken out of its line by the
+    database, in one form (SQLite's JSON functions minify it, PostgreSQL's keep the line's
+    spacing): decoded and encoded again, so the same files dump alike on either backend."""
+    if record["table"] == "tool_call":
+        for key in ("input", "output"):
+            if record[key] is not None:
+                record[key] = msgspec.json.encode(msgspec.json.decode(record[key])).decode()
+    return record
 
 
 @contextlib.contextmanager

@@ -3,9 +3,21 @@ subcommands `status` and `dump` (daemon/admin.py)."""
 
 import argparse
 import os
+import re
+import socket
 from pathlib import Path
 
-from core.settings import DB, LOG_LEVEL, ArgumentParser, Setting, add_settings, integer, resolve, seconds
+from core.settings import (
+    DB,
+    LOG_LEVEL,
+    ArgumentParser,
+    Setting,
+    add_settings,
+    database_target,
+    integer,
+    resolve,
+    seconds,
+)
 from daemon.ingest import Limits
 
 # The longest line an operator may allow: a read holds a line in memory, several times over
@@ -13,16 +25,40 @@ from daemon.ingest import Limits
 LONGEST_LINE_ALLOWED = 64 << 20
 HOUR, DAY, WEEK = 3600, 86400, 7 * 86400
 
+# The daemon's database: a path (SQLite) or a PostgreSQL URL; the scheme alone decides.
+DAEMON_DB = DB._replace(parse=database_target, metavar="PATH|URL",
+                        help="the database: a SQLite file (created with its folder if missing), or a postgresql:// URL")
+SOURCE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,62}")
+
+
+def source_name(text: str) -> str:
+    """A source: what this daemon's files, checkpoints, errors and heartbeat are kept under in
+    a database several daemons write (a host name fits): up to 63 letters, digits and . _ : @ -."""
+    if not SOURCE_PATTERN.fullmatch(text):
+        raise ValueError(f"{text!r} is not a source name: 1 to 63 ASCII letters, digits and . _ : @ -,"
+                         " beginning with a letter or digit")
+    return text
+
+
+def default_source(environ=os.environ) -> str:
+    """The host name (its first label's worth of characters that a source may hold)."""
+    name = socket.gethostname()
+    return name if SOURCE_PATTERN.fullmatch(name) else re.sub(r"[^A-Za-z0-9._:@-]", "-", name)[:63] or "localhost"
+
+
 SETTINGS = (
     Setting("sessions_dir", "--sessions-dir", "REEV_SESSIONS_DIR", Path, Path("logs/sessions"), "logs/sessions",
             "folder of session_<id>.json and enhanced_otel_<id>.jsonl", metavar="DIR"),
     Setting("benchmarks_dir", "--benchmarks-dir", "REEV_BENCHMARKS_DIR", Path, Path("benchmarks"), "benchmarks",
             "folder of benchmark *.yml files", metavar="DIR"),
-    DB._replace(help="the database file, created with its folder if missing"),
+    DAEMON_DB,
     # Upper bounds on seconds: past them a setting is a mistake (a unit taken for another),
     # and a --once run could wait for ever on a file that keeps changing.
     Setting("rescan_interval", "--rescan-interval", "REEV_RESCAN_INTERVAL", seconds(0.1, DAY), 30.0, "30 s",
             "seconds between reconcile scans", metavar="SECONDS"),
+    Setting("source", "--source", "REEV_SOURCE", source_name, default_source, "the host name",
+            "the name this daemon's files, checkpoints, errors and heartbeat are kept under (PostgreSQL:"
+            " one daemon per source and database)", metavar="NAME"),
     LOG_LEVEL,
     # Bounded above too: the longest line is what a read may hold in memory.
     Setting("max_line_bytes", "--max-line-bytes", "REEV_MAX_LINE_BYTES", integer(1, LONGEST_LINE_ALLOWED),
@@ -38,7 +74,7 @@ SETTINGS = (
             " Timeout (its runner stopped); 0 turns this off", metavar="SECONDS"),
 )
 # What the subcommands use too, on either side of the subcommand's name.
-COMMON = (DB, LOG_LEVEL)
+COMMON = (DAEMON_DB, LOG_LEVEL)
 
 
 def daemon_arguments(argv: list[str] | None, environ=os.environ) -> argparse.Namespace:

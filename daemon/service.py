@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import heartbeat
+from core import dburl, heartbeat
 from core.ids import Classified, Refused, partner_file_name, shown
 from core.notify import Notifier
 from daemon.cache_warmer import CacheWarmer
@@ -25,7 +25,7 @@ from daemon.parse import ParsedBenchmark
 from daemon.read_worker import ReadWorker
 from daemon.reader import folder_is_there
 from daemon.stale import StaleRuns
-from daemon.storage import StorageError, Store
+from daemon.storage import NotOwned, StorageError, Store
 
 log = logging.getLogger("reev.daemon")
 
@@ -49,7 +49,7 @@ SWITCH_INTERVAL_SECONDS = 0.0005
 class Config:
     sessions_dir: Path
     benchmarks_dir: Path
-    db: Path
+    db: Path | str      # a SQLite file, or a PostgreSQL URL (core/dburl.py)
     once: bool = False
     rescan_interval: float = 30.0
     stale_after: float = 1800.0     # seconds (0: off): daemon/stale.py
@@ -326,6 +326,10 @@ class Service:
                 return self.ingestor.process(path, scanned, ahead)
         except StorageError:
             raise          # the database itself failed: abort the batch, back off, retry
+        except NotOwned as e:    # another source's (PostgreSQL): its error, the file left unread
+            if self.store.error_reason(path) != str(e) and self.store.record_error(path, 0, 0, str(e)):
+                log.warning("%s: %s", shown(path), e)
+            return Outcome()
         except OSError as e:     # reading failed midway: what the file did is undone; tried again
             with self.store.savepoint():
                 self.ingestor.read_failed(path, scanned, e)
@@ -365,7 +369,7 @@ class Service:
         if why is None:
             return False
         log.error("the database %s %s while the daemon ran: exiting (started again, it opens or creates"
-                  " the database the path names then)", self.config.db, why)
+                  " the database the path names then)", dburl.shown(self.config.db), why)
         self.store.abandon()
         self.stopping = self.database_gone = True
         return True
@@ -439,7 +443,7 @@ class Service:
         next_rescan = time.monotonic() + self.config.rescan_interval
         backoff = 0.0
         log.info("watching %s and %s; database %s", self.config.sessions_dir,
-                 self.config.benchmarks_dir, self.config.db)
+                 self.config.benchmarks_dir, dburl.shown(self.config.db))
         while not self.stopping:
             # Petted only here, in the loop that does the work: if it hangs, systemd restarts us.
             self.notify.watchdog()

@@ -4,8 +4,10 @@ it to perf/RESULTS.md (with the date, the machine, and the exact commands).
     BENCH_SIZE=small|large .venv/bin/python perf/bench.py
 
 Optional overrides (for running part of `large` within a time budget; RESULTS.md says which
-were used): BENCH_ONLY=backfill,live,api,scale,memory,profile (default: all);
-BENCH_CORPUS=N (sessions of the back-fill corpus); BENCH_SCALE=10000,100000,1000000;
+were used): BENCH_ONLY=backfill,live,api,scale,memory,profile,pg (default: all; pg: the PostgreSQL
+backends against SQLite, on a throwaway cluster, perf/pgperf.py); BENCH_CORPUS=N (sessions of
+the back-fill corpus); BENCH_PG_CORPUS=N (of the PostgreSQL step's); BENCH_SCALE=10000,100000,1000000;
+BENCH_PG_SCALE=10000,100000;
 BENCH_BIGLOG_MB=512,1024; BENCH_WATCH=50000,100000; BENCH_REPS=3.
 
 Generated data lives in perf/data/<size>/ (gitignored) and is reused when its parameters
@@ -52,13 +54,14 @@ DAEMON_FLAGS = ["--log-level", "warning", "--stale-after", "0"]
 
 PROFILES = {
     # sessions in the back-fill corpus; live-latency run length; wrk run length; API scale sizes
-    # (the first size >= 10 000 is the baseline); big event log sizes; watched file counts.
+    # (the first size >= 10 000 is the baseline); big event log sizes; watched file counts; sessions
+    # of the PostgreSQL step's corpus (its live catch-ups are slow: see docs/performance.md).
     "small": dict(corpus=1_000, reps=3, live_seconds=10, live_reps=3, wrk_seconds=5, scale_seconds=2,
                   scale=[10_000, 30_000, 100_000], scale_events_upto=0, biglog_mb=[64, 128], watch=[5_000, 10_000],
-                  profile_seconds=8),
+                  profile_seconds=8, pg_corpus=1_000, pg_scale=[10_000, 100_000]),
     "large": dict(corpus=100_000, reps=3, live_seconds=30, live_reps=3, wrk_seconds=10, scale_seconds=3,
                   scale=[10_000, 100_000, 1_000_000], scale_events_upto=100_000, biglog_mb=[512, 1024],
-                  watch=[50_000, 100_000], profile_seconds=15),
+                  watch=[50_000, 100_000], profile_seconds=15, pg_corpus=10_000, pg_scale=[10_000, 1_000_000]),
 }
 
 COMMANDS: list[str] = []     # every command run, in order (for RESULTS.md)
@@ -186,7 +189,15 @@ def wait_until(cond, timeout: float, what: str, interval=0.1, alive=None):
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
-def query(db: Path, sql: str, params=()) -> list:
+def is_url(db) -> bool:
+    return str(db).startswith(("postgresql://", "postgres://"))
+
+
+def query(db: Path | str, sql: str, params=()) -> list:
+    """Rows of `sql` (`?` parameters) on a SQLite file, read-only, or a PostgreSQL URL."""
+    if is_url(db):
+        from perf import pgperf
+        return pgperf.query(str(db), sql.replace("?", "%s"), params)
     conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         conn.set_busy_timeout(2000)
@@ -452,43 +463,59 @@ def bench_backfill(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
 # ------------------------------------------------------------------------------ 2. live latency
 
 def bench_live(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
-    work = tmp / "live"
+    live = live_latency(cfg, tmp, "live")
+    extra["live"] = live["runs"]
+    add_row(rows, "2", live_measurement(cfg, live), live_figure(live), "p50 < 10 ms, p99 < 50 ms",
+            live["p50"] < 10 and live["p99"] < 50 and not live["missed"],
+            f"p50 {fmt_ms(live['p50'])}, p99 {fmt_ms(live['p99'])}")
+
+
+def live_latency(cfg: dict, tmp: Path, name: str, db: str | None = None, during=contextlib.nullcontext) -> dict:
+    """The live daemon and the API on an empty database (`db`: a PostgreSQL URL, or by default a
+    SQLite file in tmp/NAME), perf/live.py's writers and pollers `live_reps` times, each run
+    inside `during()` (what else is measured over the same runs)."""
+    work = tmp / name
     shutil.rmtree(work, ignore_errors=True)
     (work / "sessions").mkdir(parents=True)
     from perf.corpus import write_benchmarks
     write_benchmarks(work / "benchmarks")
-    db = work / "reev.db"
-    daemon = start_daemon(work / "sessions", work / "benchmarks", db, tmp, "live-daemon")
+    db = db or work / "reev.db"
+    daemon = start_daemon(work / "sessions", work / "benchmarks", db, tmp, f"{name}-daemon")
     api = None
     runs = []
     try:
         wait_until(lambda: query(db, "SELECT count(*) FROM benchmarks")[0][0] == 20, 60, "the daemon's first scan",
                    alive=daemon)
-        api, base = start_api(db, tmp, "live-api")
+        api, base = start_api(db, tmp, f"{name}-api")
         for rep in range(cfg["live_reps"]):
-            p = run([PY, PERF / "live.py", "--sessions-dir", work / "sessions", "--api", base, "--writers", 50,
-                     "--rate", 2000, "--sampled", 5, "--sample-every", 4, "--duration", cfg["live_seconds"],
-                     "--warmup", 2, "--tag", f"r{rep}"], cfg["live_seconds"] + 120,
-                    stdout=subprocess.PIPE, text=True, check=True)
+            with during():
+                p = run([PY, PERF / "live.py", "--sessions-dir", work / "sessions", "--api", base, "--writers", 50,
+                         "--rate", 2000, "--sampled", 5, "--sample-every", 4, "--duration", cfg["live_seconds"],
+                         "--warmup", 2, "--tag", f"r{rep}"], cfg["live_seconds"] + 120,
+                        stdout=subprocess.PIPE, text=True, check=True)
             r = json.loads(p.stdout.strip().splitlines()[-1])
             runs.append(r)
-            log(f"live rep {rep + 1}: {r}")
+            log(f"{name} rep {rep + 1}: {r}")
     finally:
         if api:
             api.stop()
         daemon.stop()
-    p50, p99 = med([r["p50_ms"] for r in runs]), med([r["p99_ms"] for r in runs])
-    rate = med([r["rate"] for r in runs])
     samples = sum(r["samples"] for r in runs)
-    missed = sum(r["missed"] for r in runs)
-    extra["live"] = runs
-    add_row(rows, "2", f"Live latency, write → visible via API (50 writers, {fmt(rate)} lines/s total; "
-                       f"{samples} samples on 5 logs, {sum(r['polls'] for r in runs) / max(1, samples):.1f} polls "
-                       f"each, {cfg['live_reps']} runs × {cfg['live_seconds']} s"
-                       f"{f', {missed} missed' if missed else ''})",
-            f"p50 {fmt_ms(p50)}, p99 {fmt_ms(p99)} (max {fmt_ms(max(r['max_ms'] or 0 for r in runs))})",
-            "p50 < 10 ms, p99 < 50 ms", p50 < 10 and p99 < 50 and not missed,
-            f"p50 {fmt_ms(p50)}, p99 {fmt_ms(p99)}")
+    return {"runs": runs, "p50": med([r["p50_ms"] for r in runs]), "p99": med([r["p99_ms"] for r in runs]),
+            "rate": med([r["rate"] for r in runs]), "samples": samples, "missed": sum(r["missed"] for r in runs),
+            "polls": sum(r["polls"] for r in runs) / max(1, samples), "max": max(r["max_ms"] or 0 for r in runs),
+            "lines": sum(r["lines_written"] for r in runs)}
+
+
+def live_measurement(cfg: dict, live: dict, engine: str = "") -> str:
+    missed = f", {live['missed']} missed" if live["missed"] else ""
+    return (f"Live latency{engine}, write → visible via API (50 writers, {fmt(live['rate'])} lines/s total; "
+            f"{live['samples']} samples on 5 logs, {live['polls']:.1f} polls each, {cfg['live_reps']} runs × "
+            f"{cfg['live_seconds']} s{missed})")
+
+
+def live_figure(live: dict) -> str:
+    return f"p50 {fmt_ms(live['p50'])}, p99 {fmt_ms(live['p99'])} (max {fmt_ms(live['max'])})"
 
 
 # ------------------------------------------------------------------------------ 3. API under load
@@ -606,6 +633,23 @@ def bench_api(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
 def bench_scale(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
     sizes = cfg["scale"]
     dbs = {n: build_scale_db(data, n, n <= cfg["scale_events_upto"]) for n in sizes}
+    result = extra["scale"] = scale_p50(cfg, dbs, tmp, "scale")
+    starred = {n for n in sizes if n > cfg["scale_events_upto"]}
+    scale_rows(rows, ("4a", "4b", "4c"), result, "direct DB", starred)
+    if starred:
+        NOTES.append("Scale sizes marked * were generated with `--events none` (executions, tool calls, stats, "
+                     "files and meta, but an empty events table) to fit the time budget: the 1 000 000-session DB "
+                     "with its ~26 M event rows would be ~28 GB and ~10 more minutes to write (`perf/dbgen.py DB "
+                     "1000000` does it). The three routes measured read no events.")
+
+
+SCALE_ROUTES = {"status": "status", "benchmark": "benchmark detail", "agents": "agent-performance"}
+
+
+def scale_p50(cfg: dict, dbs: dict, tmp: Path, name: str) -> dict:
+    """p50, p99 and req/s of the status, benchmark detail and agent-performance routes, one
+    request at a time (wrk -t1 -c1), on each of `dbs` (size → database)."""
+    sizes = list(dbs)
     # One API per size, all up at once, and the repetitions interleaved across sizes, so that
     # the machine's noise falls on every size alike.
     apis, ids = {}, {}
@@ -613,13 +657,13 @@ def bench_scale(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
     try:
         for n in sizes:
             ids[n] = pick_ids(dbs[n])
-            apis[n] = start_api(dbs[n], tmp, f"scale-api-{n}")
+            apis[n] = start_api(dbs[n], tmp, f"{name}-api-{n}")
         for n in sizes:
-            for route in ("status", "benchmark", "agents"):
+            for route in SCALE_ROUTES:
                 wrk(apis[n][1], [ids[n][route]], 1, conns=1, threads=1)     # warm the page cache
         for rep in range(cfg["reps"]):
             for n in sizes:
-                for route in ("status", "benchmark", "agents"):
+                for route in SCALE_ROUTES:
                     per[n][route].append(wrk(apis[n][1], [ids[n][route]], cfg["scale_seconds"], conns=1, threads=1))
     finally:
         for proc, _ in apis.values():
@@ -628,14 +672,17 @@ def bench_scale(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
     for n in sizes:
         result[n] = {route: {"p50": med([r["p50"] for r in v]), "p99": med([r["p99"] for r in v]),
                              "rps": med([r["rps"] for r in v])} for route, v in per[n].items()}
-        result[n]["events"] = n <= cfg["scale_events_upto"]
-        log(f"scale {n}: " + ", ".join(f"{k} p50 {v['p50']:.2f} ms" for k, v in result[n].items() if k != "events"))
-    extra["scale"] = result
+        log(f"{name} {n}: " + ", ".join(f"{k} p50 {v['p50']:.2f} ms" for k, v in result[n].items()))
+    return result
+
+
+def scale_rows(rows: list, ids: tuple, result: dict, how: str, starred: set = frozenset()):
+    """A row per route: p50 at the largest size against p50 at the first size of 10 000 or more."""
+    sizes = list(result)
     base_n = next((n for n in sizes if n >= 10_000), sizes[0])
     top = sizes[-1]
-    names = {"status": "status", "benchmark": "benchmark detail", "agents": "agent-performance"}
-    for route, label in names.items():
-        figs = ", ".join(f"{n:,}".replace(",", " ") + f"{'' if result[n]['events'] else '*'}: "
+    for num, (route, label) in zip(ids, SCALE_ROUTES.items(), strict=True):
+        figs = ", ".join(f"{n:,}".replace(",", " ") + f"{'*' if n in starred else ''}: "
                          f"{fmt_ms(result[n][route]['p50'])}" for n in sizes)
         ratio = result[top][route]["p50"] / result[base_n][route]["p50"]
         target = f"p50 at {top:,} ≤ 1.5 × p50 at {base_n:,}".replace(",", " ")
@@ -643,13 +690,8 @@ def bench_scale(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
         if route == "agents":
             target += "; < 50 ms"
             ok = ok and result[top][route]["p50"] < 50
-        add_row(rows, f"4{'abc'[list(names).index(route)]}", f"Scale: {label} p50 (wrk -t1 -c1, direct DB)",
+        add_row(rows, num, f"Scale: {label} p50 (wrk -t1 -c1, {how})",
                 f"{figs} → **{ratio:.2f} ×**", target, ok, f"{ratio:.2f} × ({fmt_ms(result[top][route]['p50'])})")
-    if any(not result[n]["events"] for n in sizes):
-        NOTES.append("Scale sizes marked * were generated with `--events none` (executions, tool calls, stats, "
-                     "files and meta, but an empty events table) to fit the time budget: the 1 000 000-session DB "
-                     "with its ~26 M event rows would be ~28 GB and ~10 more minutes to write (`perf/dbgen.py DB "
-                     "1000000` does it). The three routes measured read no events.")
 
 
 # ------------------------------------------------------------------------------ 5. memory
@@ -725,6 +767,352 @@ def bench_memory(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
             " / ".join(f"{x['files']:,} files: {x['rss']:.0f} MB".replace(",", " ") for x in watch)
             + f" → ×{growth:.2f} for ×{b['files'] / a['files']:.0f} files",
             "< 150 MB, flat (≤ 1.2× growth)", ok, f"{max(x['rss'] for x in watch):.0f} MB, ×{growth:.2f}")
+
+
+# ------------------------------------------------------------------------------ 6. PostgreSQL
+
+# A primary's budget in the capacity rows (6h): the share of its cores the server may use.
+PRIMARY_BUSY = 0.7
+LIVE_HOST_RATE = 2000      # lines/s of one runner host in 6h: the live benchmark's load (50 agents)
+
+
+class ServerCost:
+    """What the PostgreSQL server spent inside the `with cost(url):` blocks, summed: the
+    execution time of the statements on that database (pg_stat_statements) and the CPU time of
+    the server's processes (/proc). Nothing else may use the server meanwhile."""
+
+    def __init__(self, pg):
+        self.pg, self.statements, self.cpu, self.calls = pg, 0.0, 0.0, 0
+
+    @contextlib.contextmanager
+    def __call__(self, url: str):
+        self.pg.reset_statements()
+        cpu = self.pg.cpu_seconds()
+        yield
+        self.cpu += self.pg.cpu_seconds() - cpu
+        seconds, calls = self.pg.statement_seconds(url)
+        self.statements += seconds
+        self.calls += calls
+
+    def per(self, count: float, unit: float) -> str:
+        """Both figures per `unit` of `count` things done."""
+        return (f"{self.statements / count * unit:.2f} s in statements, {self.cpu / count * unit:.2f} s of server "
+                f"CPU")
+
+
+def bench_pg(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    """The PostgreSQL backends against SQLite (issue 18's figures 1 to 5), on one throwaway
+    cluster. Each part runs even when one before it failed; the failures are raised at the end."""
+    from perf import pgperf
+    same = extra.get("corpus") and extra["corpus"]["sessions"] == cfg["pg_corpus"]
+    corpus = extra["corpus"] if same else build_corpus(data, cfg["pg_corpus"])
+    warm(corpus["dir"] / "sessions")
+    warm(corpus["dir"])
+    failed = []
+    with pgperf.Server() as pg:
+        log(f"PostgreSQL cluster in {pg.root}")
+        load = []
+        for part in (pg_backfill, pg_fleet, pg_live, pg_api, pg_capacity, pg_scale):
+            before = os.getloadavg()[0]
+            try:
+                part(cfg, pg, corpus, data, tmp, rows, extra)
+            except Exception as e:      # noqa: BLE001 - one failed measurement must not lose the others
+                failed.append(f"{part.__name__}: {type(e).__name__}: {e}")
+                log(f"{part.__name__} failed: {e}")
+            load.append(f"{part.__name__} {before:.2f} → {os.getloadavg()[0]:.2f}")
+    NOTES.append("The PostgreSQL step's parts, 1-minute load average before → after each: " + ", ".join(load))
+    extra["pg_profiles"] = profile_tables(extra.pop("pg_spied", [])) + extra.pop("pg_statements", [])
+    if failed:
+        raise RuntimeError("; ".join(failed))
+
+
+def statements_table(title: str, statements: list) -> str:
+    """pg_stat_statements' rows (calls, total ms, text) as a Markdown table, for the run's record."""
+    lines = [f"**{title}** — pg_stat_statements, the statements that took longest in all\n",
+             "| calls | total ms | mean ms | statement |", "|---|---|---|---|"]
+    for calls, total, text in statements:
+        shown = text if len(text) <= 110 else text[:107] + "..."
+        lines.append(f"| {calls} | {total:.1f} | {total / max(1, calls):.3f} | `{shown.replace('|', '&#124;')}` |")
+    return "\n".join(lines) + "\n"
+
+
+def check_stored(db, corpus: dict, what: str):
+    """A note when `db` does not hold every line and session of the corpus."""
+    events, executions = query(db, "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM executions)")[0]
+    if events != corpus["lines"] or executions != corpus["sessions"]:
+        NOTES.append(f"{what}: the database holds {events} events and {executions} executions for "
+                     f"{corpus['lines']} lines and {corpus['sessions']} sessions")
+
+
+def pg_backfill(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    """6a: `--once` over the corpus into an empty SQLite file and an empty PostgreSQL database,
+    interleaved, once per repetition."""
+    sessions, benchmarks = corpus["dir"] / "sessions", corpus["dir"] / "benchmarks"
+    (tmp / "pg-sqlite").mkdir(exist_ok=True)
+    sdb = tmp / "pg-sqlite" / "reev.db"
+    timeout = max(600, cfg["corpus"] * 0.2)
+    walls = defaultdict(list)
+    cost = ServerCost(pg)
+    for rep in range(cfg["reps"]):
+        rm_db(sdb)
+        walls["sqlite"].append(timed([BIN / "reev-ingestd", "--sessions-dir", sessions, "--benchmarks-dir", benchmarks,
+                                      "--db", sdb, "--once", *DAEMON_FLAGS], timeout, tmp)["wall"])
+        url = pg.fresh("backfill")
+        with cost(url):
+            walls["pg"].append(timed([BIN / "reev-ingestd", "--sessions-dir", sessions, "--benchmarks-dir",
+                                      benchmarks, "--db", url, "--once", *DAEMON_FLAGS], timeout, tmp)["wall"])
+        log(f"pg back-fill rep {rep + 1}: SQLite {walls['sqlite'][-1]:.2f} s, PostgreSQL {walls['pg'][-1]:.2f} s")
+    extra.setdefault("pg_statements", []).append(statements_table(
+        f"Back-fill into PostgreSQL (the last timed run: {fmt(corpus['files'])} files)", pg.top_statements(url)))
+    check_stored(sdb, corpus, "PostgreSQL back-fill, SQLite's run")
+    check_stored(url, corpus, "PostgreSQL back-fill")
+    raw = data / "profiles" / "pg-backfill.txt"      # one more, profiled (not timed)
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    run([BIN / "py-spy", "record", "--format", "raw", "-r", "250", "-o", raw, "--", BIN / "reev-ingestd",
+         "--sessions-dir", sessions, "--benchmarks-dir", benchmarks, "--db", pg.fresh("profiled"), "--once",
+         *DAEMON_FLAGS], timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    extra.setdefault("pg_spied", []).append(("Back-fill into PostgreSQL (`reev-ingestd --once`, not timed)", raw))
+    extra["pg_sqlite_db"], extra["pg_url"] = sdb, url
+    lines = corpus["lines"]
+    lite, post = med(walls["sqlite"]), med(walls["pg"])
+    ratio = lite / post
+    extra["pg_backfill"] = {"walls": dict(walls), "statements_s": cost.statements, "cpu_s": cost.cpu,
+                            "lines": lines * cfg["reps"]}
+    add_row(rows, "6a", f"Back-fill `reev-ingestd --once` into PostgreSQL against SQLite (the same "
+                        f"{fmt(corpus['sessions'])} sessions, {fmt(lines)} lines; interleaved)",
+            f"PostgreSQL {fmt(lines / post)} lines/s ({post:.2f} s), SQLite {fmt(lines / lite)} lines/s "
+            f"({lite:.2f} s): **{ratio:.2f} ×**", "PostgreSQL ≥ 0.5 × SQLite", ratio >= 0.5, f"{ratio:.2f} ×")
+    add_row(rows, "6f", "PostgreSQL server time per million lines back-filled (pg_stat_statements' execution "
+                        "time; the server processes' CPU from /proc)",
+            cost.per(lines * cfg["reps"], 1e6), headline=f"{cost.cpu / (lines * cfg['reps']) * 1e6:.1f} s CPU")
+
+
+def split_corpus(corpus: dict, parts: int) -> list[Path]:
+    """The corpus's sessions folder as `parts` folders (hard links), a run's event log and
+    session file in the same one: the runner hosts of a fleet."""
+    root = corpus["dir"] / f"split-{parts}"
+    folders = [root / f"part-{k}" for k in range(parts)]
+
+    def build():
+        for folder in folders:
+            folder.mkdir(parents=True)
+        names = sorted(os.listdir(corpus["dir"] / "sessions"))
+        sids = sorted({re.sub(r"^(enhanced_otel_|session_)|\.jsonl?$", "", n) for n in names})
+        part = {sid: k % parts for k, sid in enumerate(sids)}
+        for n in names:
+            os.link(corpus["dir"] / "sessions" / n,
+                    folders[part[re.sub(r"^(enhanced_otel_|session_)|\.jsonl?$", "", n)]] / n)
+
+    generated(root, {"sessions": corpus["sessions"], "parts": parts}, f"the corpus in {parts} folders",
+              [PY, "perf/bench.py  # split_corpus", corpus["dir"] / "sessions", parts], build)
+    return folders
+
+
+def fleet_run(pg, folders: list[Path], benchmarks: Path, url: str, tmp: Path, name: str, once: bool,
+              timeout: float) -> dict:
+    """One daemon per folder (its own --source), started together on an empty database: with
+    `once`, the seconds until the last `--once` exits (each must exit 0); else the seconds until
+    every live daemon has logged that it caught up. And the batches they retried: the service
+    loop logs "database error (...); retrying" for each (--once does not retry: an error ends it);
+    and the seconds they waited for advisory locks (pg_stat_statements: the lock's statement, one
+    for both locks): the change feed's, which puts every source's commits in one order (a wait
+    per batch), and the schema's while the first daemon creates it."""
+    pg.reset_statements()
+    started = time.monotonic()
+    procs = [Proc([BIN / "reev-ingestd", "--sessions-dir", folder, "--benchmarks-dir", benchmarks, "--db", url,
+                   "--source", f"{name}-{k}", *(["--once"] if once else []), *DAEMON_FLAGS,
+                   "--log-level", "info"],        # (the last --log-level counts)
+                  tmp / f"{name}-{k}.log") for k, folder in enumerate(folders)]
+    try:
+        waiting = set(range(len(procs)))
+        while waiting:
+            for k in list(waiting):
+                if once and not procs[k].alive():
+                    if procs[k].p.returncode != 0:
+                        raise RuntimeError(f"{name}: a daemon exited {procs[k].p.returncode}; see {procs[k].log_path}")
+                    waiting.discard(k)
+                elif not once and "caught up:" in procs[k].log_path.read_text(errors="replace"):
+                    waiting.discard(k)
+                elif not procs[k].alive():
+                    raise RuntimeError(f"{name}: a daemon exited; see {procs[k].log_path}")
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{name}: not done after {timeout} s")
+            time.sleep(0.01)
+        wall = time.monotonic() - started
+    finally:
+        for proc in procs:
+            proc.stop()
+    retried = [line for proc in procs for line in proc.log_path.read_text(errors="replace").splitlines()
+               if "database error (" in line]
+    lock_wait, tails = pg.statement_seconds(url, "pg_advisory_xact_lock")
+    return {"wall": wall, "retried": len(retried), "retry_lines": retried[:5], "lock_wait": lock_wait, "tails": tails}
+
+
+def pg_fleet(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    """6b, 6b′: three daemons on the corpus split in three, one database, against one daemon on
+    the whole corpus; `--once` (6b) and live until caught up (6b′), alternated."""
+    parts = split_corpus(corpus, 3)
+    whole = [corpus["dir"] / "sessions"]
+    benchmarks = corpus["dir"] / "benchmarks"
+    timeout = max(600, cfg["corpus"] * 0.2)
+    runs = defaultdict(list)
+    for rep in range(cfg["reps"]):
+        for mode, once in (("once", True), ("live", False)):
+            for count, folders in (("one", whole), ("three", parts)):
+                url = pg.fresh("fleet")
+                runs[f"{mode}-{count}"].append(
+                    fleet_run(pg, folders, benchmarks, url, tmp, f"fleet-{mode}-{count}", once, timeout))
+                check_stored(url, corpus, f"{count} daemon(s) ({mode}) into PostgreSQL")
+        log(f"pg fleet rep {rep + 1}: " + ", ".join(f"{k} {v[-1]['wall']:.2f} s ({v[-1]['retried']} retried)"
+                                                      for k, v in runs.items()))
+    extra["pg_fleet"] = dict(runs)
+    for r in (r for v in runs.values() for r in v):
+        NOTES.extend(f"retried batch: {line}" for line in r["retry_lines"])
+    lines = corpus["lines"]
+    for num, mode, how in (("6b", "once", "`--once`"), ("6b′", "live", "live, start → every daemon caught up")):
+        one, three = (med([r["wall"] for r in runs[f"{mode}-{n}"]]) for n in ("one", "three"))
+        retried, retried_one = (sum(r["retried"] for r in runs[f"{mode}-{n}"]) for n in ("three", "one"))
+        lock_wait = med([r["lock_wait"] for r in runs[f"{mode}-three"]])
+        tails = med([r["tails"] for r in runs[f"{mode}-three"]])
+        ratio = one / three
+        add_row(rows, num, f"Three daemons (three folders, three --source) into one PostgreSQL against one daemon "
+                           f"with all the files ({how})",
+                f"three: {fmt(lines / three)} lines/s in all ({three:.2f} s), one: {fmt(lines / one)} lines/s "
+                f"({one:.2f} s): **{ratio:.2f} ×**; batches retried: {retried} in {cfg['reps']} three-daemon runs "
+                f"({retried_one} with one daemon); the three waited {lock_wait:.2f} s in all for the advisory locks "
+                f"(the change feed's, {fmt(tails)} commit tails; the schema's at start)",
+                "three ≥ 1.0 × one", ratio >= 1.0, f"{ratio:.2f} ×, {retried} retried")
+
+
+def pg_live(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    """6c: the live benchmark (2) with the database a PostgreSQL one."""
+    url = pg.fresh("live")
+    cost = ServerCost(pg)
+    live = live_latency(cfg, tmp, "pg-live", url, during=lambda: cost(url))
+    extra.setdefault("pg_statements", []).append(statements_table(
+        "Live on PostgreSQL (6c's last run; the API's polls included)", pg.top_statements(url)))
+    ingested = query(url, "SELECT count(*) FROM events")[0][0]
+    # the daemon's own counters (/metrics'): how many batches, so commits, and files in each
+    batches, files = query(url, "SELECT sum(batches_total)::bigint, sum(files_read_total)::bigint FROM sources")[0]
+    extra["pg_live"] = {**live, "statements_s": cost.statements, "cpu_s": cost.cpu, "ingested": ingested,
+                        "batches": batches, "files": files}
+    add_row(rows, "6c", live_measurement(cfg, live, " on PostgreSQL"),
+            live_figure(live) + f"; {fmt(batches)} batches (commits), {files / max(1, batches):.1f} files each",
+            "p50 < 20 ms, p99 < 100 ms", live["p50"] < 20 and live["p99"] < 100 and not live["missed"],
+            f"p50 {fmt_ms(live['p50'])}, p99 {fmt_ms(live['p99'])}")
+    add_row(rows, "6f′", f"PostgreSQL server time per million lines ingested live (6c: {fmt(ingested)} lines in "
+                         "small batches, the pollers' API requests included)",
+            cost.per(ingested, 1e6), headline=f"{cost.cpu / max(1, ingested) * 1e6:.1f} s CPU")
+
+
+def pg_api(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    """6d, 6e, 6g: an API on the back-filled PostgreSQL database and one on the SQLite file of the
+    same corpus (6a's last runs), both idle while the other is loaded; wrk as in 3."""
+    sdb, url = extra["pg_sqlite_db"], extra["pg_url"]
+    ids = pick_ids(sdb)                  # the same resources on both (the same corpus)
+    mix = ["e=" + ids["status"], "b=" + ids["benchmark"], "r=" + ids["agents"], "e=" + ids["logs"]]
+    seconds = cfg["wrk_seconds"]
+    res = defaultdict(list)
+    costs = {kind: ServerCost(pg) for kind in ("status", "mix200", "mix304")}
+    apis = []
+    try:
+        apis.append(start_api(sdb, tmp, "pg-sqlite-api"))
+        apis.append(start_api(url, tmp, "pg-api"))
+        (_, lite), (_, post) = apis
+        for path in (ids["status"], ids["benchmark"], ids["agents"], ids["logs"]):
+            for base in (lite, post):
+                status, body = http_get(base + path)
+                if status != 200:
+                    raise RuntimeError(f"{base}{path} answered {status}: {body[:200]!r}")
+        for rep in range(cfg["reps"]):
+            res["sqlite_status"].append(wrk(lite, [ids["status"]], seconds))
+            with costs["status"](url):
+                res["pg_status"].append(wrk(post, [ids["status"]], seconds))
+            with costs["mix200"](url):
+                res["pg_mix200"].append(wrk(post, mix, seconds, etag=False))
+            with costs["mix304"](url):
+                res["pg_mix304"].append(wrk(post, mix, seconds, etag=True))
+            last = {k: v[-1] for k, v in res.items()}
+            log(f"pg api rep {rep + 1}: status SQLite {last['sqlite_status']['rps']:.0f}/s, PostgreSQL "
+                f"{last['pg_status']['rps']:.0f}/s; mix {last['pg_mix200']['rps']:.0f}/s, mix+etag "
+                f"{last['pg_mix304']['rps']:.0f}/s ({last['pg_mix304']['n304']} 304s)")
+        raw = data / "profiles" / "pg-api-status.txt"       # then profiled (not counted)
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        secs = cfg["profile_seconds"]
+        spy = Proc([BIN / "py-spy", "record", "--format", "raw", "-r", "250", "-d", secs + 1, "--subprocesses",
+                    "-p", apis[1][0].pid, "-o", raw], tmp / "py-spy-pg-api.log")
+        time.sleep(1)
+        wrk(post, [ids["status"]], secs)
+        spy.p.wait(secs + 60)
+        extra.setdefault("pg_spied", []).append(("API on PostgreSQL, the status route (wrk -t2 -c64)", raw))
+    finally:
+        for proc, _ in apis:
+            proc.stop()
+    requests = {kind: sum(r["requests"] for r in res[f"pg_{kind}"]) for kind in costs}
+    extra["pg_api"] = {"wrk": dict(res), "ids": ids, "requests": requests,
+                       "costs": {k: {"statements_s": c.statements, "cpu_s": c.cpu, "calls": c.calls}
+                                 for k, c in costs.items()}}
+
+    def m(key, field="rps"):
+        return med([r[field] for r in res[key]])
+
+    bad = sum(r["bad"] + r["socket_errors"] for k in res for r in res[k])
+    ratio = m("pg_status") / m("sqlite_status")
+    add_row(rows, "6d", "Status route on PostgreSQL against the SQLite API (the same corpus, wrk -t2 -c64, "
+                        "nothing being written)",
+            f"PostgreSQL {fmt(m('pg_status'))} req/s (p50 {fmt_ms(m('pg_status', 'p50'))}, p99 "
+            f"{fmt_ms(m('pg_status', 'p99'))}), SQLite {fmt(m('sqlite_status'))} req/s (p50 "
+            f"{fmt_ms(m('sqlite_status', 'p50'))}): **{ratio:.2f} ×**" + (f"; {bad} errors" if bad else ""),
+            "PostgreSQL ≥ 0.5 × SQLite", ratio >= 0.5 and not bad, f"{ratio:.2f} ×")
+    share = sum(r["n304"] for r in res["pg_mix304"]) / max(1, requests["mix304"])
+    ratio = m("pg_mix304") / m("pg_mix200")
+    add_row(rows, "6e", "Polling mix on PostgreSQL (as 3b′), without → with If-None-Match",
+            f"{fmt(m('pg_mix200'))} → {fmt(m('pg_mix304'))} req/s, p50 {fmt_ms(m('pg_mix200', 'p50'))} → "
+            f"{fmt_ms(m('pg_mix304', 'p50'))} ({share:.0%} answered 304): **{ratio:.2f} ×**",
+            "304 path ≥ 1.5 × 200 path", ratio >= 1.5, f"{ratio:.2f} ×")
+    add_row(rows, "6g", "PostgreSQL server time per thousand API requests: status route; polling mix, 200 path; "
+                        "polling mix, If-None-Match",
+            "; ".join(f"{kind}: {costs[kind].per(requests[kind], 1e3)}" for kind in costs),
+            headline=f"{costs['mix200'].cpu / max(1, requests['mix200']) * 1e3:.2f} s CPU (mix)")
+
+
+def pg_capacity(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    """6h, on paper: how many runner hosts, or API replicas, a primary with this machine's cores
+    carries at the server CPU 6f′ and 6g measured (the assumptions are in the row)."""
+    live, api = extra.get("pg_live"), extra.get("pg_api")
+    if not live or not api:
+        raise RuntimeError("no figures to derive from (6c or 6d did not run)")
+    budget = (os.cpu_count() or 1) * PRIMARY_BUSY
+    per_line = live["cpu_s"] / max(1, live["ingested"])
+    per_request = api["costs"]["mix200"]["cpu_s"] / max(1, api["requests"]["mix200"])
+    replica_rps = med([r["rps"] for r in api["wrk"]["pg_mix200"]])
+    hosts = budget / (per_line * LIVE_HOST_RATE)
+    replicas = budget / (per_request * replica_rps)
+    add_row(rows, "6h", f"On paper: a primary of {os.cpu_count()} cores at {PRIMARY_BUSY:.0%} busy, at 6f′'s and "
+                        f"6g's CPU per line and per request",
+            f"{hosts:.1f} runner hosts writing {fmt(LIVE_HOST_RATE)} lines/s each, or {replicas:.1f} API replicas "
+            f"each serving the polling mix's 200 path flat out ({fmt(replica_rps)} req/s)",
+            headline=f"{hosts:.1f} hosts or {replicas:.1f} replicas")
+
+
+def pg_scale(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    """6i to 6k: the scale benchmark (4) on PostgreSQL: perf/dbgen.py's databases (without
+    events) copied into databases a daemon made the schema of (perf/pgperf.copy_dbgen: the
+    tables those routes read)."""
+    from perf import pgperf
+    empty = tmp / "pg-scale-empty"
+    empty.mkdir(exist_ok=True)
+    dbs = {}
+    for n in cfg["pg_scale"]:
+        sdb = build_scale_db(data, n, False)
+        url = dbs[n] = pg.fresh(f"scale{n}")
+        run([BIN / "reev-ingestd", "--sessions-dir", empty, "--benchmarks-dir", empty, "--db", url, "--source",
+             "bench-scale", "--once", *DAEMON_FLAGS], 120, check=True)
+        started = time.monotonic()
+        pgperf.copy_dbgen(sdb, url, "bench-scale")
+        log(f"pg scale {n}: copied in {time.monotonic() - started:.1f} s")
+    result = extra["pg_scale"] = scale_p50(cfg, dbs, tmp, "pg-scale")
+    scale_rows(rows, ("6i", "6j", "6k"), result, "PostgreSQL, perf/dbgen.py's rows without events or tool calls")
 
 
 # ------------------------------------------------------------------------------ profiles
@@ -816,6 +1204,11 @@ def bench_profile(cfg: dict, data: Path, tmp: Path, extra: dict) -> list[str]:
         out.append(("API under the polling mix, 200 path (wrk -t2 -c64)", raw))
     finally:
         api.stop()
+    return profile_tables(out)
+
+
+def profile_tables(out: list[tuple[str, Path]]) -> list[str]:
+    """A Markdown table of hotspots for each (title, py-spy raw output)."""
     sections = []
     for title, raw in out:
         if not raw.exists():
@@ -843,7 +1236,14 @@ SHORT = {"1": "back-fill", "1a": "vs the floor", "1b": "vs sqlite-utils tuned", 
          "2": "live latency, write → visible", "3a": "API polling mix, 200 path", "3b": "304 vs 200, daemon ingesting",
          "3b′": "304 vs 200, daemon idle", "3c": "status route vs Datasette", "3d": "Datasette's faster lookup",
          "4a": "scale: status p50", "4b": "scale: benchmark detail p50", "4c": "scale: agent-performance p50",
-         "5a": "peak RSS, one big event log", "5b": "peak RSS, N files watched"}
+         "5a": "peak RSS, one big event log", "5b": "peak RSS, N files watched",
+         "6a": "PostgreSQL back-fill vs SQLite", "6b": "three daemons vs one, PostgreSQL, --once",
+         "6b′": "three daemons vs one, PostgreSQL, live catch-up",
+         "6c": "live latency, PostgreSQL", "6d": "status route, PostgreSQL vs SQLite",
+         "6e": "304 vs 200, PostgreSQL", "6f": "server CPU per million lines, back-fill",
+         "6f′": "server CPU per million lines, live", "6g": "server CPU per thousand requests",
+         "6h": "one primary carries (on paper)", "6i": "scale on PostgreSQL: status p50",
+         "6j": "scale on PostgreSQL: benchmark detail p50", "6k": "scale on PostgreSQL: agent-performance p50"}
 
 
 def commit() -> str:
@@ -874,7 +1274,17 @@ def machine() -> dict:
             "kernel": platform.release(), "python": platform.python_version(), "sqlite": apsw.sqlite_lib_version(),
             "apsw": apsw.apsw_version(), "wrk": (wrk_v.stdout + wrk_v.stderr).split("\n")[0].strip(),
             "granian": installed("granian"), "granian_loop": loop, "datasette": installed("datasette"),
-            "sqlite-utils": installed("sqlite-utils")}
+            "sqlite-utils": installed("sqlite-utils"), "postgresql": postgres_version(),
+            "psycopg": installed("psycopg")}
+
+
+def postgres_version() -> str:
+    """The server's version, of the programs tests/pgcluster.py would run (or "not installed")."""
+    from tests import pgcluster
+    folder = pgcluster.bindir()
+    if folder is None:
+        return "not installed"
+    return subprocess.run([folder / "postgres", "--version"], capture_output=True, text=True).stdout.split()[2]
 
 
 def main() -> int:
@@ -883,14 +1293,16 @@ def main() -> int:
         sys.exit(f"BENCH_SIZE must be one of {', '.join(PROFILES)}")
     cfg = dict(PROFILES[size])
     overrides = []
-    for env, key, conv in (("BENCH_CORPUS", "corpus", int), ("BENCH_REPS", "reps", int),
+    for env, key, conv in (("BENCH_CORPUS", "corpus", int), ("BENCH_PG_CORPUS", "pg_corpus", int),
+                           ("BENCH_REPS", "reps", int),
                            ("BENCH_SCALE", "scale", lambda v: [int(x) for x in v.split(",")]),
+                           ("BENCH_PG_SCALE", "pg_scale", lambda v: [int(x) for x in v.split(",")]),
                            ("BENCH_BIGLOG_MB", "biglog_mb", lambda v: [int(x) for x in v.split(",")]),
                            ("BENCH_WATCH", "watch", lambda v: [int(x) for x in v.split(",")])):
         if os.environ.get(env):
             cfg[key] = conv(os.environ[env])
             overrides.append(f"{env}={os.environ[env]}")
-    only = set((os.environ.get("BENCH_ONLY") or "backfill,live,api,scale,memory,profile").split(","))
+    only = set((os.environ.get("BENCH_ONLY") or "backfill,live,api,scale,memory,profile,pg").split(","))
     if os.environ.get("BENCH_ONLY"):
         overrides.append(f"BENCH_ONLY={os.environ['BENCH_ONLY']}")
     for tool in (TIME, WRK):
@@ -910,7 +1322,10 @@ def main() -> int:
     profile_sections: list[str] = []
     failures = []
     steps = [("backfill", bench_backfill), ("live", bench_live), ("api", bench_api), ("scale", bench_scale),
-             ("memory", bench_memory), ("profile", None)]
+             ("memory", bench_memory), ("profile", None), ("pg", bench_pg)]
+    # A run of some steps only (BENCH_ONLY) is kept beside the last whole run of its size, not over it.
+    ran = [name for name, _ in steps if name in only]
+    label = size if len(ran) == len(steps) else f"{size}-{'-'.join(ran)}"
     for name, fn in steps:
         if name not in only:
             continue
@@ -929,15 +1344,17 @@ def main() -> int:
         extra.setdefault("durations", {})[name] = round(time.monotonic() - t)
     commit_at_end = commit()
     record = {
-        "size": size, "date": f"{when:%Y-%m-%d %H:%M}", "minutes": round((time.monotonic() - started) / 60, 1),
+        "size": size, "name": label, "date": f"{when:%Y-%m-%d %H:%M}",
+        "minutes": round((time.monotonic() - started) / 60, 1),
         "durations": extra.get("durations", {}), "commit": commit_at_start,
         "commit_at_end": commit_at_end if commit_at_end != commit_at_start else None,
         "machine": machine(), "load": load, "overrides": overrides, "corpus": cfg["corpus"], "reps": cfg["reps"],
         "live_reps": cfg["live_reps"], "rows": rows, "notes": NOTES, "failures": failures,
-        "commands": [f"BENCH_SIZE={size} make bench   # runs all of the below", *COMMANDS],
-        "profiles": profile_sections, "raw": _jsonable({k: v for k, v in extra.items() if k != "durations"})}
+        "commands": [f"{' '.join([f'BENCH_SIZE={size}', *overrides])} make bench   # runs all of the below", *COMMANDS],
+        "profiles": profile_sections + extra.pop("pg_profiles", []),
+        "raw": _jsonable({k: v for k, v in extra.items() if k != "durations"})}
     RUNS.mkdir(exist_ok=True)
-    (RUNS / f"{size}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    (RUNS / f"{label}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     runs = last_runs()
     (PERF / "RESULTS.md").write_text(results_markdown(runs))
     write_results_block(runs)
@@ -945,7 +1362,7 @@ def main() -> int:
     for f in failures:
         print(f"FAILED TO RUN: {f}")
     passed, failed = tally(rows)
-    log(f"done in {record['minutes']} min: {passed} PASS, {failed} FAIL; perf/runs/{size}.json, perf/RESULTS.md "
+    log(f"done in {record['minutes']} min: {passed} PASS, {failed} FAIL; perf/runs/{label}.json, perf/RESULTS.md "
         "and docs/performance.md's results written")
     return 0
 
@@ -953,8 +1370,15 @@ def main() -> int:
 # ------------------------------------------------------------------------------ reports
 
 def last_runs() -> list[dict]:
-    """The last run of each size, small first."""
-    return [json.loads(path.read_text()) for size in PROFILES if (path := RUNS / f"{size}.json").exists()]
+    """The last whole run of each size, small first, each followed by the last runs of some of
+    its steps (BENCH_ONLY: perf/runs/<size>-<steps>.json)."""
+    paths = [path for size in PROFILES for path in (RUNS / f"{size}.json", *sorted(RUNS.glob(f"{size}-*.json")))]
+    return [json.loads(path.read_text()) for path in paths if path.exists()]
+
+
+def run_label(run: dict) -> str:
+    """The size, and the steps when not all ran: small, small-pg."""
+    return run.get("name", run["size"])
 
 
 def tally(rows: list[dict]) -> tuple[int, int]:
@@ -962,7 +1386,7 @@ def tally(rows: list[dict]) -> tuple[int, int]:
 
 
 def run_name(run: dict) -> str:
-    return f"{run['size']} ({run['date']} UTC, {run['commit'].split()[0]})"
+    return f"{run_label(run)} ({run['date']} UTC, {run['commit'].split()[0]})"
 
 
 def runs_table(runs: list[dict]) -> list[str]:
@@ -970,16 +1394,15 @@ def runs_table(runs: list[dict]) -> list[str]:
     table = ["| run | date (UTC) | commit | back-fill corpus | 1-minute load average before → after each step"
              " | targets |", "|---|---|---|---|---|---|"]
     for size in PROFILES:
-        run = next((r for r in runs if r["size"] == size), None)
-        if run is None:
+        if not any(r["size"] == size for r in runs):
             table.append(f"| {size} | not run yet: `BENCH_SIZE={size} make bench` | | | | |")
-            continue
+    for run in runs:
         passed, failed = tally(run["rows"])
         load = ", ".join(f"{k} {v['before']} → {v['after']}" for k, v in run["load"].items())
         overrides = f" ({', '.join(run['overrides'])})" if run["overrides"] else ""
         not_run = f", {len(run['failures'])} not run" if run["failures"] else ""
-        table.append(f"| {size} | {run['date']} ({run['minutes']} min) | {run['commit']} | {fmt(run['corpus'])} sessions"
-                     f"{overrides} | {load} | {passed} PASS, {failed} FAIL{not_run} |")
+        table.append(f"| {run_label(run)} | {run['date']} ({run['minutes']} min) | {run['commit']} | "
+                     f"{fmt(run['corpus'])} sessions{overrides} | {load} | {passed} PASS, {failed} FAIL{not_run} |")
     return table
 
 
@@ -1008,7 +1431,7 @@ def figures_table(rows: list[dict]) -> list[str]:
 def run_section(run: dict) -> list[str]:
     m = run["machine"]
     passed, failed = tally(run["rows"])
-    md = [f"## The {run['size']} run", "",
+    md = [f"## The {run_label(run)} run", "",
           f"- date: {run['date']} UTC; total run time {run['minutes']} min"
           f" ({', '.join(f'{k} {v} s' for k, v in run['durations'].items())})",
           f"- commit {run['commit']}" + (f" at the start, {run['commit_at_end']} at the end (the tree changed during"
@@ -1018,19 +1441,20 @@ def run_section(run: dict) -> list[str]:
           + ", ".join(f"{k} {v['before']} → {v['after']}" for k, v in run["load"].items())
           + f" ({m['cores']} would mean every core busy before the step adds its own load)",
           f"- software: Python {m['python']}, SQLite {m['sqlite']} (APSW {m['apsw']}), Granian {m['granian']} (event "
-          f"loop {m['granian_loop']}), Datasette {m['datasette']}, sqlite-utils {m['sqlite-utils']}, {m['wrk']}",
+          f"loop {m['granian_loop']}), Datasette {m['datasette']}, sqlite-utils {m['sqlite-utils']}, {m['wrk']}"
+          + (f", PostgreSQL {m['postgresql']} (psycopg {m['psycopg']})" if "postgresql" in m else ""),
           f"- `BENCH_SIZE={run['size']}`" + (f" with {', '.join(run['overrides'])}" if run["overrides"] else "")
           + f"; figures are medians of {run['reps']} runs (live latency: {run['live_reps']} runs), ratios are between"
-          f" figures of this same run; every figure: `perf/runs/{run['size']}.json`", "",
+          f" figures of this same run; every figure: `perf/runs/{run_label(run)}.json`", "",
           f"**{passed} PASS, {failed} FAIL**" + (f", {len(run['failures'])} not run" if run["failures"] else ""), "",
           *figures_table(run["rows"]), ""]
     notes = run["notes"] + STANDING_NOTES + [f"could not run: {f}" for f in run["failures"]]
-    md += [f"### Notes ({run['size']})", "", *[f"- {n}" for n in notes], ""]
+    md += [f"### Notes ({run_label(run)})", "", *[f"- {n}" for n in notes], ""]
     if run["profiles"]:
-        md += [f"### Profiles ({run['size']}, py-spy)", "", "Self % = samples whose innermost Python frame is that "
+        md += [f"### Profiles ({run_label(run)}, py-spy)", "", "Self % = samples whose innermost Python frame is that "
                "function (time in SQLite's C code counts for the Python function that called it); inclusive % = "
                "samples with it anywhere on the stack.", "", *run["profiles"]]
-    md += [f"### Commands ({run['size']})", "", "```sh", *run["commands"], "```", ""]
+    md += [f"### Commands ({run_label(run)})", "", "```sh", *run["commands"], "```", ""]
     return md
 
 
@@ -1128,6 +1552,29 @@ METHOD = """
    sampled every 50 ms): `--once` over one event log of the given size;
    and the live daemon over a folder of N small event logs until it has caught up, then a SIGHUP
    full rescan and appends to 50 of the files, then SIGTERM.
+6. **PostgreSQL** (`BENCH_ONLY=pg`). A throwaway cluster (tests/pgcluster.py: fsync and
+   synchronous_commit on, shared_buffers 64 MB, pg_stat_statements loaded) on the same disk, a
+   fresh database per run. 6a: `--once` over the back-fill corpus into SQLite and into
+   PostgreSQL, interleaved. 6b, 6b′: the corpus split in three folders (hard links; a run's
+   event log and session file together), three daemons with three `--source` names started at
+   once on one empty database, against one daemon on the whole folder: `--once` until the last
+   exits (6b), and live until the last logs "caught up" (6b′), wall time from starting the
+   processes; a retried batch is a "database error (...);
+   retrying" log line. 6c: the live benchmark (2) with `--db` a PostgreSQL URL. 6d, 6e: an API
+   on 6a's PostgreSQL database and one on 6a's SQLite file, nothing being written, wrk as in 3
+   (the status route on each; the polling mix with and without If-None-Match on PostgreSQL).
+   6f, 6f′, 6g: pg_stat_statements' summed total_exec_time on that database (reset before each
+   measured run; planning time not included) and the CPU time of the server's processes
+   (/proc: the postmaster's own and reaped children's, plus its live children's) over the same
+   runs, per million lines stored or per thousand requests answered. 6h divides a primary's
+   budget (its cores at 70 %) by 6f′'s CPU per line at 2 000 lines/s per runner host (the
+   live benchmark's load) and by 6g's CPU per request at the req/s one API worker serves.
+   6i to 6k: the scale benchmark (4) on PostgreSQL: perf/dbgen.py's databases without events,
+   their tables that those three routes read (benchmarks, executions, session documents,
+   per-agent statistics) copied (one COPY per table, then VACUUM ANALYZE) into databases whose
+   schema a daemon made. After the timed runs the step profiles (py-spy) a back-fill into
+   PostgreSQL and the API's status route on it, and keeps pg_stat_statements' longest statements
+   of the last timed back-fill and the last live run: the "Profiles" of the run's section.
 """
 
 

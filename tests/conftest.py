@@ -7,22 +7,29 @@ suite can be pointed at another backend there.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import apsw
+import psycopg
 import pytest
+from psycopg import sql
 
 from tests import dbread
 from tests import fixtures as fx
+from tests import pgcluster
 
 # ------------------------------------------------------------------------------ the program
 
@@ -219,7 +226,7 @@ def write_old_database(path: Path, version: int, session_doc: dict, filler_event
 class Db:
     """Read-only views of the daemon's database used across the tests."""
 
-    path: Path
+    path: Path | str      # a SQLite file, or a PostgreSQL database's URL
 
     def rows(self, sql: str, params: dbread.Params = ()) -> list[tuple]:
         return dbread.query(self.path, sql, params)
@@ -234,12 +241,12 @@ class Db:
         return dbread.value(self.path, sql, params)
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return dbread.is_postgres(self.path) or Path(self.path).exists()
 
     # the daemon's tables, by the keys the tests know
 
     def meta(self, key: str):
-        return self.scalar("SELECT value FROM meta WHERE key = ?", (key,))
+        return dbread.meta(self.path, key)
 
     def generation(self) -> int:
         return self.meta("data_generation")
@@ -290,13 +297,22 @@ class Workspace:
     benchmarks: Path
     db_path: Path
     db: Db = field(init=False)
+    url: str | None = None          # a PostgreSQL database's URL in place of db_path (`backend`)
 
     def __post_init__(self):
         self.db = Db(self.db_path)
 
+    def use_database(self, url: str):
+        self.url, self.db = url, Db(url)
+
+    @property
+    def db_target(self) -> Path | str:
+        """What --db says: the URL if there is one, else db_path (which a test may change)."""
+        return self.url or self.db_path
+
     def args(self) -> list[str]:
         return ["--sessions-dir", str(self.sessions), "--benchmarks-dir", str(self.benchmarks),
-                "--db", str(self.db_path)]
+                "--db", str(self.db_target)]
 
     # paths
 
@@ -518,5 +534,95 @@ def live_daemon(workspace, request, tmp_path):
 
 
 @pytest.fixture
-def db(workspace) -> Db:
+def db(workspace, request) -> Db:
+    if "backend" in request.fixturenames:
+        request.getfixturevalue("backend")     # (first: it may point the workspace at PostgreSQL)
     return workspace.db
+
+
+# ------------------------------------------------------------------------------ PostgreSQL
+
+# The tests that need a PostgreSQL server take `pg_url` (a database of their own) and
+# `pg_standby`. The server: REEV_TEST_PG, the URL of a superuser on a throwaway server (.ci/run
+# starts one), else a cluster this session starts (tests/pgcluster.py) when the server's programs
+# are installed. Without either the tests are skipped, and fail in CI.
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The URL of the test server's maintenance database `postgres`, as its superuser."""
+    url = os.environ.get("REEV_TEST_PG")
+    if url:
+        yield url
+        return
+    if pgcluster.bindir() is None:
+        missing_precondition("PostgreSQL's server programs (Debian: apt-get install postgresql), or REEV_TEST_PG")
+    root = Path(tempfile.mkdtemp(prefix="reev-test-pg-"))    # not tmp_path: `postgres` must enter it
+    try:
+        yield pgcluster.start(root).url()
+    finally:
+        pgcluster.stop(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str):
+    """A new empty database on the server (from template0, which nobody connects to, so any
+    number can be created at once): its URL. Dropped afterwards, with the sessions still in it."""
+    name = f"reev_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    try:
+        yield pgcluster.database_url(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# Tests of what the daemon stores take `backend`: they run once on SQLite (the workspace's file)
+# and once on PostgreSQL (a new database of the test server). A test that checks something of
+# SQLite's own (its file, its migrations) and takes `backend` anyway is marked `sqlite_only`.
+
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        metafunc.parametrize("backend", ["sqlite"] if only else ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture
+def backend(request, workspace) -> str:
+    """"sqlite" or "postgres": the workspace's --db (and its `db` reader) is then the backend's."""
+    if request.param == "postgres":
+        with fresh_database(request.getfixturevalue("pg_server")) as url:
+            workspace.use_database(url)
+            yield "postgres"
+    else:
+        yield "sqlite"
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a new empty database for this test."""
+    with fresh_database(pg_server) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_standby(pg_server):
+    """Factory: pg_standby(url) makes a streaming standby of the test server (pg_basebackup -R,
+    tests/pgcluster.py), starts it and returns `url`'s database on it (read-only; it replays
+    what the primary commits). Stopped and deleted after the test."""
+    made: list[Path] = []
+
+    def make(url: str) -> str:
+        if pgcluster.bindir() is None:
+            missing_precondition("PostgreSQL's server programs, for pg_basebackup and the standby's server")
+        root = Path(tempfile.mkdtemp(prefix="reev-test-standby-"))
+        made.append(root)
+        standby = pgcluster.make_standby(pg_server, root)
+        return standby.url(pgcluster.dbname_of(url))
+
+    yield make
+    for root in made:
+        pgcluster.stop(root)
+        shutil.rmtree(root, ignore_errors=True)

@@ -2,9 +2,10 @@
 
 Every read in the tests goes through these functions (conftest's `Db` is built on them), with
 SQL that both SQLite and PostgreSQL take: standard joins, aggregates and `coalesce`, `?`
-placeholders, no SQLite-only functions. Running the suite against another backend is then a
-change here alone: open the test's --db target with that engine's client (and translate `?`
-for a driver that wants another placeholder).
+placeholders, no SQLite-only functions. The target is a SQLite file's path or a PostgreSQL
+database's URL (the `backend` fixture): a URL is read with psycopg, `?` and `:name` becoming
+`%s` and `%(name)s`, PostgreSQL's numeric sums given back as SQLite gives them, and `meta(key)`
+reading SQLite's key/value facts from PostgreSQL's `meta` row and `sources` rows.
 
 SQLite-only SQL that stays, because it tests the SQLite backend itself (another backend's run
 would skip those tests): the schema version and migration checks (`PRAGMA user_version`,
@@ -25,10 +26,14 @@ daemon would wait on. (APSW only: never the stdlib sqlite3 in the same process, 
 library would not share APSW's locks.)
 """
 
+import re
+from decimal import Decimal
 from pathlib import Path
 
 import apsw
+import psycopg
 
+from core.dburl import is_url
 from core.readonly import CannotOpen, open_readonly
 
 Params = tuple | dict
@@ -62,7 +67,59 @@ def value(db: Path | str, sql: str, params: Params = ()):
     return rows[0][0] if rows else None
 
 
+def is_postgres(db: Path | str) -> bool:
+    return is_url(db)
+
+
+# meta: SQLite's key/value rows; PostgreSQL's one typed row and, per source, `sources` (the
+# latest start and heartbeat, the counters summed).
+_PG_META = {"data_generation": "SELECT data_generation FROM meta", "database_id": "SELECT database_id FROM meta",
+            "last_ingest_at": "SELECT last_ingest_at FROM meta", "schema_version": "SELECT schema_version FROM meta",
+            "heartbeat_at": "SELECT max(heartbeat_at) FROM sources",
+            "daemon_started_at": "SELECT max(started_at) FROM sources"}
+
+
+def meta(db: Path | str, key: str):
+    """A meta fact by its SQLite key, on either backend."""
+    if not is_postgres(db):
+        return value(db, "SELECT value FROM meta WHERE key = ?", (key,))
+    if key.endswith("_total"):
+        return value(db, f"SELECT sum({key}) FROM sources")
+    return value(db, _PG_META[key])
+
+
+_NAMED = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _pg_sql(sql: str, params: Params) -> str:
+    """SQLite's placeholders as psycopg's (`?` → `%s`, `:name` → `%(name)s`; a literal % doubled)."""
+    sql = sql.replace("%", "%%")
+    return _NAMED.sub(r"%(\1)s", sql) if isinstance(params, dict) else sql.replace("?", "%s")
+
+
+def _plain(value):
+    """PostgreSQL's numeric (sums) as SQLite gives it: int when whole, else float."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _run_pg(url: str, sql: str, params: Params, dicts: bool) -> list:
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            cur = conn.execute(_pg_sql(sql, params), params or None)
+            if cur.description is None:
+                return []
+            names = [d.name for d in cur.description]
+            rows = [tuple(_plain(v) for v in row) for row in cur.fetchall()]
+    except psycopg.Error as e:
+        raise Unreadable(f"{type(e).__name__}: {e}") from e
+    return [dict(zip(names, row)) for row in rows] if dicts else rows
+
+
 def _run(db: Path | str, sql: str, params: Params, dicts: bool) -> list:
+    if is_postgres(db):
+        return _run_pg(str(db), sql, params, dicts)
     try:
         conn, _ = open_readonly(Path(db))
     except CannotOpen as e:

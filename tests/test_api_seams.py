@@ -18,7 +18,7 @@ from api import db as rows
 from api import edge
 from api import models as m
 from api import render
-from api.db import Database
+from api.db import open_database
 from core.run_status import STATUSES
 from tests import fixtures as fx
 from tests.api_client import Api
@@ -38,9 +38,9 @@ def test_every_query_returns_rows_whose_fields_are_its_columns(workspace, run_on
     workspace.append_raw(workspace.events_path("bad"), b'{"timestamp": "oops\n')
     (workspace.benchmarks / "301-test-transfer.yml").write_text(fx.benchmark_yaml("301-test-transfer"))
     run_once()
-    with Database(workspace.db_path).snapshot() as q:
+    with open_database(workspace.db_path).snapshot() as q:
         run = q.execution("with-events")
-        assert isinstance(run, rows.ExecutionRow) and run.execution_id == "with-events"
+        assert isinstance(run, rows.RunRow) and run.execution_id == "with-events" and run.result_doc
         got = {
             "benchmarks": q.benchmarks(10), "benchmark": [q.benchmark("301-test-transfer")],
             "newest": [q.newest_execution("301-test-transfer", None),
@@ -52,7 +52,7 @@ def test_every_query_returns_rows_whose_fields_are_its_columns(workspace, run_on
             "files": q.source_files("with-events"), "counts": q.file_counts(), "errors": q.errors(None, 10),
             "changes": q.changes_after(0, None),
         }
-        assert q.result_doc("with-events") and q.meta().data_generation
+        assert q.meta().data_generation
     for name, found in got.items():
         assert found and all(isinstance(r, rows.Row) for r in found), name
 
@@ -66,7 +66,7 @@ def test_a_row_kind_that_is_not_its_statements_columns_is_an_error_at_first_use(
 
     workspace.append_events("x", [fx.prompt_line("p")])
     run_once()
-    with Database(workspace.db_path).snapshot() as q:
+    with open_database(workspace.db_path).snapshot() as q:
         with pytest.raises(TypeError, match="Swapped"):
             q.rows(Swapped, "SELECT kind, state, count(*) AS files, 0 AS pending_bytes FROM files GROUP BY kind, state")
 
@@ -193,6 +193,6 @@ def test_the_api_s_pending_bytes_are_the_daemon_s_lag(workspace, run_once, tmp_p
     finally:
         server.close()
     assert status["pending_bytes"] == lag == len(partial)
-    with Database(workspace.db_path).snapshot() as q:
+    with open_database(workspace.db_path).snapshot() as q:
         assert sum(c.pending_bytes for c in q.file_counts()) == lag
 

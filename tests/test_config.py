@@ -36,6 +36,7 @@ SAMPLES = {
     "REEV_MAX_LINE_BYTES": "500", "REEV_SETTLE_SECONDS": "0.25", "REEV_API_HOST": "::1", "REEV_API_PORT": "8080",
     "REEV_API_WORKERS": "3", "REEV_API_CORS_ORIGINS": "http://ui.example", "REEV_API_QUERY_TIMEOUT": "0.5",
     "REEV_API_MAX_STREAMS": "7", "REEV_API_STREAM_HEARTBEAT": "0.2", "REEV_STALE_AFTER": "0",
+    "REEV_SOURCE": "runner-3.example",
 }
 
 
@@ -78,6 +79,34 @@ def test_the_database_is_found_alike_by_both_programs_and_status():
         assert parse(argv + ["--db", "/y.db"], state | {"REEV_DB": "x.db"}).db == Path("/y.db")
 
 
+def test_the_database_is_a_path_or_a_postgresql_url_and_nothing_else_chooses():
+    """`--db` with a postgresql:// or postgres:// URL (libpq's form, a socket folder as ?host=)
+    names a PostgreSQL database, kept as written; anything else is a SQLite file's path. The
+    same for both programs."""
+    for url in ("postgresql://reev:secret@db.example:5432/reev?sslmode=require",
+                "postgres:///reev?host=/run/postgresql"):
+        for argv in ([], ["status"], ["dump"]):
+            assert daemon_arguments(argv + ["--db", url], {}).db == url
+            assert daemon_arguments(argv, {"REEV_DB": url}).db == url
+        assert api_arguments(["--db", url], {}).db == url
+        assert api_arguments([], {"REEV_DB": url}).db == url
+    assert daemon_arguments(["--db", "postgresql.db"], {}).db == Path("postgresql.db").absolute()
+    assert api_arguments(["--db", "postgresql.db"], {}).db == Path("postgresql.db").absolute()
+
+
+def test_a_database_url_is_shown_without_its_password():
+    from core.dburl import shown
+    assert shown("postgresql://reev:s3cret@db.example:5432/reev?sslmode=require&password=other") == \
+        "postgresql://reev:***@db.example:5432/reev?sslmode=require&password=***"
+    assert shown("postgres:///reev?host=/run/postgresql") == "postgres:///reev?host=/run/postgresql"
+    assert shown(Path("/var/lib/reev/reev.db")) == "/var/lib/reev/reev.db"
+
+
+def test_the_source_defaults_to_the_host_name():
+    import socket
+    assert daemon_arguments([], {}).source == socket.gethostname()
+
+
 # ---------------------------------------------------------------------- refusing bad values
 
 
@@ -105,6 +134,12 @@ DAEMON_REFUSES = [
     ([], {"REEV_MAX_LINE_BYTES": "1_000"}, "REEV_MAX_LINE_BYTES"),
     ([], {"REEV_RESCAN_INTERVAL": "1_0"}, "REEV_RESCAN_INTERVAL"),
     (["--max-line-bytes", "٣"], {}, "--max-line-bytes"),
+    # a source is a bounded name; a PostgreSQL URL must parse
+    (["--source", "two words"], {}, "--source"),
+    ([], {"REEV_SOURCE": "x" * 64}, "REEV_SOURCE"),
+    ([], {"REEV_SOURCE": "-leading-dash"}, "REEV_SOURCE"),
+    (["--db", "postgresql://host:port/db"], {}, "--db"),
+    (["--db", "postgres://h/db#fragment"], {}, "--db"),
 ]
 API_REFUSES = [
     ([], {"REEV_API_PORT": "abc"}, "REEV_API_PORT"),
@@ -125,6 +160,8 @@ API_REFUSES = [
     (["--max-streams", "1000001"], {}, "--max-streams"),
     ([], {"REEV_API_PORT": "3_001"}, "REEV_API_PORT"),
     (["--workers", "1e1"], {}, "--workers"),
+    # a PostgreSQL URL must parse
+    (["--db", "postgresql://host:port/db"], {}, "--db"),
 ]
 
 

@@ -1,6 +1,7 @@
 """reev-ingestd on the file formats of docs/formats.md: every line kind and file variant, tool-call
 pairing, bad input, statuses, benchmarks. These run the real program with `--once` on files
-written into tmp_path and read the real database it leaves behind."""
+written into tmp_path and read the real database it leaves behind, on each backend (`backend`:
+SQLite, then PostgreSQL; the tests of SQLite's own file and migrations are `sqlite_only`)."""
 
 import json
 import os
@@ -17,6 +18,8 @@ from tests.conftest import OLD_RUN_EVENTS, OLD_RUN_LOG, clean_env, daemon_comman
 
 X = "0f3c6d2e-5b1a-4c8e-9d7f-a1b2c3d4e5f6"      # an execution id (UUID-like)
 Y = "run-with.dots_and-dashes"                   # an execution id that is not a UUID
+
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 def docs(events):
@@ -223,6 +226,23 @@ def test_older_logger_tool_calls_and_their_update_lines(workspace, run_once, db)
     assert db.event_count(X) == 6
 
 
+def test_calls_completed_in_one_batch_stay_completed_whatever_the_batch_writes_after_them(workspace, run_once, db):
+    """One back-fill batch reads several logs whose older-logger calls are completed by a later
+    line of the same read. (On PostgreSQL the batch's tool calls are kept and written together:
+    each completion writes them first, and the next write upserted the same calls again,
+    uncompleted, from its staging table.)"""
+    for r in range(4):
+        workspace.append_events(f"legacy-{r}", [
+            fx.legacy_call_line("sol_transfer", {"amount": r}, at=0),
+            fx.legacy_update_line("sol_transfer", at=1.5, output_result={"signature": f"sig-{r}"},
+                                  execution_time_ms=1500)])
+    run_once()
+    for r in range(4):
+        [call] = db.tool_calls(f"legacy-{r}")
+        assert (call["line"], call["output_line"], call["duration_ms"]) == (1, 2, 1500), call
+        assert json.loads(call["output"]) == {"signature": f"sig-{r}"}
+
+
 def test_event_line_with_wrong_field_types_is_recorded_and_skipped(workspace, run_once, db):
     """A known field of the wrong type is bad input (its path named in the reason); the lines
     around it are ingested. A numeric timestamp is accepted as Unix seconds."""
@@ -383,7 +403,7 @@ def test_the_lag_counts_only_the_logs_the_daemon_reads(workspace, run_once, db):
     partial = b'{"event_type": "StepComp'
     workspace.append_raw(workspace.events_path(X), fx.jsonl([fx.prompt_line("p")]) + partial)
     run_once()
-    proc = subprocess.run(daemon_command() + ["status", "--db", str(workspace.db_path), "--json"],
+    proc = subprocess.run(daemon_command() + ["status", "--db", str(workspace.db_target), "--json"],
                           capture_output=True, text=True, env=clean_env(), timeout=30)
     assert json.loads(proc.stdout)["lag_bytes"] == len(partial)
 
@@ -647,6 +667,7 @@ def test_benchmark_arriving_after_the_events_links_the_running_execution(workspa
 # ------------------------------------------------------------------------------ the database itself
 
 
+@pytest.mark.sqlite_only
 def test_once_on_empty_folders_creates_the_database_with_its_schema(tmp_path, run_once, db, workspace):
     missing = tmp_path / "nowhere"
     proc = run_once(base_args=["--sessions-dir", str(missing / "sessions"),
@@ -661,6 +682,7 @@ def test_once_on_empty_folders_creates_the_database_with_its_schema(tmp_path, ru
     assert db.executions() == []
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("live", [False, True], ids=["once", "live"])
 def test_a_database_newer_than_the_program_is_refused_and_left_as_it_is(live, run_once, db, workspace):
     """A database a newer reev-ingestd wrote (its schema version above this program's): this one
@@ -685,6 +707,7 @@ def test_a_database_newer_than_the_program_is_refused_and_left_as_it_is(live, ru
     assert db.scalar("PRAGMA user_version") == SCHEMA_VERSION + 1 and db.event_count(X) == 1
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("version", [2, 3, 4, 5, 6])
 def test_an_older_database_is_migrated_in_place(version, run_once, db, workspace):
     """To version 3 (from 2): session files moved to their own table, the stats trigger
@@ -736,6 +759,7 @@ def test_an_older_database_is_migrated_in_place(version, run_once, db, workspace
     assert db.rows("SELECT finished, succeeded, score_sum FROM agent_benchmark_stats") == [(2, 2, 1.75)]
 
 
+@pytest.mark.sqlite_only
 def test_a_long_migration_says_so_until_it_ends_and_gives_the_wal_space_back(workspace, monkeypatch):
     """Under systemd each notice buys ten more minutes: a migration that rewrites a big
     events table must keep sending them. The rewritten rows went through the WAL, which
@@ -753,6 +777,7 @@ def test_a_long_migration_says_so_until_it_ends_and_gives_the_wal_space_back(wor
         store.close()
 
 
+@pytest.mark.sqlite_only
 def test_once_exits_non_zero_when_the_database_cannot_be_created(tmp_path, run_once, workspace):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a regular file")
@@ -814,7 +839,7 @@ def test_dump_is_canonical_and_independent_of_how_ingestion_ran(workspace, run_o
                              env=clean_env(), check=True).stdout.splitlines()
         return [json.loads(line) for line in out]
 
-    first_dump, second_dump = dump(workspace.db_path), dump(second)
+    first_dump, second_dump = dump(workspace.db_target), dump(second)   # (on PostgreSQL: against SQLite)
     assert first_dump == second_dump
     tables = {r["table"] for r in first_dump}
     assert tables == {"benchmark", "execution", "event", "tool_call", "agent_benchmark_stats", "file", "ingest_error"}
@@ -973,7 +998,7 @@ def test_files_read_ahead_by_the_worker_give_the_database_the_loop_gives(workspa
     assert live.stop() == 0
     assert "read worker started" in live.stderr() and "Traceback" not in live.stderr()
     assert "read worker failed" not in live.stderr()
-    assert dump(workspace.db_path) == ahead
+    assert dump(workspace.db_target) == ahead     # (on PostgreSQL: the same records as SQLite's)
     tables = {}
     for r in ahead:
         tables[r["table"]] = tables.get(r["table"], 0) + 1
@@ -1006,6 +1031,7 @@ def test_a_file_gone_while_the_daemon_was_stopped_is_marked_missing_and_a_back_f
     assert db.event_count("d") == 1
 
 
+@pytest.mark.sqlite_only
 def test_once_leaves_an_empty_wal_after_a_back_fill(workspace, run_once, db):
     """--once copies what its WAL holds into the database and cuts the file back when it exits
     (the file stays: a reader without write access to the folder needs it)."""
@@ -1028,6 +1054,7 @@ def once_failure(stderr: str, db: Path) -> str:
     return failed[0]
 
 
+@pytest.mark.sqlite_only      # (a SQLite file damaged or on a full filesystem)
 def test_once_on_a_corrupt_database_exits_1_with_one_line(workspace, run_once):
     """A database damaged past its first pages opens, and fails in a batch: `--once` says which
     database and why, in one line, and exits 1 (docs/design.md), not a crash with a traceback."""
@@ -1045,6 +1072,7 @@ def test_once_on_a_corrupt_database_exits_1_with_one_line(workspace, run_once):
     assert "CorruptError" in line and "malformed" in line, line
 
 
+@pytest.mark.sqlite_only      # (a SQLite file damaged or on a full filesystem)
 def test_once_on_a_full_disk_exits_1_and_keeps_what_it_committed(workspace, run_once, tmp_path):
     """No space left: one line, exit 1; what was committed stays, and a run once there is
     space again ingests the rest, each line once."""

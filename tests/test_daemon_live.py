@@ -1,5 +1,6 @@
 """The live daemon: files that change while it watches, restarts, signals, the periodic
-reconcile scan, and exactly-once ingestion across a SIGKILL."""
+reconcile scan, and exactly-once ingestion across a SIGKILL. The tests of what is stored take
+`backend`: they run on SQLite, then on PostgreSQL."""
 
 import json
 import os
@@ -32,7 +33,7 @@ def status_is(db, execution_id, status):
 # ------------------------------------------------------------------------------ partial writes
 
 
-def test_line_written_in_two_pieces_is_ingested_once_whole(workspace, live_daemon, db):
+def test_line_written_in_two_pieces_is_ingested_once_whole(workspace, live_daemon, db, backend):
     d = live_daemon()
     path = workspace.events_path(X)
     line = fx.line_text(fx.prompt_line("Send 0.3 SOL to the second wallet.", at=0))
@@ -57,7 +58,7 @@ def test_line_written_in_two_pieces_is_ingested_once_whole(workspace, live_daemo
     assert warnings_about(d.stderr(), path) == []
 
 
-def test_over_long_line_written_in_pieces_is_one_error_and_the_next_line_is_read(workspace, live_daemon, db):
+def test_over_long_line_written_in_pieces_is_one_error_and_the_next_line_is_read(workspace, live_daemon, db, backend):
     d = live_daemon("--max-line-bytes", "500")
     path = workspace.events_path(X)
     workspace.append_events(X, [fx.step_complete_line(at=0)])                        # line 1 (short)
@@ -80,7 +81,7 @@ def test_over_long_line_written_in_pieces_is_one_error_and_the_next_line_is_read
     d.wait_log(f"{path}:2: line longer than 500 bytes")
 
 
-def test_session_file_written_in_two_pieces_ends_completed_without_error(workspace, live_daemon, db):
+def test_session_file_written_in_two_pieces_ends_completed_without_error(workspace, live_daemon, db, backend):
     d = live_daemon(settle=3)
     path = workspace.session_path(X)
     data = fx.session_bytes(fx.session_doc(data_tools=[fx.tool_record()]))
@@ -97,7 +98,7 @@ def test_session_file_written_in_two_pieces_ends_completed_without_error(workspa
     assert warnings_about(d.stderr(), path) == []
 
 
-def test_session_file_that_stays_invalid_gets_an_error_that_clears_when_valid(workspace, live_daemon, db):
+def test_session_file_that_stays_invalid_gets_an_error_that_clears_when_valid(workspace, live_daemon, db, backend):
     d = live_daemon(settle=0.5)
     path = workspace.write_session(X, b'{\n  "session_id": "inner-session",\n  "final_result": ')
     mtime = path.stat().st_mtime
@@ -117,7 +118,7 @@ def test_session_file_that_stays_invalid_gets_an_error_that_clears_when_valid(wo
 # ------------------------------------------------------------------------------ truncation
 
 
-def test_truncate_and_rewrite_of_an_event_log_gives_no_duplicates(workspace, live_daemon, db):
+def test_truncate_and_rewrite_of_an_event_log_gives_no_duplicates(workspace, live_daemon, db, backend):
     d = live_daemon()
     first = [fx.prompt_line("first prompt", at=0), fx.tool_input_line("sol_transfer", at=1),
              "{not json", fx.tool_output_line(at=2), fx.step_complete_line(at=3)]
@@ -142,7 +143,7 @@ def test_truncate_and_rewrite_of_an_event_log_gives_no_duplicates(workspace, liv
     assert db.errors() == []                        # the old line's error went with the old content
 
 
-def test_truncation_to_a_shorter_file_then_new_lines_are_read(workspace, live_daemon, db):
+def test_truncation_to_a_shorter_file_then_new_lines_are_read(workspace, live_daemon, db, backend):
     d = live_daemon()
     items = [fx.prompt_line("p", at=0), fx.tool_input_line("a", at=1), fx.tool_output_line(at=2),
              fx.tool_input_line("b", at=3), fx.tool_output_line(at=4)]
@@ -159,7 +160,7 @@ def test_truncation_to_a_shorter_file_then_new_lines_are_read(workspace, live_da
     assert db.execution(X)["event_count"] == 4
 
 
-def test_event_log_rewritten_while_the_daemon_is_not_looking_is_read_again(workspace, live_daemon, db):
+def test_event_log_rewritten_while_the_daemon_is_not_looking_is_read_again(workspace, live_daemon, db, backend):
     """A rewrite that keeps the first line (longer than the head fingerprint) and makes the
     file longer: the daemon never sees it shorter, and still must not read on from its old
     offset into the middle of the new content."""
@@ -187,7 +188,7 @@ def test_event_log_rewritten_while_the_daemon_is_not_looking_is_read_again(works
 # ------------------------------------------------------------------------------ restarts and signals
 
 
-def test_restart_resumes_without_duplicates_and_reads_what_was_written_meanwhile(workspace, live_daemon, db):
+def test_restart_resumes_without_duplicates_and_reads_what_was_written_meanwhile(workspace, live_daemon, db, backend):
     d = live_daemon()
     items = [fx.prompt_line("p", at=0), fx.tool_input_line("sol_transfer", at=1), fx.step_complete_line(at=2)]
     workspace.append_events(X, items)
@@ -378,7 +379,7 @@ def test_non_session_files_written_while_watching_are_ignored(workspace, live_da
     assert "WARNING" not in d.stderr()
 
 
-def test_benchmark_files_changed_and_deleted_while_watching(workspace, live_daemon, db):
+def test_benchmark_files_changed_and_deleted_while_watching(workspace, live_daemon, db, backend):
     d = live_daemon()
     path = workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml(description="Version one."))
     d.wait_for(lambda: (b := db.benchmark("301-test-transfer")) and b["description"] == "Version one.")
@@ -401,7 +402,7 @@ def test_benchmark_files_changed_and_deleted_while_watching(workspace, live_daem
 # ------------------------------------------------------------------------------ generation and heartbeat
 
 
-def test_rescans_that_find_nothing_new_keep_the_data_generation(workspace, live_daemon, db):
+def test_rescans_that_find_nothing_new_keep_the_data_generation(workspace, live_daemon, db, backend):
     d = live_daemon(rescan=0.2, settle=0.3)
     g0 = db.generation()
     events = workspace.append_events(X, [fx.prompt_line("p", at=0)])
@@ -439,7 +440,7 @@ def _big_log(n: int) -> list[dict]:
     return [fx.prompt_line("a long run", at=0)] + [kinds[i % 4](i) for i in range(1, n)]
 
 
-def test_exactly_once_across_sigkill_mid_ingest(workspace, live_daemon, db):
+def test_exactly_once_across_sigkill_mid_ingest(workspace, live_daemon, db, backend):
     n = 20_000
     lines = [fx.line_text(i) + b"\n" for i in _big_log(n)]
     path = workspace.events_path(X)
@@ -523,7 +524,7 @@ def test_a_back_fill_logs_its_progress_not_its_batches_and_a_sighup_says_what_it
     assert again.startswith("600 files found by the scan; 0 files read, 0 lines ingested"), again
 
 
-def test_a_log_gone_and_back_as_the_same_file_is_read_on_from_its_checkpoint(workspace, live_daemon, db, tmp_path):
+def test_a_log_gone_and_back_as_the_same_file_is_read_on_from_its_checkpoint(workspace, live_daemon, db, tmp_path, backend):
     """Moved away and back (the same inode, the same first bytes): it was read again from byte
     0, and its lines counted twice in the totals."""
     log = workspace.append_events(X, [fx.prompt_line("p", at=0), fx.step_complete_line(at=1)])

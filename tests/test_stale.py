@@ -119,7 +119,7 @@ def test_the_event_stream_delivers_the_timeout_and_the_reopening(workspace, live
         api.close()
 
 
-def test_an_old_log_found_at_start_is_timeout_at_once_live_and_once(workspace, run_once, live_daemon, db):
+def test_an_old_log_found_at_start_is_timeout_at_once_live_and_once(workspace, run_once, live_daemon, db, backend):
     """The clock is the log's mtime in its checkpoint: it holds across restarts, and with the
     default --stale-after. A session file without a result keeps its run Running; one deleted
     counts as none."""
@@ -145,7 +145,7 @@ def test_an_old_log_found_at_start_is_timeout_at_once_live_and_once(workspace, r
     daemon.wait_for(lambda: status_of(db, "unfinished") == "Timeout", what="Timeout once the session file is gone")
 
 
-def test_a_session_file_decides_a_timed_out_run(workspace, run_once, db):
+def test_a_session_file_decides_a_timed_out_run(workspace, run_once, db, backend):
     for eid in ("ends-ok", "ends-failed", "still-going"):
         age(workspace.append_events(eid, [fx.prompt_line("p", at=0)]), 7200)
     run_once()
@@ -162,7 +162,7 @@ def test_a_session_file_decides_a_timed_out_run(workspace, run_once, db):
     assert stats == [("deterministic", 2, 1)]         # finished runs count; a Timeout never did
 
 
-def test_stale_after_0_turns_the_rule_off(workspace, run_once, db):
+def test_stale_after_0_turns_the_rule_off(workspace, run_once, db, backend):
     age(workspace.append_events(X, [fx.prompt_line("p", at=0)]), 10 * 365 * 86400)
     run_once("--stale-after", "0")
     assert status_of(db) == "Running" and db.execution(X)["stale_reason"] is None

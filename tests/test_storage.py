@@ -6,9 +6,11 @@ import queue
 import apsw
 import pytest
 
-from daemon.storage.sqlite import SqliteStore as Store, canonical_dump, engine, status_report
 from daemon.storage import Busy, Corrupt, Full, Incompatible, StorageError, Unavailable
+from daemon.storage.sqlite import SqliteStore, canonical_dump, engine, status_report
 from tests.reliability.test_db_faults import fill, small_filesystem
+
+Store = SqliteStore
 
 
 def test_a_file_that_is_no_database_is_corrupt(tmp_path):
@@ -96,7 +98,8 @@ def test_the_loop_and_the_read_worker_know_the_store_by_its_interface_only(modul
     import sys
     loaded = subprocess.run(
         [sys.executable, "-c", f"import sys, {module}; print(sorted(m for m in sys.modules"
-                               " if m == 'apsw' or m.startswith('daemon.storage.sqlite')))"],
+                               " if m in ('apsw', 'psycopg') or m.startswith(('daemon.storage.sqlite',"
+                               " 'daemon.storage.postgres'))))"],
         capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
 
@@ -199,21 +202,24 @@ def test_the_store_keeps_the_rules_exactly_as_the_triggers_did(tmp_path):
         store.close()
 
 
-def test_the_sqlite_store_implements_every_method_of_the_interface_with_its_parameters():
-    """What ingest.py, service.py and stale.py call is the interface; the backend has all of it,
-    with the same parameters (a second backend can be checked the same way)."""
+@pytest.mark.parametrize("engine_name", ["sqlite", "postgres"])
+def test_each_store_implements_every_method_of_the_interface_with_its_parameters(engine_name):
+    """What ingest.py, service.py and stale.py call is the interface; each backend has all of it,
+    with the same parameters."""
     import inspect
 
     from daemon.storage import interface
+    from daemon.storage.postgres import PostgresStore
+    store_class = {"sqlite": SqliteStore, "postgres": PostgresStore}[engine_name]
     members = [n for n, v in vars(interface.Store).items() if not n.startswith("_") and callable(v)]
     assert "batch" in members and "update_session" in members
     for name in members:
         wanted = list(inspect.signature(getattr(interface.Store, name)).parameters)
-        given = inspect.signature(getattr(Store, name)).parameters
+        given = inspect.signature(getattr(store_class, name)).parameters
         assert list(given)[:len(wanted)] == wanted, name
         assert all(p.default is not p.empty for p in list(given.values())[len(wanted):]), name   # extras optional
     for name in ("generation", "changed", "marked_missing"):
-        assert hasattr(Store, name) or name in interface.Store.__annotations__
+        assert hasattr(store_class, name) or name in interface.Store.__annotations__
 
 
 def test_each_store_method_translates_errors_once():

@@ -32,7 +32,7 @@ class HealthController(Controller):
         body = m.Health(
             status="degraded" if reasons else "healthy", timestamp=stamp, version=VERSION, reasons=reasons,
             database=m.DatabaseHealth(
-                name=db.path.name, reachable=reachable, data_generation=meta.data_generation,
+                name=db.name, reachable=reachable, data_generation=meta.data_generation,
                 last_ingest_at=iso(meta.last_ingest_at), heartbeat_at=iso(meta.heartbeat_at),
                 heartbeat_age_seconds=age))
         return keyed_response(request, body, (body.status, reasons, meta.database_id, meta.data_generation,

@@ -13,7 +13,7 @@ from api.plumbing import RESPONSES, BadParameter, echo, parse_integer
 from api.stream import EVENT_TYPES, StreamFilter, event_stream, start_of_stream, take_a_stream_slot
 from core.ids import normalise_benchmark_id
 
-DATABASE_ID = re.compile(r"[0-9a-f]{16}")     # lower(hex(randomblob(8))) (schema.sql)
+DATABASE_ID = re.compile(r"[0-9a-f]{16}")     # lower(hex(randomblob(8))) (schema.sql; the PostgreSQL daemon's alike)
 
 
 def event_id(value: str) -> tuple[str | None, int]:

@@ -9,6 +9,10 @@ stops at it and exits 1: daemon/cli.py). The subclasses say what happened, for t
 a caller that one day wants to tell them apart.
 """
 
+import functools
+import inspect
+from collections.abc import Callable
+
 
 class StorageError(Exception):
     """The database failed: nothing of the unit of work in hand was committed.
@@ -41,3 +45,54 @@ class Corrupt(StorageError):
 class Incompatible(StorageError):
     """The database is not one this daemon may write: another program's, or a newer schema's.
     Left as it is."""
+
+
+class NotOwned(Exception):
+    """The file names something another source owns in a database several daemons write (an
+    execution id created by another host's files): an ingest error on this file, not a failure
+    of the database. str(error) is the reason recorded."""
+
+
+def translating(fn, engine_error: type[BaseException], convert: Callable[[BaseException], StorageError]):
+    """`fn` (a function or a generator function) raising `convert(e)` for the engine's errors
+    (`engine_error`). (A wrapper per call: the stores' methods are called per file, never per line.)"""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            try:
+                return (yield from fn(*args, **kwargs))
+            except engine_error as e:
+                raise convert(e) from e
+        generator.translates = True      # type: ignore[attr-defined]  # read by _translates
+        return generator
+
+    @functools.wraps(fn)
+    def function(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except engine_error as e:
+            raise convert(e) from e
+    function.translates = True      # type: ignore[attr-defined]  # read by _translates
+    return function
+
+
+def translating_methods(cls, wrap: Callable):
+    """The class, with its public methods (and __init__), inherited ones included, wrapped by
+    `wrap` (a backend's `translating`)."""
+    # Collected before any is set: wrapping while walking would wrap the class's own (just
+    # wrapped) attributes a second time. A method that translates already (batch, savepoint:
+    # `translating` under contextmanager) is left as it is.
+    public = {name: value for klass in reversed(cls.__mro__[:-1]) for name, value in vars(klass).items()
+              if inspect.isfunction(value) and (not name.startswith("_") or name == "__init__")
+              and getattr(cls, name) is value and not _translates(value)}
+    for name, value in public.items():
+        setattr(cls, name, wrap(value))
+    return cls
+
+
+def _translates(fn) -> bool:
+    while fn is not None:
+        if getattr(fn, "translates", False):
+            return True
+        fn = getattr(fn, "__wrapped__", None)
+    return False

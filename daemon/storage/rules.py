@@ -16,6 +16,14 @@ from typing import NamedTuple
 Statement = tuple[str, tuple]
 
 
+class Pending:
+    """A generation not known yet when the statements are made: a backend that takes the batch's
+    generation only at commit (PostgreSQL's) passes one and puts the number in its place then."""
+
+
+Generation = int | Pending
+
+
 class ExecutionState(NamedTuple):
     """The columns of an execution the rules look at, in TRACKED_COLUMNS' order."""
     id: int
@@ -61,11 +69,11 @@ def _added(run: ExecutionState) -> Statement:
     return _ADD_STATS, (*_key(run), run.success, int(run.score is not None), score)
 
 
-def _change(run: ExecutionState, generation: int) -> Statement:
+def _change(run: ExecutionState, generation: Generation) -> Statement:
     return _EXECUTION_CHANGE, (generation, run.execution_id, run.benchmark_id, run.agent_type, run.status, run.score)
 
 
-def executions_inserted(runs: list[ExecutionState], generation: int) -> Iterator[tuple[str, list[tuple]]]:
+def executions_inserted(runs: list[ExecutionState], generation: Generation) -> Iterator[tuple[str, list[tuple]]]:
     """New executions: the finished ones in the statistics and the results' scope; each in the
     feed. Statements with their parameters for many rows (a back-fill inserts thousands in one
     batch): each table gets its rows in the order of `runs`, as row-by-row triggers gave them."""
@@ -76,7 +84,7 @@ def executions_inserted(runs: list[ExecutionState], generation: int) -> Iterator
     yield _EXECUTION_CHANGE, [_change(run, generation)[1] for run in runs]
 
 
-def execution_updated(old: ExecutionState, new: ExecutionState, generation: int) -> Iterator[Statement]:
+def execution_updated(old: ExecutionState, new: ExecutionState, generation: Generation) -> Iterator[Statement]:
     """An execution's tracked columns went from `old` to `new` (perhaps unchanged)."""
     outcome = (old.success != new.success or old.score != new.score or old.agent_type != new.agent_type
                or old.benchmark_id != new.benchmark_id)
@@ -101,12 +109,12 @@ def execution_updated(old: ExecutionState, new: ExecutionState, generation: int)
         yield _change(new, generation)
 
 
-def benchmark_written(benchmark_id: str, generation: int) -> Iterator[Statement]:
+def benchmark_written(benchmark_id: str, generation: Generation) -> Iterator[Statement]:
     """A benchmark row inserted or updated (even to the same values)."""
     yield _BUMP_SCOPE, ("benchmarks", generation)
     yield _BUMP_SCOPE, ("benchmark:" + benchmark_id, generation)
 
 
-def error_recorded(error_id: int, generation: int) -> Iterator[Statement]:
+def error_recorded(error_id: int, generation: Generation) -> Iterator[Statement]:
     """A new row of ingest_errors (not one seen again)."""
     yield _ERROR_CHANGE, (generation, error_id)

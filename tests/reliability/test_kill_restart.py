@@ -1,7 +1,8 @@
 """Kill and restart: writers keep appending to many event logs and (re)writing session files
 while `reev-ingestd` is killed with SIGKILL at random moments and started again. Once the
 writers are done and the daemon has caught up, its database must equal, record for record,
-what one clean `--once` run over the same final files produces."""
+what one clean `--once` run over the same final files produces (a SQLite file: on PostgreSQL too,
+where the daemon's source lock dies with it)."""
 
 import json
 import os
@@ -132,7 +133,8 @@ def stored_events(db) -> int:
         return 0
 
 
-def test_sigkill_at_random_moments_loses_and_duplicates_nothing(workspace, live_daemon, run_once, tmp_path, db):
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(workspace, live_daemon, run_once, tmp_path, db,
+                                                                backend):
     seed = int(os.environ.get("REEV_RELIABILITY_SEED") or random.randrange(1 << 30))
     rng = random.Random(seed)
     kills = scale(10, 40)
@@ -174,7 +176,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(workspace, live_
     started = time.monotonic()
     once_db(run_once, workspace, tmp_path / "once.db")
     reference = dump(tmp_path / "once.db")
-    caught_up = wait_same_dump(reference, workspace.db_path, timeout=30, alive=final.check_alive)
+    caught_up = wait_same_dump(reference, workspace.db_target, timeout=30, alive=final.check_alive)
     caught_up_total = time.monotonic() - started
 
     # The reference itself holds every line written (none lost by either run) and the right status.

@@ -1,8 +1,10 @@
 """The events and tool_calls tables: the lines of event logs, and the tool calls they pair into."""
 
+from daemon.storage.derived import SQLITE as DERIVED
 from daemon.storage.records import EventRow, ToolCall, ToolCallEnd
-from daemon.storage.sqlite.derived import DURATION
 from daemon.storage.sqlite.unit_of_work import UnitOfWork
+
+DURATION = DERIVED.DURATION
 
 _INSERT_TOOL_CALLS = (
     "INSERT OR REPLACE INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at,"

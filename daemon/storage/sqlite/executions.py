@@ -3,15 +3,16 @@ its session file and its event logs apart, so that either can be read again alon
 derived columns (derived.py); its status as the files and the stale rule give it; the ids of
 new runs (this is the only writer: an id is counted once, never handed out twice)."""
 
-import time
 
 from core.run_status import status_from_event
 from daemon.storage import rules
+from daemon.storage.derived import SQLITE as DERIVED
+from daemon.storage.new_executions import NewExecution, aggregate_values, session_values
 from daemon.storage.records import LogAggregates, Run, SessionUpdate, StaleCandidate
 from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
-from daemon.storage.sqlite.derived import BENCHMARK, CREATED_AT, UPDATED_AT
-from daemon.storage.sqlite.new_executions import NewExecution
 from daemon.storage.sqlite.unit_of_work import UnitOfWork
+
+BENCHMARK, CREATED_AT, UPDATED_AT = DERIVED.BENCHMARK, DERIVED.CREATED_AT, DERIVED.UPDATED_AT
 
 # The statements run for every file, built once.
 _UPDATE_SESSION = (
@@ -115,16 +116,7 @@ class ExecutionRepository(UnitOfWork):
     def update_session(self, exec_id: int, update: SessionUpdate):
         """Columns fed by the session file."""
         result = update.result
-        keep_result = result is None  # a session file without final_result keeps the last result
-        values = {
-            "sid": update.recorded_session_id, "bench": update.benchmark_id, "agent": update.agent_type,
-            "status": update.status, "keep": keep_result,
-            "success": None if result is None else result.success,
-            "score": None if result is None else result.score,
-            "final_status": None if result is None else result.final_status,
-            "ms": None if result is None else result.execution_time_ms,
-            "start": update.start_time, "end": update.end_time,
-            "finished": update.finished, "now": time.time(), "gen": self.next_generation, "id": exec_id}
+        values = session_values(update, self.next_generation, exec_id)
         new = self.new.changing(exec_id)
         if new is None:
             self._update_tracked(exec_id, _UPDATE_SESSION, values)
@@ -134,33 +126,20 @@ class ExecutionRepository(UnitOfWork):
             "INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (?, ?, ?)"
             " ON CONFLICT (exec_id) DO UPDATE SET session_doc = excluded.session_doc,"
             " result_doc = CASE WHEN ? THEN result_doc ELSE excluded.result_doc END",
-            (exec_id, update.doc, None if result is None else result.doc, keep_result))
+            (exec_id, update.doc, None if result is None else result.doc, values["keep"]))
         self.mark_changed()
 
     def add_event_aggregates(self, exec_id: int, aggregates: LogAggregates):
-        lines, tool_calls, steps = aggregates.lines, aggregates.tool_calls, aggregates.steps
-        first_ts, last_ts, first_prompt = aggregates.first_ts, aggregates.last_ts, aggregates.first_prompt
-        recorded_session_id = aggregates.recorded_session_id
         new = self.new.changing(exec_id)
         if new is not None:
-            new.given = True
-            new.lines += lines
-            new.calls += tool_calls
-            new.steps += steps
-            if first_ts is not None and (new.first is None or first_ts < new.first):
-                new.first = first_ts
-            if last_ts is not None and (new.last is None or last_ts > new.last):
-                new.last = last_ts
-            new.prompt = new.prompt if new.prompt is not None else first_prompt
-            new.events_sid = new.events_sid if new.events_sid is not None else recorded_session_id
+            new.add(aggregates)
             self.mark_changed()
             return
         # Lines with a prompt are (nearly always) a log's first: they set first_prompt,
         # created_at and the benchmark in the same statement. Appends don't: a column in the SET
         # list costs an update of each index on it (a page written), even when its value stays.
-        values = {"lines": lines, "calls": tool_calls, "steps": steps, "first": first_ts, "last": last_ts,
-                  "prompt": first_prompt, "sid": recorded_session_id, "gen": self.next_generation, "id": exec_id}
-        if first_prompt is not None:
+        values = aggregate_values(aggregates, self.next_generation, exec_id)
+        if aggregates.first_prompt is not None:
             self._update_tracked(exec_id, _ADD_AGGREGATES_DERIVING, values)
         else:     # (nothing the domain rules look at: no reading before)
             row = self.conn.execute(_ADD_AGGREGATES, values).fetchall()

@@ -18,8 +18,11 @@ class MetaRepository(UnitOfWork):
         self.conn.executemany("UPDATE meta SET value = value + ? WHERE key = ?",
                               [(amount, key) for key, amount in amounts.items() if amount])
 
+    source: str | None
+
     def set_started(self, now: float):
         with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('source', ?)", (self.source,))
             self.set_meta("daemon_started_at", now)
             self.set_meta("heartbeat_at", now)
 

@@ -20,10 +20,12 @@ from daemon.storage.sqlite.migrations import migrate, refuse_anothers
 @translating_methods
 class SqliteStore(FileRepository, ErrorRepository, ExecutionRepository, EventRepository, BenchmarkRepository,
                   MetaRepository):
-    def __init__(self, path: Path, migrating: Callable[[str], None] | None = None):
+    def __init__(self, path: Path, migrating: Callable[[str], None] | None = None, source: str | None = None):
         """`migrating(what)` is told when a schema migration starts, and again every
-        migrations.MIGRATION_NOTICE_SECONDS until it ends (it can take many minutes)."""
-        self.path = path
+        migrations.MIGRATION_NOTICE_SECONDS until it ends (it can take many minutes). `source`:
+        the daemon's --source, recorded in meta when it starts (the file lock, not the source,
+        keeps a SQLite database to one writer)."""
+        self.path, self.source = path, source
         self.conn = open_writer(path)
         try:
             refuse_anothers(self.conn)      # before anything is written to it

@@ -6,14 +6,16 @@ they share its connection and what it knows of the batch in hand."""
 import contextlib
 import time
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 import apsw
 
 from daemon.storage import rules
+from daemon.storage.new_executions import NewExecutions
 from daemon.storage.sqlite.engine import Wal
 from daemon.storage.sqlite.errors import translating
-from daemon.storage.sqlite.new_executions import NewExecutions
+from daemon.storage.sqlite.new_executions import insert_new
 
 CHANGES_KEPT = 100_000      # the change feed keeps this many of its newest rows
 
@@ -82,7 +84,7 @@ class UnitOfWork:
 
     def _insert_new(self, only: int | None = None):
         """Insert the batch's new executions (or only one), keeping the rules."""
-        inserted = self.new.insert(self.conn, self.next_generation, only)
+        inserted = self.new.insert(partial(insert_new, self.conn), self.next_generation, only)
         if inserted:
             for sql, rows in rules.executions_inserted(inserted, self.next_generation):
                 self.conn.executemany(sql, rows)

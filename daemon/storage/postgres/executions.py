@@ -1,0 +1,356 @@
+"""The executions (with session_docs), events and tool_calls tables of one source: as SQLite's
+(daemon/storage/sqlite/executions.py, events.py, the derived columns of derived.py), save that
+a run belongs to the source whose files created it, ids come from the table's sequence, and the
+domain rules run in the commit tail (unit_of_work.py)."""
+
+from typing import NamedTuple
+
+import msgspec
+
+from core.run_status import status_from_event
+from daemon.storage import rules
+from daemon.storage.derived import POSTGRES as DERIVED
+from daemon.storage.errors import Busy, NotOwned
+from daemon.storage.new_executions import NewExecution, aggregate_values, session_values
+from daemon.storage.postgres.connection import one_row
+from daemon.storage.postgres.unit_of_work import GENERATION, UnitOfWork
+from daemon.storage.records import EventRow, LogAggregates, Run, SessionUpdate, StaleCandidate, ToolCall, ToolCallEnd
+from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
+
+CREATED_AT, UPDATED_AT, BENCHMARK, DURATION = DERIVED
+ID_BLOCK = 100          # execution ids taken from the sequence at a time
+
+
+def _p(name: str, cast: str = "") -> str:
+    """A named parameter (with a cast where PostgreSQL cannot tell the type of a NULL)."""
+    return f"%({name})s{cast}"
+
+
+_F8 = "::double precision"
+_INSERT_NEW = (
+    "INSERT INTO executions (id, execution_id, source, recorded_session_id, session_benchmark_id, first_prompt,"
+    " agent_type, status, success, score, final_status, execution_time_ms, start_time, end_time, first_event_at,"
+    " last_event_at, created_at, updated_at, benchmark_id, finished_at, event_count, tool_call_count, step_count,"
+    " changed_generation)"
+    " VALUES (%(id)s, %(execution_id)s, %(source)s, coalesce(%(sid)s::text, %(events_sid)s::text), %(bench)s::text,"
+    " %(prompt)s::text, %(agent)s::text, %(status)s, %(success)s::smallint, %(score)s::double precision,"
+    " %(final_status)s::text, %(ms)s::bigint, %(start)s::double precision, %(end)s::double precision,"
+    " %(first)s::double precision, %(last)s::double precision,"
+    f" {CREATED_AT.format(start=_p('start', _F8), first=_p('first', _F8))},"
+    " CASE WHEN %(given)s THEN"
+    f" {UPDATED_AT.format(last=_p('last', _F8), end=_p('end', _F8), start=_p('start', _F8))} END,"
+    f" {BENCHMARK.format(session_benchmark=_p('bench', '::text'), prompt=_p('prompt', '::text'))},"
+    " %(finished_at)s::double precision, %(lines)s, %(calls)s, %(steps)s, %(gen)s)"
+    f" ON CONFLICT (execution_id) DO NOTHING RETURNING {TRACKED_COLUMNS}")
+
+_UPDATE_SESSION = (
+    "UPDATE executions SET recorded_session_id = coalesce(%(sid)s::text, recorded_session_id),"
+    " session_benchmark_id = %(bench)s::text, agent_type = coalesce(%(agent)s::text, agent_type), status = %(status)s,"
+    " success = CASE WHEN %(keep)s THEN success ELSE %(success)s::smallint END,"
+    " score = CASE WHEN %(keep)s THEN score ELSE %(score)s::double precision END,"
+    " final_status = CASE WHEN %(keep)s THEN final_status ELSE %(final_status)s::text END,"
+    " execution_time_ms = CASE WHEN %(keep)s THEN execution_time_ms ELSE %(ms)s::bigint END,"
+    " start_time = %(start)s::double precision, end_time = %(end)s::double precision, stale_reason = NULL,"
+    " finished_at = CASE WHEN %(finished)s THEN coalesce(finished_at, %(now)s) ELSE finished_at END,"
+    f" created_at = {CREATED_AT.format(start=_p('start', _F8), first='first_event_at')},"
+    f" updated_at = {UPDATED_AT.format(last='last_event_at', end=_p('end', _F8), start=_p('start', _F8))},"
+    f" benchmark_id = {BENCHMARK.format(session_benchmark=_p('bench', '::text'), prompt='first_prompt')},"
+    f" changed_generation = %(gen)s WHERE id = %(id)s RETURNING {TRACKED_COLUMNS}")
+_FIRST_EVENT_AT = ("CASE WHEN first_event_at IS NULL OR %(first)s::double precision < first_event_at"
+                   " THEN %(first)s::double precision ELSE first_event_at END")
+_AGGREGATES = (
+    "UPDATE executions SET event_count = event_count + %(lines)s, tool_call_count = tool_call_count + %(calls)s,"
+    f" step_count = step_count + %(steps)s, first_event_at = {_FIRST_EVENT_AT},"
+    " last_event_at = CASE WHEN last_event_at IS NULL OR %(last)s::double precision > last_event_at"
+    " THEN %(last)s::double precision ELSE last_event_at END,"
+    " recorded_session_id = coalesce(recorded_session_id, %(sid)s::text), changed_generation = %(gen)s,"
+    " updated_at = greatest(coalesce(updated_at, 0), coalesce(%(last)s::double precision, 0))")
+_ADD_AGGREGATES_DERIVING = (
+    _AGGREGATES + ", first_prompt = coalesce(first_prompt, %(prompt)s::text),"
+    f" created_at = {CREATED_AT.format(start='start_time', first=_FIRST_EVENT_AT)},"
+    " benchmark_id = "
+    + BENCHMARK.format(session_benchmark="session_benchmark_id", prompt="coalesce(first_prompt, %(prompt)s::text)")
+    + f" WHERE id = %(id)s RETURNING {TRACKED_COLUMNS}")
+_ADD_AGGREGATES = (_AGGREGATES + " WHERE id = %(id)s RETURNING created_at IS NOT DISTINCT FROM "
+                   + CREATED_AT.format(start="start_time", first="first_event_at"))
+_SET_STATUS = ("UPDATE executions SET status = %s, stale_reason = %s, changed_generation = %s WHERE id = %s"
+               f" RETURNING {TRACKED_COLUMNS}")
+_DERIVED = {
+    "created_at": CREATED_AT.format(start="start_time", first="first_event_at"),
+    "updated_at": UPDATED_AT.format(last="last_event_at", end="end_time", start="start_time"),
+    "benchmark_id": BENCHMARK.format(session_benchmark="session_benchmark_id", prompt="executions.first_prompt")}
+_SET_DERIVED = ("UPDATE executions SET created_at = %s, updated_at = %s, benchmark_id = %s, changed_generation = %s"
+                f" WHERE id = %s RETURNING {TRACKED_COLUMNS}")
+_TRACKED = f"SELECT {TRACKED_COLUMNS} FROM executions WHERE id = %s"
+
+# The batch's event lines and tool calls are copied into these (n: the order they were read
+# in, so that the last read of a line wins), then upserted, a statement per table.
+_STAGE_EVENTS = ("CREATE TEMP TABLE IF NOT EXISTS stage_events (n bigint GENERATED ALWAYS AS IDENTITY, exec_id bigint,"
+                 " line bigint, byte_offset bigint, kind text, event_type text, ts double precision, doc text)"
+                 " ON COMMIT DELETE ROWS")
+_EVENT_COLUMNS = "exec_id, line, byte_offset, kind, event_type, ts, doc"
+_EVENT_TYPES = ["int8", "int8", "int8", "text", "text", "float8", "text"]
+_UPSERT_STAGED_EVENTS = (
+    f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT DISTINCT ON (exec_id, line) {_EVENT_COLUMNS} FROM stage_events"
+    " ORDER BY exec_id, line, n DESC"
+    " ON CONFLICT (exec_id, line) DO UPDATE SET byte_offset = excluded.byte_offset, kind = excluded.kind,"
+    " event_type = excluded.event_type, ts = excluded.ts, doc = excluded.doc")
+_STAGE_CALLS = ("CREATE TEMP TABLE IF NOT EXISTS stage_calls (n bigint GENERATED ALWAYS AS IDENTITY, exec_id bigint,"
+                " line bigint, source text, output_line bigint, tool_name text, started_at double precision,"
+                " ended_at double precision, given double precision, success smallint, status text,"
+                " error_message text) ON COMMIT DELETE ROWS")
+_CALL_COLUMNS = ("exec_id, line, source, output_line, tool_name, started_at, ended_at, given, success, status,"
+                 " error_message")
+_CALL_TYPES = ["int8", "int8", "text", "int8", "text", "float8", "float8", "float8", "int2", "text", "text"]
+_UPSERT_STAGED_CALLS = (
+    "INSERT INTO tool_calls (exec_id, line, source, output_line, tool_name, started_at, ended_at, duration_ms,"
+    " success, status, error_message)"
+    " SELECT DISTINCT ON (exec_id, line) exec_id, line, source, output_line, tool_name, started_at, ended_at,"
+    f" {DURATION.format(given='given', started='started_at', ended='ended_at')}, success, status, error_message"
+    " FROM stage_calls ORDER BY exec_id, line, n DESC"
+    " ON CONFLICT (exec_id, line) DO UPDATE SET source = excluded.source, output_line = excluded.output_line,"
+    " tool_name = excluded.tool_name, started_at = excluded.started_at, ended_at = excluded.ended_at,"
+    " duration_ms = excluded.duration_ms, success = excluded.success, status = excluded.status,"
+    " error_message = excluded.error_message")
+
+
+class _Staged(NamedTuple):
+    """A table's rows kept by the batch, copied into a temporary table, then upserted."""
+    table: str
+    create: str
+    columns: str
+    types: list[str]
+    upsert: str
+
+
+_EVENTS_STAGED = _Staged("stage_events", _STAGE_EVENTS, _EVENT_COLUMNS, _EVENT_TYPES, _UPSERT_STAGED_EVENTS)
+_CALLS_STAGED = _Staged("stage_calls", _STAGE_CALLS, _CALL_COLUMNS, _CALL_TYPES, _UPSERT_STAGED_CALLS)
+_COMPLETE_TOOL_CALLS = (
+    "UPDATE tool_calls SET output_line = %(output_line)s, ended_at = coalesce(%(ended)s::double precision, ended_at),"
+    f" duration_ms = coalesce({DURATION.format(given=_p('given', _F8), started='started_at', ended=_p('ended', _F8))},"
+    " duration_ms), success = %(success)s::smallint, status = %(status)s, error_message = %(error_message)s"
+    " WHERE exec_id = %(exec_id)s AND line = %(line)s")
+
+
+def _int(flag: bool | None) -> int | None:
+    return None if flag is None else int(flag)
+
+
+class ExecutionRepository(UnitOfWork):
+    """This source's executions, with their session documents, events and tool calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ids: list[int] = []                   # taken from the sequence, not handed out yet
+        self._reserved: dict[str, int] = {}
+
+    def _owned(self, execution_id: str) -> tuple | None:
+        """(id, status, stalled) of a stored run of this source; NotOwned if another's."""
+        row = self.conn.execute("SELECT id, status, stale_reason IS NOT NULL, source FROM executions"
+                                " WHERE execution_id = %s", (execution_id,)).fetchone()
+        if row is not None and row[3] != self.source:
+            raise NotOwned(f"execution {execution_id!r} belongs to source {row[3]!r}: not ingested from here")
+        return row
+
+    def execution(self, execution_id: str) -> Run:
+        exec_id = self.new.ids.get(execution_id)
+        if exec_id is not None:
+            return Run(exec_id, self.new.by_id[exec_id].status, False)
+        # (Reserved: it was not in the database then; if another source creates it meanwhile,
+        # the insert at commit finds it there, and the batch is run again.)
+        exec_id = self._reserved.pop(execution_id, None)
+        if exec_id is None:
+            row = self._owned(execution_id)
+            if row:
+                return Run(row[0], row[1], bool(row[2]))
+            exec_id = self._allocate_id()
+        status = status_from_event(None, stalled=False)
+        self.new.set(exec_id, NewExecution(exec_id, execution_id, status))
+        self.mark_changed()
+        return Run(exec_id, status, False)
+
+    def reserve_execution_id(self, execution_id: str) -> int:
+        exec_id = self.new.ids.get(execution_id) or self._reserved.get(execution_id)
+        if exec_id is None:
+            row = self.conn.execute("SELECT id FROM executions WHERE execution_id = %s", (execution_id,)).fetchone()
+            if row:
+                return row[0]
+            exec_id = self._reserved[execution_id] = self._allocate_id()
+        return exec_id
+
+    def drop_reservation(self, execution_id: str):
+        self._reserved.pop(execution_id, None)
+
+    def drop_reservations(self):
+        self._reserved.clear()
+
+    def _allocate_id(self) -> int:
+        # From the table's sequence, a block at a time: never handed out twice, whichever
+        # daemon takes them, not even after a rollback.
+        if not self._ids:
+            self._ids = [r[0] for r in self.conn.execute(
+                "SELECT nextval(pg_get_serial_sequence('executions', 'id')) FROM generate_series(1, %s)",
+                (ID_BLOCK,))]
+        return self._ids.pop(0)
+
+    def _insert_rows(self, rows: list[dict]) -> list[ExecutionState]:
+        with self.conn.cursor() as cur:
+            cur.executemany(_INSERT_NEW, [{**row, "source": self.source} for row in rows], returning=True)
+            inserted: list[ExecutionState] = []
+            while True:
+                inserted.extend(ExecutionState(*r) for r in cur.fetchall())
+                if not cur.nextset():
+                    break
+        if len(inserted) < len(rows):
+            # Another source created one of them meanwhile: run the batch again, which then
+            # finds that source's run (and records the error on this source's file).
+            taken = {r["execution_id"] for r in rows} - {s.execution_id for s in inserted}
+            raise Busy(f"execution {sorted(taken)[0]!r} was created by another source meanwhile", "Conflict")
+        return inserted
+
+    def update_session(self, exec_id: int, update: SessionUpdate):
+        result = update.result
+        values = session_values(update, self.stamp, exec_id)
+        new = self.new.changing(exec_id)
+        if new is None:
+            self._update_tracked(exec_id, _UPDATE_SESSION, values)
+        else:
+            new.session, new.status, new.given = values, update.status, True
+        self.conn.execute(
+            "INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (%s, %s, %s)"
+            " ON CONFLICT (exec_id) DO UPDATE SET session_doc = excluded.session_doc,"
+            " result_doc = CASE WHEN %s THEN session_docs.result_doc ELSE excluded.result_doc END",
+            (exec_id, update.doc, None if result is None else result.doc, values["keep"]))
+        self.mark_changed()
+
+    def add_event_aggregates(self, exec_id: int, aggregates: LogAggregates):
+        new = self.new.changing(exec_id)
+        if new is not None:
+            new.add(aggregates)
+            self.mark_changed()
+            return
+        values = aggregate_values(aggregates, self.stamp, exec_id)
+        if aggregates.first_prompt is not None:
+            self._update_tracked(exec_id, _ADD_AGGREGATES_DERIVING, values)
+        else:
+            row = self.conn.execute(_ADD_AGGREGATES, values).fetchone()
+            if row and not row[0]:
+                self._refresh_derived("id = %s", (exec_id,))
+        self.mark_changed()
+
+    def set_status(self, exec_id: int, status: str, stale_reason: str | None = None):
+        self._update_tracked(exec_id, _SET_STATUS, (status, stale_reason, self.stamp, exec_id))
+        self.mark_changed()
+
+    def stale_candidates(self, limit: int) -> list[StaleCandidate]:
+        return [StaleCandidate(*row) for row in self.conn.execute(
+            "SELECT x.id, x.execution_id, max(f.mtime_ns) AS last_ns FROM executions x"
+            " JOIN files f ON f.source = x.source AND f.kind = 'events' AND f.subject_id = x.execution_id"
+            " WHERE x.source = %(source)s AND x.status = 'Running' AND NOT EXISTS (SELECT 1 FROM files s"
+            "   WHERE s.source = x.source AND s.kind = 'session' AND s.subject_id = x.execution_id"
+            "   AND s.state != 'missing')"
+            " GROUP BY x.id, x.execution_id ORDER BY last_ns LIMIT %(limit)s",
+            {"source": self.source, "limit": limit})]
+
+    def reset_event_log(self, exec_id: int):
+        self._insert_new(only=exec_id)
+        self._write_rows()
+        self.conn.execute("DELETE FROM events WHERE exec_id = %s", (exec_id,))
+        self.conn.execute("DELETE FROM tool_calls WHERE exec_id = %s", (exec_id,))
+        # the recorded session id came from the session file (it wins) or the old lines
+        keep, sid = self._session_id_of(exec_id)
+        self.conn.execute(
+            "UPDATE executions SET event_count = 0, tool_call_count = 0, step_count = 0,"
+            " first_event_at = NULL, last_event_at = NULL, first_prompt = NULL,"
+            " recorded_session_id = CASE WHEN %s THEN recorded_session_id ELSE %s::text END,"
+            " changed_generation = %s WHERE id = %s", (keep, sid, self.stamp, exec_id))
+        self._refresh_derived("id = %s", (exec_id,))
+        self.mark_changed()
+
+    def _session_id_of(self, exec_id: int) -> tuple[bool, str | None]:
+        """(keep the stored one, else the session_id written in the run's session file): as
+        SQLite's json_extract in its reset_event_log, read here (PostgreSQL 15 has no test for
+        valid JSON). No session file: none."""
+        row = self.conn.execute("SELECT session_doc FROM session_docs WHERE exec_id = %s", (exec_id,)).fetchone()
+        if row is None:
+            return False, None
+        try:
+            doc = msgspec.json.decode(row[0])
+        except msgspec.DecodeError:
+            return True, None
+        value = doc.get("session_id") if isinstance(doc, dict) else None
+        return False, None if value is None else str(value)
+
+    def relink_unlinked(self):
+        """After benchmarks changed: this source's runs known only by their prompt."""
+        self._refresh_derived("source = %s AND session_benchmark_id IS NULL"
+                              " AND (first_prompt IS NOT NULL OR benchmark_id IS NOT NULL)", (self.source,))
+
+    def _refresh_derived(self, where: str, params: tuple):
+        changed = self.conn.execute(
+            f"SELECT {TRACKED_COLUMNS}, {', '.join(_DERIVED.values())} FROM executions"
+            f" WHERE ({where}) AND ({' OR '.join(f'{c} IS DISTINCT FROM {e}' for c, e in _DERIVED.items())})",
+            params).fetchall()
+        for row in changed:
+            before = ExecutionState(*row[:-3])
+            self._update_tracked(before.id, _SET_DERIVED, (*row[-3:], self.stamp, before.id), before)
+        if changed:
+            self.mark_changed()
+
+    def _update_tracked(self, exec_id: int, sql: str, params: tuple | dict, before: ExecutionState | None = None):
+        if before is None:
+            before = ExecutionState(*one_row(self.conn.execute(_TRACKED, (exec_id,))))
+        for row in self.conn.execute(sql, params).fetchall():
+            self._keep_rules(rules.execution_updated(before, ExecutionState(*row), GENERATION))
+
+    # ------------------------------------------------------------------ events and tool calls
+
+    def insert_events(self, rows: list[EventRow]):
+        """Kept for the end of the batch (_write_rows): a back-fill's lines go in one COPY."""
+        self._events.extend((r.exec_id, r.line, r.byte_offset, r.kind, r.event_type, r.ts, r.doc) for r in rows)
+
+    def insert_tool_calls(self, rows: list[ToolCall]):
+        """Kept, as event lines are, until something reads or completes tool calls, or the batch ends."""
+        self._calls.extend((c.exec_id, c.line, c.source, c.output_line, c.tool_name, c.started_at, c.ended_at,
+                            c.duration_ms, _int(c.success), c.status, c.error_message) for c in rows)
+
+    def _write_rows(self):
+        """The batch's event lines and tool calls kept so far: each table's rows copied into a
+        temporary table, then one upsert; the last read of a line wins (a log read again from its
+        first byte in the same batch), as row by row."""
+        if self._events or self._calls:
+            self._writing_kept_rows()
+        for rows, stage in ((self._events, _EVENTS_STAGED), (self._calls, _CALLS_STAGED)):
+            if not rows:
+                continue
+            with self.conn.cursor() as cur:
+                cur.execute(stage.create)
+                with cur.copy(f"COPY {stage.table} ({stage.columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(stage.types)
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(stage.upsert)
+                # (emptied now, not at the commit: a later write in the batch, a tool call's
+                # completion, must not be undone by these rows upserted again)
+                cur.execute(f"DELETE FROM {stage.table}")
+            rows.clear()
+
+    def complete_tool_calls(self, rows: list[ToolCallEnd]):
+        self._write_rows()
+        with self.conn.cursor() as cur:
+            cur.executemany(_COMPLETE_TOOL_CALLS, [
+                {"exec_id": e.exec_id, "line": e.line, "output_line": e.output_line, "ended": e.ended_at,
+                 "given": e.duration_ms, "success": _int(e.success), "status": e.status,
+                 "error_message": e.error_message} for e in rows])
+
+    def open_tool_inputs(self, exec_id: int) -> list[int]:
+        self._write_rows()
+        return [r[0] for r in self.conn.execute(
+            "SELECT line FROM tool_calls WHERE exec_id = %s AND source = 'input' AND output_line IS NULL"
+            " ORDER BY line", (exec_id,))]
+
+    def last_legacy_calls(self, exec_id: int) -> dict[str, int]:
+        self._write_rows()
+        return {r[0]: r[1] for r in self.conn.execute(
+            "SELECT tool_name, max(line) FROM tool_calls WHERE exec_id = %s AND source = 'legacy'"
+            " GROUP BY tool_name", (exec_id,))}

@@ -1,0 +1,231 @@
+"""The PostgreSQL backend's unit of work, with several daemons writing one database.
+
+A batch is one transaction; a file's work a savepoint inside it. During the batch a daemon
+writes only rows of its own source (its files, errors, executions and their events, tool
+calls and session documents, its `sources` row): rows no other daemon writes, so batches of
+different sources never wait for each other's row locks, nor deadlock. What is shared (the data
+generation in meta, the change feed, the per-agent statistics, the ETag scopes, benchmarks) is
+written in the batch's commit tail, after the change feed's advisory lock (FEED_KEY), just
+before COMMIT: the domain rules' statements (daemon/storage/rules.py) are kept in memory during
+the batch and run there, with the generation the tail takes. The lock is released once the
+commit is visible, so generations and the feed's numbers are handed out in commit order: a
+reader that has seen change n has seen every change committed before it.
+
+Rows changed in a batch carry its stamp (executions.changed_generation: the sequence
+batch_stamps, taken at the batch's first change), since its generation is only known at commit:
+an ETag needs a value that changes whenever the row does, and a stamp is unique per batch.
+
+A connection lost (the server restarted, the network) fails the batch in hand as Unavailable;
+the service loop backs off, and the next call reconnects, takes the source's lock again and
+forgets what it had read from the database: a COMMIT cut off may or may not have committed, and
+the stored checkpoints say which (rows and checkpoints commit together)."""
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+
+import psycopg
+
+from daemon.storage import rules
+from daemon.storage.new_executions import NewExecutions
+from daemon.storage.postgres.connection import FEED_KEY, connect, one_value, translating
+from daemon.storage.rules import ExecutionState
+
+log = logging.getLogger("reev.store")
+
+_SAVEPOINT = "SAVEPOINT one_file"
+_RELEASE_AND_SAVEPOINT = "RELEASE SAVEPOINT one_file; SAVEPOINT one_file"
+_ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT one_file; RELEASE SAVEPOINT one_file"
+
+CHANGES_KEPT = 100_000      # the change feed keeps this many of its newest rows
+PRUNE_SECONDS = 10.0        # at most this often, from any daemon
+
+
+class _Generation(rules.Pending):
+    """Stands for the batch's generation in the rules' parameters until the tail knows it."""
+
+    def __repr__(self) -> str:
+        return "GENERATION"
+
+
+GENERATION = _Generation()
+_SQL: dict[str, str] = {}     # rules.py's statements (`?` parameters) as psycopg's (`%s`)
+
+
+def pg_sql(sql: str) -> str:
+    text = _SQL.get(sql)
+    if text is None:
+        text = _SQL[sql] = sql.replace("?", "%s")
+    return text
+
+
+def _with_generation(params: tuple, generation: int) -> tuple:
+    return tuple(generation if p is GENERATION else p for p in params)
+
+
+class UnitOfWork:
+    conn: psycopg.Connection
+    url: str
+    source: str
+
+    def __init__(self) -> None:
+        self.generation = self._read_generation()
+        self.changed = False
+        self.new = NewExecutions()
+        self._files_written: set[str] = set()
+        self._deferred: list[tuple[str, list[tuple], bool]] = []   # (sql, params, many): for the tail
+        self._events: list[tuple] = []       # event lines and tool calls of the batch, written at its
+        self._calls: list[tuple] = []        # end or before tool calls are read (executions.py)
+        # how long those lists were when the savepoint in hand began (their rows, once written)
+        self._kept_before: tuple[int, int] | tuple[list, list] | None = None
+        self._stamp: int | None = None
+        self._in_batch = False
+        self._savepoint_open = False     # a file's savepoint not released yet (savepoint())
+        self._benchmarks_locked = False
+        self._trust_scanned = True     # False once reconnected: checkpoints are read again
+        self._pruned_at = 0.0
+
+    def _read_generation(self) -> int:
+        return one_value(self.conn.execute("SELECT data_generation FROM meta"))
+
+    # ------------------------------------------------------------------ the connection
+
+    def _connected(self):
+        """Reconnect if the connection was lost (outside a batch only)."""
+        if not (self.conn.closed or self.conn.broken):
+            return
+        log.info("reconnecting to the database")
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()
+        self.conn = connect(self.url, self.source)
+        self.generation = self._read_generation()
+        self._trust_scanned = False
+        self.new.forget()
+        self._files_written.clear()
+        log.info("reconnected to the database (generation %d)", self.generation)
+
+    # ------------------------------------------------------------------ the batch
+
+    @contextlib.contextmanager
+    @translating
+    def batch(self):
+        """One transaction; its shared writes in the commit tail (see the module's docstring)."""
+        self._connected()
+        self.changed, self._stamp, self._benchmarks_locked = False, None, False
+        self._deferred.clear()
+        self._in_batch, self._savepoint_open = True, False
+        generation = None
+        try:
+            with self.conn.transaction():
+                yield self
+                self._insert_new()
+                self._write_rows()
+                if self.changed:
+                    generation = self._commit_tail()
+        finally:
+            self._in_batch = False
+            self.new.forget()
+            self._files_written.clear()
+            self._deferred.clear()
+            self._events.clear()
+            self._calls.clear()
+        if generation is not None:
+            self.generation = generation
+        self._prune_changes()
+
+    @contextlib.contextmanager
+    @translating
+    def savepoint(self):
+        """One file's work: undone alone (its writes, its new executions, its deferred rules,
+        the rows it kept for later)."""
+        deferred = len(self._deferred)
+        self._kept_before = (len(self._events), len(self._calls))
+        self.new.savepoint()
+        # The previous file's savepoint is released with this one's start, in one round trip:
+        # a back-fill's batch holds thousands of files.
+        self.conn.execute(_RELEASE_AND_SAVEPOINT if self._savepoint_open else _SAVEPOINT)
+        self._savepoint_open = True
+        try:
+            yield
+        except BaseException:
+            if not (self.conn.broken or self.conn.closed):
+                self.conn.execute(_ROLLBACK_TO_SAVEPOINT)
+            self._savepoint_open = False
+            self.new.undo()
+            del self._deferred[deferred:]
+            kept = self._kept_before
+            if isinstance(kept[0], list):
+                # This file's reads wrote what earlier files kept, and the rollback to the
+                # savepoint undid that write: it is kept again.
+                self._events[:], self._calls[:] = kept
+            else:
+                del self._events[kept[0]:]
+                del self._calls[kept[1]:]
+            raise
+        finally:
+            self.new.release()
+            self._kept_before = None
+
+    def _writing_kept_rows(self):
+        """The kept rows are about to be written: inside a savepoint, what earlier files kept is
+        remembered first (see savepoint)."""
+        kept = self._kept_before
+        if kept is not None and not isinstance(kept[0], list):
+            self._kept_before = (self._events[:kept[0]], self._calls[:kept[1]])
+
+    def _commit_tail(self) -> int:
+        """The shared writes, in commit order: the feed's lock, the generation, the rules."""
+        self._lock_feed()
+        now = time.time()
+        generation = one_value(self.conn.execute(
+            "UPDATE meta SET data_generation = data_generation + 1, last_ingest_at = %s RETURNING data_generation",
+            (now,)))
+        with self.conn.cursor() as cur:
+            for sql, params, many in self._deferred:
+                if many:
+                    cur.executemany(sql, [_with_generation(p, generation) for p in params])
+                else:
+                    cur.execute(sql, _with_generation(params[0], generation))
+        return generation
+
+    def _lock_feed(self):
+        """The change feed's lock, until the commit (taken early by a batch that writes
+        benchmarks, which are shared too)."""
+        if not self._benchmarks_locked:
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_KEY,))
+            self._benchmarks_locked = True
+
+    def _prune_changes(self):
+        """The feed keeps its newest CHANGES_KEPT rows (old rows only: no lock a tail needs)."""
+        if time.monotonic() - self._pruned_at < PRUNE_SECONDS:
+            return
+        self._pruned_at = time.monotonic()
+        self.conn.execute("DELETE FROM changes WHERE seq <= (SELECT max(seq) FROM changes) - %s", (CHANGES_KEPT,))
+
+    def _insert_new(self, only: int | None = None):
+        inserted = self.new.insert(self._insert_rows, self.stamp if self.new.by_id else 0, only)
+        if inserted:
+            for sql, rows in rules.executions_inserted(inserted, GENERATION):
+                self._deferred.append((pg_sql(sql), rows, True))
+
+    def _insert_rows(self, rows: list[dict]) -> list[ExecutionState]:
+        raise NotImplementedError     # executions.py
+
+    def _write_rows(self):
+        raise NotImplementedError     # executions.py
+
+    def _keep_rules(self, statements: Iterable[rules.Statement]):
+        """What the domain rules say a change takes, run in the commit tail."""
+        for sql, params in statements:
+            self._deferred.append((pg_sql(sql), [params], False))
+
+    @property
+    def stamp(self) -> int:
+        """The batch's stamp, for the rows it changes."""
+        if self._stamp is None:
+            self._stamp = one_value(self.conn.execute("SELECT nextval('batch_stamps')"))
+        return self._stamp
+
+    def mark_changed(self):
+        self.changed = True
