@@ -10,6 +10,7 @@ as it is, which SQLite's JSON functions minify and PostgreSQL's keep as written 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -124,6 +125,64 @@ def test_every_route_answers_on_postgresql_as_on_sqlite(apis):
     health = on_postgres.get("/api/v1/health")
     assert health["status"] == "healthy" and health["database"]["reachable"] is True
     assert health["database"]["name"].startswith("postgresql://")
+
+
+def _execution_of(name: str) -> str:
+    """The execution id a session folder's file belongs to (its host must hold all its files)."""
+    return re.sub(r"^(session_|enhanced_otel_)|\.(json|jsonl)$", "", name)
+
+
+def without_ids(value):
+    """An answer without the rows' numbers (`id`): several daemons number rows in the order their
+    batches commit, one daemon in the order it reads (docs/fleet.md)."""
+    if isinstance(value, dict):
+        return {k: without_ids(v) for k, v in value.items() if k != "id"}
+    if isinstance(value, (list, tuple)):
+        return [without_ids(v) for v in value]
+    return value
+
+
+def test_three_daemons_at_once_answer_every_route_as_one_sqlite_daemon(corpus, apis, tmp_path, pg_server):
+    """Three runner hosts, each with its own sessions folder (the executions shared out between
+    them) and the same benchmark definitions, ingest into one PostgreSQL database at the same
+    moment: every route of an API on it answers as the API on one SQLite daemon over all the files."""
+    root, sessions, benchmarks, _, _ = corpus
+    on_sqlite, _ = apis
+    hosts = [tmp_path / f"host-{i}" for i in range(3)]
+    ids = sorted({_execution_of(f.name) for f in sessions.iterdir()})
+    for i, host in enumerate(hosts):
+        (host / "sessions").mkdir(parents=True)
+        shutil.copytree(benchmarks, host / "benchmarks")
+        for f in sessions.iterdir():
+            if ids.index(_execution_of(f.name)) % 3 == i:
+                shutil.copy2(f, host / "sessions" / f.name)
+    assert all(any((h / "sessions").iterdir()) for h in hosts)      # each host has files of its own
+    with fresh_database(pg_server) as url:
+        daemons = [subprocess.Popen(
+            daemon_command() + ["--sessions-dir", str(h / "sessions"), "--benchmarks-dir", str(h / "benchmarks"),
+                                "--db", url, "--source", h.name, "--once"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env()) for h in hosts]
+        for d in daemons:
+            out, _ = d.communicate(timeout=60)
+            assert d.returncode == 0, out
+        on_fleet = Api(url, tmp_path / "api-fleet.log")
+        try:
+            for path in ROUTES:
+                if path in ("/api/v1/health", "/api/v1/ingest/status"):
+                    continue        # the daemons and their files: three hosts here, one there (below)
+                assert without_ids(answer(on_fleet, path)) == without_ids(answer(on_sqlite, path)), path
+            for path in PAGED:
+                assert without_ids(pages(on_fleet, path)) == without_ids(pages(on_sqlite, path)), path
+            # Every host tracks its own copy of each benchmark definition; the rest is the same.
+            fleet, lite = on_fleet.get("/api/v1/ingest/status"), on_sqlite.get("/api/v1/ingest/status")
+            benchmark_files = {row["kind"]: row["files"] for row in fleet["files"]}["benchmark"]
+            assert benchmark_files == 3 * {row["kind"]: row["files"] for row in lite["files"]}["benchmark"]
+            for row in fleet["files"]:
+                if row["kind"] == "benchmark":
+                    row["files"] //= 3
+            assert comparable(fleet) == comparable(lite)
+        finally:
+            assert on_fleet.close() == 0
 
 
 def test_metrics_on_postgresql_count_as_on_sqlite(apis):
