@@ -4,8 +4,9 @@ it to perf/RESULTS.md (with the date, the machine, and the exact commands).
     BENCH_SIZE=small|large .venv/bin/python perf/bench.py
 
 Optional overrides (for running part of `large` within a time budget; RESULTS.md says which
-were used): BENCH_ONLY=backfill,live,api,scale,memory,profile,pg (default: all; pg: the PostgreSQL
-backends against SQLite, on a throwaway cluster, perf/pgperf.py); BENCH_CORPUS=N (sessions of
+were used): BENCH_ONLY=backfill,live,api,scale,memory,profile,pg,pgscale (default: all; pg: the PostgreSQL
+backends against SQLite, on a throwaway cluster, perf/pgperf.py; pgscale: the scale benchmark
+on PostgreSQL, 6i to 6k); BENCH_CORPUS=N (sessions of
 the back-fill corpus); BENCH_PG_CORPUS=N (of the PostgreSQL step's); BENCH_SCALE=10000,100000,1000000;
 BENCH_PG_SCALE=10000,100000;
 BENCH_BIGLOG_MB=512,1024; BENCH_WATCH=50000,100000; BENCH_REPS=3.
@@ -812,7 +813,7 @@ def bench_pg(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
     with pgperf.Server() as pg:
         log(f"PostgreSQL cluster in {pg.root}")
         load = []
-        for part in (pg_backfill, pg_fleet, pg_live, pg_api, pg_capacity, pg_scale):
+        for part in (pg_backfill, pg_fleet, pg_live, pg_api, pg_capacity):
             before = os.getloadavg()[0]
             try:
                 part(cfg, pg, corpus, data, tmp, rows, extra)
@@ -1095,10 +1096,17 @@ def pg_capacity(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, 
             headline=f"{hosts:.1f} hosts or {replicas:.1f} replicas")
 
 
-def pg_scale(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
-    """6i to 6k: the scale benchmark (4) on PostgreSQL: perf/dbgen.py's databases (without
-    events) copied into databases a daemon made the schema of (perf/pgperf.copy_dbgen: the
-    tables those routes read)."""
+def bench_pg_scale(cfg: dict, data: Path, tmp: Path, rows: list, extra: dict):
+    """6i to 6k: the scale benchmark (4) on PostgreSQL, on a throwaway cluster of its own (a step
+    apart from `pg`: it needs no corpus, and at `large` its copy of a million sessions is most of
+    its time): perf/dbgen.py's databases (without events) copied into databases a daemon made the
+    schema of (perf/pgperf.copy_dbgen: the tables those routes read)."""
+    from perf import pgperf
+    with pgperf.Server() as pg:
+        pg_scale(cfg, pg, data, tmp, rows, extra)
+
+
+def pg_scale(cfg: dict, pg, data: Path, tmp: Path, rows: list, extra: dict):
     from perf import pgperf
     empty = tmp / "pg-scale-empty"
     empty.mkdir(exist_ok=True)
@@ -1302,7 +1310,7 @@ def main() -> int:
         if os.environ.get(env):
             cfg[key] = conv(os.environ[env])
             overrides.append(f"{env}={os.environ[env]}")
-    only = set((os.environ.get("BENCH_ONLY") or "backfill,live,api,scale,memory,profile,pg").split(","))
+    only = set((os.environ.get("BENCH_ONLY") or "backfill,live,api,scale,memory,profile,pg,pgscale").split(","))
     if os.environ.get("BENCH_ONLY"):
         overrides.append(f"BENCH_ONLY={os.environ['BENCH_ONLY']}")
     for tool in (TIME, WRK):
@@ -1322,7 +1330,8 @@ def main() -> int:
     profile_sections: list[str] = []
     failures = []
     steps = [("backfill", bench_backfill), ("live", bench_live), ("api", bench_api), ("scale", bench_scale),
-             ("memory", bench_memory), ("profile", None), ("pg", bench_pg)]
+             ("memory", bench_memory), ("profile", None), ("pg", bench_pg),
+             ("pgscale", bench_pg_scale)]
     # A run of some steps only (BENCH_ONLY) is kept beside the last whole run of its size, not over it.
     ran = [name for name, _ in steps if name in only]
     label = size if len(ran) == len(steps) else f"{size}-{'-'.join(ran)}"
@@ -1569,7 +1578,8 @@ METHOD = """
    runs, per million lines stored or per thousand requests answered. 6h divides a primary's
    budget (its cores at 70 %) by 6f′'s CPU per line at 2 000 lines/s per runner host (the
    live benchmark's load) and by 6g's CPU per request at the req/s one API worker serves.
-   6i to 6k: the scale benchmark (4) on PostgreSQL: perf/dbgen.py's databases without events,
+   6i to 6k (`BENCH_ONLY=pgscale`, a step of its own with its own cluster): the scale benchmark
+   (4) on PostgreSQL: perf/dbgen.py's databases without events,
    their tables that those three routes read (benchmarks, executions, session documents,
    per-agent statistics) copied (one COPY per table, then VACUUM ANALYZE) into databases whose
    schema a daemon made. After the timed runs the step profiles (py-spy) a back-fill into
