@@ -84,11 +84,15 @@ def summarise(db: Path | str) -> dict:
         "last_errors": [{"path": p, "line": line, "byte_offset": off, "reason": reason}
                         for p, line, off, reason, _ in r["errors"]],
         "lines_ingested_total": meta.get("lines_ingested_total"),
+        # batches a busy or unreachable database rolled back, run again (a database older than
+        # the counter: none counted yet)
+        "retried_batches_total": meta.get("retried_batches_total") or 0,
     }
     if sources is not None:
         summary["sources"] = [{"source": s["source"], "running": s["running"], "started_at": iso(s["started_at"]),
                                "heartbeat_at": iso(s["heartbeat_at"]),
-                               "heartbeat_age_seconds": heartbeat.age(s["heartbeat_at"], now)} for s in sources]
+                               "heartbeat_age_seconds": heartbeat.age(s["heartbeat_at"], now),
+                               "retried_batches_total": s["retried_batches_total"]} for s in sources]
     return summary
 
 
@@ -105,7 +109,8 @@ def render(s: dict) -> str:
     for source in s.get("sources", ()):
         age = source["heartbeat_age_seconds"]
         out.append(f"  source {source['source']}: {'running' if source['running'] else 'not running'},"
-                   f" heartbeat {'never' if age is None else f'{age:.1f} s ago'}")
+                   f" heartbeat {'never' if age is None else f'{age:.1f} s ago'},"
+                   f" {source['retried_batches_total']} batches retried")
     age = s["heartbeat_age_seconds"]
     out.append(f"heartbeat  {'never' if age is None else f'{age:.1f} s ago'}")
     for kind in ("events", "session", "benchmark"):
@@ -116,6 +121,8 @@ def render(s: dict) -> str:
     runs = ", ".join(f"{n} {status}" for status, n in sorted(s["executions"].items())) or "none"
     out.append(f"executions {runs}")
     out.append(f"lines      {s['lines_ingested_total']} ingested in all")
+    out.append(f"batches    {s['retried_batches_total']} retried in all (rolled back by a busy or unreachable"
+               " database, run again)")
     out.append(f"errors     {s['error_count']} recorded" + (", the latest:" if s["last_errors"] else ""))
     for e in s["last_errors"]:
         out.append(escape(f"  {e['path']}:{e['line']} (byte {e['byte_offset']}): {e['reason'][:120]}"))

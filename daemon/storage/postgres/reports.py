@@ -47,8 +47,8 @@ def status_report(conn: psycopg.Connection) -> dict:
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         generation, last_ingest = one_row(conn.execute("SELECT data_generation, last_ingest_at FROM meta"))
-        sources = conn.execute("SELECT source, started_at, heartbeat_at, lines_ingested_total FROM sources"
-                               " ORDER BY source").fetchall()
+        sources = conn.execute("SELECT source, started_at, heartbeat_at, lines_ingested_total, retried_batches_total"
+                               " FROM sources ORDER BY source").fetchall()
         files = conn.execute("SELECT kind, state, count(*) FROM files GROUP BY kind, state"
                              " ORDER BY kind, state").fetchall()
         lag = lag_bytes(conn)
@@ -61,8 +61,8 @@ def status_report(conn: psycopg.Connection) -> dict:
     beats = [s[2] for s in sources if s[2] is not None]
     meta = {"data_generation": generation, "last_ingest_at": last_ingest,
             "heartbeat_at": max(beats) if beats else None,
-            "lines_ingested_total": sum(s[3] for s in sources)}
+            "lines_ingested_total": sum(s[3] for s in sources), "retried_batches_total": sum(s[4] for s in sources)}
     return {"meta": meta, "files": files, "lag_bytes": lag, "statuses": statuses, "errors": errors,
             "error_count": error_count, "database_bytes": size,
-            "sources": [{"source": s, "started_at": started, "heartbeat_at": beat, "running": s in running}
-                        for s, started, beat, _ in sources]}
+            "sources": [{"source": s, "started_at": started, "heartbeat_at": beat, "running": s in running,
+                         "retried_batches_total": retried} for s, started, beat, _, retried in sources]}

@@ -1,0 +1,163 @@
+"""The daemon against a PostgreSQL server that makes a batch fail (issue 18): a batch that loses
+a conflict (a lock not granted in time, a deadlock) or the server restarting is rolled back and
+run again, by `--once` too, and counted (`reev-ingestd status`, the logs); a daemon started while
+the server is down waits for it; `status` on a hot standby judges the daemons by their
+heartbeats. Real daemons, real servers: conflicts come from a second real connection."""
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests import pgcluster
+from tests import fixtures as fx
+from tests.conftest import Db, clean_env, daemon_command, fresh_database, missing_precondition, wait_for
+from tests.test_postgres_sources import PROMPT, Host, stop
+
+
+@pytest.fixture
+def url(pg_server) -> str:
+    with fresh_database(pg_server) as u:
+        yield u
+
+
+def status(url: str) -> dict:
+    proc = subprocess.run(daemon_command() + ["status", "--json", "--db", url], capture_output=True, text=True,
+                          env=clean_env(), timeout=30)
+    assert proc.stdout, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def retry_warnings(log: str, error: str) -> list[str]:
+    return [line for line in log.splitlines() if f"database error ({error}" in line and "retrying in" in line]
+
+
+def start_once(host: Host) -> subprocess.Popen:
+    return subprocess.Popen(host.args("--once", "--log-level", "info"), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=open(host.logs, "ab"), env=clean_env())
+
+
+def test_once_runs_again_a_batch_that_waited_too_long_for_a_row_lock_and_counts_it(tmp_path, url, pg_server):
+    """Another session holds the row the batch must update (the source's counters) past the
+    daemon's lock_timeout (set on the database: 55P03, Busy): `--once` rolls the batch back,
+    backs off and runs it again, until the lock is let go; exit 0, every line once, and the
+    batches it ran again counted in `status` (per source and in all) and in its last log line."""
+    host = Host(tmp_path, "runner-1", url)
+    host.run("first")
+    host.once()
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} SET lock_timeout = '100ms'").format(
+            sql.Identifier(pgcluster.dbname_of(url))))
+    host.run("second", 4)
+    with psycopg.connect(url) as holder:          # (a transaction, open until the rollback)
+        holder.execute("SELECT 1 FROM sources WHERE source = 'runner-1' FOR UPDATE")
+        once = start_once(host)
+        try:
+            wait_for(lambda: len(retry_warnings(host.logs.read_text(), "LockNotAvailable")) >= 3, timeout=30,
+                     what="the batch to fail and be run again",
+                     alive=lambda: once.poll() is None or pytest.fail(host.logs.read_text()[-3000:]))
+        finally:
+            holder.rollback()
+        assert once.wait(60) == 0, host.logs.read_text()[-3000:]
+    log = host.logs.read_text()
+    retried = len(retry_warnings(log, "LockNotAvailable"))
+    db = Db(url)
+    assert db.event_count("second") == 4 and db.event_count("first") == 3
+    report = status(url)
+    assert report["retried_batches_total"] == retried
+    assert [(s["source"], s["retried_batches_total"]) for s in report["sources"]] == [("runner-1", retried)]
+    [done] = [line for line in log.splitlines() if "--once:" in line]
+    assert f"; {retried} batches retried since start" in done, done
+    assert "Traceback" not in log and "--once stopped" not in log
+
+
+def test_a_deadlock_with_the_batch_is_not_the_users_problem(tmp_path, url):
+    """A genuine deadlock (40P01): a session holds the source's row, the daemon's batch (which has
+    written a file's checkpoint row) waits for it, and that session then waits for the
+    checkpoint row. The server aborts the daemon's transaction (its deadlock_timeout, the
+    default 1 s, runs out first); the daemon runs the batch again once the other session is done:
+    exit 0, every line once, one batch retried."""
+    host = Host(tmp_path, "runner-1", url)
+    host.run("first")
+    host.once()
+    host.run("first", 6)                        # (more lines: its checkpoint row is updated)
+    db = Db(url)
+    with psycopg.connect(url) as other:
+        other.execute("SET deadlock_timeout = '30s'")     # the daemon is the one that finds the deadlock
+        other.execute("SELECT 1 FROM sources WHERE source = 'runner-1' FOR UPDATE")
+        once = start_once(host)
+        waiting = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reev-ingestd:runner-1'" \
+                  f" AND wait_event_type = 'Lock'"
+        wait_for(lambda: db.scalar(waiting) == 1, timeout=30, what="the daemon's batch to wait for the source's row",
+                 alive=lambda: once.poll() is None or pytest.fail(host.logs.read_text()[-3000:]))
+        # this waits for the checkpoint row the daemon's batch holds, until the server aborts that batch
+        other.execute("UPDATE files SET size = size WHERE source = 'runner-1'")
+        other.rollback()
+        assert once.wait(60) == 0, host.logs.read_text()[-3000:]
+    log = host.logs.read_text()
+    assert len(retry_warnings(log, "DeadlockDetected")) == 1, log[-3000:]
+    assert db.event_count("first") == 6
+    assert status(url)["retried_batches_total"] == 1
+
+
+@pytest.fixture
+def own_cluster():
+    """A cluster of the test's own, to stop and restart (not the shared one): (cluster, its
+    database `reev`'s URL)."""
+    if pgcluster.bindir() is None:
+        missing_precondition("PostgreSQL's server programs, for a cluster of this test's own")
+    root = Path(tempfile.mkdtemp(prefix="reev-test-retry-"))
+    try:
+        cluster = pgcluster.start(root)
+        with psycopg.connect(cluster.url(), autocommit=True) as admin:
+            admin.execute("CREATE DATABASE reev")
+        yield cluster, cluster.url("reev")
+    finally:
+        pgcluster.stop(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def back_fill(workspace, runs: int = 250, lines: int = 100):
+    workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml("301-test-transfer", prompt=PROMPT))
+    for i in range(runs):
+        items = [fx.prompt_line(PROMPT, at=0)] + [fx.tool_input_line("t", {"i": j}, at=j) for j in range(1, lines)]
+        workspace.append_events(f"bf-{i:03d}", items)
+        if i % 2:
+            workspace.write_session(f"bf-{i:03d}", fx.session_doc(f"inner-{i}", score=i / runs))
+
+
+def same_dump(url: str, sqlite_db: Path):
+    dump = [daemon_command() + ["dump", "--db", str(d)] for d in (url, sqlite_db)]
+    got, want = (subprocess.run(c, capture_output=True, text=True, check=True, env=clean_env()).stdout for c in dump)
+    assert got.splitlines() == want.splitlines()
+
+
+def test_once_rides_out_a_server_restart(tmp_path, own_cluster, run_once, workspace):
+    """`pg_ctl restart -m immediate` while `--once` back-fills: the batch in hand is lost with the
+    connection; the run reconnects once the server is back and goes on from the committed
+    checkpoints, exit 0, and the database dumps as a SQLite `--once` over the same files."""
+    cluster, url = own_cluster
+    back_fill(workspace)
+    host = Host(tmp_path, "restarted", url)
+    host.sessions, host.benchmarks = workspace.sessions, workspace.benchmarks
+    once = start_once(host)
+    db = Db(url)
+    wait_for(lambda: (db.scalar("SELECT count(*) FROM events") or 0) > 1000, timeout=60,
+             what="the back-fill to be under way", alive=lambda: once.poll() is None or pytest.fail(
+                 f"--once ended (status {once.returncode}) before the restart: make the back-fill bigger"))
+    cluster.ctl("restart", "-m", "immediate")
+    assert once.wait(120) == 0, host.logs.read_text()[-3000:]
+    log = host.logs.read_text()
+    assert "reconnected to the database" in log and "Traceback" not in log, log[-3000:]
+    assert db.scalar("SELECT count(*) FROM events") == 250 * 100
+    run_once()
+    same_dump(url, workspace.db_path)
+    retried = status(url)["retried_batches_total"]
+    assert retried >= 1 and f"; {retried} batch" in log.splitlines()[-1], log[-2000:]
