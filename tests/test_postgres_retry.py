@@ -7,9 +7,9 @@ heartbeats. Real daemons, real servers: conflicts come from a second real connec
 import json
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 import psycopg
@@ -20,6 +20,7 @@ from tests import pgcluster
 from tests import fixtures as fx
 from tests.conftest import Db, clean_env, daemon_command, fresh_database, missing_precondition, wait_for
 from tests.test_postgres_sources import PROMPT, Host, stop
+from tests.test_systemd import notify_socket  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
@@ -161,3 +162,90 @@ def test_once_rides_out_a_server_restart(tmp_path, own_cluster, run_once, worksp
     same_dump(url, workspace.db_path)
     retried = status(url)["retried_batches_total"]
     assert retried >= 1 and f"; {retried} batch" in log.splitlines()[-1], log[-2000:]
+
+
+def started(host: Host, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(host.args("--log-level", "info", "--rescan-interval", "0.3", "--settle-seconds", "0.2",
+                                      *extra), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(host.logs, "ab"), env=env or clean_env())
+
+
+def unreachable_lines(host: Host) -> list[str]:
+    return [line for line in host.logs.read_text().splitlines() if "cannot reach the database" in line]
+
+
+def test_a_live_daemon_started_while_the_server_is_down_waits_for_it_and_tells_systemd(
+        tmp_path, own_cluster, notify_socket):
+    """Started with the server stopped: no exit 2, but a wait with backoff, a line per step (the
+    URL without its password), systemd told why and its start timeout extended; once the
+    server is up, the daemon starts for real (READY=1) and ingests."""
+    cluster, url = own_cluster
+    secret = url.replace("postgresql:///", "postgresql://postgres:hunter2@/", 1)
+    host = Host(tmp_path, "waiting", secret)
+    host.run("a")
+    cluster.ctl("stop", "-m", "fast")
+    daemon = started(host, env=clean_env() | {"NOTIFY_SOCKET": notify_socket.path})
+    try:
+        alive = lambda: daemon.poll() is None or pytest.fail(host.logs.read_text()[-3000:])   # noqa: E731
+        wait_for(lambda: len(unreachable_lines(host)) >= 3, timeout=30, what="the daemon to wait", alive=alive)
+        fields = notify_socket.fields()
+        assert any(f.startswith("STATUS=cannot reach the database postgresql://postgres:***@/reev") for f in fields)
+        assert any(f.startswith("EXTEND_TIMEOUT_USEC=") for f in fields) and "READY=1" not in fields
+        delays = [float(re.search(r"trying again in ([\d.]+) s", line).group(1)) for line in unreachable_lines(host)]
+        assert delays == sorted(delays) and delays[0] < delays[-1], delays      # backing off
+        cluster.ctl("start")
+        notify_socket.wait_for_field("READY=1", timeout=30)
+        wait_for(lambda: Db(url).event_count("a") == 3, timeout=30, what="the run to be ingested", alive=alive)
+    finally:
+        assert stop(daemon) == 0
+    log = host.logs.read_text()
+    assert "hunter2" not in log and "Traceback" not in log and "ERROR" not in log, log[-3000:]
+
+
+def test_a_signal_ends_the_wait_for_the_server(tmp_path, own_cluster, notify_socket):
+    cluster, url = own_cluster
+    host = Host(tmp_path, "waiting", url)
+    cluster.ctl("stop", "-m", "fast")
+    daemon = started(host, env=clean_env() | {"NOTIFY_SOCKET": notify_socket.path})
+    try:
+        wait_for(lambda: unreachable_lines(host), timeout=30, what="the daemon to wait",
+                 alive=lambda: daemon.poll() is None or pytest.fail(host.logs.read_text()[-3000:]))
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(5) == 0
+    finally:
+        stop(daemon, signal.SIGKILL)
+    notify_socket.wait_for_field("STOPPING=1")
+    assert "stopped while waiting for the database" in host.logs.read_text()
+
+
+def test_once_started_while_the_server_is_down_waits_for_it(tmp_path, own_cluster):
+    """--once (cron, a CI step) rides out a server that is restarting when it starts, as it
+    does one that restarts while it runs (for ONCE_PATIENCE_SECONDS in a row at most)."""
+    cluster, url = own_cluster
+    host = Host(tmp_path, "cron", url)
+    host.run("a")
+    cluster.ctl("stop", "-m", "fast")
+    once = start_once(host)
+    wait_for(lambda: unreachable_lines(host), timeout=30, what="--once to wait for the server",
+             alive=lambda: once.poll() is None or pytest.fail(host.logs.read_text()[-3000:]))
+    cluster.ctl("start")
+    assert once.wait(60) == 0, host.logs.read_text()[-3000:]
+    assert Db(url).event_count("a") == 3
+
+
+@pytest.mark.parametrize("how", ["a database that does not exist", "a role that does not exist",
+                                 "a parameter libpq refuses"])
+def test_a_server_that_refuses_the_daemon_is_not_waited_for(tmp_path, url, how):
+    """What waiting does not mend exits 2 at once, live too, with one line."""
+    bad = {"a database that does not exist": pgcluster.database_url(url, "no_such_database"),
+           "a role that does not exist": url.replace("user=postgres", "user=nobody_here"),
+           "a parameter libpq refuses": url + "&sslmode=sometimes"}[how]
+    host = Host(tmp_path, "refused", bad)
+    daemon = started(host)
+    try:
+        assert daemon.wait(15) == 2
+    finally:
+        stop(daemon, signal.SIGKILL)
+    log = host.logs.read_text()
+    [line] = [line for line in log.splitlines() if "ERROR" in line]
+    assert "cannot open the database" in line and not unreachable_lines(host), log

@@ -30,6 +30,12 @@ class Unavailable(StorageError):
     read-only, the server gone (it may be back later)."""
 
 
+class Unreachable(Unavailable):
+    """The database server could not be reached, or does not take connections now (starting,
+    shutting down): waiting mends it. Not a server that answers and refuses (a wrong password,
+    a database or role that does not exist): that one is Unavailable, for an operator to mend."""
+
+
 class Busy(StorageError):
     """Another connection holds the database (or the rows) for longer than the store waits."""
 
