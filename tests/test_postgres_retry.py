@@ -249,3 +249,32 @@ def test_a_server_that_refuses_the_daemon_is_not_waited_for(tmp_path, url, how):
     log = host.logs.read_text()
     [line] = [line for line in log.splitlines() if "ERROR" in line]
     assert "cannot open the database" in line and not unreachable_lines(host), log
+
+
+def test_status_on_a_hot_standby_judges_the_daemons_by_their_heartbeats(tmp_path, url, pg_standby):
+    """A standby can't see the primary's advisory locks: there a daemon counts as running while
+    its heartbeat is fresh, and the output says so."""
+    host = Host(tmp_path, "runner-1", url)
+    host.run("a")
+    standby = pg_standby(url)
+    daemon = host.start()
+    try:
+        wait_for(lambda: Db(standby).event_count("a") == 3, timeout=60, what="the standby to replay the run")
+        report = wait_for(lambda: (r := status(standby))["healthy"] and r, timeout=30,
+                          what="a healthy status on the standby")
+        assert report["daemon_running"] is True and report["daemon_liveness"] == "heartbeat"
+        assert [(s["source"], s["running"]) for s in report["sources"]] == [("runner-1", True)]
+        text = subprocess.run(daemon_command() + ["status", "--db", standby], capture_output=True, text=True,
+                              env=clean_env(), timeout=30).stdout
+        assert "a hot standby" in text and "source runner-1: running" in text, text
+        assert status(url)["daemon_liveness"] == "lock"        # (the primary: by its lock)
+    finally:
+        assert stop(daemon) == 0
+    with psycopg.connect(url, autocommit=True) as conn:       # a heartbeat a minute old: the daemon gone
+        conn.execute("UPDATE sources SET heartbeat_at = heartbeat_at - 60")
+        beat = conn.execute("SELECT heartbeat_at FROM sources").fetchone()[0]
+    wait_for(lambda: Db(standby).scalar("SELECT heartbeat_at FROM sources") == beat, timeout=60,
+             what="the standby to replay the old heartbeat")
+    report = status(standby)
+    assert report["daemon_running"] is False and not report["healthy"]
+    assert "a hot standby" in report["problems"][0], report["problems"]
