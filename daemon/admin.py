@@ -60,7 +60,7 @@ def summarise(db: Path | str) -> dict:
         reports.close()
     sources = r.get("sources")
     standby = r.get("standby", False)
-    if standby:     # the primary's advisory locks are not replicated: a fresh heartbeat says it runs
+    if sources is not None and standby:     # the primary's locks are not replicated: a fresh heartbeat says it runs
         for s in sources:
             s["running"] = not heartbeat.is_stale(heartbeat.age(s["heartbeat_at"], now))
     pid: int | None | str | bool

@@ -11,9 +11,9 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core import dburl, heartbeat
 from core.ids import Classified, Refused, partner_file_name, shown
