@@ -94,8 +94,8 @@ def test_a_deadlock_with_the_batch_is_not_the_users_problem(tmp_path, url):
         other.execute("SET deadlock_timeout = '30s'")     # the daemon is the one that finds the deadlock
         other.execute("SELECT 1 FROM sources WHERE source = 'runner-1' FOR UPDATE")
         once = start_once(host)
-        waiting = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reev-ingestd:runner-1'" \
-                  f" AND wait_event_type = 'Lock'"
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reev-ingestd:runner-1'" \
+                  " AND wait_event_type = 'Lock'"
         wait_for(lambda: db.scalar(waiting) == 1, timeout=30, what="the daemon's batch to wait for the source's row",
                  alive=lambda: once.poll() is None or pytest.fail(host.logs.read_text()[-3000:]))
         # this waits for the checkpoint row the daemon's batch holds, until the server aborts that batch
@@ -138,6 +138,31 @@ def same_dump(url: str, sqlite_db: Path):
     dump = [daemon_command() + ["dump", "--db", str(d)] for d in (url, sqlite_db)]
     got, want = (subprocess.run(c, capture_output=True, text=True, check=True, env=clean_env()).stdout for c in dump)
     assert got.splitlines() == want.splitlines()
+
+
+def test_a_server_restart_mid_back_fill_loses_and_duplicates_nothing(tmp_path, own_cluster, run_once, workspace):
+    """`pg_ctl restart -m immediate` (a crash of the server) while the live daemon back-fills: it
+    reconnects with backoff, takes its source lock again and goes on from the committed
+    checkpoints; the database then dumps exactly as a SQLite --once run over the same files."""
+    cluster, url = own_cluster
+    back_fill(workspace)
+    host = Host(tmp_path, "restarted", url)
+    host.sessions, host.benchmarks = workspace.sessions, workspace.benchmarks
+    daemon = host.start("--log-level", "info")
+    try:
+        db = Db(url)
+        alive = lambda: daemon.poll() is None or pytest.fail(host.logs.read_text()[-3000:])   # noqa: E731
+        wait_for(lambda: (db.scalar("SELECT count(*) FROM events") or 0) > 1000, timeout=60,
+                 what="the back-fill to be under way", alive=alive)
+        cluster.ctl("restart", "-m", "immediate")
+        wait_for(lambda: db.scalar("SELECT count(*) FROM events") == 250 * 100, timeout=60,
+                 what="the back-fill to finish after the restart", alive=alive)
+        run_once()
+        same_dump(url, workspace.db_path)
+    finally:
+        assert stop(daemon) == 0
+    log = host.logs.read_text()
+    assert "reconnected to the database" in log and "Traceback" not in log, log[-3000:]
 
 
 def test_once_rides_out_a_server_restart(tmp_path, own_cluster, run_once, workspace):
