@@ -303,3 +303,20 @@ def test_status_on_a_hot_standby_judges_the_daemons_by_their_heartbeats(tmp_path
     report = status(standby)
     assert report["daemon_running"] is False and not report["healthy"]
     assert "a hot standby" in report["problems"][0], report["problems"]
+
+
+def test_a_schema_1_database_gets_the_retried_batches_column(tmp_path, url):
+    """Schema 2 added sources.retried_batches_total: a database the daemon of schema 1 made
+    (the column dropped, the version set back) is migrated at the next start, its data kept."""
+    host = Host(tmp_path, "runner-1", url)
+    host.run("a")
+    host.once()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE sources DROP COLUMN retried_batches_total")
+        conn.execute("UPDATE meta SET schema_version = 1")
+    host.run("b")
+    proc = host.once("--log-level", "info")
+    assert "migrating the database schema from version 1 to 2" in proc.stderr, proc.stderr
+    db = Db(url)
+    assert db.scalar("SELECT schema_version FROM meta") == 2 and db.event_count("a") == db.event_count("b") == 3
+    assert status(url)["retried_batches_total"] == 0
