@@ -28,6 +28,8 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('bytes_read_total', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('files_read_total', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('batches_total', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('batch_seconds_total', 0.0);
+-- Batches rolled back by a busy or unreachable database and run again (`reev-ingestd status`).
+INSERT OR IGNORE INTO meta (key, value) VALUES ('retried_batches_total', 0);
 
 -- One row per file the daemon tracks: what it is, who it is (identity) and how far it has
 -- been read (checkpoint). The checkpoint is written in the same transaction as the rows it

@@ -17,11 +17,16 @@ from daemon.lock import holder
 from daemon.storage import StorageError, open_reports
 
 
-def daemon_problems(db: Path | str, pid: int | None | str, age: float | None) -> list[str]:
+def daemon_problems(db: Path | str, pid: int | None | str, age: float | None, standby: bool = False) -> list[str]:
     """What is wrong with the daemon, if anything: `pid` is the process that holds the database's
     writer lock (None: no process does; a str: why that could not be told; True: some daemon
     holds a PostgreSQL database's source lock), `age` the age of its heartbeat. Holding the lock
-    says a daemon runs now; the heartbeat says it is not stuck."""
+    says a daemon runs now; the heartbeat says it is not stuck. `standby`: a PostgreSQL hot
+    standby, where no lock can be seen, and a fresh heartbeat alone says a daemon runs."""
+    if pid is None and standby:
+        return [f"no daemon's heartbeat in {dburl.shown(db)} is under {heartbeat.STALE_AFTER_SECONDS:.0f} s old"
+                " (a hot standby: its daemons are judged by their heartbeats): none is running, or the standby"
+                " lags behind its primary"]
     if pid is None:
         return [f"no reev-ingestd holds the writer lock of {dburl.shown(db)}: it is not running"]
     if not heartbeat.is_stale(age):
@@ -37,7 +42,8 @@ def summarise(db: Path | str) -> dict:
     """The status as data (times in RFC 3339, as the API gives them); `healthy` is False when
     the database can't be read, no daemon holds it, or the daemon's heartbeat is missing or stale.
     NotAFile when the path is not a database file at all. On PostgreSQL, each source's daemon
-    is listed (running: it holds its source's lock now); the heartbeat is the latest source's."""
+    is listed (running: it holds its source's lock now; on a hot standby, which can't see the
+    locks, its heartbeat is fresh: `daemon_liveness` says which); the heartbeat is the latest source's."""
     now = time.time()
     name = dburl.shown(db)
     try:
@@ -53,6 +59,10 @@ def summarise(db: Path | str) -> dict:
     finally:
         reports.close()
     sources = r.get("sources")
+    standby = r.get("standby", False)
+    if sources is not None and standby:     # the primary's locks are not replicated: a fresh heartbeat says it runs
+        for s in sources:
+            s["running"] = not heartbeat.is_stale(heartbeat.age(s["heartbeat_at"], now))
     pid: int | None | str | bool
     if sources is not None:
         pid = True if any(s["running"] for s in sources) else None
@@ -65,7 +75,7 @@ def summarise(db: Path | str) -> dict:
     beat = meta.get("heartbeat_at")
     age = heartbeat.age(beat, now)
     age = None if age is None else round(age, 1)
-    problems = daemon_problems(db, pid, age)
+    problems = daemon_problems(db, pid, age, standby)
     if sources is None:
         path = Path(db)
         size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
@@ -84,11 +94,17 @@ def summarise(db: Path | str) -> dict:
         "last_errors": [{"path": p, "line": line, "byte_offset": off, "reason": reason}
                         for p, line, off, reason, _ in r["errors"]],
         "lines_ingested_total": meta.get("lines_ingested_total"),
+        # batches a busy or unreachable database rolled back, run again (a database older than
+        # the counter: none counted yet)
+        "retried_batches_total": meta.get("retried_batches_total") or 0,
     }
     if sources is not None:
+        # how `running` was told: the sources' locks on a primary, their heartbeats on a standby
+        summary["daemon_liveness"] = "heartbeat" if standby else "lock"
         summary["sources"] = [{"source": s["source"], "running": s["running"], "started_at": iso(s["started_at"]),
                                "heartbeat_at": iso(s["heartbeat_at"]),
-                               "heartbeat_age_seconds": heartbeat.age(s["heartbeat_at"], now)} for s in sources]
+                               "heartbeat_age_seconds": heartbeat.age(s["heartbeat_at"], now),
+                               "retried_batches_total": s["retried_batches_total"]} for s in sources]
     return summary
 
 
@@ -102,10 +118,14 @@ def render(s: dict) -> str:
     running = s["daemon_running"]
     out.append("daemon     " + ("unknown" if running is None else "not running" if not running
                                 else f"running (pid {s['daemon_pid']})" if s["daemon_pid"] else "running"))
+    if s.get("daemon_liveness") == "heartbeat":
+        out.append(f"  (a hot standby: the primary's locks can't be seen here; a daemon counts as running while"
+                   f" its heartbeat is under {heartbeat.STALE_AFTER_SECONDS:.0f} s old)")
     for source in s.get("sources", ()):
         age = source["heartbeat_age_seconds"]
         out.append(f"  source {source['source']}: {'running' if source['running'] else 'not running'},"
-                   f" heartbeat {'never' if age is None else f'{age:.1f} s ago'}")
+                   f" heartbeat {'never' if age is None else f'{age:.1f} s ago'},"
+                   f" {source['retried_batches_total']} batches retried")
     age = s["heartbeat_age_seconds"]
     out.append(f"heartbeat  {'never' if age is None else f'{age:.1f} s ago'}")
     for kind in ("events", "session", "benchmark"):
@@ -116,6 +136,8 @@ def render(s: dict) -> str:
     runs = ", ".join(f"{n} {status}" for status, n in sorted(s["executions"].items())) or "none"
     out.append(f"executions {runs}")
     out.append(f"lines      {s['lines_ingested_total']} ingested in all")
+    out.append(f"batches    {s['retried_batches_total']} retried in all (rolled back by a busy or unreachable"
+               " database, run again)")
     out.append(f"errors     {s['error_count']} recorded" + (", the latest:" if s["last_errors"] else ""))
     for e in s["last_errors"]:
         out.append(escape(f"  {e['path']}:{e['line']} (byte {e['byte_offset']}): {e['reason'][:120]}"))

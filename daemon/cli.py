@@ -3,17 +3,19 @@
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 from core import dburl
 from core.logs import setup_logging
 from core.notify import Notifier
 from daemon import admin
+from daemon.backoff import ONCE_PATIENCE_SECONDS, Backoff
 from daemon.config import daemon_arguments
 from daemon.ingest import Limits
 from daemon.lock import DatabaseBusy, WriterLock
-from daemon.service import HANDLED_SIGNALS, Config, Service
-from daemon.storage import StorageError, open_store
+from daemon.service import EXTEND_BY, HANDLED_SIGNALS, Config, Service
+from daemon.storage import StorageError, Store, Unreachable, open_store
 
 log = logging.getLogger("reev.daemon")
 
@@ -39,10 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if lock:
             lock.acquire()
-        # A migration rewrites tables: under systemd, ask for 10 more minutes each time the
-        # store says it is still at it (every minute).
-        store = open_store(config.db, args.source, migrating=lambda what: notify.send(
-            "EXTEND_TIMEOUT_USEC=600000000", f"STATUS={what}"))
+        store = open_waiting(config, args.source, notify)
+        if store is None:
+            return 0       # stopped while it waited for the server
     except DatabaseBusy as e:
         log.error("%s", e)
         return 2
@@ -65,6 +66,52 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
         if lock:
             lock.release()
+
+
+LOG_AGAIN_SECONDS = 30.0      # a wait at its longest backoff is logged this often
+
+
+def open_waiting(config: Config, source: str, notify: Notifier) -> Store | None:
+    """The store, once its database server can be reached: a PostgreSQL server down or starting
+    (Unreachable) is waited for, backing off, forever when live (under systemd, telling it why and
+    extending its start timeout), for ONCE_PATIENCE_SECONDS with --once. None: a signal stopped
+    the wait. Any other error is raised at once: a server that refuses (a password, a missing
+    database) or a bad URL is not mended by waiting."""
+    backoff = Backoff(ONCE_PATIENCE_SECONDS if config.once else None)
+    told = (0.0, -LOG_AGAIN_SECONDS)        # (the delay last logged, when)
+    while True:
+        try:
+            # A migration rewrites tables: under systemd, ask for 10 more minutes each time the
+            # store says it is still at it (every minute).
+            return open_store(config.db, source, migrating=lambda what: notify.send(
+                "EXTEND_TIMEOUT_USEC=600000000", f"STATUS={what}"))
+        except Unreachable as e:
+            delay = backoff.next(e)
+            if delay is None:
+                raise
+            why = (f"cannot reach the database {dburl.shown(config.db)} ({e}); waiting for it"
+                   f" ({backoff.failing_for():.0f} s so far), trying again in {delay:.3g} s")
+            if delay != told[0] or time.monotonic() - told[1] >= LOG_AGAIN_SECONDS:
+                log.warning("%s", why)
+                told = (delay, time.monotonic())
+            notify.send(EXTEND_BY, f"STATUS={why}")
+            if not pause(notify, delay):
+                log.info("stopped while waiting for the database")
+                return None
+
+
+def pause(notify: Notifier, seconds: float) -> bool:
+    """Wait `seconds`, petting systemd's watchdog; False if SIGTERM or SIGINT came meanwhile
+    (blocked until the service's handlers take over: taken here; a SIGHUP has nothing to rescan yet)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        notify.watchdog()
+        due = notify.watchdog_due()
+        got = signal.sigtimedwait(HANDLED_SIGNALS, left if due is None else min(left, max(due, 0.01)))
+        if got is not None and got.si_signo != signal.SIGHUP:
+            notify.stopping()
+            return False
+    return True
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 One thread writes (this one); the watchdog thread only marks paths dirty.
 """
 
+import contextlib
 import logging
 import os
 import signal
@@ -12,10 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core import dburl, heartbeat
 from core.ids import Classified, Refused, partner_file_name, shown
 from core.notify import Notifier
+from daemon.backoff import ONCE_PATIENCE_SECONDS, Backoff, passes
 from daemon.cache_warmer import CacheWarmer
 from daemon.discovery import DirtyPaths, Watcher, folder_problem, scan_dir
 from daemon.identity import needs_look
@@ -37,7 +40,6 @@ MAX_BATCH_BYTES = 64 << 20     # a batch stops taking files past this much input
 LIVE_BATCH_SECONDS = 0.003     # ... or, following live files, past this long: a line becomes
                                # visible when its batch commits, so latency wants short batches
                                # (commits are cheap: WAL with synchronous=NORMAL does not fsync)
-MAX_BACKOFF_SECONDS = 30.0
 EXTEND_SECONDS = 5.0           # while catching up, systemd's start timeout is extended this often
 EXTEND_BY = "EXTEND_TIMEOUT_USEC=30000000"    # ... by 30 s from then: a long back-fill is progress
 HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
@@ -89,6 +91,12 @@ class Service:
         # --once only wants throughput; live, a batch is also bounded in time (latency)
         self.batch_seconds = float("inf") if config.once else LIVE_BATCH_SECONDS
         self.totals = {"batches": 0, "files": 0, "read": 0, "lines": 0}   # files: processed; read: bytes read
+        # Batches rolled back by a Busy or Unavailable error (and run again) since start, and
+        # those of them not stored yet: the next batch that commits adds them to the store's
+        # retried_batches_total (a failed batch can't, its transaction is gone).
+        self.retried_batches = self._retries_unstored = 0
+        # live: every error is waited out; --once gives up on one that waiting does not mend
+        self.backoff = Backoff(ONCE_PATIENCE_SECONDS if config.once else None)
         self.scan_found = 0          # our files found by the scan in progress, or the last one
         self._catch_up_from = (dict(self.totals), time.monotonic())   # the catch-up in progress, since
         self._progress_from = (dict(self.totals), time.monotonic())   # the last progress line, since
@@ -258,14 +266,21 @@ class Service:
                         self.retry_at[path] = outcome.retry_at
                     else:
                         self.retry_at.pop(path, None)
-                if self.store.changed:     # the counters /metrics shows, in the same transaction
-                    self.store.add_counters(
-                        lines_ingested_total=lines, bad_lines_total=bad, bytes_read_total=size,
-                        files_read_total=done, batches_total=1,
-                        batch_seconds_total=time.monotonic() - started)
-        except StorageError:
+                # the counters /metrics and `status` show, in the same transaction
+                counters = dict(lines_ingested_total=lines, bad_lines_total=bad, bytes_read_total=size,
+                                files_read_total=done, batches_total=1,
+                                batch_seconds_total=time.monotonic() - started) if self.store.changed else {}
+                if self._retries_unstored:
+                    counters["retried_batches_total"] = self._retries_unstored
+                if counters:
+                    self.store.add_counters(**counters)
+        except StorageError as e:
             self.dirty.put_back(items)   # nothing was committed: the checkpoints did not move
+            if passes(e):                # (run again after the backoff)
+                self.retried_batches += 1
+                self._retries_unstored += 1
             raise
+        self._retries_unstored = 0
         self.dirty.put_back(items[done:])
         self.dirty.add_many(again)
         self.dirty.add_many(self.ingestor.take_requeue())
@@ -291,9 +306,15 @@ class Service:
         (then, at), self._progress_from = self._progress_from, (dict(self.totals), now)
         files, lines = self.totals["files"] - then["files"], self.totals["lines"] - then["lines"]
         if self.catching_up:
-            log.info("catching up: %s so far", self._catch_up_done())
+            log.info("catching up: %s so far%s", self._catch_up_done(), self._retried())
         elif lines:
-            log.info("%d lines ingested from %d file reads in the last %.0f s", lines, files, now - at)
+            log.info("%d lines ingested from %d file reads in the last %.0f s%s", lines, files, now - at,
+                     self._retried())
+
+    def _retried(self) -> str:
+        """For the log lines that sum up: the batches retried since start, if any."""
+        n = self.retried_batches
+        return f"; {n} batch{'es' * (n != 1)} retried since start (the database busy or unreachable)" if n else ""
 
     def _catch_up_done(self) -> str:
         """What the catch-up in progress (a live start's, a SIGHUP's, a --once run) has done:
@@ -307,7 +328,7 @@ class Service:
         """What the catch-up that just ended did."""
         at, now = self._catch_up_from[1], time.monotonic()
         self._progress_from = (dict(self.totals), now)
-        return f"{self._catch_up_done()} in {now - at:.1f} s"
+        return f"{self._catch_up_done()} in {now - at:.1f} s{self._retried()}"
 
     def _set_catching_up(self, catching_up: bool):
         """Throughput while catching up, latency after (Store.tune); the read worker only
@@ -344,13 +365,41 @@ class Service:
         database file is lost (a look every FOLDER_CHECK_SECONDS)."""
         next_check = time.monotonic() + FOLDER_CHECK_SECONDS
         while not self.stopping:
-            self._advance_scan(float("inf"))
-            if not self.run_batch() and self.scanning is None:
+            if not self._persisting(self._drain_step) and self.scanning is None:
                 return
             if time.monotonic() >= next_check:
                 if self._lost_the_database():
                     return
                 next_check = time.monotonic() + FOLDER_CHECK_SECONDS
+
+    def _drain_step(self) -> bool:
+        self._advance_scan(float("inf"))
+        return self.run_batch()
+
+    def _persisting(self, step: Callable[[], Any]) -> Any:
+        """--once: `step()`, run again after a backoff while it fails with an error that waiting
+        mends (a lost conflict, a server restarting), as the live loop does; what it raises once
+        --once gives up (daemon/backoff.py). A failed batch's files are queued again, and a scan
+        that failed starts again: a step run again goes on where it stopped."""
+        while True:
+            try:
+                result = step()
+            except StorageError as e:
+                self._back_off(e)
+                continue
+            self.backoff.reset()
+            return result
+
+    def _back_off(self, e: StorageError):
+        """After a database error: wait (the backoff) before trying again. Raises `e` when
+        --once gives up, or when a signal stopped the daemon meanwhile."""
+        delay = self.backoff.next(e)
+        if delay is None or self.stopping:
+            raise e
+        log.warning("database error (%s: %s); retrying in %.3g s", e.engine_error, e, delay)
+        self._sleep(delay)
+        if self.stopping:
+            raise e
 
     def _all_committed(self) -> bool:
         """Nothing queued, no scan in progress, no definition being parsed: what was found is in
@@ -394,16 +443,16 @@ class Service:
         # Then the stale rule, once everything is read; a log that changed meanwhile is read
         # first, then looked at again (what changes after that waits for the next run).
         self.stale.look_by()
-        if self._look_for_stale_runs():
+        if self._persisting(self._look_for_stale_runs):
             self._finish_once()
             self.stale.look_by()
-            self._look_for_stale_runs()
+            self._persisting(self._look_for_stale_runs)
         if self.database_gone or self._lost_the_database():     # (a look at the end too)
             return 1
         done = self._caught_up()
         self._set_catching_up(False)     # (and the WAL is cut back when the store closes)
         if not self.stopping:
-            self.store.heartbeat(time.time())
+            self._persisting(lambda: self.store.heartbeat(time.time()))
         log.info("--once: %s%s", done, " (stopped early by a signal)" if self.stopping else "")
         return 0
 
@@ -441,15 +490,12 @@ class Service:
         next_heartbeat = next_status = next_folder_check = next_extend = 0.0
         status_stale = False        # a batch ran since the last STATUS= line
         next_rescan = time.monotonic() + self.config.rescan_interval
-        backoff = 0.0
         log.info("watching %s and %s; database %s", self.config.sessions_dir,
                  self.config.benchmarks_dir, dburl.shown(self.config.db))
         while not self.stopping:
             # Petted only here, in the loop that does the work: if it hangs, systemd restarts us.
             self.notify.watchdog()
             try:
-                if backoff:
-                    self._sleep(backoff)
                 self._advance_scan(SCAN_SLICE_SECONDS)
                 worked = self.run_batch()
                 now = time.monotonic()
@@ -499,10 +545,10 @@ class Service:
                     next_rescan = now + self.config.rescan_interval
                 # Only a whole round without a database error ends the backoff: reset after the
                 # batch alone, a failing heartbeat would be retried every 0.1 s forever.
-                backoff = 0.0
+                self.backoff.reset()
             except StorageError as e:
-                backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF_SECONDS)
-                log.warning("database error (%s: %s); retrying in %.1f s", e.engine_error, e, backoff)
+                with contextlib.suppress(StorageError):     # (raised again only once a signal stops the loop)
+                    self._back_off(e)
                 continue
             if not len(self.dirty) and self.scanning is None and not self.rescan_requested:
                 next_retry = self.due_retries()
@@ -519,7 +565,8 @@ class Service:
                 self.dirty.wait(max(0.0, timeout))
         watcher.stop()
         self._set_catching_up(False)
-        log.info("stopped: %d batches, %d lines ingested", self.totals["batches"], self.totals["lines"])
+        log.info("stopped: %d batches, %d lines ingested%s", self.totals["batches"], self.totals["lines"],
+                 self._retried())
         return 1 if self.database_gone else 0
 
     def status_line(self) -> str:

@@ -913,9 +913,10 @@ def fleet_run(pg, folders: list[Path], benchmarks: Path, url: str, tmp: Path, na
               timeout: float) -> dict:
     """One daemon per folder (its own --source), started together on an empty database: with
     `once`, the seconds until the last `--once` exits (each must exit 0); else the seconds until
-    every live daemon has logged that it caught up. And the batches they retried: the service
-    loop logs "database error (...); retrying" for each (--once does not retry: an error ends it);
-    and the seconds they waited for advisory locks (pg_stat_statements: the lock's statement, one
+    every live daemon has logged that it caught up. And the batches they retried (rolled back by
+    a lost conflict or the server, run again: the sources' retried_batches_total, which
+    `reev-ingestd status` shows), with the first few "database error (...); retrying" log lines
+    that say why; and the seconds they waited for advisory locks (pg_stat_statements: the lock's statement, one
     for both locks): the change feed's, which puts every source's commits in one order (a wait
     per batch), and the schema's while the first daemon creates it."""
     pg.reset_statements()
@@ -943,10 +944,11 @@ def fleet_run(pg, folders: list[Path], benchmarks: Path, url: str, tmp: Path, na
     finally:
         for proc in procs:
             proc.stop()
-    retried = [line for proc in procs for line in proc.log_path.read_text(errors="replace").splitlines()
-               if "database error (" in line]
+    retried = query(url, "SELECT coalesce(sum(retried_batches_total), 0)::bigint FROM sources")[0][0]
+    why = [line for proc in procs for line in proc.log_path.read_text(errors="replace").splitlines()
+           if "database error (" in line]
     lock_wait, tails = pg.statement_seconds(url, "pg_advisory_xact_lock")
-    return {"wall": wall, "retried": len(retried), "retry_lines": retried[:5], "lock_wait": lock_wait, "tails": tails}
+    return {"wall": wall, "retried": retried, "retry_lines": why[:5], "lock_wait": lock_wait, "tails": tails}
 
 
 def pg_fleet(cfg: dict, pg, corpus: dict, data: Path, tmp: Path, rows: list, extra: dict):
@@ -1568,8 +1570,8 @@ METHOD = """
    event log and session file together), three daemons with three `--source` names started at
    once on one empty database, against one daemon on the whole folder: `--once` until the last
    exits (6b), and live until the last logs "caught up" (6b′), wall time from starting the
-   processes; a retried batch is a "database error (...);
-   retrying" log line. 6c: the live benchmark (2) with `--db` a PostgreSQL URL. 6d, 6e: an API
+   processes; the batches retried are the daemons' own count (`sources.retried_batches_total`).
+   6c: the live benchmark (2) with `--db` a PostgreSQL URL. 6d, 6e: an API
    on 6a's PostgreSQL database and one on 6a's SQLite file, nothing being written, wrk as in 3
    (the status route on each; the polling mix with and without If-None-Match on PostgreSQL).
    6f, 6f′, 6g: pg_stat_statements' summed total_exec_time on that database (reset before each

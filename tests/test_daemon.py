@@ -14,7 +14,7 @@ import pytest
 
 from daemon.storage.sqlite import SCHEMA_VERSION, SqliteStore, migrations
 from tests import fixtures as fx
-from tests.conftest import OLD_RUN_EVENTS, OLD_RUN_LOG, clean_env, daemon_command, write_old_database
+from tests.conftest import OLD_RUN_EVENTS, OLD_RUN_LOG, clean_env, daemon_command, wait_for, write_old_database
 
 X = "0f3c6d2e-5b1a-4c8e-9d7f-a1b2c3d4e5f6"      # an execution id (UUID-like)
 Y = "run-with.dots_and-dashes"                   # an execution id that is not a UUID
@@ -1093,3 +1093,36 @@ def test_once_on_a_full_disk_exits_1_and_keeps_what_it_committed(workspace, run_
         run_once(base_args=args)
         with apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY) as conn:
             assert conn.execute("SELECT count(*) FROM events").fetchall()[0][0] == 1 + 30 * 4
+
+
+@pytest.mark.sqlite_only      # (SQLite's write lock; PostgreSQL's conflicts: tests/test_postgres_retry.py)
+def test_once_on_sqlite_runs_again_a_batch_that_another_process_held_the_database_past(workspace, db, tmp_path):
+    """Another process holds SQLite's write lock past the busy timeout while a --once run has a
+    batch to commit: the batch is rolled back (BusyError), backed off and run again, the run exits
+    0, and the batch retried is counted (meta retried_batches_total, `status`)."""
+    from daemon.storage.sqlite.engine import BUSY_TIMEOUT_MS
+    from tests.reliability.support import hold_database
+    workspace.append_events("a", [fx.prompt_line("p", at=0)])
+    workspace.write_session("a", b'{"final_result": {')     # caught mid-write: looked at again after 3 s
+    log = tmp_path / "once.stderr"
+    with open(log, "wb") as err:
+        once = subprocess.Popen(daemon_command() + workspace.args() + ["--once", "--settle-seconds", "3"],
+                                stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=clean_env())
+    try:
+        wait_for(lambda: db.event_count("a") == 1, timeout=20, what="the event log's batch")
+        # held from before the settle period ends until past one busy timeout after it
+        holder = hold_database(workspace.db_path, "IMMEDIATE", 3 + BUSY_TIMEOUT_MS / 1000 + 3)
+        assert holder.stdout.readline().strip() == "holding", holder.stderr.read()
+        assert once.wait(60) == 0, log.read_text()
+        holder.communicate(timeout=30)
+    finally:
+        if once.poll() is None:
+            once.kill()
+            once.wait()
+    text = log.read_text()
+    retried = len([line for line in text.splitlines() if "database error (BusyError" in line])
+    assert retried >= 1 and "Traceback" not in text, text
+    assert db.meta("retried_batches_total") == retried
+    proc = subprocess.run(daemon_command() + ["status", "--json", "--db", str(workspace.db_path)],
+                          capture_output=True, text=True, env=clean_env(), timeout=30)
+    assert json.loads(proc.stdout)["retried_batches_total"] == retried

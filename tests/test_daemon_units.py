@@ -878,3 +878,31 @@ def test_parse_benchmark_uses_libyaml_where_it_is_installed():
         assert parse._YAML_LOADER is yaml.CSafeLoader
     else:
         assert parse._YAML_LOADER is yaml.SafeLoader
+
+
+# ---------------------------------------------------------------------- the backoff after a database error
+
+def test_backoff_doubles_within_each_error_kinds_bounds_and_starts_again_after_a_success():
+    from daemon.backoff import Backoff
+    from daemon.storage import Busy, Full, Unavailable
+    b = Backoff()
+    assert [b.next(Busy("lost")) for _ in range(9)] == [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0, 1.0]
+    b.reset()
+    assert [b.next(Unavailable("gone")) for _ in range(8)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert b.next(Full("full")) == 10.0         # (a streak goes on doubling whatever the kind)
+    b.reset()
+    assert [round(b.next(Full("full")), 1) for _ in range(11)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6,
+                                                                    30.0, 30.0]
+
+
+def test_backoff_with_patience_gives_up_on_what_waiting_does_not_mend_and_after_its_patience():
+    from daemon.backoff import Backoff
+    from daemon.storage import Busy, Corrupt, Full, StorageError, Unavailable
+    from tests.conftest import wait_for
+    for error in (Full("full"), Corrupt("damaged"), StorageError("a bug")):
+        assert Backoff(60).next(error) is None
+    b = Backoff(0.2)
+    assert b.next(Unavailable("restarting")) == 0.1 and b.next(Busy("lost")) == 0.2
+    wait_for(lambda: b.next(Busy("lost")) is None, timeout=5, what="the patience to run out")
+    b.reset()
+    assert b.next(Busy("lost")) == 0.01          # a new streak

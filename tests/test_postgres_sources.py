@@ -7,16 +7,14 @@ import json
 import shutil
 import signal
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests import dbread, pgcluster
+from tests import dbread
 from tests import fixtures as fx
-from tests.conftest import Db, WaitTimeout, clean_env, daemon_command, fresh_database, missing_precondition, wait_for
+from tests.conftest import Db, clean_env, daemon_command, fresh_database, wait_for
 
 PROMPT = "Send 0.3 SOL to the second wallet."
 
@@ -211,54 +209,6 @@ def test_three_daemons_at_once_give_the_statistics_and_feed_one_daemon_gives(tmp
         last[eid] = (status, score)
     assert last == {r[0]: (r[1], r[2]) for r in db.rows("SELECT execution_id, status, score FROM executions")}
     assert db.meta("data_generation") == db.scalar("SELECT max(generation) FROM changes")
-
-
-def test_a_server_restart_mid_back_fill_loses_and_duplicates_nothing(tmp_path, run_once, workspace):
-    """`pg_ctl restart -m immediate` (a crash of the server) while the daemon back-fills: it
-    reconnects with backoff, takes its source lock again and goes on from the committed
-    checkpoints; the database then dumps exactly as a SQLite --once run over the same files."""
-    if pgcluster.bindir() is None:
-        missing_precondition("PostgreSQL's server programs, for a cluster of this test's own")
-    root = Path(tempfile.mkdtemp(prefix="reev-test-restart-"))
-    try:
-        cluster = pgcluster.start(root)
-        with psycopg.connect(cluster.url(), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE reev")
-        url = cluster.url("reev")
-        workspace.write_benchmark("301-test-transfer", fx.benchmark_yaml("301-test-transfer", prompt=PROMPT))
-        for i in range(250):
-            lines = [fx.prompt_line(PROMPT, at=0)] + [fx.tool_input_line("t", {"i": j}, at=j) for j in range(1, 100)]
-            workspace.append_events(f"bf-{i:03d}", lines)
-            if i % 2:
-                workspace.write_session(f"bf-{i:03d}", fx.session_doc(f"inner-{i}", score=i / 250))
-        host = Host(tmp_path, "restarted", url)
-        shutil.rmtree(host.sessions)
-        host.sessions = workspace.sessions
-        host.benchmarks = workspace.benchmarks
-        daemon = host.start("--log-level", "info")
-        try:
-            db = Db(url)
-            wait_for(lambda: (db.scalar("SELECT count(*) FROM events") or 0) > 1000, timeout=60,
-                     what="the back-fill to be under way")
-            cluster.ctl("restart", "-m", "immediate")
-            try:
-                wait_for(lambda: db.scalar("SELECT count(*) FROM events") == 250 * 100, timeout=60,
-                         what="the back-fill to finish after the restart",
-                         alive=lambda: daemon.poll() is None or pytest.fail(host.logs.read_text()[-3000:]))
-            except WaitTimeout as e:
-                pytest.fail(f"{e}\n{host.logs.read_text()[-3000:]}")
-            run_once()
-            dump = [daemon_command() + ["dump", "--db", str(d)] for d in (url, workspace.db_path)]
-            got, want = (subprocess.run(c, capture_output=True, text=True, check=True, env=clean_env()).stdout
-                         for c in dump)
-            assert got.splitlines() == want.splitlines()
-        finally:
-            assert stop(daemon) == 0
-        log = host.logs.read_text()
-        assert "reconnected to the database" in log and "Traceback" not in log, log[-3000:]
-    finally:
-        pgcluster.stop(root)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_status_shows_each_source_and_no_password(tmp_path, url):

@@ -6,12 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.dburl import is_url
-from daemon.storage.errors import Busy, Corrupt, Full, Incompatible, NotOwned, StorageError, Unavailable
+from daemon.storage.errors import Busy, Corrupt, Full, Incompatible, NotOwned, StorageError, Unavailable, Unreachable
 from daemon.storage.interface import NOT_LOOKED_UP, Store
 from daemon.storage.records import Run
 
 __all__ = ["NOT_LOOKED_UP", "Busy", "Corrupt", "Full", "Incompatible", "NotOwned", "Run", "StorageError", "Store",
-           "Unavailable", "open_store"]
+           "Unavailable", "Unreachable", "open_store"]
 
 
 def open_store(db: Path | str, source: str, migrating: Callable[[str], None] | None = None) -> Store:

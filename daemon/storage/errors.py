@@ -3,10 +3,11 @@ catch, whatever the engine behind the store. A backend translates its engine's e
 these at its edge (daemon/storage/sqlite/errors.py for SQLite), so that no caller names an
 engine's exception.
 
-The live loop treats every StorageError alike today: the batch is rolled back (no checkpoint moved
-without its rows), the loop backs off (0.1 s doubling to 30 s) and tries again (a --once run
-stops at it and exits 1: daemon/cli.py). The subclasses say what happened, for the log and for
-a caller that one day wants to tell them apart.
+The live loop retries every StorageError: the batch is rolled back (no checkpoint moved without
+its rows), the loop backs off and tries again; a --once run retries those that waiting mends
+(Busy, Unavailable) for a while and stops at the others (exit 1: daemon/cli.py); a start
+waits for an Unreachable server. daemon/backoff.py has the delays. The subclasses say what
+happened.
 """
 
 import functools
@@ -28,6 +29,12 @@ class StorageError(Exception):
 class Unavailable(StorageError):
     """The database cannot be opened or reached now: missing, no permission, an I/O error,
     read-only, the server gone (it may be back later)."""
+
+
+class Unreachable(Unavailable):
+    """The database server could not be reached, or does not take connections now (starting,
+    shutting down): waiting mends it. Not a server that answers and refuses (a wrong password,
+    a database or role that does not exist): that one is Unavailable, for an operator to mend."""
 
 
 class Busy(StorageError):

@@ -102,7 +102,8 @@ class Store(Protocol):
         """The daemon is alive, now: a transaction of its own."""
 
     def add_counters(self, **amounts: float):
-        """Add to the ingest counters /metrics shows (lines_ingested_total=..., ...), in the batch."""
+        """Add to the ingest counters /metrics and `status` show (lines_ingested_total=...,
+        retried_batches_total=..., ...), in the batch."""
 
     # ---------------------------------------------------------------- files and checkpoints
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
+from psycopg import pq
 
 from daemon.storage import errors
-from daemon.storage.errors import Busy, Corrupt, Full, Incompatible, StorageError, Unavailable
+from daemon.storage.errors import Busy, Corrupt, Full, Incompatible, StorageError, Unavailable, Unreachable
 
 # 40001 serialization failure, 40P01 deadlock, 55P03 lock not available: the batch lost a
 # conflict with another writer, and is run again.
@@ -41,7 +42,7 @@ def storage_error(e: psycopg.Error) -> StorageError:
         kind = Unavailable
     else:
         kind = StorageError
-    return kind(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, type(e).__name__)
+    return kind(first_line(e), type(e).__name__)
 
 
 def one_row(cursor: psycopg.Cursor) -> tuple[Any, ...]:
@@ -90,12 +91,35 @@ class SourceTaken(Incompatible):
 LOCK_WAIT_SECONDS = 3.0
 
 
+def _open(url: str, source: str) -> psycopg.Connection:
+    """A new connection; Unreachable when the server could not be reached or does not take
+    connections now. libpq gives no SQLSTATE for a connection refused at start, so its ping
+    tells: no answer, or one that rejects every connection (starting up, shutting down), passes;
+    a server that takes connections but not this one (a password, a missing database or role,
+    its pg_hba.conf) or parameters libpq refuses do not. A server that takes connections is
+    asked once more: it may have come up between the two."""
+    def new() -> psycopg.Connection:
+        return psycopg.connect(url, autocommit=True, connect_timeout=5, application_name=f"reev-ingestd:{source}"[:63],
+                               keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+    try:
+        return new()
+    except psycopg.OperationalError as e:
+        ping = pq.PGconn.ping(url.encode())
+        if ping in (pq.Ping.NO_RESPONSE, pq.Ping.REJECT):
+            raise Unreachable(first_line(e), type(e).__name__) from e
+        if ping != pq.Ping.OK:
+            raise
+    return new()
+
+
+def first_line(e: psycopg.Error) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def connect(url: str, source: str) -> psycopg.Connection:
     """The writer's connection, holding the source's lock (SourceTaken when another session
-    still has it after LOCK_WAIT_SECONDS)."""
-    conn = psycopg.connect(url, autocommit=True, connect_timeout=5,
-                           application_name=f"reev-ingestd:{source}"[:63],
-                           keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+    still has it after LOCK_WAIT_SECONDS; Unreachable: see _open)."""
+    conn = _open(url, source)
     try:
         # a hung daemon inside a transaction frees its row locks (and the feed's) after a minute
         conn.execute("SET idle_in_transaction_session_timeout = '60s'")

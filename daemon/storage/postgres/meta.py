@@ -4,7 +4,7 @@ row holds only what the commit tail moves: the data generation and the last inge
 from daemon.storage.postgres.unit_of_work import UnitOfWork
 
 COUNTERS = ("lines_ingested_total", "bad_lines_total", "bytes_read_total", "files_read_total", "batches_total",
-            "batch_seconds_total")
+            "batch_seconds_total", "retried_batches_total")
 _ADD = ("UPDATE sources SET " + ", ".join(f"{c} = {c} + %({c})s" for c in COUNTERS) + " WHERE source = %(source)s")
 
 

@@ -14,7 +14,9 @@ from daemon.storage.postgres.connection import MIGRATE_KEY, one_value
 
 log = logging.getLogger("reev.store")
 
-SCHEMA_VERSION = 1      # this backend's own numbering: numbered migrations come with version 2
+# This backend's own numbering. 2: sources.retried_batches_total, which schema.sql adds to a
+# version 1 database (it runs again whenever the version differs): no numbered migration yet.
+SCHEMA_VERSION = 2
 SCHEMA = Path(__file__).with_name("schema.sql")
 
 
@@ -31,7 +33,10 @@ def migrate(conn: psycopg.Connection, source: str):
         elif version > SCHEMA_VERSION:
             raise Incompatible(f"database schema {version} is newer than this daemon ({SCHEMA_VERSION})")
         if version != SCHEMA_VERSION:
-            log.info("creating the database schema (version %d)", SCHEMA_VERSION)
+            if version is None:
+                log.info("creating the database schema (version %d)", SCHEMA_VERSION)
+            else:
+                log.info("migrating the database schema from version %d to %d", version, SCHEMA_VERSION)
             conn.execute(SCHEMA.read_text())
             conn.execute("INSERT INTO meta (schema_version, database_id) VALUES (%s, %s)"
                          " ON CONFLICT (one) DO UPDATE SET schema_version = excluded.schema_version",

@@ -43,12 +43,13 @@ def lag_bytes(conn: psycopg.Connection, source: str | None = None) -> int:
 @translating
 def status_report(conn: psycopg.Connection) -> dict:
     """What `reev-ingestd status` shows, in one snapshot: as SQLite's, the meta facts summed over
-    the sources, and each source's heartbeat and whether a daemon holds its lock now."""
+    the sources, and each source's heartbeat and whether a daemon holds its lock now (None on a
+    hot standby, `standby`: the primary's advisory locks are not replicated)."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         generation, last_ingest = one_row(conn.execute("SELECT data_generation, last_ingest_at FROM meta"))
-        sources = conn.execute("SELECT source, started_at, heartbeat_at, lines_ingested_total FROM sources"
-                               " ORDER BY source").fetchall()
+        sources = conn.execute("SELECT source, started_at, heartbeat_at, lines_ingested_total, retried_batches_total"
+                               " FROM sources ORDER BY source").fetchall()
         files = conn.execute("SELECT kind, state, count(*) FROM files GROUP BY kind, state"
                              " ORDER BY kind, state").fetchall()
         lag = lag_bytes(conn)
@@ -57,12 +58,14 @@ def status_report(conn: psycopg.Connection) -> dict:
                               " ORDER BY last_seen_at DESC, id DESC LIMIT 5").fetchall()
         error_count = one_value(conn.execute("SELECT count(*) FROM ingest_errors"))
         size = one_value(conn.execute("SELECT pg_database_size(current_database())"))
-    running = running_sources(conn, [s[0] for s in sources])
+        standby = one_value(conn.execute("SELECT pg_is_in_recovery()"))
+    running = None if standby else running_sources(conn, [s[0] for s in sources])
     beats = [s[2] for s in sources if s[2] is not None]
     meta = {"data_generation": generation, "last_ingest_at": last_ingest,
             "heartbeat_at": max(beats) if beats else None,
-            "lines_ingested_total": sum(s[3] for s in sources)}
+            "lines_ingested_total": sum(s[3] for s in sources), "retried_batches_total": sum(s[4] for s in sources)}
     return {"meta": meta, "files": files, "lag_bytes": lag, "statuses": statuses, "errors": errors,
-            "error_count": error_count, "database_bytes": size,
-            "sources": [{"source": s, "started_at": started, "heartbeat_at": beat, "running": s in running}
-                        for s, started, beat, _ in sources]}
+            "error_count": error_count, "database_bytes": size, "standby": standby,
+            "sources": [{"source": s, "started_at": started, "heartbeat_at": beat,
+                         "running": None if running is None else s in running,
+                         "retried_batches_total": retried} for s, started, beat, _, retried in sources]}
