@@ -68,8 +68,14 @@ class ExecutionRow(Row):
 
 class RunRow(ExecutionRow):
     """An execution with its session file's final_result, as the daemon stored it (JSON text;
-    None until a session file gave one)."""
+    None until a session file gave one), and what its ETag is made of (as execution_version)."""
     result_doc: str | None
+    changed_generation: int
+    benchmarks_generation: int
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return self.changed_generation, self.benchmarks_generation
 
 
 class BenchmarkRow(Row):
@@ -202,9 +208,10 @@ class Database:
         raise NotImplementedError
 
     def lookup(self) -> contextlib.AbstractContextManager["Queries"]:
-        """For one statement read on its own (the ETag check before a route, the stream's poll
-        of the generation): the engine may run it outside a transaction, each statement then its
-        own snapshot. The same limits and errors as snapshot()."""
+        """For a read that is one statement (the ETag check before a route, the stream's poll
+        of the generation, a route whose answer is one row): the engine may run it outside a
+        transaction, the statement then its own snapshot. The same limits and errors as
+        snapshot()."""
         return self.snapshot()
 
 
@@ -277,13 +284,16 @@ class Queries:
 
     # ------------------------------------------------------------------ benchmarks
 
+    # what an execution's ETag is made of: the data generation that last changed it, and the
+    # one that last changed a benchmark
+    _VERSION = ("e.changed_generation, coalesce((SELECT generation FROM scope_generations"
+                " WHERE scope = 'benchmarks'), 0) AS benchmarks_generation")
+    _VERSION_OF = "SELECT " + _VERSION + " FROM executions e WHERE e.execution_id = ?"
+
     def execution_version(self, execution_id: str) -> tuple[int, int] | None:
-        """What an execution's ETag is made of, in one statement (it runs for every request):
-        the data generation that last changed it, and the one that last changed a benchmark."""
-        row = self.execute("SELECT changed_generation, (SELECT generation FROM scope_generations"
-                                " WHERE scope = 'benchmarks') FROM executions WHERE execution_id = ?",
-                                (execution_id,)).fetchone()
-        return (row[0], row[1] or 0) if row else None
+        """An execution's version, in one statement (it runs for every conditional request)."""
+        row = self.execute(self._VERSION_OF, (execution_id,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     def scope_generation(self, scope: str) -> int:
         return self.value("SELECT generation FROM scope_generations WHERE scope = ?", (scope,)) or 0
@@ -307,9 +317,10 @@ class Queries:
     _EXECUTION = _EXECUTION_COLUMNS + _EXECUTION_FROM
 
     def execution(self, execution_id: str) -> RunRow | None:
-        """One execution with its session file's final_result, in one statement (every view of
-        one run reads both: one round trip fewer on PostgreSQL)."""
-        return self.first(RunRow, self._EXECUTION_COLUMNS + ", d.result_doc" + self._EXECUTION_FROM +
+        """One execution with its session file's final_result and its version, in one statement
+        (every view of one run reads both, and the status route nothing else: one round trip on
+        PostgreSQL, without a transaction around it)."""
+        return self.first(RunRow, self._EXECUTION_COLUMNS + ", d.result_doc, " + self._VERSION + self._EXECUTION_FROM +
                           " LEFT JOIN session_docs d ON d.exec_id = e.id WHERE e.execution_id = ?", (execution_id,))
 
     def newest_execution(self, bench_id: str, agent: str | None) -> ExecutionRow | None:

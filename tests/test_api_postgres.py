@@ -218,6 +218,47 @@ def test_a_response_of_several_statements_is_stopped_at_its_deadline(corpus):
         assert q.generation() >= 1
 
 
+def statements_run(server_url: str, url: str) -> int:
+    """The statements the server has run on `url`'s database (pg_stat_statements, which the test
+    cluster loads and creates in its `postgres` database: tests/pgcluster.py), the event stream
+    watcher's poll of the generation aside (every 20 ms, whatever the requests)."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        return admin.execute(
+            "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE d.datname = %s AND s.query <> 'SELECT data_generation FROM meta'",
+            (pgcluster.dbname_of(url),)).fetchone()[0]
+
+
+def test_an_execution_status_is_one_statement_and_so_is_its_304(corpus, pg_server, tmp_path):
+    """The UI polls an execution's status: its answer is one statement (the run and what its
+    ETag is made of, read together: its own snapshot, no transaction begun and ended around it),
+    and a 304 one statement too. Each statement is a round trip to the server."""
+    url = corpus[4]
+    path = f"/api/v1/benchmarks/{B301}/status/{DONE}"
+    server = Api(url, tmp_path / "api.log")
+    try:
+        first = server.request(path)    # (a connection's first read also reads the database's identity)
+        before = statements_run(pg_server, url)
+        for _ in range(4):
+            assert server.request(path).json() == first.json()
+        answered = statements_run(pg_server, url)
+        for _ in range(4):
+            assert server.request(path, headers={"If-None-Match": first.etag}).status == 304
+        assert (answered - before, statements_run(pg_server, url) - answered) == (4, 4)
+    finally:
+        server.close()
+
+
+def test_a_lookup_runs_one_statement(corpus):
+    """lookup() reads outside a transaction: a second statement would read another snapshot."""
+    db = open_database(corpus[4])
+    with pytest.raises(RuntimeError, match="one statement"), db.lookup() as q:
+        q.generation()
+        q.generation()
+    with db.lookup() as q:      # the connection serves the next read
+        assert q.generation() >= 1
+
+
 def test_a_role_that_may_only_select_is_served_and_its_password_never_shown(corpus, apis, tmp_path):
     _, as_owner = apis
     url = corpus[4]
