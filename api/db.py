@@ -19,6 +19,7 @@ read snapshot would stop the daemon's WAL checkpoints (SQLite) or hold back vacu
 
 import contextlib
 import itertools
+import threading
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -192,16 +193,20 @@ class Meta(Row):
 
 
 R = TypeVar("R", bound=Row)
+Q = TypeVar("Q", bound="Queries")
 _CHECKED: set[tuple[type, str]] = set()     # (row kind, statement) whose columns matched
 
 
 class Database:
     """Read-only access to the daemon's database, which need not exist yet (an engine's module
     implements it). `name`: the database as the health route shows it (a file's name; a URL
-    without its password)."""
+    without its password). An engine keeps one connection per thread that queries
+    (`_local.conn`), and the database's identity as read on it (`_local.database_id`)."""
 
     name: str
     query_timeout: float
+    _local: threading.local
+    _CLOSE_ERRORS: ClassVar[type[Exception]]     # what closing the engine's connection may raise
 
     def snapshot(self) -> contextlib.AbstractContextManager["Queries"]:
         """One read transaction with a time limit, closed before the response is sent."""
@@ -213,6 +218,22 @@ class Database:
         transaction, the statement then its own snapshot. The same limits and errors as
         snapshot()."""
         return self.snapshot()
+
+    def _identified(self, q: "Q") -> "Q":
+        """`q` with the database's identity, read once per connection: until a daemon has given
+        an older database one (at its start), looked for again each time."""
+        if q.database_id is None:
+            q.database_id = self._local.database_id = q.stored_database_id()
+        return q
+
+    def _drop(self):
+        """Close and forget this thread's connection (it broke, or the file was replaced)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            with contextlib.suppress(self._CLOSE_ERRORS):
+                conn.close()
+        self._local.conn = None
+        self._local.database_id = None
 
 
 def open_database(target: Path | str, query_timeout: float = 2.0) -> Database:

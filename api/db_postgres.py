@@ -148,6 +148,8 @@ class Deadlines:
 class PostgresDatabase(Database):
     """Read-only access to the daemon's PostgreSQL database (a primary or a hot standby)."""
 
+    _CLOSE_ERRORS = psycopg.Error
+
     def __init__(self, url: str, query_timeout: float = 2.0):
         self.url = url
         self.name = shown(url)
@@ -183,14 +185,6 @@ class PostgresDatabase(Database):
         local.conn, local.database_id = conn, None
         return conn
 
-    def _drop(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                conn.close()
-        self._local.conn = None
-        self._local.database_id = None
-
     def snapshot(self) -> contextlib.AbstractContextManager[PostgresQueries]:
         return self._reading(transaction=True)
 
@@ -204,9 +198,7 @@ class PostgresDatabase(Database):
         try:
             if transaction:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            q = PostgresQueries(conn, self._local.database_id)
-            if q.database_id is None:       # read once per connection (see SQLiteDatabase)
-                q.database_id = self._local.database_id = q.stored_database_id()
+            q = self._identified(PostgresQueries(conn, self._local.database_id))
             if not transaction:
                 q.statements_left = 1
             yield q
