@@ -5,7 +5,7 @@ from typing import Any
 
 from api import models as m
 from api import render
-from api.db import ChangeRow, ErrorRow, ExecutionRow, Queries, ToolCallRow
+from api.db import ChangeRow, ErrorRow, ExecutionRow, Queries, RunRow, ToolCallRow
 from api.plumbing import echo, not_found
 from core.ids import classify_benchmark_file, classify_session_file
 from core.run_status import progress
@@ -18,7 +18,7 @@ def file_name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
-def load_run(q: Queries, execution_id: str) -> tuple[ExecutionRow, dict | None]:
+def load_run(q: Queries, execution_id: str) -> tuple[RunRow, dict | None]:
     """An execution and its final_result (None until a session file gave one), or a 404."""
     row = q.execution(execution_id)
     if row is None:

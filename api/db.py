@@ -19,6 +19,7 @@ read snapshot would stop the daemon's WAL checkpoints (SQLite) or hold back vacu
 
 import contextlib
 import itertools
+import threading
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -68,8 +69,14 @@ class ExecutionRow(Row):
 
 class RunRow(ExecutionRow):
     """An execution with its session file's final_result, as the daemon stored it (JSON text;
-    None until a session file gave one)."""
+    None until a session file gave one), and what its ETag is made of (as execution_version)."""
     result_doc: str | None
+    changed_generation: int
+    benchmarks_generation: int
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return self.changed_generation, self.benchmarks_generation
 
 
 class BenchmarkRow(Row):
@@ -186,26 +193,47 @@ class Meta(Row):
 
 
 R = TypeVar("R", bound=Row)
+Q = TypeVar("Q", bound="Queries")
 _CHECKED: set[tuple[type, str]] = set()     # (row kind, statement) whose columns matched
 
 
 class Database:
     """Read-only access to the daemon's database, which need not exist yet (an engine's module
     implements it). `name`: the database as the health route shows it (a file's name; a URL
-    without its password)."""
+    without its password). An engine keeps one connection per thread that queries
+    (`_local.conn`), and the database's identity as read on it (`_local.database_id`)."""
 
     name: str
     query_timeout: float
+    _local: threading.local
+    _CLOSE_ERRORS: ClassVar[type[Exception]]     # what closing the engine's connection may raise
 
     def snapshot(self) -> contextlib.AbstractContextManager["Queries"]:
         """One read transaction with a time limit, closed before the response is sent."""
         raise NotImplementedError
 
     def lookup(self) -> contextlib.AbstractContextManager["Queries"]:
-        """For one statement read on its own (the ETag check before a route, the stream's poll
-        of the generation): the engine may run it outside a transaction, each statement then its
-        own snapshot. The same limits and errors as snapshot()."""
+        """For a read that is one statement (the ETag check before a route, the stream's poll
+        of the generation, a route whose answer is one row): the engine may run it outside a
+        transaction, the statement then its own snapshot. The same limits and errors as
+        snapshot()."""
         return self.snapshot()
+
+    def _identified(self, q: "Q") -> "Q":
+        """`q` with the database's identity, read once per connection: until a daemon has given
+        an older database one (at its start), looked for again each time."""
+        if q.database_id is None:
+            q.database_id = self._local.database_id = q.stored_database_id()
+        return q
+
+    def _drop(self):
+        """Close and forget this thread's connection (it broke, or the file was replaced)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            with contextlib.suppress(self._CLOSE_ERRORS):
+                conn.close()
+        self._local.conn = None
+        self._local.database_id = None
 
 
 def open_database(target: Path | str, query_timeout: float = 2.0) -> Database:
@@ -277,13 +305,16 @@ class Queries:
 
     # ------------------------------------------------------------------ benchmarks
 
+    # what an execution's ETag is made of: the data generation that last changed it, and the
+    # one that last changed a benchmark
+    _VERSION = ("e.changed_generation, coalesce((SELECT generation FROM scope_generations"
+                " WHERE scope = 'benchmarks'), 0) AS benchmarks_generation")
+    _VERSION_OF = "SELECT " + _VERSION + " FROM executions e WHERE e.execution_id = ?"
+
     def execution_version(self, execution_id: str) -> tuple[int, int] | None:
-        """What an execution's ETag is made of, in one statement (it runs for every request):
-        the data generation that last changed it, and the one that last changed a benchmark."""
-        row = self.execute("SELECT changed_generation, (SELECT generation FROM scope_generations"
-                                " WHERE scope = 'benchmarks') FROM executions WHERE execution_id = ?",
-                                (execution_id,)).fetchone()
-        return (row[0], row[1] or 0) if row else None
+        """An execution's version, in one statement (it runs for every conditional request)."""
+        row = self.execute(self._VERSION_OF, (execution_id,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     def scope_generation(self, scope: str) -> int:
         return self.value("SELECT generation FROM scope_generations WHERE scope = ?", (scope,)) or 0
@@ -307,9 +338,10 @@ class Queries:
     _EXECUTION = _EXECUTION_COLUMNS + _EXECUTION_FROM
 
     def execution(self, execution_id: str) -> RunRow | None:
-        """One execution with its session file's final_result, in one statement (every view of
-        one run reads both: one round trip fewer on PostgreSQL)."""
-        return self.first(RunRow, self._EXECUTION_COLUMNS + ", d.result_doc" + self._EXECUTION_FROM +
+        """One execution with its session file's final_result and its version, in one statement
+        (every view of one run reads both, and the status route nothing else: one round trip on
+        PostgreSQL, without a transaction around it)."""
+        return self.first(RunRow, self._EXECUTION_COLUMNS + ", d.result_doc, " + self._VERSION + self._EXECUTION_FROM +
                           " LEFT JOIN session_docs d ON d.exec_id = e.id WHERE e.execution_id = ?", (execution_id,))
 
     def newest_execution(self, bench_id: str, agent: str | None) -> ExecutionRow | None:

@@ -10,8 +10,9 @@ may only SELECT and on a hot standby: it never writes, takes no sequence value, 
 temporary table and does not LISTEN.
 
 A response reads in one `REPEATABLE READ READ ONLY` transaction (one snapshot, as on SQLite);
-`lookup()` (the ETag check before a route, the stream's poll of the generation) is one
-statement in autocommit, its own snapshot: a 304 costs one round trip.
+`lookup()` (the ETag check before a route, the stream's poll of the generation, the status
+route) is one statement in autocommit, its own snapshot: a 304 costs one round trip, and so
+does a status answer. (Each statement is a round trip: BEGIN and its end cost two more.)
 
 The time limit: `statement_timeout` bounds each statement, and a watchdog thread cancels the
 statement of a response past its deadline (the whole response's limit, as SQLite's progress
@@ -52,8 +53,15 @@ def _psycopg_sql(sql: str) -> str:
 
 class PostgresQueries(Queries):
     NO_LIMIT = None              # LIMIT NULL: no limit
+    # statements this read may still run (None: any number, in its transaction); a lookup() is
+    # one statement outside a transaction, and a second would read another snapshot
+    statements_left: int | None = None
 
     def execute(self, sql: str, params=()) -> psycopg.Cursor:
+        if self.statements_left is not None:
+            if not self.statements_left:
+                raise RuntimeError("a lookup() reads one statement (its own snapshot): use snapshot()")
+            self.statements_left -= 1
         return self.conn.execute(_psycopg_sql(sql), params)
 
     def columns(self, cursor: psycopg.Cursor) -> tuple[str, ...] | None:
@@ -140,6 +148,8 @@ class Deadlines:
 class PostgresDatabase(Database):
     """Read-only access to the daemon's PostgreSQL database (a primary or a hot standby)."""
 
+    _CLOSE_ERRORS = psycopg.Error
+
     def __init__(self, url: str, query_timeout: float = 2.0):
         self.url = url
         self.name = shown(url)
@@ -175,14 +185,6 @@ class PostgresDatabase(Database):
         local.conn, local.database_id = conn, None
         return conn
 
-    def _drop(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                conn.close()
-        self._local.conn = None
-        self._local.database_id = None
-
     def snapshot(self) -> contextlib.AbstractContextManager[PostgresQueries]:
         return self._reading(transaction=True)
 
@@ -196,9 +198,9 @@ class PostgresDatabase(Database):
         try:
             if transaction:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            q = PostgresQueries(conn, self._local.database_id)
-            if q.database_id is None:       # read once per connection (see SQLiteDatabase)
-                q.database_id = self._local.database_id = q.stored_database_id()
+            q = self._identified(PostgresQueries(conn, self._local.database_id))
+            if not transaction:
+                q.statements_left = 1
             yield q
         except psycopg.Error as e:
             raise self._failure(conn, e) from None

@@ -52,6 +52,8 @@ class SQLiteQueries(Queries):
 class SQLiteDatabase(Database):
     """Read-only access to the daemon's database file; survives the file not existing yet."""
 
+    _CLOSE_ERRORS = apsw.Error
+
     def __init__(self, path: Path, query_timeout: float = 2.0):
         self.path = path
         self.name = path.name
@@ -74,15 +76,6 @@ class SQLiteDatabase(Database):
         self._local.conn, self._local.ino, self._local.database_id = conn, st.st_ino, None
         return conn
 
-    def _drop(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            with contextlib.suppress(apsw.Error):
-                conn.close()
-        self._local.conn = None
-        self._local.ino = None
-        self._local.database_id = None
-
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[SQLiteQueries]:
         conn = self._connection()
@@ -91,12 +84,7 @@ class SQLiteDatabase(Database):
         try:
             conn.execute("BEGIN DEFERRED").fetchall()
             try:
-                q = SQLiteQueries(conn, self._local.database_id)
-                if q.database_id is None:
-                    # Read once per connection; until a daemon has given an older database its
-                    # identity (schema.sql, at its start), looked for again each time.
-                    q.database_id = self._local.database_id = q.stored_database_id()
-                yield q
+                yield self._identified(SQLiteQueries(conn, self._local.database_id))
             finally:
                 if conn.in_transaction:
                     conn.execute("COMMIT").fetchall()

@@ -200,6 +200,11 @@ def etag_of(q: Queries, version: str) -> str:
     return f'W/"{version}-{q.database_id or ""}-{VERSION}"'
 
 
+def execution_etag(q: Queries, version: tuple[int, int]) -> str:
+    """An execution's ETag, from its version (Queries.execution_version, RunRow.version)."""
+    return etag_of(q, f"e{version[0]}.{version[1]}")
+
+
 def etag_for(q: Queries, request: Request) -> str:
     """The ETag of a data route's answer: the generation of just what it shows when the route
     names a scope, so a poller of one execution gets 304 while others are being ingested;
@@ -209,7 +214,7 @@ def etag_for(q: Queries, request: Request) -> str:
         execution_id = request.path_params.get(param) or request.query_params.get(param)
         version = q.execution_version(execution_id) if execution_id else None
         if version is not None:    # (an unknown one is a 404 anyway)
-            return etag_of(q, f"e{version[0]}.{version[1]}")
+            return execution_etag(q, version)
     elif kind == "benchmark":
         scope = "benchmark:" + normalise_benchmark_id(request.path_params[param])
         return etag_of(q, f"b{q.scope_generation(scope)}")

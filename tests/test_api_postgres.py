@@ -254,10 +254,12 @@ def test_a_query_past_its_time_limit_is_503(corpus, tmp_path):
     try:
         with psycopg.connect(url) as holder:
             holder.execute("LOCK TABLE executions IN ACCESS EXCLUSIVE MODE")
-            started = time.monotonic()
-            reply = server.request("/api/v1/sessions")
-            assert reply.status == 503 and "longer than 0.3 s" in reply.json()["message"], reply.body
-            assert time.monotonic() - started < 5
+            # a response in a transaction, and one that is a single statement in autocommit
+            for path in ("/api/v1/sessions", f"/api/v1/benchmarks/{B301}/status/{DONE}"):
+                started = time.monotonic()
+                reply = server.request(path)
+                assert reply.status == 503 and "longer than 0.3 s" in reply.json()["message"], reply.body
+                assert time.monotonic() - started < 5
             assert server.request("/api/v1/health").status == 200, "the worker is still there"
         assert server.request("/api/v1/sessions").status == 200
     finally:
@@ -274,6 +276,47 @@ def test_a_response_of_several_statements_is_stopped_at_its_deadline(corpus):
             q.value("SELECT pg_sleep(0.2)")
     assert time.monotonic() - started < 0.9     # (the five would take 1 s)
     with db.snapshot() as q:     # the connection serves the next response
+        assert q.generation() >= 1
+
+
+def statements_run(server_url: str, url: str) -> int:
+    """The statements the server has run on `url`'s database (pg_stat_statements, which the test
+    cluster loads and creates in its `postgres` database: tests/pgcluster.py), the event stream
+    watcher's poll of the generation aside (every 20 ms, whatever the requests)."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        return admin.execute(
+            "SELECT coalesce(sum(s.calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE d.datname = %s AND s.query <> 'SELECT data_generation FROM meta'",
+            (pgcluster.dbname_of(url),)).fetchone()[0]
+
+
+def test_an_execution_status_is_one_statement_and_so_is_its_304(corpus, pg_server, tmp_path):
+    """The UI polls an execution's status: its answer is one statement (the run and what its
+    ETag is made of, read together: its own snapshot, no transaction begun and ended around it),
+    and a 304 one statement too. Each statement is a round trip to the server."""
+    url = corpus[4]
+    path = f"/api/v1/benchmarks/{B301}/status/{DONE}"
+    server = Api(url, tmp_path / "api.log")
+    try:
+        first = server.request(path)    # (a connection's first read also reads the database's identity)
+        before = statements_run(pg_server, url)
+        for _ in range(4):
+            assert server.request(path).json() == first.json()
+        answered = statements_run(pg_server, url)
+        for _ in range(4):
+            assert server.request(path, headers={"If-None-Match": first.etag}).status == 304
+        assert (answered - before, statements_run(pg_server, url) - answered) == (4, 4)
+    finally:
+        server.close()
+
+
+def test_a_lookup_runs_one_statement(corpus):
+    """lookup() reads outside a transaction: a second statement would read another snapshot."""
+    db = open_database(corpus[4])
+    with pytest.raises(RuntimeError, match="one statement"), db.lookup() as q:
+        q.generation()
+        q.generation()
+    with db.lookup() as q:      # the connection serves the next read
         assert q.generation() >= 1
 
 

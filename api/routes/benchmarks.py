@@ -7,7 +7,16 @@ from litestar import Controller, Request, Response
 from api import models as m
 from api.convert import load_run, state_of
 from api.db import Database
-from api.plumbing import DEFAULT_BENCHMARKS, BenchmarkLimit, data_response, echo, etag_for, not_found, read_route
+from api.plumbing import (
+    DEFAULT_BENCHMARKS,
+    BenchmarkLimit,
+    data_response,
+    echo,
+    etag_for,
+    execution_etag,
+    not_found,
+    read_route,
+)
 from core.ids import normalise_benchmark_id
 from core.timestamps import iso
 
@@ -49,10 +58,11 @@ class BenchmarkController(Controller):
     def execution_status(self, request: Request, db: Database, benchmark_id: str,
                          execution_id: str) -> Response[m.ExecutionState]:
         # The execution id alone identifies the run: the UI may pass a stale benchmark segment.
-        with db.snapshot() as q:
-            tag = etag_for(q, request)
+        # One statement reads the run and its ETag's version together (the UI polls this route):
+        # its own snapshot, no transaction to begin and end around it on PostgreSQL.
+        with db.lookup() as q:
             row, result = load_run(q, execution_id)
-        return data_response(state_of(row, result), tag)
+        return data_response(state_of(row, result), execution_etag(q, row.version))
 
     @read_route("/{benchmark_id:str}/status")
     def newest_status(self, request: Request, db: Database, benchmark_id: str,
