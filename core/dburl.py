@@ -5,10 +5,14 @@ is a PostgreSQL URL (libpq's URL form, `?host=/socket/folder` included), anythin
 `shown()` is the one way a target appears in logs, status output and the health route: a URL
 without its password (in the user part or as `?password=`)."""
 
+import re
 import urllib.parse
 from pathlib import Path
 
 SCHEMES = ("postgresql://", "postgres://")
+# What libpq refuses to decode: a '%' without two hex digits after it, or %00. Its error then
+# quotes the raw token, which may be the password, so such a URL is refused here first.
+BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})|%00")
 
 
 def is_url(target: Path | str) -> bool:
@@ -27,6 +31,9 @@ def check_url(text: str) -> str:
         raise ValueError(f"{shown(text)!r} is not a PostgreSQL URL ({e})") from None
     if parts.fragment:
         raise ValueError(f"{shown(text)!r} is not a PostgreSQL URL (a '#' has no meaning in it)")
+    if BAD_ESCAPE.search(text):
+        raise ValueError(f"{shown(text)!r} is not a PostgreSQL URL (a '%' must begin an escape of two hex"
+                         " digits other than %00: write a '%' itself as %25)")
     return text
 
 
