@@ -15,6 +15,12 @@ SCHEMES = ("postgresql://", "postgres://")
 BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})|%00")
 
 
+# What a URL meant for another backend or mistyped looks like: any scheme with `//`, or a
+# `postgres:` / `postgresql:` without it or not in lower case (libpq knows only the two above,
+# as written). As a path it would make a SQLite database in a folder named after the scheme.
+NOT_A_PATH = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|postgres(ql)?:", re.IGNORECASE)
+
+
 def is_url(target: Path | str) -> bool:
     """The target names a PostgreSQL database (not a file)."""
     return isinstance(target, str) and target.startswith(SCHEMES)
@@ -34,6 +40,15 @@ def check_url(text: str) -> str:
     if BAD_ESCAPE.search(text):
         raise ValueError(f"{shown(text)!r} is not a PostgreSQL URL (a '%' must begin an escape of two hex"
                          " digits other than %00: write a '%' itself as %25)")
+    return text
+
+
+def check_path(text: str) -> str:
+    """A SQLite database's path as given, unless it looks like a URL (ValueError says so,
+    naming no more than its scheme: the rest may hold a password)."""
+    if NOT_A_PATH.match(text):
+        raise ValueError(f"'{text.split(':', 1)[0]}:...' is not a PostgreSQL URL (postgresql:// or postgres://,"
+                         " in lower case) and is no database path")
     return text
 
 

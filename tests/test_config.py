@@ -121,6 +121,19 @@ def test_a_url_whose_percent_escapes_libpq_refuses_is_refused_before_it_and_its_
         assert "--db" in proc.stderr and "s3cr" not in proc.stderr, (command, proc.stderr)
 
 
+@pytest.mark.parametrize("url", ["POSTGRESQL://reev:s3cret@db.example/reev", "Postgres:///reev?host=/run/postgresql",
+                                 "mysql://reev:s3cret@db.example/reev", "postgresql:/reev?host=/run/postgresql"])
+def test_a_url_of_another_scheme_or_case_is_refused_not_taken_for_a_sqlite_path(tmp_path, url):
+    """Only `postgresql://` and `postgres://` (libpq compares them as written) are URLs: anything
+    else was a SQLite path, so `POSTGRESQL:///reev?host=...` made a folder `POSTGRESQL:` and a
+    SQLite database in it, and `status` showed the password of `POSTGRESQL://reev:s3cret@...`."""
+    for command in (daemon_command() + ["--once"], daemon_command() + ["status"], api_command() + ["--port", str(free_port())]):
+        proc = subprocess.run(command + ["--db", url, "--log-level", "debug"], cwd=tmp_path, capture_output=True,
+                              text=True, env=clean_env(), timeout=20, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 2 and "--db" in proc.stderr and "s3cret" not in proc.stderr, (command, proc.stderr)
+        assert list(tmp_path.iterdir()) == [], (command, list(tmp_path.iterdir()))
+
+
 def test_the_source_defaults_to_the_host_name():
     import socket
     assert daemon_arguments([], {}).source == socket.gethostname()
