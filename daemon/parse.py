@@ -154,8 +154,8 @@ NUL_ESCAPE = b"\\u0000"
 
 def _refuse_nul(value: Any, at: str = "$"):
     """A JSON or YAML text may spell a NUL character (`\\u0000`); PostgreSQL's text cannot hold
-    one, nor its jsonb (which the API reads event lines with), so a document with one in any key
-    or string is bad input, on both backends alike, named by where it is."""
+    one, nor do its json operators take one (tool_calls_io and the API read lines with them), so
+    a document with one in any key or string is bad input, on both backends alike, named by where."""
     if isinstance(value, str):
         if "\x00" in value:
             raise BadInput(f"NUL character (\\u0000) in `{at}`: no database text can hold one")
