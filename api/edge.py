@@ -12,6 +12,7 @@ whichever layer under it produced the answer (a route, Litestar's router, its CO
   segment: ASGI's `path` is decoded, so Litestar's router would see two. Such a path is given
   to the router with each segment's own `/` and `%` escaped (`ESCAPED_SEGMENTS`), and the
   route whose parameter can hold one reads it with api/plumbing.py `path_text`.
+- A path or query holding an encoded NUL (`%00`) is answered 400 before the app sees it.
 - An error answer that is not JSON (Litestar's CORS refusal is text/plain) is answered as the
   {"error", "message"} every other error is.
 
@@ -29,6 +30,7 @@ from urllib.parse import unquote, unquote_to_bytes
 import msgspec
 
 from api import models as m
+from api.plumbing import echo
 
 MAX_TARGET_BYTES = 8 * 1024       # path and query string: nginx's default for a request line
 MAX_HEADER_BYTES = 32 * 1024      # names and values of all fields: nginx's default (4 × 8 KiB)
@@ -52,6 +54,20 @@ def too_large(scope) -> tuple[int, str] | None:
     size = sum(len(k) + len(v) for k, v in headers)
     if size > MAX_HEADER_BYTES:
         return 431, f"the request's header fields are {size} bytes; at most {MAX_HEADER_BYTES} are read"
+    return None
+
+
+def holds_nul(scope) -> tuple[int, str] | None:
+    """(400, message naming the parameter or the path) when the query or the path holds an
+    encoded NUL character (%00): no id or value the daemon stores holds one (daemon/parse.py),
+    and PostgreSQL cannot be asked for one."""
+    query = scope.get("query_string", b"")
+    if b"%00" in query:
+        part = next(p for p in query.split(b"&") if b"%00" in p)
+        name = unquote(part.partition(b"=")[0].decode("latin-1"))
+        return 400, f"query parameter `{echo(name, quoted=False)}` holds a NUL character (%00): no stored value does"
+    if "\x00" in scope["path"]:
+        return 400, "the path holds a NUL character (%00), which no id can hold"
     return None
 
 
@@ -109,7 +125,7 @@ class Edge:
         raw_path = scope.get("raw_path")
         if raw_path and b"%" in raw_path and (path := segmented_path(raw_path)) is not None:
             scope["path"], scope[ESCAPED_SEGMENTS] = path, True
-        refused = too_large(scope)
+        refused = too_large(scope) or holds_nul(scope)
         if refused:
             status, message = refused
             body = error_body(status, message)

@@ -5,10 +5,20 @@ is a PostgreSQL URL (libpq's URL form, `?host=/socket/folder` included), anythin
 `shown()` is the one way a target appears in logs, status output and the health route: a URL
 without its password (in the user part or as `?password=`)."""
 
+import re
 import urllib.parse
 from pathlib import Path
 
 SCHEMES = ("postgresql://", "postgres://")
+# What libpq refuses to decode: a '%' without two hex digits after it, or %00. Its error then
+# quotes the raw token, which may be the password, so such a URL is refused here first.
+BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})|%00")
+
+
+# What a URL meant for another backend or mistyped looks like: any scheme with `//`, or a
+# `postgres:` / `postgresql:` without it or not in lower case (libpq knows only the two above,
+# as written). As a path it would make a SQLite database in a folder named after the scheme.
+NOT_A_PATH = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|postgres(ql)?:", re.IGNORECASE)
 
 
 def is_url(target: Path | str) -> bool:
@@ -27,6 +37,18 @@ def check_url(text: str) -> str:
         raise ValueError(f"{shown(text)!r} is not a PostgreSQL URL ({e})") from None
     if parts.fragment:
         raise ValueError(f"{shown(text)!r} is not a PostgreSQL URL (a '#' has no meaning in it)")
+    if BAD_ESCAPE.search(text):
+        raise ValueError(f"{shown(text)!r} is not a PostgreSQL URL (a '%' must begin an escape of two hex"
+                         " digits other than %00: write a '%' itself as %25)")
+    return text
+
+
+def check_path(text: str) -> str:
+    """A SQLite database's path as given, unless it looks like a URL (ValueError says so,
+    naming no more than its scheme: the rest may hold a password)."""
+    if NOT_A_PATH.match(text):
+        raise ValueError(f"'{text.split(':', 1)[0]}:...' is not a PostgreSQL URL (postgresql:// or postgres://,"
+                         " in lower case) and is no database path")
     return text
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from core.dburl import check_url, is_url
+from core.dburl import check_path, check_url, is_url
 from core.logs import LEVELS
 
 Environ = Mapping[str, str]
@@ -138,8 +138,9 @@ def default_db_path(environ: Environ = os.environ) -> Path:
 
 def database_target(text: str) -> Path | str:
     """A PostgreSQL URL (postgresql:// or postgres://, core/dburl.py), kept as text; anything
-    else a SQLite database's path, made absolute. Nothing else chooses the backend."""
-    return check_url(text) if is_url(text) else absolute_path(text)
+    else that does not look like a URL a SQLite database's path, made absolute. Nothing else
+    chooses the backend."""
+    return check_url(text) if is_url(text) else absolute_path(check_path(text))
 
 
 # Both programs': a SQLite file's path, or a PostgreSQL URL (daemon/config.py and api/config.py

@@ -6,7 +6,7 @@ act on; the caller records it with the file, line and byte offset.
 
 import math
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import yaml
@@ -120,6 +120,7 @@ def parse_event_line(raw: bytes) -> ParsedLine | None:
             ts = parse_timestamp(fields.logged_at)
     except (msgspec.DecodeError, RecursionError):    # (DecodeError includes ValidationError)
         fields, ts = _refused_line(stripped, body)
+    _refuse_nul_in_json(body)
     if summary_line or (fields.event_type is None and fields.tool_name is None):
         kind: LineKind = "summary"
     elif fields.event_type is not None:
@@ -146,6 +147,32 @@ def _check_bytes(data: bytes, what: str):
     nul = data.find(b"\x00")
     if nul >= 0:
         raise BadInput(f"NUL byte at byte {nul} of {what}")
+
+
+NUL_ESCAPE = b"\\u0000"
+
+
+def _refuse_nul(value: Any, at: str = "$"):
+    """A JSON or YAML text may spell a NUL character (`\\u0000`); PostgreSQL's text cannot hold
+    one, nor do its json operators take one (tool_calls_io and the API read lines with them), so
+    a document with one in any key or string is bad input, on both backends alike, named by where."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise BadInput(f"NUL character (\\u0000) in `{at}`: no database text can hold one")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key, f"{at} (a key)")
+            _refuse_nul(item, f"{at}.{key}")
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            _refuse_nul(item, f"{at}[{n}]")
+
+
+def _refuse_nul_in_json(body: bytes | memoryview):
+    """_refuse_nul for a JSON text that holds the escape (which `\\\\u0000`, an escaped
+    backslash, does too: the decoded text tells)."""
+    if NUL_ESCAPE in body:
+        _refuse_nul(msgspec.json.decode(body))
 
 
 def decode_json(body: bytes | memoryview, decoder: msgspec.json.Decoder, at: str = "$"):
@@ -263,6 +290,7 @@ def parse_session_file(raw: bytes) -> ParsedSession:
     session = decode_json(raw, _SESSION_DECODER)
     # (a view, not a copy: final_result is most of a big session file)
     final = decode_json(memoryview(session.final_result), _FINAL_DECODER, at="$.final_result")
+    _refuse_nul_in_json(raw)
     if final is not None and final.execution_time_ms is not None and not abs(final.execution_time_ms) < MAX_INTEGER:
         final.execution_time_ms = None     # absurd, and beyond what SQLite stores as an integer
     benchmark = normalise_benchmark_id(session.benchmark_id) if session.benchmark_id else None
@@ -320,6 +348,8 @@ def parse_benchmark(raw: bytes, file_stem: str) -> ParsedBenchmark:
         raise BadInput("`tags` must be a list of strings")
     if not isinstance(flow, list):
         raise BadInput("`flow` must be a list of steps")
+    for name, value in (("id", str(bench_id)), ("description", description), ("prompt", prompt), ("tags", tags)):
+        _refuse_nul(value, f"$.{name}")     # (YAML spells one \0, \x00 or \u0000)
     return ParsedBenchmark(
         id=normalise_benchmark_id(str(bench_id)),
         description=description,

@@ -431,3 +431,14 @@ def test_a_database_that_cannot_be_reached_yet_is_503_then_served(pg_server, tmp
                 admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
     finally:
         server.close()
+
+
+def test_a_nul_in_the_request_target_is_400_on_both_backends(apis):
+    """No id, agent or other value the daemon stores holds a NUL character (daemon/parse.py), and
+    PostgreSQL cannot be asked for one: a path or parameter with %00 was a 503 there (the
+    database 'unavailable') where SQLite answered 404 or an empty page."""
+    for path in ("/api/v1/sessions/%00", f"/api/v1/sessions/{DONE}%00/events", "/api/v1/benchmarks/x/status?agent=a%00",
+                 "/api/v1/agent-performance/%00/results", "/api/v1/sessions?agent=%00&limit=2"):
+        for api in apis:
+            reply = api.request(path)
+            assert reply.status == 400 and "NUL" in reply.json()["message"], (path, reply)

@@ -102,6 +102,38 @@ def test_a_database_url_is_shown_without_its_password():
     assert shown(Path("/var/lib/reev/reev.db")) == "/var/lib/reev/reev.db"
 
 
+# libpq decodes a URL's percent escapes and, when one is bad, puts the raw token in its error:
+# a password with a bare '%' (`s3cr%et`) was shown in full in the daemon's log, `status`, `dump`,
+# and in the API's health route and every error answer.
+BAD_ESCAPES = ["postgresql://reev:s3cr%et@/reev?host=/run/postgresql",
+               "postgresql://reev:s3cr%00et@db.example/reev",
+               "postgresql://reev:s3cret%@db.example/reev",
+               "postgres:///reev?host=/run/postgresql&password=s3cr%4x",
+               "postgresql://reev@db.example/reev?password=s3cr%et&sslmode=require"]
+
+
+@pytest.mark.parametrize("url", BAD_ESCAPES)
+def test_a_url_whose_percent_escapes_libpq_refuses_is_refused_before_it_and_its_password_not_shown(url):
+    for command in (daemon_command() + ["--once"], daemon_command() + ["status"], daemon_command() + ["dump"],
+                    api_command() + ["--port", str(free_port())]):
+        proc = run(command + ["--db", url], {}, timeout=20)
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert "--db" in proc.stderr and "s3cr" not in proc.stderr, (command, proc.stderr)
+
+
+@pytest.mark.parametrize("url", ["POSTGRESQL://reev:s3cret@db.example/reev", "Postgres:///reev?host=/run/postgresql",
+                                 "mysql://reev:s3cret@db.example/reev", "postgresql:/reev?host=/run/postgresql"])
+def test_a_url_of_another_scheme_or_case_is_refused_not_taken_for_a_sqlite_path(tmp_path, url):
+    """Only `postgresql://` and `postgres://` (libpq compares them as written) are URLs: anything
+    else was a SQLite path, so `POSTGRESQL:///reev?host=...` made a folder `POSTGRESQL:` and a
+    SQLite database in it, and `status` showed the password of `POSTGRESQL://reev:s3cret@...`."""
+    for command in (daemon_command() + ["--once"], daemon_command() + ["status"], api_command() + ["--port", str(free_port())]):
+        proc = subprocess.run(command + ["--db", url, "--log-level", "debug"], cwd=tmp_path, capture_output=True,
+                              text=True, env=clean_env(), timeout=20, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 2 and "--db" in proc.stderr and "s3cret" not in proc.stderr, (command, proc.stderr)
+        assert list(tmp_path.iterdir()) == [], (command, list(tmp_path.iterdir()))
+
+
 def test_the_source_defaults_to_the_host_name():
     import socket
     assert daemon_arguments([], {}).source == socket.gethostname()

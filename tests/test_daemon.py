@@ -1126,3 +1126,40 @@ def test_once_on_sqlite_runs_again_a_batch_that_another_process_held_the_databas
     proc = subprocess.run(daemon_command() + ["status", "--json", "--db", str(workspace.db_path)],
                           capture_output=True, text=True, env=clean_env(), timeout=30)
     assert json.loads(proc.stdout)["retried_batches_total"] == retried
+
+
+# A JSON text may hold a NUL character as the escape \u0000; no text column of PostgreSQL can hold
+# one, nor jsonb. A line, session file or benchmark with one in a field the daemon stores as text
+# failed its whole batch there for ever (the daemon retried it with backoff and ingested nothing
+# more; --once exited 1), while SQLite stored it; one elsewhere in a line was stored, and the API's
+# tool calls of that run were a 500 (jsonb). Such input is bad input on both backends, named by where.
+NUL_CASES = {
+    "$.event_type": '{"timestamp":"2025-10-30T03:44:17Z","event_type":"Pro\\u0000mpt"}',
+    "$.tool_input.tool_name": '{"timestamp":"2025-10-30T03:44:17Z","event_type":"ToolInput",'
+                              '"tool_input":{"tool_name":"sol\\u0000transfer","tool_args":{}}}',
+    "$.tool_output.error_message": '{"timestamp":"2025-10-30T03:44:17Z","event_type":"ToolOutput",'
+                                   '"tool_output":{"success":false,"results":null,"error_message":"e\\u0000"}}',
+    "$.session_id": '{"timestamp":"2025-10-30T03:44:17Z","event_type":"Prompt","session_id":"s\\u0000"}',
+    "$.other": '{"timestamp":"2025-10-30T03:44:18Z","event_type":"X","other":"\\u0000"}',
+    "$.tool_input.tool_args.memo": fx.tool_input_line("sol_transfer", {"memo": "a\u0000b"}, at=2),
+}
+
+
+def test_a_nul_character_in_a_document_is_bad_input_and_the_rest_is_ingested(workspace, run_once, db):
+    escaped_backslash = '{"timestamp":"2025-10-30T03:44:19Z","event_type":"X","other":"\\\\u0000"}'
+    items = [fx.prompt_line("first", at=0), *NUL_CASES.values(), escaped_backslash]
+    path = workspace.append_events(X, items)
+    workspace.write_session(Y, b'{"session_id": "y", "agent_type": "bad\\u0000agent"}')
+    workspace.write_benchmark("350-nul.yml", 'id: 350-nul\ndescription: "a\\0b"\nprompt: p\n')
+    workspace.write_benchmark("351-fine.yml", "id: 351-fine\ndescription: d\nprompt: p\n")
+    workspace.append_events("other-run", [fx.prompt_line("still ingested")])
+    run_once()
+    assert [e["line"] for e in db.events(X)] == [1, 8]
+    reasons = {e["line"]: e["reason"] for e in db.errors(path)}
+    assert sorted(reasons) == [2, 3, 4, 5, 6, 7], reasons
+    for line, where in zip(range(2, 8), NUL_CASES):
+        assert reasons[line].startswith(f"NUL character (\\u0000) in `{where}`"), reasons[line]
+    assert "`$.agent_type`" in db.errors(workspace.session_path(Y))[0]["reason"]
+    assert "`$.description`" in db.errors(workspace.benchmark_path("350-nul.yml"))[0]["reason"]
+    assert db.benchmark("351-fine") is not None and db.benchmark("350-nul") is None
+    assert db.event_count("other-run") == 1
