@@ -321,10 +321,14 @@ class Ingestor:
         other = self.store.upsert_benchmark(BenchmarkDefinition(
             id=parsed.id, description=parsed.description, tags=parsed.tags, prompt=parsed.prompt,
             flow_steps=parsed.flow_steps, yaml_text=parsed.yaml_text), path)
-        if other:     # (named within the folder, escaped: a reason holds no absolute path)
-            return f"benchmark id {parsed.id!r} is already defined by {os.path.basename(other)!r}"
-        self._released_benchmark_ids([i for i in before if i != parsed.id])
-        return None
+        self._released_benchmark_ids([i for i in before if other is not None or i != parsed.id])
+        if other is None:
+            return None
+        # (named within the folder, escaped: a reason holds no absolute path)
+        by = repr(os.path.basename(other.path))
+        if other.source is not None:
+            by += f" of source {other.source!r}, which differs"
+        return f"benchmark id {parsed.id!r} is already defined by {by}"
 
     def _released_benchmark_ids(self, ids: list[str]):
         """A file no longer defines these ids: a file refused as their duplicate may now define

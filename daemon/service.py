@@ -136,6 +136,18 @@ class Service:
         a time between batches (_advance_scan): memory stays flat whatever the folder holds,
         and following live files never waits for a whole folder to be listed."""
         self.scanning = self._reconcile()
+        self._look_again_at_refused_benchmarks()
+
+    def _look_again_at_refused_benchmarks(self):
+        """Benchmark files refused because another daemon's source defined their id differently
+        may be accepted now that it changed (the store says which, cheaply when none): they are
+        unchanged, so not read again by themselves. At every scan and every heartbeat."""
+        paths = self.store.benchmark_files_to_look_at_again()
+        if paths:
+            with self.store.batch():
+                for path in paths:
+                    self.store.set_file_state(path, "pending")
+            self.dirty.add_many(paths)
 
     def _reconcile(self) -> Iterator[tuple[str, Scanned | None]]:
         """Every path that differs from its checkpoint; then, only if fewer tracked files were
@@ -519,6 +531,7 @@ class Service:
                     self.stale.look()        # one transaction; more due: the next round
                 if now >= next_heartbeat:
                     self.store.heartbeat(time.time())
+                    self._look_again_at_refused_benchmarks()
                     next_heartbeat = now + heartbeat.WRITE_EVERY_SECONDS
                 if now >= next_folder_check or self.folder_changed:
                     self.folder_changed = False

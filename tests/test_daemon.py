@@ -582,6 +582,25 @@ def test_invalid_benchmark_files_are_recorded_and_the_others_ingested(workspace,
     assert f"{bad_yaml}: invalid YAML" in proc.stderr
 
 
+def test_a_file_refused_as_a_duplicate_no_longer_defines_its_old_id(workspace, run_once, db, backend):
+    """A file whose id changed to one another file defines is refused, and what it defined
+    before is no longer defined: removed, and free for the next file that has it (before, the
+    refused file's old definition stood, and refused that next file)."""
+    x = workspace.write_benchmark("310-x", fx.benchmark_yaml("310-a", prompt="A."))
+    workspace.write_benchmark("311-y", fx.benchmark_yaml("311-b", prompt="B."))
+    run_once()
+    x.write_text(fx.benchmark_yaml("311-b", prompt="B again."))
+    run_once()
+    assert db.benchmark("310-a")["removed"] == 1
+    [err] = db.errors()
+    assert err["path"] == str(x) and err["reason"] == "benchmark id '311-b' is already defined by '311-y.yml'"
+    workspace.write_benchmark("312-z", fx.benchmark_yaml("310-a", prompt="A, from z."))
+    run_once()
+    a = db.benchmark("310-a")
+    assert (a["removed"], a["prompt"]) == (0, "A, from z.")
+    assert [e["path"] for e in db.errors()] == [str(x)]
+
+
 def test_duplicate_benchmark_id_is_an_error_until_the_first_definition_goes(workspace, run_once, db):
     one = workspace.write_benchmark("301-one", fx.benchmark_yaml("301-dup", prompt="First."))
     two = workspace.write_benchmark("302-two", fx.benchmark_yaml("301-dup", prompt="Second."))

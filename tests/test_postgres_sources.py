@@ -157,6 +157,51 @@ def test_benchmarks_are_shared_when_identical_refused_when_different_removed_whe
     (b.benchmarks / "301-test-transfer.yml").unlink()
     b.once()
     assert db.benchmark("301-test-transfer")["removed"] == 1
+    # host-c still defines it (its definition was refused while another stood): its next run
+    # looks at its refused file again, and its definition is the benchmark now.
+    c.once()
+    assert db.benchmark("301-test-transfer")["removed"] == 0
+    assert db.benchmark("301-test-transfer")["prompt"] == "other" and db.errors() == []
+
+
+def test_a_benchmark_edited_on_every_host_is_the_new_definition_once_every_host_has_it(tmp_path, url):
+    """The usual roll-out of an edit: host-a's daemon reads the new text while host-b still has
+    the old one (refused there, for now), then host-b's; then host-a looks at its refused file
+    again: one benchmark, the new text, no error left. (Before, both stayed refused for ever.)"""
+    a, b = Host(tmp_path, "host-a", url), Host(tmp_path, "host-b", url)
+    for text in ("v1", "v2"):
+        for host in (a, b):
+            (host.benchmarks / "200-x.yml").write_text(fx.benchmark_yaml("200-x", prompt=text))
+            host.once()
+    db = Db(url)
+    assert db.benchmark("200-x")["prompt"] == "v2"
+    [error] = db.errors()            # host-a's, from when host-b still had v1
+    assert error["source"] == "host-a"
+    a.once()
+    assert db.benchmark("200-x")["prompt"] == "v2" and db.errors() == []
+    assert db.scalar("SELECT count(*) FROM benchmark_sources") == 2
+
+
+def test_live_daemons_take_an_edit_made_on_every_host(tmp_path, url):
+    """The same with both daemons running: the refused host looks again once the benchmarks
+    another source defines have changed (at its next heartbeat), without a restart."""
+    a, b = Host(tmp_path, "host-a", url), Host(tmp_path, "host-b", url)
+    for host in (a, b):
+        (host.benchmarks / "200-x.yml").write_text(fx.benchmark_yaml("200-x", prompt="v1"))
+    daemons = [a.start(), b.start()]
+    try:
+        db = Db(url)
+        wait_for(lambda: db.scalar("SELECT count(*) FROM benchmark_sources") == 2, timeout=30,
+                 what="both hosts to define 200-x")
+        (a.benchmarks / "200-x.yml").write_text(fx.benchmark_yaml("200-x", prompt="v2"))
+        wait_for(lambda: len(db.errors()) == 1, timeout=30, what="host-a's v2 refused while host-b has v1")
+        (b.benchmarks / "200-x.yml").write_text(fx.benchmark_yaml("200-x", prompt="v2"))
+        wait_for(lambda: db.benchmark("200-x")["prompt"] == "v2" and db.errors() == []
+                 and db.scalar("SELECT count(*) FROM benchmark_sources") == 2, timeout=30,
+                 what="v2 defined by both hosts, no error left")
+    finally:
+        for d in daemons:
+            assert stop(d) == 0
 
 
 def _feed_is_in_commit_order(db: Db):

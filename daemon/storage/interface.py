@@ -49,6 +49,7 @@ from typing import Final, Protocol
 from daemon.reader import Checkpoint
 from daemon.storage.records import (
     BenchmarkDefinition,
+    Definer,
     EventRow,
     LogAggregates,
     Run,
@@ -202,15 +203,24 @@ class Store(Protocol):
 
     # ---------------------------------------------------------------- benchmarks
 
-    def upsert_benchmark(self, benchmark: BenchmarkDefinition, path: str) -> str | None:
-        """Store a definition read from `path`; the path
-        of another file that already defines its id, if one does (then nothing is stored)."""
+    def upsert_benchmark(self, benchmark: BenchmarkDefinition, path: str) -> Definer | None:
+        """Store a definition read from `path`; the other file that already defines its id, if one
+        does: then nothing is stored, and `path` no longer defines what it defined before (its
+        old ids are removed unless another file defines them): a file's content is what it
+        defines, and an old definition left standing would refuse the next file that has it."""
 
     def benchmark_ids_of(self, path: str) -> list[str]:
         """The ids a benchmark file defines now."""
 
     def benchmark_files_in_error(self) -> list[str]:
         """Benchmark files whose state is 'error'."""
+
+    def benchmark_files_to_look_at_again(self) -> list[str]:
+        """Benchmark files in error that another writer's change may have settled: with several
+        daemons, a file refused because another source defined its id differently is accepted
+        once that source has changed its definition or dropped it. The files in error the first
+        time, then again only when the benchmarks changed since the last call (a cheap look when
+        they did not). One writer (SQLite): none, since its own changes requeue them already."""
 
     def remove_benchmarks_of(self, path: str):
         """The file no longer defines anything: its benchmarks are marked removed (kept)."""

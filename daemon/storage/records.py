@@ -97,6 +97,13 @@ class BenchmarkDefinition(Struct, gc=False):
     yaml_text: str
 
 
+class Definer(Struct, frozen=True, gc=False):
+    """The file that already defines a benchmark id a file also defines, so that file is refused:
+    another file of this daemon's, or (several daemons: `source`) another source's, differently."""
+    path: str
+    source: str | None = None
+
+
 class StaleCandidate(Struct, frozen=True, gc=False):
     """A run the stale rule applies to."""
     id: int

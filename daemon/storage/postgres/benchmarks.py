@@ -11,8 +11,9 @@ from collections.abc import Callable
 import msgspec
 
 from daemon.storage import rules
+from daemon.storage.postgres.connection import one_row
 from daemon.storage.postgres.unit_of_work import GENERATION, UnitOfWork
-from daemon.storage.records import BenchmarkDefinition
+from daemon.storage.records import BenchmarkDefinition, Definer
 
 # The shared row follows its definers: the file of the first source (by name) that defines it.
 _SETTLE = (
@@ -26,18 +27,21 @@ _SETTLE = (
 
 class BenchmarkRepository(UnitOfWork):
     relink_unlinked: Callable[[], None]
+    _benchmarks_seen: int | None = None     # the benchmarks' scope generation at the last look
 
-    def upsert_benchmark(self, benchmark: BenchmarkDefinition, path: str) -> str | None:
-        """Insert or update; returns the path of another file that already defines this id
-        differently: another of this source's files, or another source's (named with it)."""
+    def upsert_benchmark(self, benchmark: BenchmarkDefinition, path: str) -> Definer | None:
+        """Insert or update; returns the other file that already defines this id: another of
+        this source's files, or another source's that defines it differently. The refused file's
+        rows go (the source no longer defines what the file defined before): else an edit made
+        on every host would be refused on each by the others' old text, for ever."""
         self._lock_feed()
         for source, other_path, yaml_text in self.conn.execute(
                 "SELECT source, path, yaml_text FROM benchmark_sources WHERE benchmark_id = %s ORDER BY source",
                 (benchmark.id,)).fetchall():
-            if source == self.source and other_path != path:
-                return other_path
-            if source != self.source and yaml_text != benchmark.yaml_text:
-                return f"{other_path} of source {source!r}, which differs"
+            if (source == self.source and other_path != path) or \
+                    (source != self.source and yaml_text != benchmark.yaml_text):
+                self.remove_benchmarks_of(path)
+                return Definer(other_path, None if source == self.source else source)
         now = time.time()
         self.conn.execute(
             "INSERT INTO benchmark_sources (benchmark_id, source, path, yaml_text) VALUES (%s, %s, %s, %s)"
@@ -68,6 +72,14 @@ class BenchmarkRepository(UnitOfWork):
     def benchmark_files_in_error(self) -> list[str]:
         return [r[0] for r in self.conn.execute(
             "SELECT path FROM files WHERE source = %s AND kind = 'benchmark' AND state = 'error'", (self.source,))]
+
+    def benchmark_files_to_look_at_again(self) -> list[str]:
+        (generation,) = one_row(self.conn.execute(
+            "SELECT coalesce(max(generation), 0) FROM scope_generations WHERE scope = 'benchmarks'"))
+        if generation == self._benchmarks_seen:
+            return []
+        self._benchmarks_seen = generation
+        return self.benchmark_files_in_error()
 
     def remove_benchmarks_of(self, path: str):
         self._lock_feed()

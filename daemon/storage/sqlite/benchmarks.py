@@ -6,7 +6,7 @@ from collections.abc import Callable
 import msgspec
 
 from daemon.storage import rules
-from daemon.storage.records import BenchmarkDefinition
+from daemon.storage.records import BenchmarkDefinition, Definer
 from daemon.storage.sqlite.unit_of_work import UnitOfWork
 
 
@@ -15,11 +15,12 @@ class BenchmarkRepository(UnitOfWork):
     only (executions.py)."""
     relink_unlinked: Callable[[], None]
 
-    def upsert_benchmark(self, benchmark: BenchmarkDefinition, path: str) -> str | None:
-        """Insert or update; returns the path of another file that already defines this id."""
+    def upsert_benchmark(self, benchmark: BenchmarkDefinition, path: str) -> Definer | None:
+        """Insert or update; returns the other file that already defines this id."""
         row = self.conn.execute("SELECT path, removed FROM benchmarks WHERE id = ?", (benchmark.id,)).fetchone()
         if row and row[0] != path and not row[1]:
-            return row[0]
+            self.remove_benchmarks_of(path)
+            return Definer(row[0])
         self.conn.execute(
             "INSERT INTO benchmarks (id, path, description, tags, prompt, flow_steps, yaml_text, removed, updated_at)"
             " VALUES (?,?,?,?,?,?,?,0,?) ON CONFLICT (id) DO UPDATE SET path = excluded.path,"
@@ -45,6 +46,9 @@ class BenchmarkRepository(UnitOfWork):
     def benchmark_files_in_error(self) -> list[str]:
         return [r[0] for r in self.conn.execute(
             "SELECT path FROM files WHERE kind = 'benchmark' AND state = 'error'")]
+
+    def benchmark_files_to_look_at_again(self) -> list[str]:
+        return []       # one writer: its own changes requeue them (ingest._released_benchmark_ids)
 
     def remove_benchmarks_of(self, path: str):
         removed = self.conn.execute(
