@@ -2,6 +2,8 @@
 -- superuser:  psql -X -v ON_ERROR_STOP=1 -f roles.sql     (`make fleet` runs this file as it is)
 -- Passwords come afterwards, with psql's \password ROLE: it sends a hash, so the password is in
 -- no server log, no shell history and no pg_stat_statements.
+-- The database is named `reev` below, four times (the \connect line included: grants on tables
+-- are made inside the database they are for); for another name, change all four.
 
 -- The daemons': owner of the database, hence of its schema `public` (PostgreSQL 15 gives that
 -- schema to the database's owner), where each daemon creates and migrates the tables.
