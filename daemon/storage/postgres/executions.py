@@ -115,16 +115,24 @@ _UPSERT_STAGED_CALLS = (
 
 
 class _Staged(NamedTuple):
-    """A table's rows kept by the batch, copied into a temporary table, then upserted."""
+    """A table's rows kept by the batch, put in a temporary table, then upserted."""
     table: str
     create: str
     columns: str
     types: list[str]
     upsert: str
 
+    @property
+    def insert(self) -> str:
+        return (f"INSERT INTO {self.table} ({self.columns})"
+                f" VALUES ({', '.join(['%s'] * len(self.types))})")
+
 
 _EVENTS_STAGED = _Staged("stage_events", _STAGE_EVENTS, _EVENT_COLUMNS, _EVENT_TYPES, _UPSERT_STAGED_EVENTS)
 _CALLS_STAGED = _Staged("stage_calls", _STAGE_CALLS, _CALL_COLUMNS, _CALL_TYPES, _UPSERT_STAGED_CALLS)
+# Fewer rows than this go into the staging tables by inserts queued in the batch's pipeline
+# (a live batch's few lines: no round trip); more by one COPY, outside it (a back-fill's).
+COPY_FROM = 500
 _COMPLETE_TOOL_CALLS = (
     "UPDATE tool_calls SET output_line = %(output_line)s, ended_at = coalesce(%(ended)s::double precision, ended_at),"
     f" duration_ms = coalesce({DURATION.format(given=_p('given', _F8), started='started_at', ended=_p('ended', _F8))},"
@@ -315,25 +323,34 @@ class ExecutionRepository(UnitOfWork):
                             c.duration_ms, _int(c.success), c.status, c.error_message) for c in rows)
 
     def _write_rows(self):
-        """The batch's event lines and tool calls kept so far: each table's rows copied into a
-        temporary table, then one upsert; the last read of a line wins (a log read again from its
-        first byte in the same batch), as row by row."""
+        """The batch's event lines and tool calls kept so far: each table's rows put in a
+        temporary table (COPY past COPY_FROM rows, else inserts queued in the batch's pipeline),
+        then one upsert; the last read of a line wins (a log read again from its first byte in
+        the same batch), as row by row."""
         if self._events or self._calls:
             self._writing_kept_rows()
         for rows, stage in ((self._events, _EVENTS_STAGED), (self._calls, _CALLS_STAGED)):
             if not rows:
                 continue
             with self.conn.cursor() as cur:
-                cur.execute(stage.create)
-                with cur.copy(f"COPY {stage.table} ({stage.columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(stage.types)
-                    for row in rows:
-                        copy.write_row(row)
+                if len(rows) < COPY_FROM:
+                    cur.executemany(stage.insert, rows)
+                else:
+                    with self._unpiped(), cur.copy(f"COPY {stage.table} ({stage.columns})"
+                                                   " FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types(stage.types)
+                        for row in rows:
+                            copy.write_row(row)
                 cur.execute(stage.upsert)
                 # (emptied now, not at the commit: a later write in the batch, a tool call's
                 # completion, must not be undone by these rows upserted again)
                 cur.execute(f"DELETE FROM {stage.table}")
             rows.clear()
+
+    def _prepare_session(self):
+        """The staging tables, once per session (temporary: each session has its own)."""
+        for stage in (_EVENTS_STAGED, _CALLS_STAGED):
+            self.conn.execute(stage.create)
 
     def complete_tool_calls(self, rows: list[ToolCallEnd]):
         self._write_rows()

@@ -18,7 +18,15 @@ an ETag needs a value that changes whenever the row does, and a stamp is unique 
 A connection lost (the server restarted, the network) fails the batch in hand as Unavailable;
 the service loop backs off, and the next call reconnects, takes the source's lock again and
 forgets what it had read from the database: a COMMIT cut off may or may not have committed, and
-the stored checkpoints say which (rows and checkpoints commit together)."""
+the stored checkpoints say which (rows and checkpoints commit together).
+
+A batch runs in pipeline mode (psycopg's `conn.pipeline()`): its statements go out without
+waiting for their results, and only a read waits (one round trip, which carries everything
+queued before it); BEGIN, the savepoints, the checkpoints, the rows and the tail go with the
+COMMIT. An error of a statement queued earlier is then raised by the next read or by the
+commit, as the batch's failure (a file's own failures, in Python, are undone by its savepoint,
+queued like the rest). COPY cannot run in a pipeline: a back-fill's rows leave it for a moment
+(_unpiped)."""
 
 import contextlib
 import logging
@@ -28,6 +36,7 @@ from collections.abc import Iterable
 import psycopg
 
 from daemon.storage import rules
+from daemon.storage.errors import StorageError
 from daemon.storage.new_executions import NewExecutions
 from daemon.storage.postgres.connection import FEED_KEY, connect, one_value, translating
 from daemon.storage.rules import ExecutionState
@@ -35,8 +44,8 @@ from daemon.storage.rules import ExecutionState
 log = logging.getLogger("reev.store")
 
 _SAVEPOINT = "SAVEPOINT one_file"
-_RELEASE_AND_SAVEPOINT = "RELEASE SAVEPOINT one_file; SAVEPOINT one_file"
-_ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT one_file; RELEASE SAVEPOINT one_file"
+_RELEASE = "RELEASE SAVEPOINT one_file"
+_ROLLBACK_TO = "ROLLBACK TO SAVEPOINT one_file"
 
 CHANGES_KEPT = 100_000      # the change feed keeps this many of its newest rows
 PRUNE_SECONDS = 10.0        # at most this often, from any daemon
@@ -71,6 +80,7 @@ class UnitOfWork:
 
     def __init__(self) -> None:
         self.generation = self._read_generation()
+        self._prepare_session()
         self.changed = False
         self.new = NewExecutions()
         self._files_written: set[str] = set()
@@ -85,6 +95,10 @@ class UnitOfWork:
         self._benchmarks_locked = False
         self._trust_scanned = True     # False once reconnected: checkpoints are read again
         self._pruned_at = 0.0
+        self._pipeline: contextlib.AbstractContextManager | None = None   # the batch's (_pipe)
+
+    def _prepare_session(self):
+        """What a new session needs before its first batch (the repositories' temporary tables)."""
 
     def _read_generation(self) -> int:
         return one_value(self.conn.execute("SELECT data_generation FROM meta"))
@@ -100,6 +114,7 @@ class UnitOfWork:
             self.conn.close()
         self.conn = connect(self.url, self.source)
         self.generation = self._read_generation()
+        self._prepare_session()
         self._trust_scanned = False
         self.new.forget()
         self._files_written.clear()
@@ -110,29 +125,82 @@ class UnitOfWork:
     @contextlib.contextmanager
     @translating
     def batch(self):
-        """One transaction; its shared writes in the commit tail (see the module's docstring)."""
+        """One transaction, pipelined; its shared writes in the commit tail (see the module's
+        docstring)."""
         self._connected()
         self.changed, self._stamp, self._benchmarks_locked = False, None, False
         self._deferred.clear()
         self._in_batch, self._savepoint_open = True, False
         generation = None
+        committed = False
         try:
-            with self.conn.transaction():
-                yield self
-                self._insert_new()
-                self._write_rows()
-                if self.changed:
-                    generation = self._commit_tail()
+            self._pipe()
+            self.conn.execute("BEGIN")
+            yield self
+            self._batch_end()
+            self._insert_new()
+            self._write_rows()
+            if self.changed:
+                generation = self._commit_tail()
+            self.conn.execute("COMMIT")
+            self._unpipe()           # the sync: what failed in the batch is raised here
+            committed = True
         finally:
+            if not committed:
+                self._roll_back()
             self._in_batch = False
             self.new.forget()
             self._files_written.clear()
             self._deferred.clear()
             self._events.clear()
             self._calls.clear()
+            self._batch_over(committed)
         if generation is not None:
             self.generation = generation
         self._prune_changes()
+
+    def _pipe(self):
+        """Enter pipeline mode (the batch's statements are queued, not waited for)."""
+        pipeline = self.conn.pipeline()
+        pipeline.__enter__()
+        self._pipeline = pipeline
+
+    def _unpipe(self):
+        """Leave pipeline mode: sends what is queued and waits for every result; raises the
+        first error among them."""
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.__exit__(None, None, None)
+
+    @contextlib.contextmanager
+    def _unpiped(self):
+        """Out of pipeline mode for a moment (COPY), within the batch's transaction."""
+        if self._pipeline is None:
+            yield
+            return
+        self._unpipe()
+        try:
+            yield
+        finally:
+            self._pipe()
+
+    def _roll_back(self):
+        """The batch failed: what it queued is dropped, its transaction rolled back (unless the
+        connection went with it: then the server did)."""
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            with contextlib.suppress(Exception):     # (the batch's own error is what goes up)
+                pipeline.__exit__(None, None, None)
+        if not (self.conn.closed or self.conn.broken) \
+                and self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.execute("ROLLBACK")
+
+    def _batch_end(self):
+        """The files are done: what the repositories left for the end of the batch."""
+
+    def _batch_over(self, committed: bool):
+        """The batch committed or was rolled back: the repositories' caches follow."""
 
     @contextlib.contextmanager
     @translating
@@ -142,15 +210,20 @@ class UnitOfWork:
         deferred = len(self._deferred)
         self._kept_before = (len(self._events), len(self._calls))
         self.new.savepoint()
-        # The previous file's savepoint is released with this one's start, in one round trip:
-        # a back-fill's batch holds thousands of files.
-        self.conn.execute(_RELEASE_AND_SAVEPOINT if self._savepoint_open else _SAVEPOINT)
+        # The previous file's savepoint is released with this one's start (queued: a
+        # back-fill's batch holds thousands of files).
+        if self._savepoint_open:
+            self.conn.execute(_RELEASE)
+        self.conn.execute(_SAVEPOINT)
         self._savepoint_open = True
         try:
             yield
-        except BaseException:
-            if not (self.conn.broken or self.conn.closed):
-                self.conn.execute(_ROLLBACK_TO_SAVEPOINT)
+        except BaseException as e:
+            # (A database error loses the batch: nothing to undo here, and a pipeline that
+            # failed takes no statement until the batch rolls back.)
+            if not isinstance(e, (psycopg.Error, StorageError)) and not (self.conn.broken or self.conn.closed):
+                self.conn.execute(_ROLLBACK_TO)
+                self.conn.execute(_RELEASE)
             self._savepoint_open = False
             self.new.undo()
             del self._deferred[deferred:]
