@@ -71,6 +71,10 @@ class Store(Protocol):
     generation: int           # the last committed data generation
     changed: bool             # the batch in hand changed data (commits generation + 1)
     marked_missing: int       # files found gone since the store opened (the scan counts them)
+    # Following live files, a batch stops taking files once it has run this long: a line becomes
+    # visible when its batch commits, so latency wants short batches, as short as the engine's
+    # cost per commit allows.
+    live_batch_seconds: float
 
     # ---------------------------------------------------------------- the unit of work
 

@@ -6,6 +6,7 @@ domain rules run in the commit tail (unit_of_work.py)."""
 from typing import NamedTuple
 
 import msgspec
+import psycopg
 
 from core.run_status import status_from_event
 from daemon.storage import rules
@@ -19,6 +20,7 @@ from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
 
 CREATED_AT, UPDATED_AT, BENCHMARK, DURATION = DERIVED
 ID_BLOCK = 100          # execution ids taken from the sequence at a time
+CACHED_RUNS = 100_000   # this source's runs kept in memory (ExecutionRepository._runs) at most
 
 
 def _p(name: str, cast: str = "") -> str:
@@ -151,14 +153,51 @@ class ExecutionRepository(UnitOfWork):
         super().__init__()
         self._ids: list[int] = []                   # taken from the sequence, not handed out yet
         self._reserved: dict[str, int] = {}
+        # This source's stored runs as last read, (id, status, stalled): only this daemon
+        # changes them; one whose status the batch in hand changes is read again until it ends.
+        self._runs: dict[str, tuple[int, str, bool]] = {}
+        self._status_written: set[int] = set()
+        self._created_checks: list[tuple[int, psycopg.Cursor]] = []    # (_batch_end)
 
-    def _owned(self, execution_id: str) -> tuple | None:
+    def _owned(self, execution_id: str) -> tuple[int, str, bool] | None:
         """(id, status, stalled) of a stored run of this source; NotOwned if another's."""
+        run = self._runs.get(execution_id)
+        if run is not None and run[0] not in self._status_written:
+            return run
         row = self.conn.execute("SELECT id, status, stale_reason IS NOT NULL, source FROM executions"
                                 " WHERE execution_id = %s", (execution_id,)).fetchone()
-        if row is not None and row[3] != self.source:
+        if row is None:
+            return None
+        if row[3] != self.source:
             raise NotOwned(f"execution {execution_id!r} belongs to source {row[3]!r}: not ingested from here")
-        return row
+        run = (row[0], row[1], bool(row[2]))
+        if run[0] not in self._status_written:
+            if len(self._runs) >= CACHED_RUNS:
+                self._runs.clear()
+            self._runs[execution_id] = run
+        return run
+
+    def _batch_end(self):
+        super()._batch_end()
+        # An event log's timestamps earlier than those stored (rare): its derived columns
+        # again. (Looked at once the files are done, so that the batch's pipeline does not wait
+        # for each answer; a file undone since finds nothing to change.)
+        checks, self._created_checks = self._created_checks, []
+        for exec_id, cur in checks:
+            row = cur.fetchone()
+            if row is not None and not row[0]:
+                self._refresh_derived("id = %s", (exec_id,))
+
+    def _batch_over(self, committed: bool):
+        super()._batch_over(committed)
+        self._created_checks.clear()
+        if self._status_written:
+            self._runs = {k: v for k, v in self._runs.items() if v[0] not in self._status_written}
+            self._status_written.clear()
+
+    def _forget(self):
+        super()._forget()
+        self._runs.clear()
 
     def execution(self, execution_id: str) -> Run:
         exec_id = self.new.ids.get(execution_id)
@@ -168,9 +207,9 @@ class ExecutionRepository(UnitOfWork):
         # the insert at commit finds it there, and the batch is run again.)
         exec_id = self._reserved.pop(execution_id, None)
         if exec_id is None:
-            row = self._owned(execution_id)
-            if row:
-                return Run(row[0], row[1], bool(row[2]))
+            run = self._owned(execution_id)
+            if run:
+                return Run(*run)
             exec_id = self._allocate_id()
         status = status_from_event(None, stalled=False)
         self.new.set(exec_id, NewExecution(exec_id, execution_id, status))
@@ -179,6 +218,8 @@ class ExecutionRepository(UnitOfWork):
 
     def reserve_execution_id(self, execution_id: str) -> int:
         exec_id = self.new.ids.get(execution_id) or self._reserved.get(execution_id)
+        if exec_id is None and execution_id in self._runs:
+            return self._runs[execution_id][0]
         if exec_id is None:
             row = self.conn.execute("SELECT id FROM executions WHERE execution_id = %s", (execution_id,)).fetchone()
             if row:
@@ -221,6 +262,7 @@ class ExecutionRepository(UnitOfWork):
         values = session_values(update, self.stamp, exec_id)
         new = self.new.changing(exec_id)
         if new is None:
+            self._status_written.add(exec_id)
             self._update_tracked(exec_id, _UPDATE_SESSION, values)
         else:
             new.session, new.status, new.given = values, update.status, True
@@ -241,12 +283,11 @@ class ExecutionRepository(UnitOfWork):
         if aggregates.first_prompt is not None:
             self._update_tracked(exec_id, _ADD_AGGREGATES_DERIVING, values)
         else:
-            row = self.conn.execute(_ADD_AGGREGATES, values).fetchone()
-            if row and not row[0]:
-                self._refresh_derived("id = %s", (exec_id,))
+            self._created_checks.append((exec_id, self.conn.execute(_ADD_AGGREGATES, values)))
         self.mark_changed()
 
     def set_status(self, exec_id: int, status: str, stale_reason: str | None = None):
+        self._status_written.add(exec_id)
         self._update_tracked(exec_id, _SET_STATUS, (status, stale_reason, self.stamp, exec_id))
         self.mark_changed()
 

@@ -11,8 +11,6 @@ from daemon.storage.postgres.connection import one_row, one_value
 from daemon.storage.postgres.reports import lag_bytes
 from daemon.storage.postgres.unit_of_work import GENERATION, UnitOfWork
 
-_CHECKPOINT = ("SELECT dev, inode, fingerprint, fingerprint_len, \"offset\", line_no, skipping, size, mtime_ns,"
-               " content_hash, state FROM files WHERE source = %s AND path = %s")
 _SAVE_CHECKPOINT = (
     "INSERT INTO files (source, path, kind, subject_id, dev, inode, fingerprint, fingerprint_len, \"offset\","
     " line_no, skipping, size, mtime_ns, content_hash, state, first_seen_at, ingested_at)"
@@ -24,27 +22,88 @@ _SAVE_CHECKPOINT = (
     " ingested_at = coalesce(excluded.ingested_at, files.ingested_at)")
 
 
+_ROW = ("dev, inode, fingerprint, fingerprint_len, \"offset\", line_no, skipping, size, mtime_ns, content_hash,"
+        " state")
+_ABSENT = Checkpoint()  # (in an undo record: the batch had not written the path before)
+CACHED_FILES = 100_000  # the source's checkpoints kept in memory, if it has no more files than this
+
+
+def _checkpoint(row) -> Checkpoint:
+    return Checkpoint(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], row[8], row[9], row[10])
+
+
+_CHECKPOINT = f"SELECT {_ROW} FROM files WHERE source = %s AND path = %s"
+
+
 class FileRepository(UnitOfWork):
-    """This source's rows of files (keyed by source and path: two hosts often have the same paths)."""
+    """This source's rows of files (keyed by source and path: two hosts often have the same paths).
+
+    Only this daemon writes them (it holds its source's lock), so it keeps them in memory
+    (`_known`, loaded in one statement; a source with more than CACHED_FILES files is read a
+    path at a time): a scan or a live file's batch reads no checkpoint from the server. What a
+    batch writes is `_written` until it commits (undone with a file's savepoint, dropped with a
+    rollback); a reconnect forgets it all (a COMMIT cut off may or may not have committed)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.marked_missing = 0
         self.oldest_log_mtime_ns: int | None = None
+        self._known: dict[str, Checkpoint] | None = None     # every checkpoint of the source; None: not loaded
+        self._written: dict[str, Checkpoint] = {}            # the batch's
+        self._undo: list[tuple[str, Checkpoint]] = []        # the file in hand's writes' previous values
 
     def checkpoint(self, path: str, scanned: Checkpoint | None | NotLookedUp = NOT_LOOKED_UP) -> Checkpoint | None:
+        written = self._written.get(path)
+        if written is not None:
+            return written
         # (After a reconnect the scan's checkpoints may predate a commit that went through.)
-        if scanned is not NOT_LOOKED_UP and path not in self._files_written and self._trust_scanned:
+        if scanned is not NOT_LOOKED_UP and self._trust_scanned:
             return scanned
+        known = self._known_checkpoints()
+        if known is not None:
+            return known.get(path)
         row = self.conn.execute(_CHECKPOINT, (self.source, path)).fetchone()
-        if row is None:
-            return None
-        return Checkpoint(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7],
-                          row[8], row[9], row[10])
+        return None if row is None else _checkpoint(row)
+
+    def _known_checkpoints(self) -> dict[str, Checkpoint] | None:
+        if self._known is None and not self._in_batch:
+            rows = self.conn.execute(f"SELECT path, {_ROW} FROM files WHERE source = %s LIMIT %s",
+                                     (self.source, CACHED_FILES + 1)).fetchall()
+            if len(rows) <= CACHED_FILES:
+                self._known = {r[0]: _checkpoint(r[1:]) for r in rows}
+        return self._known
+
+    def _write(self, path: str, cp: Checkpoint):
+        self._undo.append((path, self._written.get(path, _ABSENT)))
+        self._written[path] = cp
+
+    def _savepoint_started(self):
+        super()._savepoint_started()
+        self._undo.clear()
+
+    def _savepoint_undone(self):
+        super()._savepoint_undone()
+        for path, before in reversed(self._undo):
+            if before is _ABSENT:
+                self._written.pop(path, None)
+            else:
+                self._written[path] = before
+        self._undo.clear()
+
+    def _batch_over(self, committed: bool):
+        super()._batch_over(committed)
+        if committed and self._known is not None:
+            self._known.update(self._written)
+        self._written.clear()
+        self._undo.clear()
+
+    def _forget(self):
+        super()._forget()
+        self._known = None
 
     def save_checkpoint(self, path: str, kind: str, subject_id: str, cp: Checkpoint, ingested: bool):
         now = time.time()
-        self._files_written.add(path)
+        self._write(path, cp)
         if kind == "events" and (self.oldest_log_mtime_ns is None or cp.mtime_ns < self.oldest_log_mtime_ns):
             self.oldest_log_mtime_ns = cp.mtime_ns
         self.conn.execute(_SAVE_CHECKPOINT, (
@@ -57,12 +116,13 @@ class FileRepository(UnitOfWork):
         return oldest
 
     def set_file_state(self, path: str, state: str) -> bool:
-        self._files_written.add(path)
-        changed = bool(self.conn.execute(
-            "UPDATE files SET state = %s WHERE source = %s AND path = %s AND state != %s RETURNING 1",
-            (state, self.source, path, state)).fetchall())
-        self.marked_missing += changed and state == "missing"
-        return changed
+        row = self.conn.execute(
+            f"UPDATE files SET state = %s WHERE source = %s AND path = %s AND state != %s RETURNING {_ROW}",
+            (state, self.source, path, state)).fetchone()
+        if row is not None:
+            self._write(path, _checkpoint(row))
+        self.marked_missing += row is not None and state == "missing"
+        return row is not None
 
     def counts(self) -> tuple[int, int, int]:
         files = one_value(self.conn.execute("SELECT count(*) FROM files WHERE source = %s", (self.source,)))

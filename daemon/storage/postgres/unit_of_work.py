@@ -83,7 +83,6 @@ class UnitOfWork:
         self._prepare_session()
         self.changed = False
         self.new = NewExecutions()
-        self._files_written: set[str] = set()
         self._deferred: list[tuple[str, list[tuple], bool]] = []   # (sql, params, many): for the tail
         self._events: list[tuple] = []       # event lines and tool calls of the batch, written at its
         self._calls: list[tuple] = []        # end or before tool calls are read (executions.py)
@@ -117,7 +116,7 @@ class UnitOfWork:
         self._prepare_session()
         self._trust_scanned = False
         self.new.forget()
-        self._files_written.clear()
+        self._forget()
         log.info("reconnected to the database (generation %d)", self.generation)
 
     # ------------------------------------------------------------------ the batch
@@ -150,7 +149,6 @@ class UnitOfWork:
                 self._roll_back()
             self._in_batch = False
             self.new.forget()
-            self._files_written.clear()
             self._deferred.clear()
             self._events.clear()
             self._calls.clear()
@@ -202,6 +200,15 @@ class UnitOfWork:
     def _batch_over(self, committed: bool):
         """The batch committed or was rolled back: the repositories' caches follow."""
 
+    def _forget(self):
+        """Reconnected: what the repositories keep of the database may be wrong."""
+
+    def _savepoint_started(self):
+        """A file's work begins (the repositories' undo records of the file in hand start)."""
+
+    def _savepoint_undone(self):
+        """The file's work was rolled back: the repositories undo what it did to their memory."""
+
     @contextlib.contextmanager
     @translating
     def savepoint(self):
@@ -210,6 +217,7 @@ class UnitOfWork:
         deferred = len(self._deferred)
         self._kept_before = (len(self._events), len(self._calls))
         self.new.savepoint()
+        self._savepoint_started()
         # The previous file's savepoint is released with this one's start (queued: a
         # back-fill's batch holds thousands of files).
         if self._savepoint_open:
@@ -226,6 +234,7 @@ class UnitOfWork:
                 self.conn.execute(_RELEASE)
             self._savepoint_open = False
             self.new.undo()
+            self._savepoint_undone()
             del self._deferred[deferred:]
             kept = self._kept_before
             if isinstance(kept[0], list):
