@@ -14,6 +14,7 @@ from daemon.storage.derived import POSTGRES as DERIVED
 from daemon.storage.errors import Busy, NotOwned
 from daemon.storage.new_executions import NewExecution, aggregate_values, session_values
 from daemon.storage.postgres.connection import one_row
+from daemon.storage.postgres.open_inputs import OpenInputs
 from daemon.storage.postgres.unit_of_work import GENERATION, UnitOfWork
 from daemon.storage.records import EventRow, LogAggregates, Run, SessionUpdate, StaleCandidate, ToolCall, ToolCallEnd
 from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
@@ -125,15 +126,19 @@ class _Staged(NamedTuple):
     upsert: str
 
     @property
-    def insert(self) -> str:
-        return (f"INSERT INTO {self.table} ({self.columns})"
-                f" VALUES ({', '.join(['%s'] * len(self.types))})")
+    def upsert_given(self) -> str:
+        """The upsert of rows given as parameters (one array per column), not staged. (Sent in
+        binary, %b: in text, psycopg escapes a text array element by element, slowly.)"""
+        arrays = ", ".join(f"%b::{_ARRAY[t]}[]" for t in self.types)
+        return self.upsert.replace(f"FROM {self.table} ",
+                                   f"FROM unnest({arrays}) WITH ORDINALITY AS r ({self.columns}, n) ")
 
 
+_ARRAY = {"int8": "bigint", "int2": "smallint", "float8": "double precision", "text": "text"}
 _EVENTS_STAGED = _Staged("stage_events", _STAGE_EVENTS, _EVENT_COLUMNS, _EVENT_TYPES, _UPSERT_STAGED_EVENTS)
 _CALLS_STAGED = _Staged("stage_calls", _STAGE_CALLS, _CALL_COLUMNS, _CALL_TYPES, _UPSERT_STAGED_CALLS)
-# Fewer rows than this go into the staging tables by inserts queued in the batch's pipeline
-# (a live batch's few lines: no round trip); more by one COPY, outside it (a back-fill's).
+# Fewer rows than this are upserted from arrays, one statement queued in the batch's pipeline (a
+# live batch's few lines: no round trip); more are copied into the staging table (a back-fill's).
 COPY_FROM = 500
 _COMPLETE_TOOL_CALLS = (
     "UPDATE tool_calls SET output_line = %(output_line)s, ended_at = coalesce(%(ended)s::double precision, ended_at),"
@@ -158,6 +163,7 @@ class ExecutionRepository(UnitOfWork):
         self._runs: dict[str, tuple[int, str, bool]] = {}
         self._status_written: set[int] = set()
         self._created_checks: list[tuple[int, psycopg.Cursor]] = []    # (_batch_end)
+        self._open_inputs = OpenInputs()
 
     def _owned(self, execution_id: str) -> tuple[int, str, bool] | None:
         """(id, status, stalled) of a stored run of this source; NotOwned if another's."""
@@ -188,8 +194,17 @@ class ExecutionRepository(UnitOfWork):
             if row is not None and not row[0]:
                 self._refresh_derived("id = %s", (exec_id,))
 
+    def _savepoint_started(self):
+        super()._savepoint_started()
+        self._open_inputs.savepoint_started()
+
+    def _savepoint_undone(self):
+        super()._savepoint_undone()
+        self._open_inputs.savepoint_undone()
+
     def _batch_over(self, committed: bool):
         super()._batch_over(committed)
+        self._open_inputs.batch_over(committed)
         self._created_checks.clear()
         if self._status_written:
             self._runs = {k: v for k, v in self._runs.items() if v[0] not in self._status_written}
@@ -198,6 +213,7 @@ class ExecutionRepository(UnitOfWork):
     def _forget(self):
         super()._forget()
         self._runs.clear()
+        self._open_inputs.forget()
 
     def execution(self, execution_id: str) -> Run:
         exec_id = self.new.ids.get(execution_id)
@@ -306,6 +322,7 @@ class ExecutionRepository(UnitOfWork):
         self._write_rows()
         self.conn.execute("DELETE FROM events WHERE exec_id = %s", (exec_id,))
         self.conn.execute("DELETE FROM tool_calls WHERE exec_id = %s", (exec_id,))
+        self._open_inputs.reset(exec_id)
         # the recorded session id came from the session file (it wins) or the old lines
         keep, sid = self._session_id_of(exec_id)
         self.conn.execute(
@@ -362,26 +379,32 @@ class ExecutionRepository(UnitOfWork):
         """Kept, as event lines are, until something reads or completes tool calls, or the batch ends."""
         self._calls.extend((c.exec_id, c.line, c.source, c.output_line, c.tool_name, c.started_at, c.ended_at,
                             c.duration_ms, _int(c.success), c.status, c.error_message) for c in rows)
+        for c in rows:
+            if c.source == "input" and c.output_line is None:
+                self._open_inputs.opened(c.exec_id, c.line)
+            else:        # (a line read again may be something else now)
+                self._open_inputs.closed(c.exec_id, c.line)
 
     def _write_rows(self):
-        """The batch's event lines and tool calls kept so far: each table's rows put in a
-        temporary table (COPY past COPY_FROM rows, else inserts queued in the batch's pipeline),
-        then one upsert; the last read of a line wins (a log read again from its first byte in
-        the same batch), as row by row."""
+        """The batch's event lines and tool calls kept so far: each table's rows upserted in one
+        statement, from arrays, or (COPY_FROM rows or more) copied into a temporary table first;
+        the last read of a line wins (a log read again from its first byte in the same batch),
+        as row by row."""
         if self._events or self._calls:
             self._writing_kept_rows()
         for rows, stage in ((self._events, _EVENTS_STAGED), (self._calls, _CALLS_STAGED)):
             if not rows:
                 continue
+            if len(rows) < COPY_FROM:
+                self.conn.execute(stage.upsert_given, [list(column) for column in zip(*rows, strict=True)])
+                rows.clear()
+                continue
             with self.conn.cursor() as cur:
-                if len(rows) < COPY_FROM:
-                    cur.executemany(stage.insert, rows)
-                else:
-                    with self._unpiped(), cur.copy(f"COPY {stage.table} ({stage.columns})"
-                                                   " FROM STDIN (FORMAT BINARY)") as copy:
-                        copy.set_types(stage.types)
-                        for row in rows:
-                            copy.write_row(row)
+                with self._unpiped(), cur.copy(f"COPY {stage.table} ({stage.columns})"
+                                               " FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(stage.types)
+                    for row in rows:
+                        copy.write_row(row)
                 cur.execute(stage.upsert)
                 # (emptied now, not at the commit: a later write in the batch, a tool call's
                 # completion, must not be undone by these rows upserted again)
@@ -393,8 +416,19 @@ class ExecutionRepository(UnitOfWork):
         for stage in (_EVENTS_STAGED, _CALLS_STAGED):
             self.conn.execute(stage.create)
 
+    def _write_calls_of(self, exec_id: int):
+        """Before tool calls of a run are read: the batch's rows, if it kept calls of the run
+        (calls of other runs wait: no round trip for them)."""
+        if any(c[0] == exec_id for c in self._calls):
+            self._write_rows()
+
     def complete_tool_calls(self, rows: list[ToolCallEnd]):
-        self._write_rows()
+        # (the calls completed were opened by earlier reads: written first if the batch kept them)
+        completed = {(e.exec_id, e.line) for e in rows}
+        if any((c[0], c[1]) in completed for c in self._calls):
+            self._write_rows()
+        for e in rows:
+            self._open_inputs.closed(e.exec_id, e.line)
         with self.conn.cursor() as cur:
             cur.executemany(_COMPLETE_TOOL_CALLS, [
                 {"exec_id": e.exec_id, "line": e.line, "output_line": e.output_line, "ended": e.ended_at,
@@ -402,13 +436,17 @@ class ExecutionRepository(UnitOfWork):
                  "error_message": e.error_message} for e in rows])
 
     def open_tool_inputs(self, exec_id: int) -> list[int]:
-        self._write_rows()
-        return [r[0] for r in self.conn.execute(
-            "SELECT line FROM tool_calls WHERE exec_id = %s AND source = 'input' AND output_line IS NULL"
-            " ORDER BY line", (exec_id,))]
+        lines = self._open_inputs.get(exec_id)
+        if lines is None:
+            self._write_calls_of(exec_id)
+            lines = [r[0] for r in self.conn.execute(
+                "SELECT line FROM tool_calls WHERE exec_id = %s AND source = 'input' AND output_line IS NULL"
+                " ORDER BY line", (exec_id,))]
+            self._open_inputs.read(exec_id, lines)
+        return lines
 
     def last_legacy_calls(self, exec_id: int) -> dict[str, int]:
-        self._write_rows()
+        self._write_calls_of(exec_id)
         return {r[0]: r[1] for r in self.conn.execute(
             "SELECT tool_name, max(line) FROM tool_calls WHERE exec_id = %s AND source = 'legacy'"
             " GROUP BY tool_name", (exec_id,))}
