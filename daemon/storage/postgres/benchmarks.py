@@ -66,6 +66,7 @@ class BenchmarkRepository(UnitOfWork):
             "SELECT benchmark_id FROM benchmark_sources WHERE source = %s AND path = %s", (self.source, path))]
 
     def benchmark_files_in_error(self) -> list[str]:
+        self._files_read()
         return [r[0] for r in self.conn.execute(
             "SELECT path FROM files WHERE source = %s AND kind = 'benchmark' AND state = 'error'", (self.source,))]
 

@@ -308,6 +308,7 @@ class ExecutionRepository(UnitOfWork):
         self.mark_changed()
 
     def stale_candidates(self, limit: int) -> list[StaleCandidate]:
+        self._files_read()
         return [StaleCandidate(*row) for row in self.conn.execute(
             "SELECT x.id, x.execution_id, max(f.mtime_ns) AS last_ns FROM executions x"
             " JOIN files f ON f.source = x.source AND f.kind = 'events' AND f.subject_id = x.execution_id"

@@ -11,16 +11,20 @@ from daemon.storage.postgres.connection import one_row, one_value
 from daemon.storage.postgres.reports import lag_bytes
 from daemon.storage.postgres.unit_of_work import GENERATION, UnitOfWork
 
-_SAVE_CHECKPOINT = (
-    "INSERT INTO files (source, path, kind, subject_id, dev, inode, fingerprint, fingerprint_len, \"offset\","
-    " line_no, skipping, size, mtime_ns, content_hash, state, first_seen_at, ingested_at)"
-    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+_SAVE_COLUMNS = ("source, path, kind, subject_id, dev, inode, fingerprint, fingerprint_len, \"offset\", line_no,"
+                 " skipping, size, mtime_ns, content_hash, state, first_seen_at, ingested_at")
+_SAVE_TYPES = ("text", "text", "text", "text", "bigint", "bigint", "bytea", "bigint", "bigint", "bigint", "smallint",
+               "bigint", "bigint", "bytea", "text", "double precision", "double precision")
+# The batch's checkpoints, one statement: a row per path (a path saved twice keeps its last).
+# (Arrays sent in binary, %b: see executions.py's upsert_given.)
+_SAVE_CHECKPOINTS = (
+    f"INSERT INTO files ({_SAVE_COLUMNS}) SELECT * FROM unnest("
+    + ", ".join(f"%b::{t}[]" for t in _SAVE_TYPES) + ")"
     " ON CONFLICT (source, path) DO UPDATE SET dev = excluded.dev, inode = excluded.inode,"
     " fingerprint = excluded.fingerprint, fingerprint_len = excluded.fingerprint_len, \"offset\" = excluded.\"offset\","
     " line_no = excluded.line_no, skipping = excluded.skipping, size = excluded.size,"
     " mtime_ns = excluded.mtime_ns, content_hash = excluded.content_hash, state = excluded.state,"
     " ingested_at = coalesce(excluded.ingested_at, files.ingested_at)")
-
 
 _ROW = ("dev, inode, fingerprint, fingerprint_len, \"offset\", line_no, skipping, size, mtime_ns, content_hash,"
         " state")
@@ -42,7 +46,9 @@ class FileRepository(UnitOfWork):
     (`_known`, loaded in one statement; a source with more than CACHED_FILES files is read a
     path at a time): a scan or a live file's batch reads no checkpoint from the server. What a
     batch writes is `_written` until it commits (undone with a file's savepoint, dropped with a
-    rollback); a reconnect forgets it all (a COMMIT cut off may or may not have committed)."""
+    rollback); a reconnect forgets it all (a COMMIT cut off may or may not have committed).
+    The batch's checkpoints are written at its end, in one statement (`_saves`), in its
+    transaction as the rows they cover are, or before a statement reads the files table."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -50,7 +56,8 @@ class FileRepository(UnitOfWork):
         self.oldest_log_mtime_ns: int | None = None
         self._known: dict[str, Checkpoint] | None = None     # every checkpoint of the source; None: not loaded
         self._written: dict[str, Checkpoint] = {}            # the batch's
-        self._undo: list[tuple[str, Checkpoint]] = []        # the file in hand's writes' previous values
+        self._saves: dict[str, tuple] = {}                   # the batch's checkpoints not written yet
+        self._undo: list[tuple[str, Checkpoint, tuple | None]] = []   # the file in hand's: what was before
 
     def checkpoint(self, path: str, scanned: Checkpoint | None | NotLookedUp = NOT_LOOKED_UP) -> Checkpoint | None:
         written = self._written.get(path)
@@ -73,9 +80,12 @@ class FileRepository(UnitOfWork):
                 self._known = {r[0]: _checkpoint(r[1:]) for r in rows}
         return self._known
 
-    def _write(self, path: str, cp: Checkpoint):
-        self._undo.append((path, self._written.get(path, _ABSENT)))
+    def _write(self, path: str, cp: Checkpoint, save: tuple | None = None):
+        """The batch wrote `cp` for `path` (to be written at the end, as `save`, if given)."""
+        self._undo.append((path, self._written.get(path, _ABSENT), self._saves.get(path)))
         self._written[path] = cp
+        if save is not None:
+            self._saves[path] = save
 
     def _savepoint_started(self):
         super()._savepoint_started()
@@ -83,18 +93,34 @@ class FileRepository(UnitOfWork):
 
     def _savepoint_undone(self):
         super()._savepoint_undone()
-        for path, before in reversed(self._undo):
-            if before is _ABSENT:
+        for path, cp, save in reversed(self._undo):
+            if cp is _ABSENT:
                 self._written.pop(path, None)
             else:
-                self._written[path] = before
+                self._written[path] = cp
+            if save is None:
+                self._saves.pop(path, None)
+            else:
+                self._saves[path] = save
         self._undo.clear()
+
+    def _files_read(self):
+        """The batch's checkpoints, written before a statement reads or updates the files table."""
+        super()._files_read()
+        if self._saves:
+            self.conn.execute(_SAVE_CHECKPOINTS, [list(c) for c in zip(*self._saves.values(), strict=True)])
+            self._saves.clear()
+
+    def _batch_end(self):
+        super()._batch_end()
+        self._files_read()
 
     def _batch_over(self, committed: bool):
         super()._batch_over(committed)
         if committed and self._known is not None:
             self._known.update(self._written)
         self._written.clear()
+        self._saves.clear()
         self._undo.clear()
 
     def _forget(self):
@@ -103,19 +129,19 @@ class FileRepository(UnitOfWork):
 
     def save_checkpoint(self, path: str, kind: str, subject_id: str, cp: Checkpoint, ingested: bool):
         now = time.time()
-        self._write(path, cp)
-        if kind == "events" and (self.oldest_log_mtime_ns is None or cp.mtime_ns < self.oldest_log_mtime_ns):
-            self.oldest_log_mtime_ns = cp.mtime_ns
-        self.conn.execute(_SAVE_CHECKPOINT, (
+        self._write(path, cp, (
             self.source, path, kind, subject_id, cp.dev, cp.inode, cp.fingerprint, cp.fingerprint_len, cp.offset,
             cp.line_no, int(cp.skipping), cp.size, cp.mtime_ns, cp.content_hash, cp.state, now,
             now if ingested else None))
+        if kind == "events" and (self.oldest_log_mtime_ns is None or cp.mtime_ns < self.oldest_log_mtime_ns):
+            self.oldest_log_mtime_ns = cp.mtime_ns
 
     def take_oldest_log_mtime(self) -> int | None:
         oldest, self.oldest_log_mtime_ns = self.oldest_log_mtime_ns, None
         return oldest
 
     def set_file_state(self, path: str, state: str) -> bool:
+        self._files_read()
         row = self.conn.execute(
             f"UPDATE files SET state = %s WHERE source = %s AND path = %s AND state != %s RETURNING {_ROW}",
             (state, self.source, path, state)).fetchone()
@@ -148,6 +174,7 @@ class FileRepository(UnitOfWork):
 
     def event_logs(self, execution_id: str) -> list[tuple[str, Checkpoint]]:
         logs = []
+        self._files_read()
         for (path,) in self.conn.execute(
                 "SELECT path FROM files WHERE source = %s AND kind = 'events' AND subject_id = %s",
                 (self.source, execution_id)).fetchall():
@@ -179,11 +206,11 @@ class FileRepository(UnitOfWork):
         return row[0] if row else None
 
     def clear_line_errors(self, path: str):
-        if self.conn.execute("DELETE FROM ingest_errors WHERE source = %s AND path = %s AND line > 0 RETURNING 1",
-                             (self.source, shown(path))).fetchall():
-            self.mark_changed()
+        self.changed_if_any(self.conn.execute(
+            "DELETE FROM ingest_errors WHERE source = %s AND path = %s AND line > 0 RETURNING 1",
+            (self.source, shown(path))))
 
     def clear_file_error(self, path: str):
-        if self.conn.execute("DELETE FROM ingest_errors WHERE source = %s AND path = %s AND line = 0 RETURNING 1",
-                             (self.source, shown(path))).fetchall():
-            self.mark_changed()
+        self.changed_if_any(self.conn.execute(
+            "DELETE FROM ingest_errors WHERE source = %s AND path = %s AND line = 0 RETURNING 1",
+            (self.source, shown(path))))

@@ -81,7 +81,8 @@ class UnitOfWork:
     def __init__(self) -> None:
         self.generation = self._read_generation()
         self._prepare_session()
-        self.changed = False
+        self._changed = False
+        self._changes_to_see: list[psycopg.Cursor] = []   # statements that changed data if they returned a row
         self.new = NewExecutions()
         self._deferred: list[tuple[str, list[tuple], bool]] = []   # (sql, params, many): for the tail
         self._events: list[tuple] = []       # event lines and tool calls of the batch, written at its
@@ -127,7 +128,8 @@ class UnitOfWork:
         """One transaction, pipelined; its shared writes in the commit tail (see the module's
         docstring)."""
         self._connected()
-        self.changed, self._stamp, self._benchmarks_locked = False, None, False
+        self._changed, self._stamp, self._benchmarks_locked = False, None, False
+        self._changes_to_see.clear()
         self._deferred.clear()
         self._in_batch, self._savepoint_open = True, False
         generation = None
@@ -199,6 +201,9 @@ class UnitOfWork:
 
     def _batch_over(self, committed: bool):
         """The batch committed or was rolled back: the repositories' caches follow."""
+
+    def _files_read(self):
+        """A statement is about to read the files table: what the batch keeps for it is written."""
 
     def _forget(self):
         """Reconnected: what the repositories keep of the database may be wrong."""
@@ -309,5 +314,24 @@ class UnitOfWork:
             self._stamp = one_value(self.conn.execute("SELECT nextval('batch_stamps')"))
         return self._stamp
 
+    @property
+    def changed(self) -> bool:
+        """The batch changed data (looked at once asked: the statements that may have are not
+        waited for one by one)."""
+        if not self._changed and self._changes_to_see:
+            self._changed = any(cur.fetchone() is not None for cur in self._changes_to_see)
+            self._changes_to_see.clear()
+        return self._changed
+
+    @changed.setter
+    def changed(self, value: bool):
+        self._changed = value
+        self._changes_to_see.clear()
+
     def mark_changed(self):
-        self.changed = True
+        self._changed = True
+
+    def changed_if_any(self, cursor: psycopg.Cursor):
+        """The batch changed data if `cursor`'s statement (queued) returns a row."""
+        if not self._changed:
+            self._changes_to_see.append(cursor)
