@@ -31,7 +31,7 @@ class BenchmarkRepository(UnitOfWork):
         """Insert or update; returns the path of another file that already defines this id
         differently: another of this source's files, or another source's (named with it)."""
         self._lock_feed()
-        for source, other_path, yaml_text in self.conn.execute(
+        for source, other_path, yaml_text in self._execute(
                 "SELECT source, path, yaml_text FROM benchmark_sources WHERE benchmark_id = %s ORDER BY source",
                 (benchmark.id,)).fetchall():
             if source == self.source and other_path != path:
@@ -39,11 +39,11 @@ class BenchmarkRepository(UnitOfWork):
             if source != self.source and yaml_text != benchmark.yaml_text:
                 return f"{other_path} of source {source!r}, which differs"
         now = time.time()
-        self.conn.execute(
+        self._execute(
             "INSERT INTO benchmark_sources (benchmark_id, source, path, yaml_text) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (benchmark_id, source) DO UPDATE SET path = excluded.path, yaml_text = excluded.yaml_text",
             (benchmark.id, self.source, path, benchmark.yaml_text))
-        self.conn.execute(
+        self._execute(
             "INSERT INTO benchmarks (id, path, description, tags, prompt, flow_steps, yaml_text, removed, updated_at)"
             " VALUES (%s,%s,%s,%s,%s,%s,%s,0,%s) ON CONFLICT (id) DO UPDATE SET"
             " description = excluded.description, tags = excluded.tags, prompt = excluded.prompt,"
@@ -54,7 +54,7 @@ class BenchmarkRepository(UnitOfWork):
         self._settle([benchmark.id], now)
         self._keep_rules(rules.benchmark_written(benchmark.id, GENERATION))
         # A file whose id changed no longer defines the old one.
-        self._settle([r[0] for r in self.conn.execute(
+        self._settle([r[0] for r in self._execute(
             "DELETE FROM benchmark_sources WHERE source = %s AND path = %s AND benchmark_id != %s"
             " RETURNING benchmark_id", (self.source, path, benchmark.id)).fetchall()], now)
         self.mark_changed()
@@ -62,17 +62,17 @@ class BenchmarkRepository(UnitOfWork):
         return None
 
     def benchmark_ids_of(self, path: str) -> list[str]:
-        return [r[0] for r in self.conn.execute(
+        return [r[0] for r in self._execute(
             "SELECT benchmark_id FROM benchmark_sources WHERE source = %s AND path = %s", (self.source, path))]
 
     def benchmark_files_in_error(self) -> list[str]:
         self._files_read()
-        return [r[0] for r in self.conn.execute(
+        return [r[0] for r in self._execute(
             "SELECT path FROM files WHERE source = %s AND kind = 'benchmark' AND state = 'error'", (self.source,))]
 
     def remove_benchmarks_of(self, path: str):
         self._lock_feed()
-        gone = [r[0] for r in self.conn.execute(
+        gone = [r[0] for r in self._execute(
             "DELETE FROM benchmark_sources WHERE source = %s AND path = %s RETURNING benchmark_id",
             (self.source, path)).fetchall()]
         if self._settle(gone, time.time()):
@@ -84,7 +84,7 @@ class BenchmarkRepository(UnitOfWork):
         else following the first one's file. True when one changed (its rules kept)."""
         written = False
         for benchmark_id in ids:
-            for (changed,) in self.conn.execute(_SETTLE, {"id": benchmark_id, "now": now}).fetchall():
+            for (changed,) in self._execute(_SETTLE, {"id": benchmark_id, "now": now}).fetchall():
                 self._keep_rules(rules.benchmark_written(changed, GENERATION))
                 written = True
         return written

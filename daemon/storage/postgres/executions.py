@@ -170,7 +170,7 @@ class ExecutionRepository(UnitOfWork):
         run = self._runs.get(execution_id)
         if run is not None and run[0] not in self._status_written:
             return run
-        row = self.conn.execute("SELECT id, status, stale_reason IS NOT NULL, source FROM executions"
+        row = self._execute("SELECT id, status, stale_reason IS NOT NULL, source FROM executions"
                                 " WHERE execution_id = %s", (execution_id,)).fetchone()
         if row is None:
             return None
@@ -237,7 +237,7 @@ class ExecutionRepository(UnitOfWork):
         if exec_id is None and execution_id in self._runs:
             return self._runs[execution_id][0]
         if exec_id is None:
-            row = self.conn.execute("SELECT id FROM executions WHERE execution_id = %s", (execution_id,)).fetchone()
+            row = self._execute("SELECT id FROM executions WHERE execution_id = %s", (execution_id,)).fetchone()
             if row:
                 return row[0]
             exec_id = self._reserved[execution_id] = self._allocate_id()
@@ -253,13 +253,13 @@ class ExecutionRepository(UnitOfWork):
         # From the table's sequence, a block at a time: never handed out twice, whichever
         # daemon takes them, not even after a rollback.
         if not self._ids:
-            self._ids = [r[0] for r in self.conn.execute(
+            self._ids = [r[0] for r in self._execute(
                 "SELECT nextval(pg_get_serial_sequence('executions', 'id')) FROM generate_series(1, %s)",
                 (ID_BLOCK,))]
         return self._ids.pop(0)
 
     def _insert_rows(self, rows: list[dict]) -> list[ExecutionState]:
-        with self.conn.cursor() as cur:
+        with self._cursor() as cur:
             cur.executemany(_INSERT_NEW, [{**row, "source": self.source} for row in rows], returning=True)
             inserted: list[ExecutionState] = []
             while True:
@@ -282,7 +282,7 @@ class ExecutionRepository(UnitOfWork):
             self._update_tracked(exec_id, _UPDATE_SESSION, values)
         else:
             new.session, new.status, new.given = values, update.status, True
-        self.conn.execute(
+        self._execute(
             "INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (%s, %s, %s)"
             " ON CONFLICT (exec_id) DO UPDATE SET session_doc = excluded.session_doc,"
             " result_doc = CASE WHEN %s THEN session_docs.result_doc ELSE excluded.result_doc END",
@@ -299,7 +299,7 @@ class ExecutionRepository(UnitOfWork):
         if aggregates.first_prompt is not None:
             self._update_tracked(exec_id, _ADD_AGGREGATES_DERIVING, values)
         else:
-            self._created_checks.append((exec_id, self.conn.execute(_ADD_AGGREGATES, values)))
+            self._created_checks.append((exec_id, self._execute(_ADD_AGGREGATES, values)))
         self.mark_changed()
 
     def set_status(self, exec_id: int, status: str, stale_reason: str | None = None):
@@ -309,7 +309,7 @@ class ExecutionRepository(UnitOfWork):
 
     def stale_candidates(self, limit: int) -> list[StaleCandidate]:
         self._files_read()
-        return [StaleCandidate(*row) for row in self.conn.execute(
+        return [StaleCandidate(*row) for row in self._execute(
             "SELECT x.id, x.execution_id, max(f.mtime_ns) AS last_ns FROM executions x"
             " JOIN files f ON f.source = x.source AND f.kind = 'events' AND f.subject_id = x.execution_id"
             " WHERE x.source = %(source)s AND x.status = 'Running' AND NOT EXISTS (SELECT 1 FROM files s"
@@ -321,12 +321,12 @@ class ExecutionRepository(UnitOfWork):
     def reset_event_log(self, exec_id: int):
         self._insert_new(only=exec_id)
         self._write_rows()
-        self.conn.execute("DELETE FROM events WHERE exec_id = %s", (exec_id,))
-        self.conn.execute("DELETE FROM tool_calls WHERE exec_id = %s", (exec_id,))
+        self._execute("DELETE FROM events WHERE exec_id = %s", (exec_id,))
+        self._execute("DELETE FROM tool_calls WHERE exec_id = %s", (exec_id,))
         self._open_inputs.reset(exec_id)
         # the recorded session id came from the session file (it wins) or the old lines
         keep, sid = self._session_id_of(exec_id)
-        self.conn.execute(
+        self._execute(
             "UPDATE executions SET event_count = 0, tool_call_count = 0, step_count = 0,"
             " first_event_at = NULL, last_event_at = NULL, first_prompt = NULL,"
             " recorded_session_id = CASE WHEN %s THEN recorded_session_id ELSE %s::text END,"
@@ -338,7 +338,7 @@ class ExecutionRepository(UnitOfWork):
         """(keep the stored one, else the session_id written in the run's session file): as
         SQLite's json_extract in its reset_event_log, read here (PostgreSQL 15 has no test for
         valid JSON). No session file: none."""
-        row = self.conn.execute("SELECT session_doc FROM session_docs WHERE exec_id = %s", (exec_id,)).fetchone()
+        row = self._execute("SELECT session_doc FROM session_docs WHERE exec_id = %s", (exec_id,)).fetchone()
         if row is None:
             return False, None
         try:
@@ -354,7 +354,7 @@ class ExecutionRepository(UnitOfWork):
                               " AND (first_prompt IS NOT NULL OR benchmark_id IS NOT NULL)", (self.source,))
 
     def _refresh_derived(self, where: str, params: tuple):
-        changed = self.conn.execute(
+        changed = self._execute(
             f"SELECT {TRACKED_COLUMNS}, {', '.join(_DERIVED.values())} FROM executions"
             f" WHERE ({where}) AND ({' OR '.join(f'{c} IS DISTINCT FROM {e}' for c, e in _DERIVED.items())})",
             params).fetchall()
@@ -366,8 +366,8 @@ class ExecutionRepository(UnitOfWork):
 
     def _update_tracked(self, exec_id: int, sql: str, params: tuple | dict, before: ExecutionState | None = None):
         if before is None:
-            before = ExecutionState(*one_row(self.conn.execute(_TRACKED, (exec_id,))))
-        for row in self.conn.execute(sql, params).fetchall():
+            before = ExecutionState(*one_row(self._execute(_TRACKED, (exec_id,))))
+        for row in self._execute(sql, params).fetchall():
             self._keep_rules(rules.execution_updated(before, ExecutionState(*row), GENERATION))
 
     # ------------------------------------------------------------------ events and tool calls
@@ -397,10 +397,10 @@ class ExecutionRepository(UnitOfWork):
             if not rows:
                 continue
             if len(rows) < COPY_FROM:
-                self.conn.execute(stage.upsert_given, [list(column) for column in zip(*rows, strict=True)])
+                self._execute(stage.upsert_given, [list(column) for column in zip(*rows, strict=True)])
                 rows.clear()
                 continue
-            with self.conn.cursor() as cur:
+            with self._cursor() as cur:
                 with self._unpiped(), cur.copy(f"COPY {stage.table} ({stage.columns})"
                                                " FROM STDIN (FORMAT BINARY)") as copy:
                     copy.set_types(stage.types)
@@ -415,7 +415,7 @@ class ExecutionRepository(UnitOfWork):
     def _prepare_session(self):
         """The staging tables, once per session (temporary: each session has its own)."""
         for stage in (_EVENTS_STAGED, _CALLS_STAGED):
-            self.conn.execute(stage.create)
+            self._execute(stage.create)
 
     def _write_calls_of(self, exec_id: int):
         """Before tool calls of a run are read: the batch's rows, if it kept calls of the run
@@ -430,7 +430,7 @@ class ExecutionRepository(UnitOfWork):
             self._write_rows()
         for e in rows:
             self._open_inputs.closed(e.exec_id, e.line)
-        with self.conn.cursor() as cur:
+        with self._cursor() as cur:
             cur.executemany(_COMPLETE_TOOL_CALLS, [
                 {"exec_id": e.exec_id, "line": e.line, "output_line": e.output_line, "ended": e.ended_at,
                  "given": e.duration_ms, "success": _int(e.success), "status": e.status,
@@ -440,7 +440,7 @@ class ExecutionRepository(UnitOfWork):
         lines = self._open_inputs.get(exec_id)
         if lines is None:
             self._write_calls_of(exec_id)
-            lines = [r[0] for r in self.conn.execute(
+            lines = [r[0] for r in self._execute(
                 "SELECT line FROM tool_calls WHERE exec_id = %s AND source = 'input' AND output_line IS NULL"
                 " ORDER BY line", (exec_id,))]
             self._open_inputs.read(exec_id, lines)
@@ -448,6 +448,6 @@ class ExecutionRepository(UnitOfWork):
 
     def last_legacy_calls(self, exec_id: int) -> dict[str, int]:
         self._write_calls_of(exec_id)
-        return {r[0]: r[1] for r in self.conn.execute(
+        return {r[0]: r[1] for r in self._execute(
             "SELECT tool_name, max(line) FROM tool_calls WHERE exec_id = %s AND source = 'legacy'"
             " GROUP BY tool_name", (exec_id,))}

@@ -69,12 +69,12 @@ class FileRepository(UnitOfWork):
         known = self._known_checkpoints()
         if known is not None:
             return known.get(path)
-        row = self.conn.execute(_CHECKPOINT, (self.source, path)).fetchone()
+        row = self._execute(_CHECKPOINT, (self.source, path)).fetchone()
         return None if row is None else _checkpoint(row)
 
     def _known_checkpoints(self) -> dict[str, Checkpoint] | None:
         if self._known is None and not self._in_batch:
-            rows = self.conn.execute(f"SELECT path, {_ROW} FROM files WHERE source = %s LIMIT %s",
+            rows = self._execute(f"SELECT path, {_ROW} FROM files WHERE source = %s LIMIT %s",
                                      (self.source, CACHED_FILES + 1)).fetchall()
             if len(rows) <= CACHED_FILES:
                 self._known = {r[0]: _checkpoint(r[1:]) for r in rows}
@@ -108,7 +108,10 @@ class FileRepository(UnitOfWork):
         """The batch's checkpoints, written before a statement reads or updates the files table."""
         super()._files_read()
         if self._saves:
-            self.conn.execute(_SAVE_CHECKPOINTS, [list(c) for c in zip(*self._saves.values(), strict=True)])
+            self._execute(_SAVE_CHECKPOINTS, [list(c) for c in zip(*self._saves.values(), strict=True)])
+            if self._in_file:
+                # (written inside the file's savepoint: if it is undone, they are kept again)
+                self._undo.extend((path, self._written[path], save) for path, save in self._saves.items())
             self._saves.clear()
 
     def _batch_end(self):
@@ -142,7 +145,7 @@ class FileRepository(UnitOfWork):
 
     def set_file_state(self, path: str, state: str) -> bool:
         self._files_read()
-        row = self.conn.execute(
+        row = self._execute(
             f"UPDATE files SET state = %s WHERE source = %s AND path = %s AND state != %s RETURNING {_ROW}",
             (state, self.source, path, state)).fetchone()
         if row is not None:
@@ -151,20 +154,20 @@ class FileRepository(UnitOfWork):
         return row is not None
 
     def counts(self) -> tuple[int, int, int]:
-        files = one_value(self.conn.execute("SELECT count(*) FROM files WHERE source = %s", (self.source,)))
-        errors = one_value(self.conn.execute("SELECT count(*) FROM ingest_errors WHERE source = %s",
+        files = one_value(self._execute("SELECT count(*) FROM files WHERE source = %s", (self.source,)))
+        errors = one_value(self._execute("SELECT count(*) FROM ingest_errors WHERE source = %s",
                                              (self.source,)))
         return files, errors, lag_bytes(self.conn, self.source)
 
     def count_present(self, seen_before: float) -> int:
-        return one_value(self.conn.execute("SELECT count(*) FROM files WHERE source = %s AND state != 'missing'"
+        return one_value(self._execute("SELECT count(*) FROM files WHERE source = %s AND state != 'missing'"
                                            " AND first_seen_at < %s", (self.source, seen_before)))
 
     def present_paths(self, chunk: int = 1000) -> Iterator[str]:
         """This source's files only: one host never marks another's files gone."""
         after = ""
         while True:
-            paths = [r[0] for r in self.conn.execute(
+            paths = [r[0] for r in self._execute(
                 "SELECT path FROM files WHERE source = %s AND path > %s AND state != 'missing'"
                 " ORDER BY path LIMIT %s", (self.source, after, chunk))]
             yield from paths
@@ -175,7 +178,7 @@ class FileRepository(UnitOfWork):
     def event_logs(self, execution_id: str) -> list[tuple[str, Checkpoint]]:
         logs = []
         self._files_read()
-        for (path,) in self.conn.execute(
+        for (path,) in self._execute(
                 "SELECT path FROM files WHERE source = %s AND kind = 'events' AND subject_id = %s",
                 (self.source, execution_id)).fetchall():
             cp = self.checkpoint(path)
@@ -187,9 +190,9 @@ class FileRepository(UnitOfWork):
 
     def record_error(self, path: str, line: int, byte_offset: int, reason: str) -> bool:
         path, now = shown(path), time.time()
-        before = self.conn.execute("SELECT reason FROM ingest_errors WHERE source = %s AND path = %s AND line = %s",
+        before = self._execute("SELECT reason FROM ingest_errors WHERE source = %s AND path = %s AND line = %s",
                                    (self.source, path, line)).fetchone()
-        (error_id,) = one_row(self.conn.execute(
+        (error_id,) = one_row(self._execute(
             "INSERT INTO ingest_errors (source, path, line, byte_offset, reason, first_seen_at, last_seen_at)"
             " VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (source, path, line) DO UPDATE SET"
             " byte_offset = excluded.byte_offset, reason = excluded.reason,"
@@ -201,16 +204,16 @@ class FileRepository(UnitOfWork):
         return before is None or before[0] != reason
 
     def error_reason(self, path: str) -> str | None:
-        row = self.conn.execute("SELECT reason FROM ingest_errors WHERE source = %s AND path = %s AND line = 0",
+        row = self._execute("SELECT reason FROM ingest_errors WHERE source = %s AND path = %s AND line = 0",
                                 (self.source, shown(path))).fetchone()
         return row[0] if row else None
 
     def clear_line_errors(self, path: str):
-        self.changed_if_any(self.conn.execute(
+        self.changed_if_any(self._execute(
             "DELETE FROM ingest_errors WHERE source = %s AND path = %s AND line > 0 RETURNING 1",
             (self.source, shown(path))))
 
     def clear_file_error(self, path: str):
-        self.changed_if_any(self.conn.execute(
+        self.changed_if_any(self._execute(
             "DELETE FROM ingest_errors WHERE source = %s AND path = %s AND line = 0 RETURNING 1",
             (self.source, shown(path))))

@@ -80,7 +80,6 @@ class UnitOfWork:
 
     def __init__(self) -> None:
         self.generation = self._read_generation()
-        self._prepare_session()
         self._changed = False
         self._changes_to_see: list[psycopg.Cursor] = []   # statements that changed data if they returned a row
         self.new = NewExecutions()
@@ -91,11 +90,13 @@ class UnitOfWork:
         self._kept_before: tuple[int, int] | tuple[list, list] | None = None
         self._stamp: int | None = None
         self._in_batch = False
-        self._savepoint_open = False     # a file's savepoint not released yet (savepoint())
+        self._savepoint_due = False      # a file's savepoint, sent before its first statement
+        self._savepoint_open = False     # ... sent
         self._benchmarks_locked = False
         self._trust_scanned = True     # False once reconnected: checkpoints are read again
         self._pruned_at = 0.0
         self._pipeline: contextlib.AbstractContextManager | None = None   # the batch's (_pipe)
+        self._prepare_session()
 
     def _prepare_session(self):
         """What a new session needs before its first batch (the repositories' temporary tables)."""
@@ -218,26 +219,26 @@ class UnitOfWork:
     @translating
     def savepoint(self):
         """One file's work: undone alone (its writes, its new executions, its deferred rules,
-        the rows it kept for later)."""
+        the rows it kept for later). The SAVEPOINT itself waits for the file's first statement
+        (_execute): most files of a back-fill send none (their rows and checkpoints are kept
+        for the batch's end), and a savepoint that writes is a subtransaction, of which more
+        than 64 in one transaction slow down every reader of the server."""
         deferred = len(self._deferred)
         self._kept_before = (len(self._events), len(self._calls))
         self.new.savepoint()
         self._savepoint_started()
-        # The previous file's savepoint is released with this one's start (queued: a
-        # back-fill's batch holds thousands of files).
-        if self._savepoint_open:
-            self.conn.execute(_RELEASE)
-        self.conn.execute(_SAVEPOINT)
-        self._savepoint_open = True
+        self._savepoint_due = True
         try:
             yield
+            if self._savepoint_open:
+                self.conn.execute(_RELEASE)
         except BaseException as e:
             # (A database error loses the batch: nothing to undo here, and a pipeline that
             # failed takes no statement until the batch rolls back.)
-            if not isinstance(e, (psycopg.Error, StorageError)) and not (self.conn.broken or self.conn.closed):
+            if self._savepoint_open and not isinstance(e, (psycopg.Error, StorageError)) \
+                    and not (self.conn.broken or self.conn.closed):
                 self.conn.execute(_ROLLBACK_TO)
                 self.conn.execute(_RELEASE)
-            self._savepoint_open = False
             self.new.undo()
             self._savepoint_undone()
             del self._deferred[deferred:]
@@ -251,8 +252,30 @@ class UnitOfWork:
                 del self._calls[kept[1]:]
             raise
         finally:
+            self._savepoint_due = self._savepoint_open = False
             self.new.release()
             self._kept_before = None
+
+    def _execute(self, sql, params=None) -> psycopg.Cursor:
+        """A statement of the batch (or outside one), after the file's savepoint if one is due."""
+        self._open_savepoint()
+        return self.conn.execute(sql, params)
+
+    def _cursor(self) -> psycopg.Cursor:
+        """A cursor for the batch's statements (executemany, COPY), after the file's savepoint."""
+        self._open_savepoint()
+        return self.conn.cursor()
+
+    def _open_savepoint(self):
+        if self._savepoint_due:
+            self._savepoint_due = False
+            self.conn.execute(_SAVEPOINT)
+            self._savepoint_open = True
+
+    @property
+    def _in_file(self) -> bool:
+        """Inside a file's savepoint (what is written now for earlier files is undone with it)."""
+        return self._kept_before is not None
 
     def _writing_kept_rows(self):
         """The kept rows are about to be written: inside a savepoint, what earlier files kept is
@@ -265,10 +288,10 @@ class UnitOfWork:
         """The shared writes, in commit order: the feed's lock, the generation, the rules."""
         self._lock_feed()
         now = time.time()
-        generation = one_value(self.conn.execute(
+        generation = one_value(self._execute(
             "UPDATE meta SET data_generation = data_generation + 1, last_ingest_at = %s RETURNING data_generation",
             (now,)))
-        with self.conn.cursor() as cur:
+        with self._cursor() as cur:
             for sql, params, many in self._deferred:
                 if many:
                     cur.executemany(sql, [_with_generation(p, generation) for p in params])
@@ -311,7 +334,7 @@ class UnitOfWork:
     def stamp(self) -> int:
         """The batch's stamp, for the rows it changes."""
         if self._stamp is None:
-            self._stamp = one_value(self.conn.execute("SELECT nextval('batch_stamps')"))
+            self._stamp = one_value(self._execute("SELECT nextval('batch_stamps')"))
         return self._stamp
 
     @property
