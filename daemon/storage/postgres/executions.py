@@ -59,23 +59,56 @@ _UPDATE_SESSION = (
     f" updated_at = {UPDATED_AT.format(last='last_event_at', end=_p('end', _F8), start=_p('start', _F8))},"
     f" benchmark_id = {BENCHMARK.format(session_benchmark=_p('bench', '::text'), prompt='first_prompt')},"
     f" changed_generation = %(gen)s WHERE id = %(id)s RETURNING {TRACKED_COLUMNS}")
-_FIRST_EVENT_AT = ("CASE WHEN first_event_at IS NULL OR %(first)s::double precision < first_event_at"
-                   " THEN %(first)s::double precision ELSE first_event_at END")
-_AGGREGATES = (
-    "UPDATE executions SET event_count = event_count + %(lines)s, tool_call_count = tool_call_count + %(calls)s,"
-    f" step_count = step_count + %(steps)s, first_event_at = {_FIRST_EVENT_AT},"
-    " last_event_at = CASE WHEN last_event_at IS NULL OR %(last)s::double precision > last_event_at"
-    " THEN %(last)s::double precision ELSE last_event_at END,"
-    " recorded_session_id = coalesce(recorded_session_id, %(sid)s::text), changed_generation = %(gen)s,"
-    " updated_at = greatest(coalesce(updated_at, 0), coalesce(%(last)s::double precision, 0))")
+
+
+def _first_event_at(p) -> str:
+    return (f"CASE WHEN first_event_at IS NULL OR {p('first', _F8)} < first_event_at"
+            f" THEN {p('first', _F8)} ELSE first_event_at END")
+
+
+def _aggregates(p) -> str:
+    """What lines appended to a run's event log add to its row; `p(name, cast)` names a value."""
+    return (
+        f"UPDATE executions SET event_count = event_count + {p('lines')},"
+        f" tool_call_count = tool_call_count + {p('calls')}, step_count = step_count + {p('steps')},"
+        f" first_event_at = {_first_event_at(p)},"
+        f" last_event_at = CASE WHEN last_event_at IS NULL OR {p('last', _F8)} > last_event_at"
+        f" THEN {p('last', _F8)} ELSE last_event_at END,"
+        f" recorded_session_id = coalesce(recorded_session_id, {p('sid', '::text')}), changed_generation = {p('gen')},"
+        f" updated_at = greatest(coalesce(updated_at, 0), coalesce({p('last', _F8)}, 0))")
+
+
 _ADD_AGGREGATES_DERIVING = (
-    _AGGREGATES + ", first_prompt = coalesce(first_prompt, %(prompt)s::text),"
-    f" created_at = {CREATED_AT.format(start='start_time', first=_FIRST_EVENT_AT)},"
+    _aggregates(_p) + ", first_prompt = coalesce(first_prompt, %(prompt)s::text),"
+    f" created_at = {CREATED_AT.format(start='start_time', first=_first_event_at(_p))},"
     " benchmark_id = "
     + BENCHMARK.format(session_benchmark="session_benchmark_id", prompt="coalesce(first_prompt, %(prompt)s::text)")
     + f" WHERE id = %(id)s RETURNING {TRACKED_COLUMNS}")
-_ADD_AGGREGATES = (_AGGREGATES + " WHERE id = %(id)s RETURNING created_at IS NOT DISTINCT FROM "
-                   + CREATED_AT.format(start="start_time", first="first_event_at"))
+# The batch's appends to runs stored before it (nearly all of a live batch's), one statement at
+# its end: a row per run (what several reads of one log add, summed: _merged). Whether an
+# earlier timestamp came later (created_at to derive again) is in what it returns.
+_APPENDED = ("id", "lines", "calls", "steps", "first", "last", "sid", "gen")
+_ADD_APPENDED = (
+    _aggregates(lambda name, cast="": f"u.{name}")
+    + " FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[], %b::double precision[],"
+    f" %b::double precision[], %b::text[], %b::bigint[]) AS u ({', '.join(_APPENDED)}) WHERE executions.id = u.id"
+    " RETURNING executions.id, created_at IS NOT DISTINCT FROM "
+    + CREATED_AT.format(start="start_time", first="first_event_at"))
+
+
+def _merged(before: dict, after: dict) -> dict:
+    """Two appends to one run as one (as the UPDATE applied twice would leave it)."""
+    def least(a, b):
+        return b if a is None else a if b is None else min(a, b)
+
+    def most(a, b):
+        return b if a is None else a if b is None else max(a, b)
+    return {**after, "lines": before["lines"] + after["lines"], "calls": before["calls"] + after["calls"],
+            "steps": before["steps"] + after["steps"], "first": least(before["first"], after["first"]),
+            "last": most(before["last"], after["last"]),
+            "sid": before["sid"] if before["sid"] is not None else after["sid"]}
+
+
 _SET_STATUS = ("UPDATE executions SET status = %s, stale_reason = %s, changed_generation = %s WHERE id = %s"
                f" RETURNING {TRACKED_COLUMNS}")
 _DERIVED = {
@@ -162,7 +195,9 @@ class ExecutionRepository(UnitOfWork):
         # changes them; one whose status the batch in hand changes is read again until it ends.
         self._runs: dict[str, tuple[int, str, bool]] = {}
         self._status_written: set[int] = set()
-        self._created_checks: list[tuple[int, psycopg.Cursor]] = []    # (_batch_end)
+        self._appended: dict[int, dict] = {}        # runs' appends kept for the batch's end (_ADD_APPENDED)
+        self._appended_undo: list[tuple[int, dict | None]] = []   # the file in hand's: what was before
+        self._created_checks: list[psycopg.Cursor] = []            # (_batch_end)
         self._open_inputs = OpenInputs()
 
     def _owned(self, execution_id: str) -> tuple[int, str, bool] | None:
@@ -185,27 +220,48 @@ class ExecutionRepository(UnitOfWork):
 
     def _batch_end(self):
         super()._batch_end()
+        self._write_appended()
         # An event log's timestamps earlier than those stored (rare): its derived columns
         # again. (Looked at once the files are done, so that the batch's pipeline does not wait
         # for each answer; a file undone since finds nothing to change.)
         checks, self._created_checks = self._created_checks, []
-        for exec_id, cur in checks:
-            row = cur.fetchone()
-            if row is not None and not row[0]:
-                self._refresh_derived("id = %s", (exec_id,))
+        for cur in checks:
+            for exec_id, same in cur.fetchall():
+                if not same:
+                    self._refresh_derived("id = %s", (exec_id,))
+
+    def _write_appended(self):
+        """The appends kept so far, before a statement reads or updates runs' rows."""
+        if not self._appended:
+            return
+        rows = [tuple(v[k] for k in _APPENDED) for v in self._appended.values()]
+        self._created_checks.append(self._execute(_ADD_APPENDED, [list(c) for c in zip(*rows, strict=True)]))
+        if self._in_file:
+            # (written inside the file's savepoint: if it is undone, they are kept again)
+            self._appended_undo.extend(self._appended.items())
+        self._appended.clear()
 
     def _savepoint_started(self):
         super()._savepoint_started()
         self._open_inputs.savepoint_started()
+        self._appended_undo.clear()
 
     def _savepoint_undone(self):
         super()._savepoint_undone()
         self._open_inputs.savepoint_undone()
+        for exec_id, before in reversed(self._appended_undo):
+            if before is None:
+                self._appended.pop(exec_id, None)
+            else:
+                self._appended[exec_id] = before
+        self._appended_undo.clear()
 
     def _batch_over(self, committed: bool):
         super()._batch_over(committed)
         self._open_inputs.batch_over(committed)
         self._created_checks.clear()
+        self._appended.clear()
+        self._appended_undo.clear()
         if self._status_written:
             self._runs = {k: v for k, v in self._runs.items() if v[0] not in self._status_written}
             self._status_written.clear()
@@ -299,7 +355,9 @@ class ExecutionRepository(UnitOfWork):
         if aggregates.first_prompt is not None:
             self._update_tracked(exec_id, _ADD_AGGREGATES_DERIVING, values)
         else:
-            self._created_checks.append((exec_id, self._execute(_ADD_AGGREGATES, values)))
+            before = self._appended.get(exec_id)
+            self._appended_undo.append((exec_id, before))
+            self._appended[exec_id] = values if before is None else _merged(before, values)
         self.mark_changed()
 
     def set_status(self, exec_id: int, status: str, stale_reason: str | None = None):
@@ -321,6 +379,7 @@ class ExecutionRepository(UnitOfWork):
     def reset_event_log(self, exec_id: int):
         self._insert_new(only=exec_id)
         self._write_rows()
+        self._write_appended()
         self._execute("DELETE FROM events WHERE exec_id = %s", (exec_id,))
         self._execute("DELETE FROM tool_calls WHERE exec_id = %s", (exec_id,))
         self._open_inputs.reset(exec_id)
@@ -354,6 +413,7 @@ class ExecutionRepository(UnitOfWork):
                               " AND (first_prompt IS NOT NULL OR benchmark_id IS NOT NULL)", (self.source,))
 
     def _refresh_derived(self, where: str, params: tuple):
+        self._write_appended()
         changed = self._execute(
             f"SELECT {TRACKED_COLUMNS}, {', '.join(_DERIVED.values())} FROM executions"
             f" WHERE ({where}) AND ({' OR '.join(f'{c} IS DISTINCT FROM {e}' for c, e in _DERIVED.items())})",
@@ -365,6 +425,7 @@ class ExecutionRepository(UnitOfWork):
             self.mark_changed()
 
     def _update_tracked(self, exec_id: int, sql: str, params: tuple | dict, before: ExecutionState | None = None):
+        self._write_appended()
         if before is None:
             before = ExecutionState(*one_row(self._execute(_TRACKED, (exec_id,))))
         for row in self._execute(sql, params).fetchall():
