@@ -14,6 +14,7 @@ from daemon.storage.derived import POSTGRES as DERIVED
 from daemon.storage.errors import Busy, NotOwned
 from daemon.storage.new_executions import NewExecution, aggregate_values, session_values
 from daemon.storage.postgres.connection import one_row
+from daemon.storage.postgres.kept import Kept
 from daemon.storage.postgres.open_inputs import OpenInputs
 from daemon.storage.postgres.unit_of_work import GENERATION, UnitOfWork
 from daemon.storage.records import EventRow, LogAggregates, Run, SessionUpdate, StaleCandidate, ToolCall, ToolCallEnd
@@ -173,11 +174,14 @@ _CALLS_STAGED = _Staged("stage_calls", _STAGE_CALLS, _CALL_COLUMNS, _CALL_TYPES,
 # Fewer rows than this are upserted from arrays, one statement queued in the batch's pipeline (a
 # live batch's few lines: no round trip); more are copied into the staging table (a back-fill's).
 COPY_FROM = 500
-_COMPLETE_TOOL_CALLS = (
-    "UPDATE tool_calls SET output_line = %(output_line)s, ended_at = coalesce(%(ended)s::double precision, ended_at),"
-    f" duration_ms = coalesce({DURATION.format(given=_p('given', _F8), started='started_at', ended=_p('ended', _F8))},"
-    " duration_ms), success = %(success)s::smallint, status = %(status)s, error_message = %(error_message)s"
-    " WHERE exec_id = %(exec_id)s AND line = %(line)s")
+# The batch's ends of tool calls opened by earlier reads, one statement (a call once: _completions).
+_COMPLETE_KEPT = (
+    "UPDATE tool_calls SET output_line = u.output_line, ended_at = coalesce(u.ended, tool_calls.ended_at),"
+    f" duration_ms = coalesce({DURATION.format(given='u.given', started='tool_calls.started_at', ended='u.ended')},"
+    " tool_calls.duration_ms), success = u.success, status = u.status, error_message = u.error_message"
+    " FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::double precision[], %b::double precision[],"
+    " %b::smallint[], %b::text[], %b::text[]) AS u (exec_id, line, output_line, ended, given, success, status,"
+    " error_message) WHERE tool_calls.exec_id = u.exec_id AND tool_calls.line = u.line")
 
 
 def _int(flag: bool | None) -> int | None:
@@ -195,8 +199,8 @@ class ExecutionRepository(UnitOfWork):
         # changes them; one whose status the batch in hand changes is read again until it ends.
         self._runs: dict[str, tuple[int, str, bool]] = {}
         self._status_written: set[int] = set()
-        self._appended: dict[int, dict] = {}        # runs' appends kept for the batch's end (_ADD_APPENDED)
-        self._appended_undo: list[tuple[int, dict | None]] = []   # the file in hand's: what was before
+        self._appended: Kept[int, dict] = Kept()                    # runs' appends (_ADD_APPENDED)
+        self._completions: Kept[tuple[int, int], tuple] = Kept()    # tool calls' ends (_COMPLETE_KEPT)
         self._created_checks: list[psycopg.Cursor] = []            # (_batch_end)
         self._open_inputs = OpenInputs()
 
@@ -221,6 +225,7 @@ class ExecutionRepository(UnitOfWork):
     def _batch_end(self):
         super()._batch_end()
         self._write_appended()
+        self._write_completions()
         # An event log's timestamps earlier than those stored (rare): its derived columns
         # again. (Looked at once the files are done, so that the batch's pipeline does not wait
         # for each answer; a file undone since finds nothing to change.)
@@ -232,36 +237,34 @@ class ExecutionRepository(UnitOfWork):
 
     def _write_appended(self):
         """The appends kept so far, before a statement reads or updates runs' rows."""
-        if not self._appended:
-            return
-        rows = [tuple(v[k] for k in _APPENDED) for v in self._appended.values()]
-        self._created_checks.append(self._execute(_ADD_APPENDED, [list(c) for c in zip(*rows, strict=True)]))
-        if self._in_file:
-            # (written inside the file's savepoint: if it is undone, they are kept again)
-            self._appended_undo.extend(self._appended.items())
-        self._appended.clear()
+        if self._appended:
+            rows = [tuple(v[k] for k in _APPENDED) for v in self._appended.take(self._in_file)]
+            self._created_checks.append(self._execute(_ADD_APPENDED, [list(c) for c in zip(*rows, strict=True)]))
+
+    def _write_completions(self):
+        """The tool calls' ends kept so far, before a statement reads tool calls or deletes them."""
+        if self._completions:
+            rows = self._completions.take(self._in_file)
+            self._execute(_COMPLETE_KEPT, [list(c) for c in zip(*rows, strict=True)])
 
     def _savepoint_started(self):
         super()._savepoint_started()
         self._open_inputs.savepoint_started()
-        self._appended_undo.clear()
+        self._appended.savepoint_started()
+        self._completions.savepoint_started()
 
     def _savepoint_undone(self):
         super()._savepoint_undone()
         self._open_inputs.savepoint_undone()
-        for exec_id, before in reversed(self._appended_undo):
-            if before is None:
-                self._appended.pop(exec_id, None)
-            else:
-                self._appended[exec_id] = before
-        self._appended_undo.clear()
+        self._appended.savepoint_undone()
+        self._completions.savepoint_undone()
 
     def _batch_over(self, committed: bool):
         super()._batch_over(committed)
         self._open_inputs.batch_over(committed)
         self._created_checks.clear()
         self._appended.clear()
-        self._appended_undo.clear()
+        self._completions.clear()
         if self._status_written:
             self._runs = {k: v for k, v in self._runs.items() if v[0] not in self._status_written}
             self._status_written.clear()
@@ -356,8 +359,7 @@ class ExecutionRepository(UnitOfWork):
             self._update_tracked(exec_id, _ADD_AGGREGATES_DERIVING, values)
         else:
             before = self._appended.get(exec_id)
-            self._appended_undo.append((exec_id, before))
-            self._appended[exec_id] = values if before is None else _merged(before, values)
+            self._appended.put(exec_id, values if before is None else _merged(before, values))
         self.mark_changed()
 
     def set_status(self, exec_id: int, status: str, stale_reason: str | None = None):
@@ -380,6 +382,7 @@ class ExecutionRepository(UnitOfWork):
         self._insert_new(only=exec_id)
         self._write_rows()
         self._write_appended()
+        self._write_completions()
         self._execute("DELETE FROM events WHERE exec_id = %s", (exec_id,))
         self._execute("DELETE FROM tool_calls WHERE exec_id = %s", (exec_id,))
         self._open_inputs.reset(exec_id)
@@ -479,23 +482,26 @@ class ExecutionRepository(UnitOfWork):
             self._execute(stage.create)
 
     def _write_calls_of(self, exec_id: int):
-        """Before tool calls of a run are read: the batch's rows, if it kept calls of the run
-        (calls of other runs wait: no round trip for them)."""
+        """Before tool calls of a run are read: the batch's rows and ends of calls, if it kept
+        some of the run (those of other runs wait: no round trip for them)."""
         if any(c[0] == exec_id for c in self._calls):
             self._write_rows()
+        if any(key[0] == exec_id for key in self._completions.keys()):
+            self._write_completions()
 
     def complete_tool_calls(self, rows: list[ToolCallEnd]):
-        # (the calls completed were opened by earlier reads: written first if the batch kept them)
+        """Kept for the batch's end (one statement); the calls completed were opened by earlier
+        reads: written first if the batch kept them, and a call completed twice in one batch
+        has its first end written first."""
         completed = {(e.exec_id, e.line) for e in rows}
         if any((c[0], c[1]) in completed for c in self._calls):
             self._write_rows()
+        if any(key in self._completions for key in completed):
+            self._write_completions()
         for e in rows:
             self._open_inputs.closed(e.exec_id, e.line)
-        with self._cursor() as cur:
-            cur.executemany(_COMPLETE_TOOL_CALLS, [
-                {"exec_id": e.exec_id, "line": e.line, "output_line": e.output_line, "ended": e.ended_at,
-                 "given": e.duration_ms, "success": _int(e.success), "status": e.status,
-                 "error_message": e.error_message} for e in rows])
+            self._completions.put((e.exec_id, e.line), (e.exec_id, e.line, e.output_line, e.ended_at, e.duration_ms,
+                                                         _int(e.success), e.status, e.error_message))
 
     def open_tool_inputs(self, exec_id: int) -> list[int]:
         lines = self._open_inputs.get(exec_id)
