@@ -238,8 +238,9 @@ class Service:
         try:
             with self.store.batch():
                 if self.catching_up:
-                    self.read_worker.plan((path, what) for path, s in items
-                                          if (what := _found_without_checkpoint(s)) is not None)
+                    new = [(path, what) for path, s in items if (what := _found_without_checkpoint(s)) is not None]
+                    self.store.look_up_executions([what.subject_id for _, what in new])
+                    self.read_worker.plan(new)
                 for path, scanned in items:
                     if done and (size >= MAX_BATCH_BYTES or self.stopping
                                  or time.monotonic() - started > self.batch_seconds):

@@ -159,6 +159,10 @@ class Store(Protocol):
     def execution(self, execution_id: str) -> Run:
         """The run, created (Running) if new."""
 
+    def look_up_executions(self, execution_ids: list[str]):
+        """A hint, inside a batch: it will ask for these runs (execution, reserve_execution_id).
+        A backend whose reads cost a round trip each may read them all at once. May do nothing."""
+
     def reserve_execution_id(self, execution_id: str) -> int:
         """The id execution() gives this run, in this batch or a later one, without creating it."""
 

@@ -119,6 +119,9 @@ _DERIVED = {
 _SET_DERIVED = ("UPDATE executions SET created_at = %s, updated_at = %s, benchmark_id = %s, changed_generation = %s"
                 f" WHERE id = %s RETURNING {TRACKED_COLUMNS}")
 _TRACKED = f"SELECT {TRACKED_COLUMNS} FROM executions WHERE id = %s"
+_LOOK_UP = "SELECT id, status, stale_reason IS NOT NULL, source FROM executions WHERE execution_id = %s"
+_LOOK_UP_ALL = ("SELECT id, status, stale_reason IS NOT NULL, source, execution_id FROM executions"
+                " WHERE execution_id = ANY(%s)")
 
 # The batch's event lines and tool calls are copied into these (n: the order they were read
 # in, so that the last read of a line wins), then upserted, a statement per table.
@@ -199,6 +202,7 @@ class ExecutionRepository(UnitOfWork):
         # changes them; one whose status the batch in hand changes is read again until it ends.
         self._runs: dict[str, tuple[int, str, bool]] = {}
         self._status_written: set[int] = set()
+        self._looked_up: dict[str, tuple | None] = {}   # look_up_executions's answers, for the batch
         self._appended: Kept[int, dict] = Kept()                    # runs' appends (_ADD_APPENDED)
         self._completions: Kept[tuple[int, int], tuple] = Kept()    # tool calls' ends (_COMPLETE_KEPT)
         self._created_checks: list[psycopg.Cursor] = []            # (_batch_end)
@@ -209,8 +213,10 @@ class ExecutionRepository(UnitOfWork):
         run = self._runs.get(execution_id)
         if run is not None and run[0] not in self._status_written:
             return run
-        row = self._execute("SELECT id, status, stale_reason IS NOT NULL, source FROM executions"
-                                " WHERE execution_id = %s", (execution_id,)).fetchone()
+        if execution_id in self._looked_up:
+            row = self._looked_up.pop(execution_id)
+        else:
+            row = self._execute(_LOOK_UP, (execution_id,)).fetchone()
         if row is None:
             return None
         if row[3] != self.source:
@@ -221,6 +227,13 @@ class ExecutionRepository(UnitOfWork):
                 self._runs.clear()
             self._runs[execution_id] = run
         return run
+
+    def look_up_executions(self, execution_ids: list[str]):
+        """The runs a batch will ask for (a back-fill's new files), in one statement."""
+        wanted = [e for e in execution_ids if e not in self._runs and e not in self.new.ids]
+        if wanted:
+            found = {r[4]: r[:4] for r in self._execute(_LOOK_UP_ALL, (wanted,))}
+            self._looked_up.update((e, found.get(e)) for e in wanted)
 
     def _batch_end(self):
         super()._batch_end()
@@ -263,6 +276,7 @@ class ExecutionRepository(UnitOfWork):
         super()._batch_over(committed)
         self._open_inputs.batch_over(committed)
         self._created_checks.clear()
+        self._looked_up.clear()
         self._appended.clear()
         self._completions.clear()
         if self._status_written:
@@ -296,7 +310,8 @@ class ExecutionRepository(UnitOfWork):
         if exec_id is None and execution_id in self._runs:
             return self._runs[execution_id][0]
         if exec_id is None:
-            row = self._execute("SELECT id FROM executions WHERE execution_id = %s", (execution_id,)).fetchone()
+            row = (self._looked_up[execution_id] if execution_id in self._looked_up
+                   else self._execute("SELECT id FROM executions WHERE execution_id = %s", (execution_id,)).fetchone())
             if row:
                 return row[0]
             exec_id = self._reserved[execution_id] = self._allocate_id()

@@ -29,6 +29,7 @@ queued like the rest). COPY cannot run in a pipeline: a back-fill's rows leave i
 (_unpiped)."""
 
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Iterable
@@ -83,7 +84,7 @@ class UnitOfWork:
         self._changed = False
         self._changes_to_see: list[psycopg.Cursor] = []   # statements that changed data if they returned a row
         self.new = NewExecutions()
-        self._deferred: list[tuple[str, list[tuple], bool]] = []   # (sql, params, many): for the tail
+        self._deferred: list[tuple[str, list[tuple]]] = []   # (sql, its parameters' rows): for the tail
         self._events: list[tuple] = []       # event lines and tool calls of the batch, written at its
         self._calls: list[tuple] = []        # end or before tool calls are read (executions.py)
         # how long those lists were when the savepoint in hand began (their rows, once written)
@@ -292,11 +293,9 @@ class UnitOfWork:
             "UPDATE meta SET data_generation = data_generation + 1, last_ingest_at = %s RETURNING data_generation",
             (now,)))
         with self._cursor() as cur:
-            for sql, params, many in self._deferred:
-                if many:
-                    cur.executemany(sql, [_with_generation(p, generation) for p in params])
-                else:
-                    cur.execute(sql, _with_generation(params[0], generation))
+            # (a statement's runs in a row as one executemany: a back-fill's tail is thousands)
+            for sql, group in itertools.groupby(self._deferred, key=lambda d: d[0]):
+                cur.executemany(sql, [_with_generation(p, generation) for _, params in group for p in params])
         return generation
 
     def _lock_feed(self):
@@ -317,7 +316,7 @@ class UnitOfWork:
         inserted = self.new.insert(self._insert_rows, self.stamp if self.new.by_id else 0, only)
         if inserted:
             for sql, rows in rules.executions_inserted(inserted, GENERATION):
-                self._deferred.append((pg_sql(sql), rows, True))
+                self._deferred.append((pg_sql(sql), rows))
 
     def _insert_rows(self, rows: list[dict]) -> list[ExecutionState]:
         raise NotImplementedError     # executions.py
@@ -328,7 +327,7 @@ class UnitOfWork:
     def _keep_rules(self, statements: Iterable[rules.Statement]):
         """What the domain rules say a change takes, run in the commit tail."""
         for sql, params in statements:
-            self._deferred.append((pg_sql(sql), [params], False))
+            self._deferred.append((pg_sql(sql), [params]))
 
     @property
     def stamp(self) -> int:

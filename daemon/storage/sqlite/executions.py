@@ -84,6 +84,9 @@ class ExecutionRepository(UnitOfWork):
         self.mark_changed()
         return Run(exec_id, status, False)
 
+    def look_up_executions(self, execution_ids: list[str]):
+        """Nothing to do: a read in SQLite costs no round trip."""
+
     def reserve_execution_id(self, execution_id: str) -> int:
         """The id execution() gives this execution, in this batch or a later one, without
         creating it: rows can be built with it before it exists. (A reservation is lost when
