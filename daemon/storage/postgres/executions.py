@@ -187,6 +187,18 @@ _COMPLETE_KEPT = (
     " error_message) WHERE tool_calls.exec_id = u.exec_id AND tool_calls.line = u.line")
 
 
+# The batch's session documents, one statement: a run's last read (_session_docs); the result
+# document stays the stored one when the file has no final_result yet (keep).
+_WRITE_DOCS = (
+    "WITH u AS (SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::boolean[])"
+    " AS u (exec_id, doc, result, keep)),"
+    " updated AS (UPDATE session_docs d SET session_doc = u.doc,"
+    " result_doc = CASE WHEN u.keep THEN d.result_doc ELSE u.result END FROM u WHERE d.exec_id = u.exec_id"
+    " RETURNING d.exec_id)"
+    " INSERT INTO session_docs (exec_id, session_doc, result_doc) SELECT exec_id, doc, result FROM u"
+    " WHERE exec_id NOT IN (SELECT exec_id FROM updated)")
+
+
 def _int(flag: bool | None) -> int | None:
     return None if flag is None else int(flag)
 
@@ -205,6 +217,7 @@ class ExecutionRepository(UnitOfWork):
         self._looked_up: dict[str, tuple | None] = {}   # look_up_executions's answers, for the batch
         self._appended: Kept[int, dict] = Kept()                    # runs' appends (_ADD_APPENDED)
         self._completions: Kept[tuple[int, int], tuple] = Kept()    # tool calls' ends (_COMPLETE_KEPT)
+        self._session_docs: Kept[int, tuple] = Kept()               # session files as written (_WRITE_DOCS)
         self._created_checks: list[psycopg.Cursor] = []            # (_batch_end)
         self._open_inputs = OpenInputs()
 
@@ -239,6 +252,7 @@ class ExecutionRepository(UnitOfWork):
         super()._batch_end()
         self._write_appended()
         self._write_completions()
+        self._write_session_docs()
         # An event log's timestamps earlier than those stored (rare): its derived columns
         # again. (Looked at once the files are done, so that the batch's pipeline does not wait
         # for each answer; a file undone since finds nothing to change.)
@@ -254,6 +268,12 @@ class ExecutionRepository(UnitOfWork):
             rows = [tuple(v[k] for k in _APPENDED) for v in self._appended.take(self._in_file)]
             self._created_checks.append(self._execute(_ADD_APPENDED, [list(c) for c in zip(*rows, strict=True)]))
 
+    def _write_session_docs(self):
+        """The session documents kept so far, before one is read (or its run's read again)."""
+        if self._session_docs:
+            rows = self._session_docs.take(self._in_file)
+            self._execute(_WRITE_DOCS, [list(c) for c in zip(*rows, strict=True)])
+
     def _write_completions(self):
         """The tool calls' ends kept so far, before a statement reads tool calls or deletes them."""
         if self._completions:
@@ -265,12 +285,14 @@ class ExecutionRepository(UnitOfWork):
         self._open_inputs.savepoint_started()
         self._appended.savepoint_started()
         self._completions.savepoint_started()
+        self._session_docs.savepoint_started()
 
     def _savepoint_undone(self):
         super()._savepoint_undone()
         self._open_inputs.savepoint_undone()
         self._appended.savepoint_undone()
         self._completions.savepoint_undone()
+        self._session_docs.savepoint_undone()
 
     def _batch_over(self, committed: bool):
         super()._batch_over(committed)
@@ -279,6 +301,7 @@ class ExecutionRepository(UnitOfWork):
         self._looked_up.clear()
         self._appended.clear()
         self._completions.clear()
+        self._session_docs.clear()
         if self._status_written:
             self._runs = {k: v for k, v in self._runs.items() if v[0] not in self._status_written}
             self._status_written.clear()
@@ -356,11 +379,9 @@ class ExecutionRepository(UnitOfWork):
             self._update_tracked(exec_id, _UPDATE_SESSION, values)
         else:
             new.session, new.status, new.given = values, update.status, True
-        self._execute(
-            "INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (%s, %s, %s)"
-            " ON CONFLICT (exec_id) DO UPDATE SET session_doc = excluded.session_doc,"
-            " result_doc = CASE WHEN %s THEN session_docs.result_doc ELSE excluded.result_doc END",
-            (exec_id, update.doc, None if result is None else result.doc, values["keep"]))
+        if exec_id in self._session_docs:      # (read twice in a batch: the first is written first)
+            self._write_session_docs()
+        self._session_docs.put(exec_id, (exec_id, update.doc, None if result is None else result.doc, values["keep"]))
         self.mark_changed()
 
     def add_event_aggregates(self, exec_id: int, aggregates: LogAggregates):
@@ -398,6 +419,7 @@ class ExecutionRepository(UnitOfWork):
         self._write_rows()
         self._write_appended()
         self._write_completions()
+        self._write_session_docs()
         self._execute("DELETE FROM events WHERE exec_id = %s", (exec_id,))
         self._execute("DELETE FROM tool_calls WHERE exec_id = %s", (exec_id,))
         self._open_inputs.reset(exec_id)
@@ -415,6 +437,7 @@ class ExecutionRepository(UnitOfWork):
         """(keep the stored one, else the session_id written in the run's session file): as
         SQLite's json_extract in its reset_event_log, read here (PostgreSQL 15 has no test for
         valid JSON). No session file: none."""
+        self._write_session_docs()
         row = self._execute("SELECT session_doc FROM session_docs WHERE exec_id = %s", (exec_id,)).fetchone()
         if row is None:
             return False, None

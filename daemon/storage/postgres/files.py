@@ -57,6 +57,9 @@ class FileRepository(UnitOfWork):
         self._known: dict[str, Checkpoint] | None = None     # every checkpoint of the source; None: not loaded
         self._written: dict[str, Checkpoint] = {}            # the batch's
         self._saves: dict[str, tuple] = {}                   # the batch's checkpoints not written yet
+        # the paths (as shown) with ingest errors, as complete as `_known` (a path may stay after
+        # its errors went: a statement too many, never one too few)
+        self._error_paths: set[str] = set()
         self._undo: list[tuple[str, Checkpoint, tuple | None]] = []   # the file in hand's: what was before
 
     def checkpoint(self, path: str, scanned: Checkpoint | None | NotLookedUp = NOT_LOOKED_UP) -> Checkpoint | None:
@@ -75,10 +78,16 @@ class FileRepository(UnitOfWork):
     def _known_checkpoints(self) -> dict[str, Checkpoint] | None:
         if self._known is None and not self._in_batch:
             rows = self._execute(f"SELECT path, {_ROW} FROM files WHERE source = %s LIMIT %s",
-                                     (self.source, CACHED_FILES + 1)).fetchall()
+                                 (self.source, CACHED_FILES + 1)).fetchall()
             if len(rows) <= CACHED_FILES:
                 self._known = {r[0]: _checkpoint(r[1:]) for r in rows}
+                self._error_paths = {r[0] for r in self._execute(
+                    "SELECT DISTINCT path FROM ingest_errors WHERE source = %s", (self.source,))}
         return self._known
+
+    def _may_have_errors(self, path: str) -> bool:
+        """Whether the path may have ingest errors (no: clearing them sends no statement)."""
+        return self._known is None or path in self._error_paths
 
     def _write(self, path: str, cp: Checkpoint, save: tuple | None = None):
         """The batch wrote `cp` for `path` (to be written at the end, as `save`, if given)."""
@@ -129,6 +138,7 @@ class FileRepository(UnitOfWork):
     def _forget(self):
         super()._forget()
         self._known = None
+        self._error_paths.clear()
 
     def save_checkpoint(self, path: str, kind: str, subject_id: str, cp: Checkpoint, ingested: bool):
         now = time.time()
@@ -190,6 +200,7 @@ class FileRepository(UnitOfWork):
 
     def record_error(self, path: str, line: int, byte_offset: int, reason: str) -> bool:
         path, now = shown(path), time.time()
+        self._error_paths.add(path)
         before = self._execute("SELECT reason FROM ingest_errors WHERE source = %s AND path = %s AND line = %s",
                                    (self.source, path, line)).fetchone()
         (error_id,) = one_row(self._execute(
@@ -209,11 +220,15 @@ class FileRepository(UnitOfWork):
         return row[0] if row else None
 
     def clear_line_errors(self, path: str):
+        if not self._may_have_errors(shown(path)):
+            return
         self.changed_if_any(self._execute(
             "DELETE FROM ingest_errors WHERE source = %s AND path = %s AND line > 0 RETURNING 1",
             (self.source, shown(path))))
 
     def clear_file_error(self, path: str):
+        if not self._may_have_errors(shown(path)):
+            return
         self.changed_if_any(self._execute(
             "DELETE FROM ingest_errors WHERE source = %s AND path = %s AND line = 0 RETURNING 1",
             (self.source, shown(path))))
