@@ -8,6 +8,7 @@ from daemon.reader import Checkpoint
 from daemon.storage import rules
 from daemon.storage.interface import NOT_LOOKED_UP, NotLookedUp
 from daemon.storage.postgres.connection import one_row, one_value
+from daemon.storage.postgres.kept import Kept
 from daemon.storage.postgres.reports import lag_bytes
 from daemon.storage.postgres.unit_of_work import GENERATION, UnitOfWork
 
@@ -28,7 +29,6 @@ _SAVE_CHECKPOINTS = (
 
 _ROW = ("dev, inode, fingerprint, fingerprint_len, \"offset\", line_no, skipping, size, mtime_ns, content_hash,"
         " state")
-_ABSENT = Checkpoint()  # (in an undo record: the batch had not written the path before)
 CACHED_FILES = 100_000  # the source's checkpoints kept in memory, if it has no more files than this
 
 
@@ -55,12 +55,11 @@ class FileRepository(UnitOfWork):
         self.marked_missing = 0
         self.oldest_log_mtime_ns: int | None = None
         self._known: dict[str, Checkpoint] | None = None     # every checkpoint of the source; None: not loaded
-        self._written: dict[str, Checkpoint] = {}            # the batch's
-        self._saves: dict[str, tuple] = {}                   # the batch's checkpoints not written yet
+        self._written: Kept[str, Checkpoint] = Kept()        # the batch's
+        self._saves: Kept[str, tuple] = Kept()               # ... not written yet (_SAVE_CHECKPOINTS)
         # the paths (as shown) with ingest errors, as complete as `_known` (a path may stay after
         # its errors went: a statement too many, never one too few)
         self._error_paths: set[str] = set()
-        self._undo: list[tuple[str, Checkpoint, tuple | None]] = []   # the file in hand's: what was before
 
     def checkpoint(self, path: str, scanned: Checkpoint | None | NotLookedUp = NOT_LOOKED_UP) -> Checkpoint | None:
         written = self._written.get(path)
@@ -91,37 +90,26 @@ class FileRepository(UnitOfWork):
 
     def _write(self, path: str, cp: Checkpoint, save: tuple | None = None):
         """The batch wrote `cp` for `path` (to be written at the end, as `save`, if given)."""
-        self._undo.append((path, self._written.get(path, _ABSENT), self._saves.get(path)))
-        self._written[path] = cp
+        self._written.put(path, cp)
         if save is not None:
-            self._saves[path] = save
+            self._saves.put(path, save)
 
     def _savepoint_started(self):
         super()._savepoint_started()
-        self._undo.clear()
+        self._written.savepoint_started()
+        self._saves.savepoint_started()
 
     def _savepoint_undone(self):
         super()._savepoint_undone()
-        for path, cp, save in reversed(self._undo):
-            if cp is _ABSENT:
-                self._written.pop(path, None)
-            else:
-                self._written[path] = cp
-            if save is None:
-                self._saves.pop(path, None)
-            else:
-                self._saves[path] = save
-        self._undo.clear()
+        self._written.savepoint_undone()
+        self._saves.savepoint_undone()
 
     def _files_read(self):
         """The batch's checkpoints, written before a statement reads or updates the files table."""
         super()._files_read()
         if self._saves:
-            self._execute(_SAVE_CHECKPOINTS, [list(c) for c in zip(*self._saves.values(), strict=True)])
-            if self._in_file:
-                # (written inside the file's savepoint: if it is undone, they are kept again)
-                self._undo.extend((path, self._written[path], save) for path, save in self._saves.items())
-            self._saves.clear()
+            rows = self._saves.take(self._in_file)
+            self._execute(_SAVE_CHECKPOINTS, [list(c) for c in zip(*rows, strict=True)])
 
     def _batch_end(self):
         super()._batch_end()
@@ -130,10 +118,9 @@ class FileRepository(UnitOfWork):
     def _batch_over(self, committed: bool):
         super()._batch_over(committed)
         if committed and self._known is not None:
-            self._known.update(self._written)
+            self._known.update(self._written.items())
         self._written.clear()
         self._saves.clear()
-        self._undo.clear()
 
     def _forget(self):
         super()._forget()

@@ -24,6 +24,9 @@ class Kept(Generic[K, V]):
     def keys(self):
         return self._items.keys()
 
+    def items(self):
+        return self._items.items()
+
     def get(self, key: K) -> V | None:
         return self._items.get(key)
 

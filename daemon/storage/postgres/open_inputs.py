@@ -9,19 +9,19 @@ yet is unknown, and stays so through writes: it is read once, when asked."""
 
 import bisect
 
+from daemon.storage.postgres.kept import Kept
+
 CACHED_RUNS = 10_000      # runs whose open inputs are kept, at most (live logs: a few hundred)
-_ABSENT: list[int] = []     # (in an undo record: the batch had not changed the run before)
 
 
 class OpenInputs:
     def __init__(self) -> None:
         self._committed: dict[int, list[int]] = {}
-        self._batch: dict[int, list[int]] = {}
-        self._undo: list[tuple[int, list[int]]] = []   # the file in hand's changes: the values before
+        self._batch: Kept[int, list[int]] = Kept()
 
     def get(self, exec_id: int) -> list[int] | None:
         """The run's open ToolInput lines, oldest first; None: not known (read them, then `read`)."""
-        lines = self._batch.get(exec_id, self._committed.get(exec_id))
+        lines = self._batch.get(exec_id) if exec_id in self._batch else self._committed.get(exec_id)
         return None if lines is None else list(lines)
 
     def read(self, exec_id: int, lines: list[int]):
@@ -49,27 +49,20 @@ class OpenInputs:
         lines = self._committed.get(exec_id) if before is None else before
         if lines is None and not known:
             return
-        self._undo.append((exec_id, _ABSENT if before is None else list(before)))
-        self._batch[exec_id] = how([] if lines is None else list(lines))
+        self._batch.put(exec_id, how([] if lines is None else list(lines)))
 
     def savepoint_started(self):
-        self._undo.clear()
+        self._batch.savepoint_started()
 
     def savepoint_undone(self):
-        for exec_id, before in reversed(self._undo):
-            if before is _ABSENT:
-                self._batch.pop(exec_id, None)
-            else:
-                self._batch[exec_id] = before
-        self._undo.clear()
+        self._batch.savepoint_undone()
 
     def batch_over(self, committed: bool):
         if committed:
-            if len(self._committed) + len(self._batch) > CACHED_RUNS:
+            if len(self._committed) > CACHED_RUNS:
                 self._committed.clear()
-            self._committed.update(self._batch)
+            self._committed.update(self._batch.items())
         self._batch.clear()
-        self._undo.clear()
 
     def forget(self):
         self._committed.clear()
