@@ -8,17 +8,16 @@ from typing import NamedTuple
 import msgspec
 import psycopg
 
-from core.run_status import status_from_event
 from daemon.storage import rules
 from daemon.storage.derived import POSTGRES as DERIVED
 from daemon.storage.errors import Busy, NotOwned
-from daemon.storage.new_executions import NewExecution, aggregate_values, session_values
 from daemon.storage.postgres.connection import one_row
 from daemon.storage.postgres.kept import Kept
 from daemon.storage.postgres.open_inputs import OpenInputs
 from daemon.storage.postgres.unit_of_work import GENERATION, UnitOfWork
-from daemon.storage.records import EventRow, LogAggregates, Run, SessionUpdate, StaleCandidate, ToolCall, ToolCallEnd
+from daemon.storage.records import EventRow, Run, StaleCandidate, ToolCall, ToolCallEnd
 from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
+from daemon.storage.runs import Runs
 
 CREATED_AT, UPDATED_AT, BENCHMARK, DURATION = DERIVED
 ID_BLOCK = 100          # execution ids taken from the sequence at a time
@@ -203,7 +202,7 @@ def _int(flag: bool | None) -> int | None:
     return None if flag is None else int(flag)
 
 
-class ExecutionRepository(UnitOfWork):
+class ExecutionRepository(Runs, UnitOfWork):
     """This source's executions, with their session documents, events and tool calls."""
 
     def __init__(self) -> None:
@@ -311,40 +310,16 @@ class ExecutionRepository(UnitOfWork):
         self._runs.clear()
         self._open_inputs.forget()
 
-    def execution(self, execution_id: str) -> Run:
-        exec_id = self.new.ids.get(execution_id)
-        if exec_id is not None:
-            return Run(exec_id, self.new.by_id[exec_id].status, False)
-        # (Reserved: it was not in the database then; if another source creates it meanwhile,
-        # the insert at commit finds it there, and the batch is run again.)
-        exec_id = self._reserved.pop(execution_id, None)
-        if exec_id is None:
-            run = self._owned(execution_id)
-            if run:
-                return Run(*run)
-            exec_id = self._allocate_id()
-        status = status_from_event(None, stalled=False)
-        self.new.set(exec_id, NewExecution(exec_id, execution_id, status))
-        self.mark_changed()
-        return Run(exec_id, status, False)
+    def _stored_run(self, execution_id: str) -> Run | None:
+        run = self._owned(execution_id)
+        return None if run is None else Run(*run)
 
-    def reserve_execution_id(self, execution_id: str) -> int:
-        exec_id = self.new.ids.get(execution_id) or self._reserved.get(execution_id)
-        if exec_id is None and execution_id in self._runs:
+    def _stored_id(self, execution_id: str) -> int | None:
+        if execution_id in self._runs:
             return self._runs[execution_id][0]
-        if exec_id is None:
-            row = (self._looked_up[execution_id] if execution_id in self._looked_up
-                   else self._execute("SELECT id FROM executions WHERE execution_id = %s", (execution_id,)).fetchone())
-            if row:
-                return row[0]
-            exec_id = self._reserved[execution_id] = self._allocate_id()
-        return exec_id
-
-    def drop_reservation(self, execution_id: str):
-        self._reserved.pop(execution_id, None)
-
-    def drop_reservations(self):
-        self._reserved.clear()
+        row = (self._looked_up[execution_id] if execution_id in self._looked_up
+               else self._execute("SELECT id FROM executions WHERE execution_id = %s", (execution_id,)).fetchone())
+        return None if row is None else row[0]
 
     def _allocate_id(self) -> int:
         # From the table's sequence, a block at a time: never handed out twice, whichever
@@ -370,36 +345,25 @@ class ExecutionRepository(UnitOfWork):
             raise Busy(f"execution {sorted(taken)[0]!r} was created by another source meanwhile", "Conflict")
         return inserted
 
-    def update_session(self, exec_id: int, update: SessionUpdate):
-        result = update.result
-        values = session_values(update, self.stamp, exec_id)
-        new = self.new.changing(exec_id)
-        if new is None:
-            self._status_written.add(exec_id)
-            self._update_tracked(exec_id, _UPDATE_SESSION, values)
-        else:
-            new.session, new.status, new.given = values, update.status, True
-        if exec_id in self._session_docs:      # (read twice in a batch: the first is written first)
-            self._write_session_docs()
-        self._session_docs.put(exec_id, (exec_id, update.doc, None if result is None else result.doc, values["keep"]))
-        self.mark_changed()
+    _UPDATE_SESSION = _UPDATE_SESSION
+    _ADD_AGGREGATES_DERIVING = _ADD_AGGREGATES_DERIVING
 
-    def add_event_aggregates(self, exec_id: int, aggregates: LogAggregates):
-        new = self.new.changing(exec_id)
-        if new is not None:
-            new.add(aggregates)
-            self.mark_changed()
-            return
-        values = aggregate_values(aggregates, self.stamp, exec_id)
-        if aggregates.first_prompt is not None:
-            self._update_tracked(exec_id, _ADD_AGGREGATES_DERIVING, values)
-        else:
-            before = self._appended.get(exec_id)
-            self._appended.put(exec_id, values if before is None else _merged(before, values))
-        self.mark_changed()
+    @property
+    def _row_generation(self) -> int:
+        return self.stamp
+
+    def _write_session_doc(self, exec_id: int, doc: str, result_doc: str | None, keep: bool):
+        """Kept for the batch's end (read twice in a batch: the first is written first)."""
+        if exec_id in self._session_docs:
+            self._write_session_docs()
+        self._session_docs.put(exec_id, (exec_id, doc, result_doc, keep))
+
+    def _add_appended(self, exec_id: int, values: dict):
+        """Kept for the batch's end, summed per run (_ADD_APPENDED)."""
+        before = self._appended.get(exec_id)
+        self._appended.put(exec_id, values if before is None else _merged(before, values))
 
     def set_status(self, exec_id: int, status: str, stale_reason: str | None = None):
-        self._status_written.add(exec_id)
         self._update_tracked(exec_id, _SET_STATUS, (status, stale_reason, self.stamp, exec_id))
         self.mark_changed()
 
@@ -467,6 +431,7 @@ class ExecutionRepository(UnitOfWork):
 
     def _update_tracked(self, exec_id: int, sql: str, params: tuple | dict, before: ExecutionState | None = None):
         self._write_appended()
+        self._status_written.add(exec_id)      # (its status may change: read again in this batch)
         if before is None:
             before = ExecutionState(*one_row(self._execute(_TRACKED, (exec_id,))))
         for row in self._execute(sql, params).fetchall():
