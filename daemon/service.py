@@ -36,10 +36,8 @@ STATUS_SECONDS = 1.0           # at most one systemd STATUS= line per second
 PROGRESS_SECONDS = 5.0         # at most one info line about ingestion this often (batches: debug)
 FOLDER_CHECK_SECONDS = 1.0     # how often the watched folders are looked at (cheap: a few stats)
 MAX_FILES_PER_BATCH = 4096
-MAX_BATCH_BYTES = 64 << 20     # a batch stops taking files past this much input
-LIVE_BATCH_SECONDS = 0.003     # ... or, following live files, past this long: a line becomes
-                               # visible when its batch commits, so latency wants short batches
-                               # (commits are cheap: WAL with synchronous=NORMAL does not fsync)
+MAX_BATCH_BYTES = 64 << 20     # a batch stops taking files past this much input (or, following
+                               # live files, past the store's live_batch_seconds)
 EXTEND_SECONDS = 5.0           # while catching up, systemd's start timeout is extended this often
 EXTEND_BY = "EXTEND_TIMEOUT_USEC=30000000"    # ... by 30 s from then: a long back-fill is progress
 HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
@@ -89,7 +87,7 @@ class Service:
         self.catching_up = True        # until the first full scan (or a SIGHUP rescan) is committed
         self.scanning: Iterator[str] | None = None     # the reconcile scan in progress
         # --once only wants throughput; live, a batch is also bounded in time (latency)
-        self.batch_seconds = float("inf") if config.once else LIVE_BATCH_SECONDS
+        self.batch_seconds = float("inf") if config.once else store.live_batch_seconds
         self.totals = {"batches": 0, "files": 0, "read": 0, "lines": 0}   # files: processed; read: bytes read
         # Batches rolled back by a Busy or Unavailable error (and run again) since start, and
         # those of them not stored yet: the next batch that commits adds them to the store's
@@ -260,8 +258,9 @@ class Service:
         try:
             with self.store.batch():
                 if self.catching_up:
-                    self.read_worker.plan((path, what) for path, s in items
-                                          if (what := _found_without_checkpoint(s)) is not None)
+                    new = [(path, what) for path, s in items if (what := _found_without_checkpoint(s)) is not None]
+                    self.store.look_up_executions([what.subject_id for _, what in new])
+                    self.read_worker.plan(new)
                 for path, scanned in items:
                     if done and (size >= MAX_BATCH_BYTES or self.stopping
                                  or time.monotonic() - started > self.batch_seconds):

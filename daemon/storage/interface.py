@@ -72,6 +72,10 @@ class Store(Protocol):
     generation: int           # the last committed data generation
     changed: bool             # the batch in hand changed data (commits generation + 1)
     marked_missing: int       # files found gone since the store opened (the scan counts them)
+    # Following live files, a batch stops taking files once it has run this long: a line becomes
+    # visible when its batch commits, so latency wants short batches, as short as the engine's
+    # cost per commit allows.
+    live_batch_seconds: float
 
     # ---------------------------------------------------------------- the unit of work
 
@@ -156,6 +160,10 @@ class Store(Protocol):
 
     def execution(self, execution_id: str) -> Run:
         """The run, created (Running) if new."""
+
+    def look_up_executions(self, execution_ids: list[str]):
+        """A hint, inside a batch: it will ask for these runs (execution, reserve_execution_id).
+        A backend whose reads cost a round trip each may read them all at once. May do nothing."""
 
     def reserve_execution_id(self, execution_id: str) -> int:
         """The id execution() gives this run, in this batch or a later one, without creating it."""

@@ -35,7 +35,7 @@ class BenchmarkRepository(UnitOfWork):
         rows go (the source no longer defines what the file defined before): else an edit made
         on every host would be refused on each by the others' old text, for ever."""
         self._lock_feed()
-        for source, other_path, yaml_text in self.conn.execute(
+        for source, other_path, yaml_text in self._execute(
                 "SELECT source, path, yaml_text FROM benchmark_sources WHERE benchmark_id = %s ORDER BY source",
                 (benchmark.id,)).fetchall():
             if (source == self.source and other_path != path) or \
@@ -43,11 +43,11 @@ class BenchmarkRepository(UnitOfWork):
                 self.remove_benchmarks_of(path)
                 return Definer(other_path, None if source == self.source else source)
         now = time.time()
-        self.conn.execute(
+        self._execute(
             "INSERT INTO benchmark_sources (benchmark_id, source, path, yaml_text) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (benchmark_id, source) DO UPDATE SET path = excluded.path, yaml_text = excluded.yaml_text",
             (benchmark.id, self.source, path, benchmark.yaml_text))
-        self.conn.execute(
+        self._execute(
             "INSERT INTO benchmarks (id, path, description, tags, prompt, flow_steps, yaml_text, removed, updated_at)"
             " VALUES (%s,%s,%s,%s,%s,%s,%s,0,%s) ON CONFLICT (id) DO UPDATE SET"
             " description = excluded.description, tags = excluded.tags, prompt = excluded.prompt,"
@@ -58,7 +58,7 @@ class BenchmarkRepository(UnitOfWork):
         self._settle([benchmark.id], now)
         self._keep_rules(rules.benchmark_written(benchmark.id, GENERATION))
         # A file whose id changed no longer defines the old one.
-        self._settle([r[0] for r in self.conn.execute(
+        self._settle([r[0] for r in self._execute(
             "DELETE FROM benchmark_sources WHERE source = %s AND path = %s AND benchmark_id != %s"
             " RETURNING benchmark_id", (self.source, path, benchmark.id)).fetchall()], now)
         self.mark_changed()
@@ -66,15 +66,16 @@ class BenchmarkRepository(UnitOfWork):
         return None
 
     def benchmark_ids_of(self, path: str) -> list[str]:
-        return [r[0] for r in self.conn.execute(
+        return [r[0] for r in self._execute(
             "SELECT benchmark_id FROM benchmark_sources WHERE source = %s AND path = %s", (self.source, path))]
 
     def benchmark_files_in_error(self) -> list[str]:
-        return [r[0] for r in self.conn.execute(
+        self._files_read()
+        return [r[0] for r in self._execute(
             "SELECT path FROM files WHERE source = %s AND kind = 'benchmark' AND state = 'error'", (self.source,))]
 
     def benchmark_files_to_look_at_again(self) -> list[str]:
-        (generation,) = one_row(self.conn.execute(
+        (generation,) = one_row(self._execute(
             "SELECT coalesce(max(generation), 0) FROM scope_generations WHERE scope = 'benchmarks'"))
         if generation == self._benchmarks_seen:
             return []
@@ -83,7 +84,7 @@ class BenchmarkRepository(UnitOfWork):
 
     def remove_benchmarks_of(self, path: str):
         self._lock_feed()
-        gone = [r[0] for r in self.conn.execute(
+        gone = [r[0] for r in self._execute(
             "DELETE FROM benchmark_sources WHERE source = %s AND path = %s RETURNING benchmark_id",
             (self.source, path)).fetchall()]
         if self._settle(gone, time.time()):
@@ -95,7 +96,7 @@ class BenchmarkRepository(UnitOfWork):
         else following the first one's file. True when one changed (its rules kept)."""
         written = False
         for benchmark_id in ids:
-            for (changed,) in self.conn.execute(_SETTLE, {"id": benchmark_id, "now": now}).fetchall():
+            for (changed,) in self._execute(_SETTLE, {"id": benchmark_id, "now": now}).fetchall():
                 self._keep_rules(rules.benchmark_written(changed, GENERATION))
                 written = True
         return written

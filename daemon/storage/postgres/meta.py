@@ -11,11 +11,11 @@ _ADD = ("UPDATE sources SET " + ", ".join(f"{c} = {c} + %({c})s" for c in COUNTE
 class MetaRepository(UnitOfWork):
 
     def add_counters(self, **amounts: float):
-        self.conn.execute(_ADD, {**dict.fromkeys(COUNTERS, 0), **amounts, "source": self.source})
+        self._execute(_ADD, {**dict.fromkeys(COUNTERS, 0), **amounts, "source": self.source})
 
     def set_started(self, now: float):
-        self.conn.execute("UPDATE sources SET started_at = %s, heartbeat_at = %s WHERE source = %s",
+        self._execute("UPDATE sources SET started_at = %s, heartbeat_at = %s WHERE source = %s",
                           (now, now, self.source))
 
     def heartbeat(self, now: float):
-        self.conn.execute("UPDATE sources SET heartbeat_at = %s WHERE source = %s", (now, self.source))
+        self._execute("UPDATE sources SET heartbeat_at = %s WHERE source = %s", (now, self.source))

@@ -4,12 +4,11 @@ derived columns (derived.py); its status as the files and the stale rule give it
 new runs (this is the only writer: an id is counted once, never handed out twice)."""
 
 
-from core.run_status import status_from_event
 from daemon.storage import rules
 from daemon.storage.derived import SQLITE as DERIVED
-from daemon.storage.new_executions import NewExecution, aggregate_values, session_values
-from daemon.storage.records import LogAggregates, Run, SessionUpdate, StaleCandidate
+from daemon.storage.records import Run, StaleCandidate
 from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
+from daemon.storage.runs import Runs
 from daemon.storage.sqlite.unit_of_work import UnitOfWork
 
 BENCHMARK, CREATED_AT, UPDATED_AT = DERIVED.BENCHMARK, DERIVED.CREATED_AT, DERIVED.UPDATED_AT
@@ -57,7 +56,7 @@ _SET_DERIVED = ("UPDATE executions SET created_at = ?, updated_at = ?, benchmark
                 f" WHERE id = ? RETURNING {TRACKED_COLUMNS}")
 _TRACKED = f"SELECT {TRACKED_COLUMNS} FROM executions WHERE id = ?"
 
-class ExecutionRepository(UnitOfWork):
+class ExecutionRepository(Runs, UnitOfWork):
     """The executions and session_docs tables."""
 
     def __init__(self, generation: int):
@@ -65,45 +64,17 @@ class ExecutionRepository(UnitOfWork):
         self._next_id: int | None = None            # the id the next new execution gets (None: count)
         self._reserved: dict[str, int] = {}         # execution_id → id, for one not created yet
 
-    def execution(self, execution_id: str) -> Run:
-        """An execution; a new one is inserted when the batch commits, with the status an event
-        line starts a run with (core/run_status.py: a session file read in the same batch then
-        decides it)."""
-        exec_id = self.new.ids.get(execution_id)
-        if exec_id is not None:
-            return Run(exec_id, self.new.by_id[exec_id].status, False)
-        exec_id = self._reserved.pop(execution_id, None)
-        if exec_id is None:
-            row = self.conn.execute("SELECT id, status, stale_reason IS NOT NULL FROM executions"
-                                    " WHERE execution_id = ?", (execution_id,)).fetchone()
-            if row:
-                return Run(row[0], row[1], bool(row[2]))
-            exec_id = self._allocate_id()
-        status = status_from_event(None, stalled=False)
-        self.new.set(exec_id, NewExecution(exec_id, execution_id, status))
-        self.mark_changed()
-        return Run(exec_id, status, False)
+    def _stored_run(self, execution_id: str) -> Run | None:
+        row = self.conn.execute("SELECT id, status, stale_reason IS NOT NULL FROM executions"
+                                " WHERE execution_id = ?", (execution_id,)).fetchone()
+        return None if row is None else Run(row[0], row[1], bool(row[2]))
 
-    def reserve_execution_id(self, execution_id: str) -> int:
-        """The id execution() gives this execution, in this batch or a later one, without
-        creating it: rows can be built with it before it exists. (A reservation is lost when
-        a batch that created the execution rolls back: the rows' id no longer matches, and
-        whoever built them must build them again.)"""
-        exec_id = self.new.ids.get(execution_id) or self._reserved.get(execution_id)
-        if exec_id is None:
-            row = self.conn.execute("SELECT id FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
-            if row:
-                return row[0]
-            exec_id = self._reserved[execution_id] = self._allocate_id()
-        return exec_id
+    def _stored_id(self, execution_id: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM executions WHERE execution_id = ?", (execution_id,)).fetchone()
+        return None if row is None else row[0]
 
-    def drop_reservation(self, execution_id: str):
-        """What was to be built with the reserved id will not be (the file was no file)."""
-        self._reserved.pop(execution_id, None)
-
-    def drop_reservations(self):
-        """Nothing built with a reserved id is left to store (the read-ahead stopped)."""
-        self._reserved.clear()
+    def look_up_executions(self, execution_ids: list[str]):
+        """Nothing to do: a read in SQLite costs no round trip."""
 
     def _allocate_id(self) -> int:
         # Counted once: this is the only writer, and an id is never handed out twice, not even
@@ -113,39 +84,25 @@ class ExecutionRepository(UnitOfWork):
         exec_id, self._next_id = self._next_id, self._next_id + 1
         return exec_id
 
-    def update_session(self, exec_id: int, update: SessionUpdate):
-        """Columns fed by the session file."""
-        result = update.result
-        values = session_values(update, self.next_generation, exec_id)
-        new = self.new.changing(exec_id)
-        if new is None:
-            self._update_tracked(exec_id, _UPDATE_SESSION, values)
-        else:
-            new.session, new.status, new.given = values, update.status, True
+    _UPDATE_SESSION = _UPDATE_SESSION
+    _ADD_AGGREGATES_DERIVING = _ADD_AGGREGATES_DERIVING
+
+    @property
+    def _row_generation(self) -> int:
+        return self.next_generation
+
+    def _write_session_doc(self, exec_id: int, doc: str, result_doc: str | None, keep: bool):
         self.conn.execute(
             "INSERT INTO session_docs (exec_id, session_doc, result_doc) VALUES (?, ?, ?)"
             " ON CONFLICT (exec_id) DO UPDATE SET session_doc = excluded.session_doc,"
             " result_doc = CASE WHEN ? THEN result_doc ELSE excluded.result_doc END",
-            (exec_id, update.doc, None if result is None else result.doc, values["keep"]))
-        self.mark_changed()
+            (exec_id, doc, result_doc, keep))
 
-    def add_event_aggregates(self, exec_id: int, aggregates: LogAggregates):
-        new = self.new.changing(exec_id)
-        if new is not None:
-            new.add(aggregates)
-            self.mark_changed()
-            return
-        # Lines with a prompt are (nearly always) a log's first: they set first_prompt,
-        # created_at and the benchmark in the same statement. Appends don't: a column in the SET
-        # list costs an update of each index on it (a page written), even when its value stays.
-        values = aggregate_values(aggregates, self.next_generation, exec_id)
-        if aggregates.first_prompt is not None:
-            self._update_tracked(exec_id, _ADD_AGGREGATES_DERIVING, values)
-        else:     # (nothing the domain rules look at: no reading before)
-            row = self.conn.execute(_ADD_AGGREGATES, values).fetchall()
-            if row and not row[0][0]:
-                self._refresh_derived("id = ?", (exec_id,))   # an earlier timestamp came later
-        self.mark_changed()
+    def _add_appended(self, exec_id: int, values: dict):
+        # (nothing the domain rules look at: no reading before)
+        row = self.conn.execute(_ADD_AGGREGATES, values).fetchall()
+        if row and not row[0][0]:
+            self._refresh_derived("id = ?", (exec_id,))   # an earlier timestamp came later
 
     def set_status(self, exec_id: int, status: str, stale_reason: str | None = None):
         """A status no file gave: the stale rule's Timeout (with why), or Running again after it.

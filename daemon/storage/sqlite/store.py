@@ -20,6 +20,8 @@ from daemon.storage.sqlite.migrations import migrate, refuse_anothers
 @translating_methods
 class SqliteStore(FileRepository, ErrorRepository, ExecutionRepository, EventRepository, BenchmarkRepository,
                   MetaRepository):
+    live_batch_seconds = 0.003     # commits are cheap: WAL with synchronous=NORMAL does not fsync
+
     def __init__(self, path: Path, migrating: Callable[[str], None] | None = None, source: str | None = None):
         """`migrating(what)` is told when a schema migration starts, and again every
         migrations.MIGRATION_NOTICE_SECONDS until it ends (it can take many minutes). `source`:
