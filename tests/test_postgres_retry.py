@@ -80,11 +80,12 @@ def test_once_runs_again_a_batch_that_waited_too_long_for_a_row_lock_and_counts_
 
 
 def test_a_deadlock_with_the_batch_is_not_the_users_problem(tmp_path, url):
-    """A genuine deadlock (40P01): a session holds the source's row, the daemon's batch (which has
-    written a file's checkpoint row) waits for it, and that session then waits for the
-    checkpoint row. The server aborts the daemon's transaction (its deadlock_timeout, the
-    default 1 s, runs out first); the daemon runs the batch again once the other session is done:
-    exit 0, every line once, one batch retried."""
+    """A genuine deadlock (40P01): a session holds the file's checkpoint row, the daemon's batch
+    (which has added its counters to the source's row: checkpoints are written at the batch's
+    end) waits for it, and that session then waits for the source's row. The server aborts the
+    daemon's transaction (its deadlock_timeout, the default 1 s, runs out first); the daemon
+    runs the batch again once the other session is done: exit 0, every line once, one batch
+    retried."""
     host = Host(tmp_path, "runner-1", url)
     host.run("first")
     host.once()
@@ -92,14 +93,14 @@ def test_a_deadlock_with_the_batch_is_not_the_users_problem(tmp_path, url):
     db = Db(url)
     with psycopg.connect(url) as other:
         other.execute("SET deadlock_timeout = '30s'")     # the daemon is the one that finds the deadlock
-        other.execute("SELECT 1 FROM sources WHERE source = 'runner-1' FOR UPDATE")
+        other.execute("SELECT 1 FROM files WHERE source = 'runner-1' FOR UPDATE")
         once = start_once(host)
         waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reev-ingestd:runner-1'" \
                   " AND wait_event_type = 'Lock'"
-        wait_for(lambda: db.scalar(waiting) == 1, timeout=30, what="the daemon's batch to wait for the source's row",
+        wait_for(lambda: db.scalar(waiting) == 1, timeout=30, what="the daemon's batch to wait for the checkpoint row",
                  alive=lambda: once.poll() is None or pytest.fail(host.logs.read_text()[-3000:]))
-        # this waits for the checkpoint row the daemon's batch holds, until the server aborts that batch
-        other.execute("UPDATE files SET size = size WHERE source = 'runner-1'")
+        # this waits for the source's row the daemon's batch holds, until the server aborts that batch
+        other.execute("UPDATE sources SET heartbeat_at = heartbeat_at WHERE source = 'runner-1'")
         other.rollback()
         assert once.wait(60) == 0, host.logs.read_text()[-3000:]
     log = host.logs.read_text()
