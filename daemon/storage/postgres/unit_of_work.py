@@ -257,10 +257,10 @@ class UnitOfWork:
             self.new.release()
             self._kept_before = None
 
-    def _execute(self, sql, params=None) -> psycopg.Cursor:
+    def _execute(self, sql, params=None, prepare: bool | None = None) -> psycopg.Cursor:
         """A statement of the batch (or outside one), after the file's savepoint if one is due."""
         self._open_savepoint()
-        return self.conn.execute(sql, params)
+        return self.conn.execute(sql, params, prepare=prepare)
 
     def _cursor(self) -> psycopg.Cursor:
         """A cursor for the batch's statements (executemany, COPY), after the file's savepoint."""
