@@ -39,7 +39,7 @@ import psycopg
 from daemon.storage import rules
 from daemon.storage.errors import StorageError
 from daemon.storage.new_executions import NewExecutions
-from daemon.storage.postgres.connection import FEED_KEY, connect, one_value, translating
+from daemon.storage.postgres.connection import FEED_KEY, connect, one_row, one_value, translating
 from daemon.storage.rules import ExecutionState
 
 log = logging.getLogger("reev.store")
@@ -90,6 +90,9 @@ class UnitOfWork:
         # how long those lists were when the savepoint in hand began (their rows, once written)
         self._kept_before: tuple[int, int] | tuple[list, list] | None = None
         self._stamp: int | None = None
+        # the next batch's stamp, taken by this one's commit tail in its own statement: a live
+        # batch then sends no statement of its own to take one (one wait fewer per batch)
+        self._next_stamp: int | None = None
         self._in_batch = False
         self._savepoint_due = False      # a file's savepoint, sent before its first statement
         self._savepoint_open = False     # ... sent
@@ -289,9 +292,9 @@ class UnitOfWork:
         """The shared writes, in commit order: the feed's lock, the generation, the rules."""
         self._lock_feed()
         now = time.time()
-        generation = one_value(self._execute(
-            "UPDATE meta SET data_generation = data_generation + 1, last_ingest_at = %s RETURNING data_generation",
-            (now,)))
+        generation, self._next_stamp = one_row(self._execute(
+            "UPDATE meta SET data_generation = data_generation + 1, last_ingest_at = %s"
+            " RETURNING data_generation, nextval('batch_stamps')", (now,)))
         with self._cursor() as cur:
             # (a statement's runs in a row as one executemany: a back-fill's tail is thousands)
             for sql, group in itertools.groupby(self._deferred, key=lambda d: d[0]):
@@ -333,7 +336,10 @@ class UnitOfWork:
     def stamp(self) -> int:
         """The batch's stamp, for the rows it changes."""
         if self._stamp is None:
-            self._stamp = one_value(self._execute("SELECT nextval('batch_stamps')"))
+            if self._next_stamp is not None:     # (a sequence's value: unique, rolled back or not)
+                self._stamp, self._next_stamp = self._next_stamp, None
+            else:
+                self._stamp = one_value(self._execute("SELECT nextval('batch_stamps')"))
         return self._stamp
 
     @property
