@@ -31,5 +31,14 @@ def _fragments(greatest: str, round3: str) -> Derived:
                   " THEN " + round3.format(x="({ended} - {started}) * 1000") + " END)"))
 
 
+def of_stored_columns(derived: Derived) -> dict[str, str]:
+    """An execution's derived columns from its stored columns (refreshed when their inputs changed
+    another way: a benchmark's prompt, an earlier timestamp come later)."""
+    return {"created_at": derived.CREATED_AT.format(start="start_time", first="first_event_at"),
+            "updated_at": derived.UPDATED_AT.format(last="last_event_at", end="end_time", start="start_time"),
+            "benchmark_id": derived.BENCHMARK.format(session_benchmark="session_benchmark_id",
+                                                     prompt="executions.first_prompt")}
+
+
 SQLITE = _fragments("max", "round({x}, 3)")
 POSTGRES = _fragments("greatest", "round(({x})::numeric, 3)::double precision")

@@ -1,7 +1,20 @@
-"""`reev-ingestd dump`'s queries, for either backend: what was ingested, in a canonical order,
-without what depends on when or how often the daemon ran (ingest times, counters, generations,
-row ids, the source that read a file): two databases built from the same final files dump
-identically, however their ingestion was interrupted and whichever backend holds them."""
+"""The operators' queries for either backend. `reev-ingestd dump`'s: what was ingested, in a
+canonical order, without what depends on when or how often the daemon ran (ingest times,
+counters, generations, row ids, the source that read a file): two databases built from the same
+final files dump identically, however their ingestion was interrupted and whichever backend
+holds them. And the part of `reev-ingestd status` both backends read alike."""
+
+from collections.abc import Callable, Sequence
+
+
+def status_counts(rows: Callable[[str], Sequence[Sequence]]) -> dict:
+    """What `status` shows of files, runs and errors, read by `rows` (a statement's rows, in the
+    snapshot the caller holds)."""
+    return {"files": rows("SELECT kind, state, count(*) FROM files GROUP BY kind, state ORDER BY kind, state"),
+            "statuses": rows("SELECT status, count(*) FROM executions GROUP BY status ORDER BY status"),
+            "errors": rows("SELECT path, line, byte_offset, reason, last_seen_at FROM ingest_errors"
+                           " ORDER BY last_seen_at DESC, id DESC LIMIT 5"),
+            "error_count": rows("SELECT count(*) FROM ingest_errors")[0][0]}
 
 
 def dump_queries(offset: str, score_sum: str, tie: str) -> dict[str, str]:

@@ -38,6 +38,13 @@ class ExecutionState(NamedTuple):
 
 
 TRACKED_COLUMNS = "id, execution_id, status, success, score, final_status, agent_type, benchmark_id, created_at"
+# A run's tracked columns; its status set; its derived columns set: each returning the columns
+# the rules look at after the change (`?` parameters: PostgreSQL's backend converts them).
+SELECT_TRACKED = f"SELECT {TRACKED_COLUMNS} FROM executions WHERE id = ?"
+SET_STATUS = ("UPDATE executions SET status = ?, stale_reason = ?, changed_generation = ? WHERE id = ?"
+              f" RETURNING {TRACKED_COLUMNS}")
+SET_DERIVED = ("UPDATE executions SET created_at = ?, updated_at = ?, benchmark_id = ?, changed_generation = ?"
+               f" WHERE id = ? RETURNING {TRACKED_COLUMNS}")
 
 # agent_benchmark_stats: the finished runs (success known) per agent and benchmark ('' unknown).
 _ADD_STATS = (

@@ -10,11 +10,12 @@ import psycopg
 
 from daemon.storage import rules
 from daemon.storage.derived import POSTGRES as DERIVED
+from daemon.storage.derived import of_stored_columns
 from daemon.storage.errors import Busy, NotOwned
 from daemon.storage.postgres.connection import one_row
 from daemon.storage.postgres.kept import Kept
 from daemon.storage.postgres.open_inputs import OpenInputs
-from daemon.storage.postgres.unit_of_work import GENERATION, UnitOfWork
+from daemon.storage.postgres.unit_of_work import GENERATION, UnitOfWork, pg_sql
 from daemon.storage.records import EventRow, Run, StaleCandidate, ToolCall, ToolCallEnd
 from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
 from daemon.storage.runs import Runs
@@ -109,15 +110,9 @@ def _merged(before: dict, after: dict) -> dict:
             "sid": before["sid"] if before["sid"] is not None else after["sid"]}
 
 
-_SET_STATUS = ("UPDATE executions SET status = %s, stale_reason = %s, changed_generation = %s WHERE id = %s"
-               f" RETURNING {TRACKED_COLUMNS}")
-_DERIVED = {
-    "created_at": CREATED_AT.format(start="start_time", first="first_event_at"),
-    "updated_at": UPDATED_AT.format(last="last_event_at", end="end_time", start="start_time"),
-    "benchmark_id": BENCHMARK.format(session_benchmark="session_benchmark_id", prompt="executions.first_prompt")}
-_SET_DERIVED = ("UPDATE executions SET created_at = %s, updated_at = %s, benchmark_id = %s, changed_generation = %s"
-                f" WHERE id = %s RETURNING {TRACKED_COLUMNS}")
-_TRACKED = f"SELECT {TRACKED_COLUMNS} FROM executions WHERE id = %s"
+_SET_STATUS, _SET_DERIVED, _TRACKED = (pg_sql(rules.SET_STATUS), pg_sql(rules.SET_DERIVED),
+                                        pg_sql(rules.SELECT_TRACKED))
+_DERIVED = of_stored_columns(DERIVED)
 _LOOK_UP = "SELECT id, status, stale_reason IS NOT NULL, source FROM executions WHERE execution_id = %s"
 _LOOK_UP_ALL = ("SELECT id, status, stale_reason IS NOT NULL, source, execution_id FROM executions"
                 " WHERE execution_id = ANY(%s)")

@@ -4,7 +4,7 @@ StorageError, as the store does."""
 
 import psycopg
 
-from daemon.storage.dump import dump_queries
+from daemon.storage.dump import dump_queries, status_counts
 from daemon.storage.postgres.connection import one_row, one_value, running_sources, translating
 
 # The same records, columns and order as SQLite's (the source is not dumped: a file's records
@@ -50,13 +50,8 @@ def status_report(conn: psycopg.Connection) -> dict:
         generation, last_ingest = one_row(conn.execute("SELECT data_generation, last_ingest_at FROM meta"))
         sources = conn.execute("SELECT source, started_at, heartbeat_at, lines_ingested_total, retried_batches_total"
                                " FROM sources ORDER BY source").fetchall()
-        files = conn.execute("SELECT kind, state, count(*) FROM files GROUP BY kind, state"
-                             " ORDER BY kind, state").fetchall()
         lag = lag_bytes(conn)
-        statuses = conn.execute("SELECT status, count(*) FROM executions GROUP BY status ORDER BY status").fetchall()
-        errors = conn.execute("SELECT path, line, byte_offset, reason, last_seen_at FROM ingest_errors"
-                              " ORDER BY last_seen_at DESC, id DESC LIMIT 5").fetchall()
-        error_count = one_value(conn.execute("SELECT count(*) FROM ingest_errors"))
+        counts = status_counts(lambda sql: conn.execute(sql).fetchall())
         size = one_value(conn.execute("SELECT pg_database_size(current_database())"))
         standby = one_value(conn.execute("SELECT pg_is_in_recovery()"))
     running = None if standby else running_sources(conn, [s[0] for s in sources])
@@ -64,8 +59,7 @@ def status_report(conn: psycopg.Connection) -> dict:
     meta = {"data_generation": generation, "last_ingest_at": last_ingest,
             "heartbeat_at": max(beats) if beats else None,
             "lines_ingested_total": sum(s[3] for s in sources), "retried_batches_total": sum(s[4] for s in sources)}
-    return {"meta": meta, "files": files, "lag_bytes": lag, "statuses": statuses, "errors": errors,
-            "error_count": error_count, "database_bytes": size, "standby": standby,
+    return {"meta": meta, "lag_bytes": lag, **counts, "database_bytes": size, "standby": standby,
             "sources": [{"source": s, "started_at": started, "heartbeat_at": beat,
                          "running": None if running is None else s in running,
                          "retried_batches_total": retried} for s, started, beat, _, retried in sources]}

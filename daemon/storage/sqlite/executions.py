@@ -6,6 +6,7 @@ new runs (this is the only writer: an id is counted once, never handed out twice
 
 from daemon.storage import rules
 from daemon.storage.derived import SQLITE as DERIVED
+from daemon.storage.derived import of_stored_columns
 from daemon.storage.records import Run, StaleCandidate
 from daemon.storage.rules import TRACKED_COLUMNS, ExecutionState
 from daemon.storage.runs import Runs
@@ -45,16 +46,8 @@ _ADD_AGGREGATES_DERIVING = (
 _ADD_AGGREGATES = (_AGGREGATES + " WHERE id = :id RETURNING created_at IS "
                    + CREATED_AT.format(start="start_time", first="first_event_at"))
 
-_SET_STATUS = ("UPDATE executions SET status = ?, stale_reason = ?, changed_generation = ? WHERE id = ?"
-               f" RETURNING {TRACKED_COLUMNS}")
 # The derived columns recomputed from stored facts (_refresh_derived).
-_DERIVED = {
-    "created_at": CREATED_AT.format(start="start_time", first="first_event_at"),
-    "updated_at": UPDATED_AT.format(last="last_event_at", end="end_time", start="start_time"),
-    "benchmark_id": BENCHMARK.format(session_benchmark="session_benchmark_id", prompt="executions.first_prompt")}
-_SET_DERIVED = ("UPDATE executions SET created_at = ?, updated_at = ?, benchmark_id = ?, changed_generation = ?"
-                f" WHERE id = ? RETURNING {TRACKED_COLUMNS}")
-_TRACKED = f"SELECT {TRACKED_COLUMNS} FROM executions WHERE id = ?"
+_DERIVED = of_stored_columns(DERIVED)
 
 class ExecutionRepository(Runs, UnitOfWork):
     """The executions and session_docs tables."""
@@ -107,7 +100,7 @@ class ExecutionRepository(Runs, UnitOfWork):
     def set_status(self, exec_id: int, status: str, stale_reason: str | None = None):
         """A status no file gave: the stale rule's Timeout (with why), or Running again after it.
         (The domain rules carry it to the change feed and the benchmark's ETag scope.)"""
-        self._update_tracked(exec_id, _SET_STATUS, (status, stale_reason, self.next_generation, exec_id))
+        self._update_tracked(exec_id, rules.SET_STATUS, (status, stale_reason, self.next_generation, exec_id))
         self.mark_changed()
 
     def stale_candidates(self, limit: int) -> list[StaleCandidate]:
@@ -152,7 +145,7 @@ class ExecutionRepository(Runs, UnitOfWork):
             params).fetchall()
         for row in changed:
             before = ExecutionState(*row[:-3])  # type: ignore[arg-type]  # apsw: a row is any SQLite values; these are TRACKED_COLUMNS
-            self._update_tracked(before.id, _SET_DERIVED, (*row[-3:], self.next_generation, before.id), before)
+            self._update_tracked(before.id, rules.SET_DERIVED, (*row[-3:], self.next_generation, before.id), before)
         if changed:
             self.mark_changed()
 
@@ -160,6 +153,6 @@ class ExecutionRepository(Runs, UnitOfWork):
         """Run `sql` (an UPDATE of the execution `exec_id` ending in RETURNING TRACKED_COLUMNS) and
         keep the domain rules (daemon/storage/rules.py), from the row before and after."""
         if before is None:
-            before = ExecutionState(*self.conn.execute(_TRACKED, (exec_id,)).fetchone())  # type: ignore[misc]  # apsw: fetchone() is None without a row; the execution is there
+            before = ExecutionState(*self.conn.execute(rules.SELECT_TRACKED, (exec_id,)).fetchone())  # type: ignore[misc]  # apsw: fetchone() is None without a row; the execution is there
         for row in self.conn.execute(sql, params).fetchall():
             self._keep_rules(rules.execution_updated(before, ExecutionState(*row), self.next_generation))  # type: ignore[arg-type]  # apsw: a row is any SQLite values; these are TRACKED_COLUMNS

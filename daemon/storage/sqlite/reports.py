@@ -4,7 +4,7 @@ line and `status` alike). They raise StorageError (errors.py), as the store does
 
 import apsw
 
-from daemon.storage.dump import dump_queries
+from daemon.storage.dump import dump_queries, status_counts
 from daemon.storage.sqlite.errors import translating
 
 # ---------------------------------------------------------------------- canonical dump
@@ -45,12 +45,6 @@ def status_report(conn: apsw.Connection) -> dict:
     (core/readonly.py)."""
     with conn:
         meta: dict[str, object] = dict(conn.execute("SELECT key, value FROM meta"))
-        files = conn.execute("SELECT kind, state, count(*) FROM files GROUP BY kind, state"
-                             " ORDER BY kind, state").fetchall()
         lag = lag_bytes(conn)
-        statuses = conn.execute("SELECT status, count(*) FROM executions GROUP BY status ORDER BY status").fetchall()
-        errors = conn.execute("SELECT path, line, byte_offset, reason, last_seen_at FROM ingest_errors"
-                              " ORDER BY last_seen_at DESC, id DESC LIMIT 5").fetchall()
-        error_count = conn.execute("SELECT count(*) FROM ingest_errors").get
-    return {"meta": meta, "files": files, "lag_bytes": lag, "statuses": statuses, "errors": errors,
-            "error_count": error_count}
+        counts = status_counts(lambda sql: conn.execute(sql).fetchall())
+    return {"meta": meta, "lag_bytes": lag, **counts}
