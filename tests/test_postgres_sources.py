@@ -204,6 +204,31 @@ def test_live_daemons_take_an_edit_made_on_every_host(tmp_path, url):
             assert stop(d) == 0
 
 
+def test_runs_known_by_their_prompt_follow_benchmarks_another_source_changed(tmp_path, url):
+    """A run without a session file is linked to the benchmark whose prompt it has, as one
+    SQLite daemon over every host's files links it: also when another source's files are what
+    add or remove that benchmark. (Before, only the source that wrote a benchmark re-linked its
+    runs: host-a's run stayed linked to a benchmark removed on every host, and stayed unlinked
+    from one that host-b alone defined after the run was stored.)"""
+    a, b = Host(tmp_path, "host-a", url), Host(tmp_path, "host-b", url)
+    (a.sessions / "enhanced_otel_run-a.jsonl").write_bytes(fx.jsonl([fx.prompt_line(PROMPT)]))
+    a.once()
+    db = Db(url)
+
+    def benchmark_of_run_a():
+        return db.scalar("SELECT benchmark_id FROM executions WHERE execution_id = 'run-a'")
+    assert benchmark_of_run_a() is None
+    (b.benchmarks / "301-x.yml").write_text(fx.benchmark_yaml("301-x", prompt=PROMPT))
+    b.once()
+    a.once()
+    assert benchmark_of_run_a() == "301-x"
+    (b.benchmarks / "301-x.yml").unlink()
+    b.once()
+    assert db.benchmark("301-x")["removed"] == 1
+    a.once()
+    assert benchmark_of_run_a() is None
+
+
 def _feed_is_in_commit_order(db: Db):
     """Every change once, numbered in commit order: generations never go back along the feed,
     and each generation's changes are contiguous."""

@@ -228,7 +228,9 @@ class Store(Protocol):
         daemons, a file refused because another source defined its id differently is accepted
         once that source has changed its definition or dropped it. The files in error the first
         time, then again only when the benchmarks changed since the last call (a cheap look when
-        they did not). One writer (SQLite): none, since its own changes requeue them already."""
+        they did not); when they changed, this source's runs known only by their prompt are
+        linked again first (another source may have added or removed their benchmark). One
+        writer (SQLite): none, since its own changes requeue and re-link already."""
 
     def remove_benchmarks_of(self, path: str):
         """The file no longer defines anything: its benchmarks are marked removed (kept)."""

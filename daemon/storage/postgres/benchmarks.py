@@ -79,8 +79,13 @@ class BenchmarkRepository(UnitOfWork):
             "SELECT coalesce(max(generation), 0) FROM scope_generations WHERE scope = 'benchmarks'"))
         if generation == self._benchmarks_seen:
             return []
+        # Another source's files may have added or removed the benchmark that this source's
+        # runs known only by their prompt are linked to: they follow it, as one daemon's would.
+        with self.batch():
+            self.relink_unlinked()
+            paths = self.benchmark_files_in_error()
         self._benchmarks_seen = generation
-        return self.benchmark_files_in_error()
+        return paths
 
     def remove_benchmarks_of(self, path: str):
         self._lock_feed()

@@ -313,6 +313,11 @@ class ExecutionRepository(Runs, UnitOfWork):
         super()._forget()
         self._runs.clear()
         self._open_inputs.forget()
+        # A crash of the server forgets how far the sequence went in transactions that did not
+        # commit: ids taken since the last commit may come from it again. (Rows read ahead with
+        # a reserved id are read again: Ingestor.process compares the ids.)
+        self._ids.clear()
+        self._reserved.clear()
 
     def _stored_run(self, execution_id: str) -> Run | None:
         run = self._owned(execution_id)
@@ -327,7 +332,7 @@ class ExecutionRepository(Runs, UnitOfWork):
 
     def _allocate_id(self) -> int:
         # From the table's sequence, a block at a time: never handed out twice, whichever
-        # daemon takes them, not even after a rollback.
+        # daemon takes them, not even after a rollback (a crash of the server: _forget).
         if not self._ids:
             self._ids = [r[0] for r in self._execute(
                 "SELECT nextval(pg_get_serial_sequence('executions', 'id')) FROM generate_series(1, %s)",
