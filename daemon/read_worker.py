@@ -174,7 +174,7 @@ def _serve(fd: int, parent_pid: int):
     for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    die_with_parent(parent_pid, signal.SIGKILL)
+    die_with_parent(parent_pid)
     conn = Connection(fd)
     try:
         limits = pickle.loads(conn.recv_bytes())

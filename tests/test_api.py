@@ -903,12 +903,12 @@ def test_a_worker_goes_when_its_server_is_gone_whatever_handler_it_inherited():
               "print('still running', flush=True)\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
                           env=clean_env())
-    assert proc.returncode == -signal.SIGTERM and "still running" not in proc.stdout, (proc.returncode, proc.stdout)
+    assert proc.returncode == -signal.SIGKILL and "still running" not in proc.stdout, (proc.returncode, proc.stdout)
 
 
 def test_a_worker_does_not_outlive_a_killed_server(tmp_path):
     """SIGKILL leaves reev-api no time to stop its worker process; the worker must not go on
-    serving the port alone (it asks Linux for SIGTERM when its parent dies)."""
+    serving the port alone (it asks Linux for SIGKILL when its parent dies)."""
     server = Api(tmp_path / "reev.db", tmp_path / "api.log")
     try:
         workers = server.workers()
